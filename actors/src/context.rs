@@ -1,0 +1,61 @@
+//! What every session shares: store, server key, clock, settings, counters and events.
+
+use std::sync::Arc;
+
+use reap3r_store::Store;
+use reap3r_wire::{AgentConfig, SigningKey};
+
+use crate::{Clock, EventBus, FleetStats};
+
+/// Settings the fleet layer needs from the server configuration.
+#[derive(Debug, Clone)]
+pub struct FleetSettings {
+    /// Identifies this control-plane node in agent leases.
+    pub node_id: String,
+    /// Config sent to agents at hello.
+    pub agent_config: AgentConfig,
+    /// An agent is offline after this many heartbeat intervals without a message.
+    pub missed_heartbeats: u32,
+    /// How long a connection may stay without a hello or enrolment.
+    pub handshake_timeout_ms: u64,
+    /// How often `last_seen` is written and revocations are checked.
+    pub presence_flush_ms: u64,
+}
+
+impl FleetSettings {
+    pub fn for_test() -> Self {
+        Self {
+            node_id: "test-node".into(),
+            agent_config: AgentConfig { heartbeat_interval_s: 1, metrics_interval_s: 5 },
+            missed_heartbeats: 3,
+            handshake_timeout_ms: 5_000,
+            presence_flush_ms: 200,
+        }
+    }
+
+    pub fn heartbeat_timeout_ms(&self) -> u64 {
+        u64::from(self.agent_config.heartbeat_interval_s) * 1000 * u64::from(self.missed_heartbeats)
+    }
+}
+
+/// Shared by all sessions; cheap to clone.
+#[derive(Clone)]
+pub struct FleetContext {
+    pub store: Store,
+    pub server_key: Arc<SigningKey>,
+    pub clock: Arc<dyn Clock>,
+    pub settings: Arc<FleetSettings>,
+    pub stats: Arc<FleetStats>,
+    pub events: EventBus,
+}
+
+impl std::fmt::Debug for FleetContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetContext").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+/// Enrolment tokens are high-entropy secrets, so a fast hash is enough; only the hash is stored.
+pub fn hash_enrollment_token(token: &str) -> String {
+    blake3::hash(token.as_bytes()).to_hex().to_string()
+}

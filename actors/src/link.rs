@@ -1,0 +1,20 @@
+//! The seam between a session actor and its transport.
+
+use reap3r_wire::CloseCode;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LinkError {
+    #[error("link is closed")]
+    Closed,
+    #[error("link send queue is full")]
+    Full,
+}
+
+/// What a session needs from a connection. Implementations must not block: `send_frame` queues
+/// an envelope for the control stream and `close` ends the connection with a reason the agent sees.
+pub trait AgentLink: Send + Sync + 'static {
+    fn send_frame(&self, envelope: Vec<u8>) -> Result<(), LinkError>;
+    fn close(&self, code: CloseCode, reason: &str);
+    /// Remote address, for logs.
+    fn remote(&self) -> String;
+}

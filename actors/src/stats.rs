@@ -1,0 +1,64 @@
+//! Counters for what the fleet layer sees; exported as metrics and asserted by tests.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use reap3r_wire::CloseCode;
+
+/// Process-wide counters; cheap to bump from any task.
+#[derive(Debug, Default)]
+pub struct FleetStats {
+    pub connections_accepted: AtomicU64,
+    pub sessions_online: AtomicU64,
+    pub enrolments: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub heartbeats: AtomicU64,
+    pub datagrams_dropped: AtomicU64,
+    pub session_crashes: AtomicU64,
+    pub presence_flushes: AtomicU64,
+    closes: [AtomicU64; CloseCode::ALL.len()],
+}
+
+impl FleetStats {
+    pub fn count_close(&self, code: CloseCode) {
+        self.closes[code as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn closes(&self, code: CloseCode) -> u64 {
+        self.closes[code as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            connections_accepted: get(&self.connections_accepted),
+            sessions_online: get(&self.sessions_online),
+            enrolments: get(&self.enrolments),
+            messages_in: get(&self.messages_in),
+            messages_out: get(&self.messages_out),
+            heartbeats: get(&self.heartbeats),
+            datagrams_dropped: get(&self.datagrams_dropped),
+            session_crashes: get(&self.session_crashes),
+            presence_flushes: get(&self.presence_flushes),
+            closes: CloseCode::ALL.iter().map(|c| (c.as_str(), self.closes(*c))).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatsSnapshot {
+    pub connections_accepted: u64,
+    pub sessions_online: u64,
+    pub enrolments: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub heartbeats: u64,
+    pub datagrams_dropped: u64,
+    pub session_crashes: u64,
+    pub presence_flushes: u64,
+    pub closes: Vec<(&'static str, u64)>,
+}

@@ -1,0 +1,25 @@
+//! The agent's error type.
+
+use reap3r_wire::{CloseCode, WireError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Argument(String),
+    #[error("identity store: {0}")]
+    Store(String),
+    #[error("this agent is not enrolled (no identity in {0})")]
+    NotEnrolled(String),
+    #[error("cannot reach server: {0}")]
+    Connect(String),
+    #[error("server does not match the pinned {0}")]
+    Pin(&'static str),
+    #[error("server refused: {code}: {reason}")]
+    Refused { code: CloseCode, reason: String },
+    #[error("connection lost: {0}")]
+    Lost(String),
+    #[error("protocol: {0}")]
+    Protocol(#[from] WireError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}

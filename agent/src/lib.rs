@@ -1,0 +1,19 @@
+//! The Reap3r agent: enrols with a token, keeps its identity and pins in redb, and stays
+//! connected over pinned QUIC with signed heartbeats, metrics and config updates.
+
+mod backoff;
+mod error;
+mod identity;
+mod inventory;
+mod session;
+pub mod transport;
+
+pub use backoff::Backoff;
+pub use error::AgentError;
+pub use identity::{AgentIdentity, IdentityStore};
+pub use session::{EnrollOptions, EnrollOutcome, RunOptions, enroll, run};
+
+/// What this agent can do, reported at hello.
+pub const CAPABILITIES: &[&str] = &["heartbeat", "metrics", "inventory", "config_update"];
+
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");

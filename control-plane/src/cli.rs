@@ -1,0 +1,368 @@
+//! `reap3r` subcommands. Admin commands open the same store as `serve`, so they work while the
+//! server runs (SQLite WAL or PostgreSQL).
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use reap3r_actors::{Clock, SystemClock, hash_enrollment_token};
+use reap3r_store::{Agent, AgentApproval, NewAuditEntry, NewEnrollmentToken, NewUser, Store, Uuid};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::identity::ServerIdentity;
+use crate::node::open_store;
+
+#[derive(Debug, Parser)]
+#[command(name = "reap3r", version, about = "Reap3r control plane: enrol, watch and command fleets of agents")]
+pub struct Cli {
+    /// TOML configuration file; REAP3R_* environment variables override it.
+    #[arg(long, short, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane until SIGINT/SIGTERM.
+    Serve,
+    /// Run a self-contained demo: server, admin user and 3 local agents over real QUIC.
+    Demo {
+        #[arg(long, default_value_t = 3)]
+        agents: usize,
+    },
+    /// Manage enrolment tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Manage operator accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Inspect and approve agents.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print the agent enrol command.
+    Create(TokenCreate),
+    /// List tokens (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token so it enrols no more agents.
+    Revoke { id: Uuid },
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreate {
+    /// Organisation name or id (default: the "default" organisation).
+    #[arg(long)]
+    pub org: Option<String>,
+    /// Lifetime such as 30m, 1h, 7d.
+    #[arg(long, default_value = "24h")]
+    pub expires: String,
+    #[arg(long)]
+    pub max_uses: Option<u32>,
+    /// Agents enrolled with this token wait for an operator's approval.
+    #[arg(long)]
+    pub require_approval: bool,
+    #[arg(long)]
+    pub label: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; the password is read from standard input.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Approve { id: Uuid },
+    Reject { id: Uuid },
+    Revoke { id: Uuid },
+}
+
+pub const ROLES: &[&str] = &["super_admin", "org_admin", "technician", "viewer"];
+
+fn now_ms() -> i64 {
+    SystemClock.now_ms() as i64
+}
+
+/// Parses lifetimes like `90s`, `30m`, `1h`, `7d`.
+pub fn parse_lifetime(text: &str) -> Result<Duration> {
+    let (num, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = num.parse().map_err(|_| anyhow!("'{text}' is not a lifetime like 30m, 1h or 7d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" | "" => n * 3600,
+        "d" => n * 86_400,
+        _ => bail!("'{text}': unit must be s, m, h or d"),
+    };
+    if secs == 0 || secs > 365 * 86_400 {
+        bail!("'{text}': lifetime must be between 1 second and 365 days");
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+async fn resolve_org(store: &Store, org: Option<&str>) -> Result<reap3r_store::Org> {
+    match org {
+        None => Ok(store.default_org(now_ms()).await?),
+        Some(name) => store.find_org(name).await?.ok_or_else(|| anyhow!("no organisation named or with id '{name}'")),
+    }
+}
+
+async fn audit(store: &Store, org_id: Option<Uuid>, action: &str, target: String, details: serde_json::Value) -> Result<()> {
+    let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+    store.append_audit(&NewAuditEntry { org_id, actor, action: action.into(), target: Some(target), details }, now_ms()).await?;
+    Ok(())
+}
+
+/// A freshly created enrolment token, as printed by `token create --json`.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct CreatedToken {
+    pub id: Uuid,
+    pub token: String,
+    pub org_id: Uuid,
+    pub expires_at: Option<i64>,
+    pub max_uses: Option<i64>,
+    pub require_approval: bool,
+    pub server: String,
+    pub fingerprint: String,
+    pub server_key: String,
+    pub command: String,
+}
+
+/// Creates a token; shared by the CLI and the demo.
+pub async fn create_token(store: &Store, identity: &ServerIdentity, server: &str, args: &TokenCreate) -> Result<CreatedToken> {
+    let org = resolve_org(store, args.org.as_deref()).await?;
+    let lifetime = parse_lifetime(&args.expires)?;
+    let mut secret = [0u8; 24];
+    getrandom::fill(&mut secret).map_err(|e| anyhow!("no randomness: {e}"))?;
+    let token = format!("r3t_{}", hex::encode(secret));
+    let now = now_ms();
+    let new = NewEnrollmentToken {
+        org_id: org.id,
+        token_hash: hash_enrollment_token(&token),
+        label: args.label.clone(),
+        expires_at: Some(now + lifetime.as_millis() as i64),
+        max_uses: args.max_uses.map(i64::from),
+        require_approval: args.require_approval,
+        created_by: Some("cli".into()),
+    };
+    let created = store.create_enrollment_token(&new, now).await?;
+    audit(store, Some(org.id), "enrollment_token.create", format!("enrollment_token:{}", created.id), serde_json::json!({ "max_uses": created.max_uses, "expires_at": created.expires_at, "require_approval": created.require_approval })).await?;
+    let (fingerprint, server_key) = (identity.fingerprint(), identity.public_key_hex());
+    let command = format!(
+        "reap3r-agent enroll --server {server} --token {token} --fingerprint {fingerprint} --server-key {server_key} --data-dir /var/lib/reap3r-agent"
+    );
+    Ok(CreatedToken {
+        id: created.id,
+        token,
+        org_id: org.id,
+        expires_at: created.expires_at,
+        max_uses: created.max_uses,
+        require_approval: created.require_approval,
+        server: server.to_string(),
+        fingerprint,
+        server_key,
+        command,
+    })
+}
+
+/// An agent as `agent list --json` prints it.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct AgentRow {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub hostname: String,
+    pub status: String,
+    pub os: String,
+    pub arch: String,
+    pub agent_version: String,
+    pub capabilities: Vec<String>,
+    pub last_seen: Option<i64>,
+}
+
+impl From<&Agent> for AgentRow {
+    fn from(a: &Agent) -> Self {
+        Self {
+            id: a.id,
+            org_id: a.org_id,
+            hostname: a.hostname.clone(),
+            status: a.status().as_str().to_string(),
+            os: a.os.clone(),
+            arch: a.arch.clone(),
+            agent_version: a.agent_version.clone(),
+            capabilities: a.capabilities.clone(),
+            last_seen: a.last_seen,
+        }
+    }
+}
+
+/// Runs an admin subcommand and returns what it prints.
+pub async fn run_admin(config: &Config, command: Command) -> Result<String> {
+    let store = open_store(config).await?;
+    let out = admin(&store, config, command).await;
+    store.close().await;
+    out
+}
+
+async fn admin(store: &Store, config: &Config, command: Command) -> Result<String> {
+    match command {
+        Command::Token(TokenCommand::Create(args)) => {
+            let identity = ServerIdentity::load_or_create(&config.data_dir)?;
+            let t = create_token(store, &identity, &config.public_addr, &args).await?;
+            if args.json {
+                return Ok(serde_json::to_string_pretty(&t)?);
+            }
+            Ok(format!(
+                "Enrolment token (shown once): {}\n  id: {}\n  expires: {}\n  max uses: {}\n  approval required: {}\n\nEnrol an agent with:\n  {}\n",
+                t.token,
+                t.id,
+                t.expires_at.map(fmt_utc).unwrap_or_else(|| "never".into()),
+                t.max_uses.map(|n| n.to_string()).unwrap_or_else(|| "unlimited".into()),
+                if t.require_approval { "yes" } else { "no" },
+                t.command
+            ))
+        }
+        Command::Token(TokenCommand::List { json }) => {
+            let tokens = store.list_enrollment_tokens(None).await?;
+            if json {
+                return Ok(serde_json::to_string_pretty(&tokens)?);
+            }
+            let mut out = format!("{:<36}  {:<6}  {:<8}  {:<7}  {}\n", "ID", "USES", "MAX", "REVOKED", "EXPIRES");
+            for t in tokens {
+                out += &format!(
+                    "{:<36}  {:<6}  {:<8}  {:<7}  {}\n",
+                    t.id,
+                    t.uses,
+                    t.max_uses.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+                    t.revoked,
+                    t.expires_at.map(fmt_utc).unwrap_or_else(|| "never".into())
+                );
+            }
+            Ok(out)
+        }
+        Command::Token(TokenCommand::Revoke { id }) => {
+            store.revoke_enrollment_token(id).await.with_context(|| format!("token {id}"))?;
+            audit(store, None, "enrollment_token.revoke", format!("enrollment_token:{id}"), serde_json::json!({})).await?;
+            Ok(format!("token {id} revoked\n"))
+        }
+        Command::User(UserCommand::Create { email, role, org, .. }) => {
+            if !ROLES.contains(&role.as_str()) {
+                bail!("unknown role '{role}'; roles are {}", ROLES.join(", "));
+            }
+            if !email.contains('@') || email.len() > 254 {
+                bail!("'{email}' is not an email address");
+            }
+            let mut password = String::new();
+            std::io::stdin().read_to_string(&mut password).context("reading the password from stdin")?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            let hash = reap3r_api::password::hash_password(password)?;
+            let org = resolve_org(store, org.as_deref()).await?;
+            let user = store.create_user(&NewUser { org_id: org.id, email, password_hash: hash, role }, now_ms()).await?;
+            audit(store, Some(org.id), "user.create", format!("user:{}", user.id), serde_json::json!({ "email": user.email, "role": user.role })).await?;
+            Ok(format!("user {} created ({}, role {})\n", user.id, user.email, user.role))
+        }
+        Command::Agent(AgentCommand::List { json }) => {
+            let agents = store.list_agents(None).await?;
+            let rows: Vec<AgentRow> = agents.iter().map(AgentRow::from).collect();
+            if json {
+                return Ok(serde_json::to_string_pretty(&rows)?);
+            }
+            let mut out = format!("{:<36}  {:<24}  {:<8}  {:<12}  {}\n", "ID", "HOSTNAME", "STATUS", "OS", "LAST SEEN");
+            for r in rows {
+                out += &format!("{:<36}  {:<24}  {:<8}  {:<12}  {}\n", r.id, r.hostname, r.status, r.os, r.last_seen.map(fmt_utc).unwrap_or_else(|| "never".into()));
+            }
+            Ok(out)
+        }
+        Command::Agent(AgentCommand::Approve { id }) => set_agent_access(store, id, Access::Approve).await,
+        Command::Agent(AgentCommand::Reject { id }) => set_agent_access(store, id, Access::Reject).await,
+        Command::Agent(AgentCommand::Revoke { id }) => set_agent_access(store, id, Access::Revoke).await,
+        Command::Serve | Command::Demo { .. } => bail!("not an admin command"),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Access {
+    Approve,
+    Reject,
+    Revoke,
+}
+
+async fn set_agent_access(store: &Store, id: Uuid, access: Access) -> Result<String> {
+    let (action, verb) = match access {
+        Access::Approve => ("agent.approve", "approved"),
+        Access::Reject => ("agent.reject", "rejected"),
+        Access::Revoke => ("agent.revoke", "revoked"),
+    };
+    let agent = match access {
+        Access::Approve => store.set_agent_approval(id, AgentApproval::Approved).await,
+        Access::Reject => store.set_agent_approval(id, AgentApproval::Rejected).await,
+        Access::Revoke => store.revoke_agent(id).await,
+    }
+    .with_context(|| format!("agent {id}"))?;
+    audit(store, Some(agent.org_id), action, format!("agent:{id}"), serde_json::json!({ "hostname": agent.hostname })).await?;
+    Ok(format!("agent {id} ({}) {verb}\n", agent.hostname))
+}
+
+/// Formats Unix milliseconds as an RFC 3339 UTC timestamp.
+pub fn fmt_utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetimes_parse_and_refuse() {
+        for (text, secs) in [("90s", 90), ("30m", 1800), ("1h", 3600), ("7d", 604_800), ("2", 7200)] {
+            assert_eq!(parse_lifetime(text).unwrap(), Duration::from_secs(secs), "{text}");
+        }
+        for bad in ["", "h", "0h", "5y", "-1h", "400d"] {
+            assert!(parse_lifetime(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn utc_formatting() {
+        assert_eq!(fmt_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(fmt_utc(1_795_305_600_000), "2026-11-22T00:00:00Z");
+        assert_eq!(fmt_utc(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
+}

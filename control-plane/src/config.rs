@@ -1,0 +1,219 @@
+//! Typed server configuration: optional TOML file, then `REAP3R_*` environment overrides.
+//! Every problem is collected and reported at once, before any port is bound.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Exit code for configuration errors (EX_CONFIG is 78; EX_USAGE 64 is what operators grep for).
+pub const EXIT_CONFIG: i32 = 64;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub http_addr: SocketAddr,
+    pub quic_addr: SocketAddr,
+    /// `host:port` agents dial; defaults to the QUIC address (loopback if it is unspecified).
+    pub public_addr: String,
+    /// PostgreSQL URL; `None` means the embedded SQLite file in the data dir.
+    pub database_url: Option<String>,
+    pub node_id: String,
+    pub heartbeat_interval_s: u32,
+    pub missed_heartbeats: u32,
+    pub shutdown_grace: Duration,
+    pub max_concurrent_handshakes: usize,
+}
+
+/// The file form: every field optional, unknown fields refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    http_addr: Option<String>,
+    quic_addr: Option<String>,
+    public_addr: Option<String>,
+    database_url: Option<String>,
+    node_id: Option<String>,
+    heartbeat_interval_s: Option<u32>,
+    missed_heartbeats: Option<u32>,
+    shutdown_grace_s: Option<u64>,
+    max_concurrent_handshakes: Option<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+pub struct ConfigErrors(pub Vec<String>);
+
+const ENV_KEYS: &[&str] = &[
+    "REAP3R_DATA_DIR",
+    "REAP3R_HTTP_ADDR",
+    "REAP3R_QUIC_ADDR",
+    "REAP3R_PUBLIC_ADDR",
+    "REAP3R_DATABASE_URL",
+    "REAP3R_NODE_ID",
+    "REAP3R_HEARTBEAT_INTERVAL_S",
+    "REAP3R_MISSED_HEARTBEATS",
+    "REAP3R_SHUTDOWN_GRACE_S",
+    "REAP3R_MAX_CONCURRENT_HANDSHAKES",
+];
+
+impl Config {
+    /// Loads from an optional file and the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigErrors> {
+        let env: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("REAP3R_")).collect();
+        let text = match file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| ConfigErrors(vec![format!("config file {}: {e}", path.display())]))?,
+            ),
+            None => None,
+        };
+        Self::from_parts(text.as_deref(), &env)
+    }
+
+    /// Builds a config from TOML text and environment variables (testable without a process env).
+    pub fn from_parts(toml_text: Option<&str>, env: &HashMap<String, String>) -> Result<Self, ConfigErrors> {
+        let mut errors = Vec::new();
+        let file: FileConfig = match toml_text.map(toml::from_str) {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                errors.push(format!("config file: {}", e.message()));
+                FileConfig::default()
+            }
+            None => FileConfig::default(),
+        };
+        for key in env.keys() {
+            if !ENV_KEYS.contains(&key.as_str()) && !key.starts_with("REAP3R_TEST_") && key != "REAP3R_REQUIRE_POSTGRES" && key != "REAP3R_LOG" && !key.starts_with("REAP3R_AGENT_") {
+                errors.push(format!("unknown environment variable {key}"));
+            }
+        }
+        let pick = |key: &str, from_file: Option<String>| env.get(key).cloned().or(from_file);
+
+        let data_dir = pick("REAP3R_DATA_DIR", file.data_dir.map(|p| p.display().to_string()))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("reap3r-data"));
+        let http_addr = parse_addr(&mut errors, "http_addr", pick("REAP3R_HTTP_ADDR", file.http_addr), "127.0.0.1:8080");
+        let quic_addr = parse_addr(&mut errors, "quic_addr", pick("REAP3R_QUIC_ADDR", file.quic_addr), "127.0.0.1:4433");
+        let public_addr = pick("REAP3R_PUBLIC_ADDR", file.public_addr).unwrap_or_else(|| default_public_addr(quic_addr));
+        let database_url = pick("REAP3R_DATABASE_URL", file.database_url).filter(|u| !u.is_empty());
+        if let Some(url) = &database_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")) {
+                errors.push("database_url must start with postgres://, postgresql:// or sqlite:".into());
+            }
+        }
+        let node_id = pick("REAP3R_NODE_ID", file.node_id).unwrap_or_else(|| "node-1".into());
+        if node_id.is_empty() || node_id.len() > 64 {
+            errors.push("node_id must be 1 to 64 characters".into());
+        }
+        let heartbeat_interval_s = parse_num(&mut errors, "heartbeat_interval_s", env.get("REAP3R_HEARTBEAT_INTERVAL_S"), file.heartbeat_interval_s, 30u32);
+        if !(1..=3600).contains(&heartbeat_interval_s) {
+            errors.push("heartbeat_interval_s must be between 1 and 3600".into());
+        }
+        let missed_heartbeats = parse_num(&mut errors, "missed_heartbeats", env.get("REAP3R_MISSED_HEARTBEATS"), file.missed_heartbeats, 3u32);
+        if !(2..=20).contains(&missed_heartbeats) {
+            errors.push("missed_heartbeats must be between 2 and 20".into());
+        }
+        let grace = parse_num(&mut errors, "shutdown_grace_s", env.get("REAP3R_SHUTDOWN_GRACE_S"), file.shutdown_grace_s, 10u64);
+        let max_concurrent_handshakes = parse_num(&mut errors, "max_concurrent_handshakes", env.get("REAP3R_MAX_CONCURRENT_HANDSHAKES"), file.max_concurrent_handshakes, 512usize);
+        if max_concurrent_handshakes == 0 {
+            errors.push("max_concurrent_handshakes must be at least 1".into());
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        Ok(Self {
+            data_dir,
+            http_addr,
+            quic_addr,
+            public_addr,
+            database_url,
+            node_id,
+            heartbeat_interval_s,
+            missed_heartbeats,
+            shutdown_grace: Duration::from_secs(grace),
+            max_concurrent_handshakes,
+        })
+    }
+
+    /// A config for tests: everything in `data_dir`, ephemeral loopback ports, 1 s heartbeats.
+    pub fn for_test(data_dir: &Path) -> Self {
+        Self {
+            data_dir: data_dir.to_path_buf(),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            quic_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            public_addr: String::new(),
+            database_url: None,
+            node_id: "test-node".into(),
+            heartbeat_interval_s: 1,
+            missed_heartbeats: 3,
+            shutdown_grace: Duration::from_secs(5),
+            max_concurrent_handshakes: 256,
+        }
+    }
+}
+
+fn default_public_addr(quic: SocketAddr) -> String {
+    if quic.ip().is_unspecified() {
+        format!("127.0.0.1:{}", quic.port())
+    } else {
+        quic.to_string()
+    }
+}
+
+fn parse_addr(errors: &mut Vec<String>, name: &str, value: Option<String>, default: &str) -> SocketAddr {
+    let text = value.unwrap_or_else(|| default.to_string());
+    text.parse().unwrap_or_else(|_| {
+        errors.push(format!("{name}: '{text}' is not an address like 127.0.0.1:4433"));
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    })
+}
+
+fn parse_num<T: std::str::FromStr + Copy>(errors: &mut Vec<String>, name: &str, env: Option<&String>, file: Option<T>, default: T) -> T {
+    match env {
+        Some(text) => text.parse().unwrap_or_else(|_| {
+            errors.push(format!("{name}: '{text}' is not a valid number"));
+            default
+        }),
+        None => file.unwrap_or(default),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(toml: Option<&str>, env: &[(&str, &str)], expect: Result<&dyn Fn(&Config) -> bool, &[&str]>) {
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        match (Config::from_parts(toml, &env), expect) {
+            (Ok(cfg), Ok(pred)) => assert!(pred(&cfg), "unexpected config {cfg:?}"),
+            (Err(errs), Err(needles)) => {
+                assert_eq!(errs.0.len(), needles.len(), "errors: {:?}", errs.0);
+                for n in needles {
+                    assert!(errs.0.iter().any(|e| e.contains(n)), "missing '{n}' in {:?}", errs.0);
+                }
+            }
+            (got, _) => panic!("unexpected outcome {got:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_file_and_env_layers() {
+        check(None, &[], Ok(&|c| c.quic_addr.port() == 4433 && c.database_url.is_none() && c.heartbeat_interval_s == 30));
+        check(Some("quic_addr = \"0.0.0.0:5000\"\nheartbeat_interval_s = 5"), &[], Ok(&|c| c.public_addr == "127.0.0.1:5000" && c.heartbeat_interval_s == 5));
+        check(Some("heartbeat_interval_s = 5"), &[("REAP3R_HEARTBEAT_INTERVAL_S", "2")], Ok(&|c| c.heartbeat_interval_s == 2));
+        check(None, &[("REAP3R_DATABASE_URL", "postgres://u@h/db")], Ok(&|c| c.database_url.as_deref() == Some("postgres://u@h/db")));
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        check(
+            Some("bogus = 1"),
+            &[("REAP3R_QUIC_ADDR", "nope"), ("REAP3R_HEARTBEAT_INTERVAL_S", "0"), ("REAP3R_DATABASE_URL", "mysql://x"), ("REAP3R_TYPO", "1")],
+            Err(&["config file", "quic_addr", "heartbeat_interval_s must be", "database_url", "REAP3R_TYPO"]),
+        );
+        check(None, &[("REAP3R_MISSED_HEARTBEATS", "x")], Err(&["missed_heartbeats"]));
+    }
+}

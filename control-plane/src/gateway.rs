@@ -1,0 +1,214 @@
+//! The QUIC gateway: accepts agent connections, frames bytes, and hands them to session actors.
+//! It holds no protocol logic; sessions decide everything.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::QuicServerConfig;
+use quinn::{Connection, Endpoint, EndpointConfig, RecvStream, SendStream, VarInt};
+use ractor::ActorRef;
+use reap3r_actors::{AgentLink, FleetStats, LinkError, SessionMsg, SupervisorMsg};
+use reap3r_wire::{ALPN, CloseCode, MAX_FRAME_LEN, decode_frame_len, encode_frame};
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{debug, warn};
+
+use crate::identity::ServerIdentity;
+
+/// UDP socket buffers; QUIC drops packets on busy loopback with the 200 KB defaults.
+pub const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+/// Frames queued for one agent before the session is considered stuck.
+const SEND_QUEUE: usize = 256;
+/// Uni streams an agent may have open at once (metrics batches).
+const MAX_UNI_STREAMS: u32 = 8;
+/// Frames accepted on one uni stream.
+const MAX_FRAMES_PER_UNI: usize = 64;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("QUIC socket on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
+
+/// Builds the QUIC endpoint: TLS 1.3 only, ring provider set explicitly, ALPN `reap3r/1`.
+pub fn bind_endpoint(addr: SocketAddr, identity: &ServerIdentity, idle_timeout: Duration) -> Result<Endpoint, GatewayError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| GatewayError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(vec![identity.cert.clone()], identity.private_key_der())
+        .map_err(|e| GatewayError::Tls(e.to_string()))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.max_early_data_size = 0;
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| GatewayError::Tls(e.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_idle_timeout(Some(VarInt::from_u32(idle_timeout.as_millis().min(u32::MAX as u128) as u32).into()))
+        .max_concurrent_bidi_streams(VarInt::from_u32(16))
+        .max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS))
+        .datagram_receive_buffer_size(Some(64 * 1024))
+        .stream_receive_window(VarInt::from_u32(MAX_FRAME_LEN as u32 * 2))
+        .receive_window(VarInt::from_u32(MAX_FRAME_LEN as u32 * 4));
+    server.transport_config(Arc::new(transport));
+    let socket = udp_socket(addr).map_err(|source| GatewayError::Bind { addr, source })?;
+    Endpoint::new(EndpointConfig::default(), Some(server), socket, Arc::new(quinn::TokioRuntime))
+        .map_err(|source| GatewayError::Bind { addr, source })
+}
+
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    // Best effort: the kernel caps these at net.core.*mem_max.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// A session's view of one QUIC connection.
+struct QuicLink {
+    conn: Connection,
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+impl AgentLink for QuicLink {
+    fn send_frame(&self, envelope: Vec<u8>) -> Result<(), LinkError> {
+        self.tx.try_send(envelope).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => LinkError::Full,
+            mpsc::error::TrySendError::Closed(_) => LinkError::Closed,
+        })
+    }
+
+    fn close(&self, code: CloseCode, reason: &str) {
+        self.conn.close(VarInt::from_u32(u32::from(code as u16)), reason.as_bytes());
+    }
+
+    fn remote(&self) -> String {
+        self.conn.remote_address().to_string()
+    }
+}
+
+/// Accepts connections until the endpoint is closed.
+pub async fn accept_loop(endpoint: Endpoint, supervisor: ActorRef<SupervisorMsg>, stats: Arc<FleetStats>, max_handshakes: usize) {
+    let admission = Arc::new(Semaphore::new(max_handshakes));
+    while let Some(incoming) = endpoint.accept().await {
+        // Admission control: a reconnect storm waits here instead of starving live sessions.
+        let Ok(permit) = admission.clone().acquire_owned().await else { break };
+        let supervisor = supervisor.clone();
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(err)) => return debug!(%err, "handshake failed"),
+                Err(_) => return debug!("handshake timed out"),
+            };
+            FleetStats::bump(&stats.connections_accepted);
+            let session = start_session(&conn, &supervisor).await;
+            drop(permit);
+            if let Some((session, recv)) = session {
+                serve_connection(conn, session, recv, stats).await;
+            }
+        });
+    }
+}
+
+async fn start_session(conn: &Connection, supervisor: &ActorRef<SupervisorMsg>) -> Option<(ActorRef<SessionMsg>, RecvStream)> {
+    let (send, recv) = match conn.open_bi().await {
+        Ok(streams) => streams,
+        Err(err) => {
+            debug!(%err, "could not open control stream");
+            return None;
+        }
+    };
+    let (tx, rx) = mpsc::channel(SEND_QUEUE);
+    tokio::spawn(write_frames(send, rx));
+    let link: Arc<dyn AgentLink> = Arc::new(QuicLink { conn: conn.clone(), tx });
+    match supervisor.call(|reply| SupervisorMsg::Spawn(link.clone(), reply), None).await {
+        Ok(ractor::rpc::CallResult::Success(Ok(session))) => Some((session, recv)),
+        other => {
+            warn!(?other, "could not start a session");
+            link.close(CloseCode::Internal, "could not start session");
+            None
+        }
+    }
+}
+
+async fn write_frames(mut send: SendStream, mut rx: mpsc::Receiver<Vec<u8>>) {
+    while let Some(frame) = rx.recv().await {
+        if send.write_all(&encode_frame(&frame)).await.is_err() {
+            return;
+        }
+    }
+    let _ = send.finish();
+}
+
+/// Pumps the control stream, datagrams and metric streams of one connection into its session.
+async fn serve_connection(conn: Connection, session: ActorRef<SessionMsg>, mut control: RecvStream, stats: Arc<FleetStats>) {
+    let reason = tokio::select! {
+        r = pump_stream(&mut control, &session, usize::MAX, &stats, &conn) => r,
+        r = pump_datagrams(&conn, &session) => r,
+        r = pump_uni_streams(&conn, &session, &stats) => r,
+    };
+    let _ = session.cast(SessionMsg::LinkClosed(reason));
+}
+
+async fn pump_stream(recv: &mut RecvStream, session: &ActorRef<SessionMsg>, max_frames: usize, stats: &FleetStats, conn: &Connection) -> String {
+    for _ in 0..max_frames {
+        let mut prefix = [0u8; 4];
+        if let Err(err) = recv.read_exact(&mut prefix).await {
+            return format!("stream ended: {err}");
+        }
+        let len = match decode_frame_len(prefix, MAX_FRAME_LEN) {
+            Ok(len) => len,
+            Err(err) => {
+                // Refused before allocating: the announced length never becomes a buffer.
+                stats.count_close(CloseCode::FrameTooLarge);
+                warn!(remote = %conn.remote_address(), %err, "refusing frame");
+                conn.close(VarInt::from_u32(CloseCode::FrameTooLarge as u32), err.to_string().as_bytes());
+                return err.to_string();
+            }
+        };
+        let mut frame = vec![0u8; len];
+        if let Err(err) = recv.read_exact(&mut frame).await {
+            return format!("stream ended mid-frame: {err}");
+        }
+        match session.call(|reply| SessionMsg::Frame(frame, reply), None).await {
+            Ok(ractor::rpc::CallResult::Success(true)) => {}
+            _ => return "session closed".into(),
+        }
+    }
+    "stream frame limit reached".into()
+}
+
+async fn pump_datagrams(conn: &Connection, session: &ActorRef<SessionMsg>) -> String {
+    loop {
+        match conn.read_datagram().await {
+            Ok(bytes) => match session.call(|reply| SessionMsg::Datagram(bytes.to_vec(), reply), None).await {
+                Ok(ractor::rpc::CallResult::Success(true)) => {}
+                _ => return "session closed".into(),
+            },
+            Err(err) => return err.to_string(),
+        }
+    }
+}
+
+async fn pump_uni_streams(conn: &Connection, session: &ActorRef<SessionMsg>, stats: &Arc<FleetStats>) -> String {
+    loop {
+        match conn.accept_uni().await {
+            Ok(mut recv) => {
+                let session = session.clone();
+                let stats = stats.clone();
+                let conn = conn.clone();
+                tokio::spawn(async move {
+                    pump_stream(&mut recv, &session, MAX_FRAMES_PER_UNI, &stats, &conn).await;
+                });
+            }
+            Err(err) => return err.to_string(),
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The server's long-lived identity: a self-signed TLS certificate and an Ed25519 signing key,
+//! created in the data dir at first start (files 0600) and reused afterwards.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use reap3r_wire::SigningKey;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+const CERT_FILE: &str = "tls-cert.der";
+const CERT_KEY_FILE: &str = "tls-key.der";
+const SIGNING_KEY_FILE: &str = "server-signing.key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("certificate generation failed: {0}")]
+    Generate(String),
+}
+
+pub struct ServerIdentity {
+    pub cert: CertificateDer<'static>,
+    pub cert_key: PrivatePkcs8KeyDer<'static>,
+    pub signing_key: SigningKey,
+}
+
+impl std::fmt::Debug for ServerIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerIdentity").field("fingerprint", &self.fingerprint()).finish_non_exhaustive()
+    }
+}
+
+impl ServerIdentity {
+    /// Loads the identity from `dir`, creating any missing part.
+    pub fn load_or_create(dir: &Path) -> Result<Self, IdentityError> {
+        create_private_dir(dir)?;
+        let cert_path = dir.join(CERT_FILE);
+        let key_path = dir.join(CERT_KEY_FILE);
+        if read_opt(&cert_path)?.is_none() || read_opt(&key_path)?.is_none() {
+            let generated = rcgen::generate_simple_self_signed(vec![reap3r_wire::SERVER_NAME.to_string()])
+                .map_err(|e| IdentityError::Generate(e.to_string()))?;
+            // Key before certificate: a certificate on disk always has its key next to it.
+            create_if_absent(&key_path, &generated.signing_key.serialize_der())?;
+            create_if_absent(&cert_path, generated.cert.der())?;
+        }
+        let signing_path = dir.join(SIGNING_KEY_FILE);
+        if read_opt(&signing_path)?.is_none() {
+            let mut seed = [0u8; 32];
+            getrandom::fill(&mut seed).map_err(|e| IdentityError::Generate(e.to_string()))?;
+            create_if_absent(&signing_path, &seed)?;
+        }
+        // Always read back what is on disk: if another process won the race, use its files.
+        let cert = read_required(&cert_path)?;
+        let cert_key = read_required(&key_path)?;
+        let seed: [u8; 32] = read_required(&signing_path)?.as_slice().try_into().map_err(|_| IdentityError::Corrupt {
+            path: signing_path.clone(),
+            reason: "expected 32 bytes".into(),
+        })?;
+        let signing_key = SigningKey::from_bytes(&seed);
+        Ok(Self { cert: CertificateDer::from(cert), cert_key: PrivatePkcs8KeyDer::from(cert_key), signing_key })
+    }
+
+    /// SHA-256 of the certificate, hex; agents pin it.
+    pub fn fingerprint(&self) -> String {
+        hex::encode(ring::digest::digest(&ring::digest::SHA256, &self.cert))
+    }
+
+    /// The server's Ed25519 public key, hex; agents pin it.
+    pub fn public_key_hex(&self) -> String {
+        hex::encode(self.signing_key.verifying_key().to_bytes())
+    }
+
+    pub fn private_key_der(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(self.cert_key.clone_key())
+    }
+}
+
+fn read_opt(path: &Path) -> Result<Option<Vec<u8>>, IdentityError> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(IdentityError::Io { path: path.to_path_buf(), source }),
+    }
+}
+
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), IdentityError> {
+    let io = |source| IdentityError::Io { path: dir.to_path_buf(), source };
+    fs::create_dir_all(dir).map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
+    }
+    Ok(())
+}
+
+fn read_required(path: &Path) -> Result<Vec<u8>, IdentityError> {
+    read_opt(path)?.ok_or_else(|| IdentityError::Corrupt { path: path.to_path_buf(), reason: "missing".into() })
+}
+
+/// Creates a secret file readable only by its owner, fully written before it appears (temp file,
+/// then a hard link that fails if the name exists), so a crash or a concurrent process never
+/// sees half a key.
+fn create_if_absent(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
+    let io = |source| IdentityError::Io { path: path.to_path_buf(), source };
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut file = opts.open(&tmp).map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(IdentityError::Io { path: path.to_path_buf(), source }),
+    }
+}

@@ -1,0 +1,516 @@
+//! Enrolled agents: identity, approval, revocation and the connection lease (`node_id`,
+//! `connected`, `last_seen`) that tells which control-plane node holds each live agent.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Transaction};
+use uuid::Uuid;
+
+use crate::Store;
+use crate::db::{
+    bool_int, get_bool, get_i64, get_json, get_opt_i64, get_opt_str, get_opt_uuid, get_str,
+    get_uuid, parse_uuid, placeholders, to_json_text, uuid_text,
+};
+use crate::error::{Result, StoreError};
+
+/// Whether an operator has let the agent in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentApproval {
+    Approved,
+    Pending,
+    Rejected,
+}
+
+impl AgentApproval {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentApproval::Approved => "approved",
+            AgentApproval::Pending => "pending",
+            AgentApproval::Rejected => "rejected",
+        }
+    }
+}
+
+impl FromStr for AgentApproval {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "approved" => Ok(AgentApproval::Approved),
+            "pending" => Ok(AgentApproval::Pending),
+            "rejected" => Ok(AgentApproval::Rejected),
+            other => Err(StoreError::Invalid(format!("unknown approval {other:?}"))),
+        }
+    }
+}
+
+impl std::fmt::Display for AgentApproval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an operator sees for an agent, derived from approval, revocation and connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentStatus {
+    Online,
+    Offline,
+    Pending,
+    Rejected,
+    Revoked,
+}
+
+impl AgentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Online => "online",
+            AgentStatus::Offline => "offline",
+            AgentStatus::Pending => "pending",
+            AgentStatus::Rejected => "rejected",
+            AgentStatus::Revoked => "revoked",
+        }
+    }
+}
+
+impl FromStr for AgentStatus {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "online" => Ok(AgentStatus::Online),
+            "offline" => Ok(AgentStatus::Offline),
+            "pending" => Ok(AgentStatus::Pending),
+            "rejected" => Ok(AgentStatus::Rejected),
+            "revoked" => Ok(AgentStatus::Revoked),
+            other => Err(StoreError::Invalid(format!(
+                "unknown agent status {other:?}"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for AgentStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an agent presents at enrolment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewAgent {
+    pub hostname: String,
+    pub os: String,
+    pub arch: String,
+    pub agent_version: String,
+    /// Ed25519 public key (serialised as hex).
+    #[serde(with = "hex_key")]
+    pub public_key: [u8; 32],
+}
+
+/// What an agent reports each time it connects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentHello {
+    pub hostname: String,
+    pub agent_version: String,
+    pub capabilities: Vec<String>,
+    pub inventory: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Agent {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub hostname: String,
+    pub os: String,
+    pub arch: String,
+    pub agent_version: String,
+    /// Ed25519 public key (serialised as hex).
+    #[serde(with = "hex_key")]
+    pub public_key: [u8; 32],
+    pub approval: AgentApproval,
+    pub revoked: bool,
+    pub connected: bool,
+    /// The node holding the live connection, while connected.
+    pub node_id: Option<String>,
+    pub capabilities: Vec<String>,
+    /// Last reported inventory; `{}` until the first hello.
+    pub inventory: serde_json::Value,
+    pub token_id: Option<Uuid>,
+    pub enrolled_at: i64,
+    pub last_seen: Option<i64>,
+}
+
+impl Agent {
+    /// Revocation outranks approval, which outranks connection state.
+    pub fn status(&self) -> AgentStatus {
+        if self.revoked {
+            return AgentStatus::Revoked;
+        }
+        match self.approval {
+            AgentApproval::Rejected => AgentStatus::Rejected,
+            AgentApproval::Pending => AgentStatus::Pending,
+            AgentApproval::Approved if self.connected => AgentStatus::Online,
+            AgentApproval::Approved => AgentStatus::Offline,
+        }
+    }
+
+    /// Whether the agent may hold a connection at all.
+    pub fn is_allowed(&self) -> bool {
+        !self.revoked && self.approval == AgentApproval::Approved
+    }
+}
+
+mod hex_key {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(key: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(key))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let text = String::deserialize(d)?;
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(&text, &mut key).map_err(D::Error::custom)?;
+        Ok(key)
+    }
+}
+
+macro_rules! agent_cols {
+    () => {
+        "id, org_id, hostname, os, arch, agent_version, public_key, approval, revoked, connected, \
+         node_id, capabilities, inventory, token_id, enrolled_at, last_seen"
+    };
+}
+
+/// Parameters per statement stay well below SQLite's and PostgreSQL's limits.
+const CHUNK: usize = 400;
+
+fn agent_from_row(row: &AnyRow) -> Result<Agent> {
+    let key: Vec<u8> = sqlx::Row::try_get(row, "public_key")?;
+    let public_key: [u8; 32] = key
+        .try_into()
+        .map_err(|_| StoreError::Invalid("stored public key is not 32 bytes".into()))?;
+    Ok(Agent {
+        id: get_uuid(row, "id")?,
+        org_id: get_uuid(row, "org_id")?,
+        hostname: get_str(row, "hostname")?,
+        os: get_str(row, "os")?,
+        arch: get_str(row, "arch")?,
+        agent_version: get_str(row, "agent_version")?,
+        public_key,
+        approval: get_str(row, "approval")?.parse()?,
+        revoked: get_bool(row, "revoked")?,
+        connected: get_bool(row, "connected")?,
+        node_id: get_opt_str(row, "node_id")?,
+        capabilities: get_json(row, "capabilities")?,
+        inventory: get_json(row, "inventory")?,
+        token_id: get_opt_uuid(row, "token_id")?,
+        enrolled_at: get_i64(row, "enrolled_at")?,
+        last_seen: get_opt_i64(row, "last_seen")?,
+    })
+}
+
+/// Inserts a freshly enrolled agent inside the caller's transaction.
+pub(crate) async fn insert_agent(
+    tx: &mut Transaction<'static, Any>,
+    org_id: Uuid,
+    token_id: Option<Uuid>,
+    approval: AgentApproval,
+    new: &NewAgent,
+    now_ms: i64,
+) -> Result<Agent> {
+    let agent = Agent {
+        id: Uuid::new_v4(),
+        org_id,
+        hostname: new.hostname.clone(),
+        os: new.os.clone(),
+        arch: new.arch.clone(),
+        agent_version: new.agent_version.clone(),
+        public_key: new.public_key,
+        approval,
+        revoked: false,
+        connected: false,
+        node_id: None,
+        capabilities: Vec::new(),
+        inventory: serde_json::Value::Object(serde_json::Map::new()),
+        token_id,
+        enrolled_at: now_ms,
+        last_seen: None,
+    };
+    sqlx::query(concat!(
+        "INSERT INTO agents (",
+        agent_cols!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+    ))
+    .bind(uuid_text(agent.id))
+    .bind(uuid_text(agent.org_id))
+    .bind(agent.hostname.clone())
+    .bind(agent.os.clone())
+    .bind(agent.arch.clone())
+    .bind(agent.agent_version.clone())
+    .bind(agent.public_key.to_vec())
+    .bind(agent.approval.as_str())
+    .bind(bool_int(agent.revoked))
+    .bind(bool_int(agent.connected))
+    .bind(agent.node_id.clone())
+    .bind(to_json_text(&agent.capabilities, "capabilities")?)
+    .bind(to_json_text(&agent.inventory, "inventory")?)
+    .bind(agent.token_id.map(uuid_text))
+    .bind(agent.enrolled_at)
+    .bind(agent.last_seen)
+    .execute(&mut **tx)
+    .await?;
+    Ok(agent)
+}
+
+impl Store {
+    pub async fn agent(&self, id: Uuid) -> Result<Option<Agent>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            agent_cols!(),
+            " FROM agents WHERE id = $1"
+        ))
+        .bind(uuid_text(id))
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(agent_from_row).transpose()
+    }
+
+    /// Agents ordered by hostname then id (byte order on both backends); all organisations when
+    /// `org_id` is `None`.
+    pub async fn list_agents(&self, org_id: Option<Uuid>) -> Result<Vec<Agent>> {
+        let rows = match org_id {
+            Some(org) => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    agent_cols!(),
+                    " FROM agents WHERE org_id = $1 ORDER BY hostname, id"
+                ))
+                .bind(uuid_text(org))
+                .fetch_all(self.pool())
+                .await?
+            }
+            None => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    agent_cols!(),
+                    " FROM agents ORDER BY hostname, id"
+                ))
+                .fetch_all(self.pool())
+                .await?
+            }
+        };
+        let mut agents = rows
+            .iter()
+            .map(agent_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        // PostgreSQL sorts text by the database's locale collation, SQLite by bytes; re-sort so
+        // callers see the same order whichever backend is configured.
+        agents.sort_by(|a, b| a.hostname.cmp(&b.hostname).then(a.id.cmp(&b.id)));
+        Ok(agents)
+    }
+
+    /// Approves, rejects or sends back to pending; `NotFound` if there is no such agent.
+    pub async fn set_agent_approval(&self, id: Uuid, approval: AgentApproval) -> Result<Agent> {
+        let row = sqlx::query(concat!(
+            "UPDATE agents SET approval = $2 WHERE id = $1 RETURNING ",
+            agent_cols!()
+        ))
+        .bind(uuid_text(id))
+        .bind(approval.as_str())
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        agent_from_row(&row)
+    }
+
+    /// Revokes the agent for good; `NotFound` if there is no such agent. The live connection,
+    /// if any, is dropped by whoever holds it (see [`Store::agents_no_longer_allowed`]).
+    pub async fn revoke_agent(&self, id: Uuid) -> Result<Agent> {
+        let row = sqlx::query(concat!(
+            "UPDATE agents SET revoked = 1 WHERE id = $1 RETURNING ",
+            agent_cols!()
+        ))
+        .bind(uuid_text(id))
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        agent_from_row(&row)
+    }
+
+    /// Records a hello: the agent is now connected through `node_id`. `NotFound` if the agent
+    /// does not exist.
+    pub async fn mark_agent_online(
+        &self,
+        id: Uuid,
+        node_id: &str,
+        hello: &AgentHello,
+        now_ms: i64,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE agents SET connected = 1, node_id = $2, hostname = $3, agent_version = $4, \
+             capabilities = $5, inventory = $6, last_seen = $7 WHERE id = $1",
+        )
+        .bind(uuid_text(id))
+        .bind(node_id)
+        .bind(&hello.hostname)
+        .bind(&hello.agent_version)
+        .bind(to_json_text(&hello.capabilities, "capabilities")?)
+        .bind(to_json_text(&hello.inventory, "inventory")?)
+        .bind(now_ms)
+        .execute(self.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Records a disconnect, but only if `node_id` still holds the lease: when the agent has
+    /// already reconnected through another node, that newer connection must not be clobbered.
+    pub async fn mark_agent_offline(&self, id: Uuid, node_id: &str, now_ms: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE agents SET connected = 0, node_id = NULL, last_seen = $3 \
+             WHERE id = $1 AND node_id = $2",
+        )
+        .bind(uuid_text(id))
+        .bind(node_id)
+        .bind(now_ms)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Releases every lease held by `node_id` (at node start after a crash, and at shutdown).
+    /// Returns how many agents were affected.
+    pub async fn mark_node_agents_offline(&self, node_id: &str, now_ms: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE agents SET connected = 0, node_id = NULL, last_seen = $2 WHERE node_id = $1",
+        )
+        .bind(node_id)
+        .bind(now_ms)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Stores a batch of heartbeat times in one transaction, a few hundred rows per statement.
+    /// `last_seen` never moves backwards, so a late batch cannot undo a newer disconnect stamp.
+    pub async fn touch_last_seen(&self, seen: &[(Uuid, i64)]) -> Result<()> {
+        let mut latest: HashMap<Uuid, i64> = HashMap::with_capacity(seen.len());
+        for &(id, ts) in seen {
+            latest
+                .entry(id)
+                .and_modify(|t| *t = (*t).max(ts))
+                .or_insert(ts);
+        }
+        if latest.is_empty() {
+            return Ok(());
+        }
+        let batch: Vec<(Uuid, i64)> = latest.into_iter().collect();
+        let mut tx = self.begin_write().await?;
+        for chunk in batch.chunks(CHUNK) {
+            let values = (0..chunk.len())
+                .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+                .collect::<Vec<_>>()
+                .join(", ");
+            // VALUES columns are named column1, column2 by both SQLite and PostgreSQL.
+            let sql = format!(
+                "UPDATE agents SET last_seen = v.column2 FROM (VALUES {values}) AS v \
+                 WHERE agents.id = v.column1 \
+                   AND (agents.last_seen IS NULL OR agents.last_seen < v.column2)"
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for &(id, ts) in chunk {
+                query = query.bind(uuid_text(id)).bind(ts);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Of `ids`, those whose connection must be dropped: revoked, not (or no longer) approved,
+    /// or deleted. Each id is reported once, in input order.
+    pub async fn agents_no_longer_allowed(&self, ids: &[Uuid]) -> Result<Vec<Uuid>> {
+        let mut unique = Vec::with_capacity(ids.len());
+        let mut seen = HashSet::with_capacity(ids.len());
+        for &id in ids {
+            if seen.insert(id) {
+                unique.push(id);
+            }
+        }
+        let mut allowed = HashSet::with_capacity(unique.len());
+        for chunk in unique.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT id FROM agents WHERE id IN ({}) AND revoked = 0 AND approval = 'approved'",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for &id in chunk {
+                query = query.bind(uuid_text(id));
+            }
+            for row in query.fetch_all(self.pool()).await? {
+                allowed.insert(parse_uuid(&get_str(&row, "id")?, "id")?);
+            }
+        }
+        Ok(unique
+            .into_iter()
+            .filter(|id| !allowed.contains(id))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enums_round_trip_through_text_and_serde() {
+        for a in [
+            AgentApproval::Approved,
+            AgentApproval::Pending,
+            AgentApproval::Rejected,
+        ] {
+            assert_eq!(a.as_str().parse::<AgentApproval>().unwrap(), a);
+            assert_eq!(
+                serde_json::to_string(&a).unwrap(),
+                format!("\"{}\"", a.as_str())
+            );
+        }
+        for s in [
+            AgentStatus::Online,
+            AgentStatus::Offline,
+            AgentStatus::Pending,
+            AgentStatus::Rejected,
+            AgentStatus::Revoked,
+        ] {
+            assert_eq!(s.as_str().parse::<AgentStatus>().unwrap(), s);
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
+        }
+        assert!("Approved".parse::<AgentApproval>().is_err());
+    }
+
+    #[test]
+    fn public_keys_serialise_as_hex() {
+        let new = NewAgent {
+            hostname: "h".into(),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            agent_version: "1".into(),
+            public_key: [0xab; 32],
+        };
+        let json = serde_json::to_value(&new).unwrap();
+        assert_eq!(json["public_key"], "ab".repeat(32));
+        let back: NewAgent = serde_json::from_value(json).unwrap();
+        assert_eq!(back, new);
+    }
+}

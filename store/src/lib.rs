@@ -1,0 +1,298 @@
+//! Persistence for Reap3r: domain records and their storage in SQLite or PostgreSQL.
+//!
+//! One code path serves both databases through sqlx's `Any` driver; the only dialect-specific
+//! pieces are the migration files, how a write transaction starts and how cross-process locks are
+//! taken. Time is always passed in (`now_ms`), never read here, so callers can test time logic.
+
+mod agents;
+mod audit;
+mod db;
+mod error;
+mod migrate;
+mod orgs;
+pub mod testing;
+mod tokens;
+mod users;
+
+use std::path::Path;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, ConnectOptions, Connection, Transaction};
+
+pub use agents::{Agent, AgentApproval, AgentHello, AgentStatus, NewAgent};
+pub use audit::{AuditRecord, ChainReport, NewAuditEntry};
+pub use error::{Result, StoreError, TokenRefusal};
+pub use orgs::Org;
+pub use tokens::{EnrollmentToken, NewEnrollmentToken};
+pub use users::{NewUser, User};
+pub use uuid::Uuid;
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    fn from_url(url: &str) -> Result<Backend> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            // The URL may carry a password, so it is not echoed back.
+            Err(StoreError::Invalid(
+                "database url must start with sqlite: or postgres://".into(),
+            ))
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Handle to the database. Cheap to clone: clones share the pool and the audit lock.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    /// Serialises audit appends within this process; the database lock (advisory lock on
+    /// PostgreSQL, the write lock on SQLite) does the same across processes and nodes.
+    audit_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+static INSTALL_DRIVERS: Once = Once::new();
+
+/// How long SQLite waits for another connection's write lock before giving up.
+const SQLITE_BUSY_TIMEOUT_MS: u64 = 5_000;
+
+impl Store {
+    /// Opens `sqlite://path?mode=rwc` or `postgres://...` and brings the schema up to date.
+    pub async fn open(url: &str) -> Result<Store> {
+        INSTALL_DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let backend = Backend::from_url(url)?;
+        let options: AnyConnectOptions = url.parse()?;
+        let pool = match backend {
+            Backend::Sqlite => {
+                enable_wal(&options).await?;
+                AnyPoolOptions::new()
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            // Per-connection settings: SQLite forgets them when a connection
+                            // closes. WAL is persistent in the file and was set above.
+                            sqlx::raw_sql(
+                                "PRAGMA busy_timeout = 5000; \
+                                 PRAGMA foreign_keys = ON; \
+                                 PRAGMA synchronous = NORMAL;",
+                            )
+                            .execute(conn)
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(options)
+                    .await?
+            }
+            Backend::Postgres => AnyPoolOptions::new().connect_with(options).await?,
+        };
+        let store = Store {
+            pool,
+            backend,
+            audit_lock: Arc::new(tokio::sync::Mutex::new(())),
+        };
+        migrate::run(&store).await?;
+        Ok(store)
+    }
+
+    /// Opens (creating if missing, with its parent directory) the SQLite file at `path`.
+    pub async fn open_sqlite_file(path: &Path) -> Result<Store> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(parent).await.map_err(|e| {
+                StoreError::Invalid(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        Store::open(&sqlite_url(path)?).await
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for checked-out connections to come back.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Runs arbitrary SQL. Only for tests that need to tamper with rows.
+    #[doc(hidden)]
+    pub async fn raw_execute(&self, sql: &str) -> Result<u64> {
+        let done = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Starts a transaction that will write. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`): a deferred transaction that reads first and then writes can fail with
+    /// SQLITE_BUSY without waiting when another connection wrote in between, whereas taking the
+    /// lock at BEGIN waits politely for `busy_timeout`.
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+}
+
+/// Switches the file to WAL so readers and the single writer do not block each other across
+/// processes. The switch needs an exclusive lock that `busy_timeout` does not wait for, so it is
+/// retried by hand; once a file is in WAL mode this is a cheap no-op.
+async fn enable_wal(options: &AnyConnectOptions) -> Result<()> {
+    let mut conn = options.connect().await?;
+    let mut attempts = 0u32;
+    let outcome = loop {
+        let mode: std::result::Result<String, sqlx::Error> =
+            sqlx::query_scalar("PRAGMA journal_mode = WAL")
+                .fetch_one(&mut conn)
+                .await;
+        match mode {
+            Ok(mode) if mode.eq_ignore_ascii_case("wal") => break Ok(()),
+            Ok(mode) => {
+                // In-memory databases answer "memory": WAL does not apply there.
+                tracing::warn!(%mode, "sqlite did not switch to WAL journal mode");
+                break Ok(());
+            }
+            Err(e) if is_sqlite_busy(&e) && attempts < 50 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS / 50)).await;
+            }
+            Err(e) => break Err(e.into()),
+        }
+    };
+    conn.close().await?;
+    outcome
+}
+
+fn is_sqlite_busy(err: &sqlx::Error) -> bool {
+    match err {
+        // SQLITE_BUSY (5) and SQLITE_LOCKED (6), including their extended codes.
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|c| c.parse::<i64>().ok())
+            .is_some_and(|c| matches!(c & 0xff, 5 | 6)),
+        _ => false,
+    }
+}
+
+/// Builds a `sqlite://` URL for a path, percent-encoding what would otherwise be read as URL
+/// syntax (sqlx decodes the path part again).
+pub(crate) fn sqlite_url(path: &Path) -> Result<String> {
+    let Some(text) = path.to_str() else {
+        return Err(StoreError::Invalid(
+            "sqlite path must be valid UTF-8".into(),
+        ));
+    };
+    let mut encoded = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~' | b':') {
+            encoded.push(char::from(b));
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(format!("sqlite://{encoded}?mode=rwc"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_escape_url_syntax() {
+        assert_eq!(
+            sqlite_url(Path::new("/var/lib/reap3r/reap3r.db")).unwrap(),
+            "sqlite:///var/lib/reap3r/reap3r.db?mode=rwc"
+        );
+        assert_eq!(
+            sqlite_url(Path::new("/tmp/a b?#%.db")).unwrap(),
+            "sqlite:///tmp/a%20b%3F%23%25.db?mode=rwc"
+        );
+    }
+
+    #[test]
+    fn backend_is_read_from_the_scheme() {
+        assert_eq!(Backend::from_url("sqlite://x.db").unwrap(), Backend::Sqlite);
+        assert_eq!(
+            Backend::from_url("sqlite::memory:").unwrap(),
+            Backend::Sqlite
+        );
+        assert_eq!(
+            Backend::from_url("postgres://u:p@h/db").unwrap(),
+            Backend::Postgres
+        );
+        assert_eq!(
+            Backend::from_url("postgresql://h/db").unwrap(),
+            Backend::Postgres
+        );
+        let err = Backend::from_url("mysql://u:secret@h/db").unwrap_err();
+        assert!(!err.to_string().contains("secret"));
+    }
+
+    #[tokio::test]
+    async fn sqlite_connections_use_wal_normal_sync_and_foreign_keys() {
+        let db = testing::TestDatabase::sqlite().await.unwrap();
+        let store = db.open().await.unwrap();
+        let mut conn = store.pool().acquire().await.unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        // 1 = NORMAL.
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(sync, 1);
+        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(fk, 1);
+        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(busy, 5000);
+    }
+}

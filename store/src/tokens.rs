@@ -1,0 +1,238 @@
+//! Enrolment tokens and the enrolment itself: consuming a token and creating the agent in one
+//! transaction, so a token can never admit more agents than it allows.
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+use uuid::Uuid;
+
+use crate::Store;
+use crate::agents::{Agent, AgentApproval, NewAgent, insert_agent};
+use crate::db::{bool_int, get_bool, get_i64, get_opt_i64, get_opt_str, get_uuid, uuid_text};
+use crate::error::{Result, StoreError, TokenRefusal, map_constraint};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewEnrollmentToken {
+    pub org_id: Uuid,
+    /// Hex BLAKE3 of the token secret (64 hex digits); the secret itself never reaches the store.
+    pub token_hash: String,
+    pub label: Option<String>,
+    pub expires_at: Option<i64>,
+    pub max_uses: Option<i64>,
+    pub require_approval: bool,
+    pub created_by: Option<String>,
+}
+
+/// A stored token. The hash is deliberately not exposed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollmentToken {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub label: Option<String>,
+    pub expires_at: Option<i64>,
+    pub max_uses: Option<i64>,
+    pub uses: i64,
+    pub revoked: bool,
+    pub require_approval: bool,
+    pub created_by: Option<String>,
+    pub created_at: i64,
+}
+
+const TOKEN_COLS: &str = "id, org_id, label, expires_at, max_uses, uses, revoked, \
+                          require_approval, created_by, created_at";
+
+fn token_from_row(row: &AnyRow) -> Result<EnrollmentToken> {
+    Ok(EnrollmentToken {
+        id: get_uuid(row, "id")?,
+        org_id: get_uuid(row, "org_id")?,
+        label: get_opt_str(row, "label")?,
+        expires_at: get_opt_i64(row, "expires_at")?,
+        max_uses: get_opt_i64(row, "max_uses")?,
+        uses: get_i64(row, "uses")?,
+        revoked: get_bool(row, "revoked")?,
+        require_approval: get_bool(row, "require_approval")?,
+        created_by: get_opt_str(row, "created_by")?,
+        created_at: get_i64(row, "created_at")?,
+    })
+}
+
+/// Lower-cases a 64-digit hex hash, or `None` if it is not one.
+fn normalise_hash(hash: &str) -> Option<String> {
+    let hash = hash.trim();
+    (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| hash.to_ascii_lowercase())
+}
+
+impl EnrollmentToken {
+    /// Why this token cannot be used at `now_ms`, if it cannot. Revocation wins over expiry,
+    /// which wins over exhaustion, so the operator sees the most deliberate cause.
+    pub fn refusal(&self, now_ms: i64) -> Option<TokenRefusal> {
+        if self.revoked {
+            Some(TokenRefusal::Revoked)
+        } else if self.expires_at.is_some_and(|at| at <= now_ms) {
+            Some(TokenRefusal::Expired)
+        } else if self.max_uses.is_some_and(|max| self.uses >= max) {
+            Some(TokenRefusal::UsedUp)
+        } else {
+            None
+        }
+    }
+}
+
+impl Store {
+    pub async fn create_enrollment_token(
+        &self,
+        new: &NewEnrollmentToken,
+        now_ms: i64,
+    ) -> Result<EnrollmentToken> {
+        let Some(hash) = normalise_hash(&new.token_hash) else {
+            return Err(StoreError::Invalid(
+                "token_hash must be 64 hex digits (BLAKE3)".into(),
+            ));
+        };
+        if new.max_uses.is_some_and(|m| m < 1) {
+            return Err(StoreError::Invalid("max_uses must be at least 1".into()));
+        }
+        let sql = format!(
+            "INSERT INTO enrollment_tokens (id, org_id, token_hash, label, expires_at, max_uses, \
+             require_approval, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {TOKEN_COLS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(uuid_text(Uuid::new_v4()))
+            .bind(uuid_text(new.org_id))
+            .bind(hash)
+            .bind(new.label.clone())
+            .bind(new.expires_at)
+            .bind(new.max_uses)
+            .bind(bool_int(new.require_approval))
+            .bind(new.created_by.clone())
+            .bind(now_ms)
+            .fetch_one(self.pool())
+            .await
+            .map_err(|e| {
+                map_constraint(
+                    e,
+                    "token hash already exists",
+                    "organisation does not exist",
+                )
+            })?;
+        token_from_row(&row)
+    }
+
+    /// Tokens, oldest first; all organisations when `org_id` is `None`.
+    pub async fn list_enrollment_tokens(
+        &self,
+        org_id: Option<Uuid>,
+    ) -> Result<Vec<EnrollmentToken>> {
+        let rows = match org_id {
+            Some(org) => {
+                let sql = format!(
+                    "SELECT {TOKEN_COLS} FROM enrollment_tokens WHERE org_id = $1 \
+                     ORDER BY created_at, id"
+                );
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(uuid_text(org))
+                    .fetch_all(self.pool())
+                    .await?
+            }
+            None => {
+                let sql =
+                    format!("SELECT {TOKEN_COLS} FROM enrollment_tokens ORDER BY created_at, id");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(self.pool())
+                    .await?
+            }
+        };
+        rows.iter().map(token_from_row).collect()
+    }
+
+    /// Revokes a token (idempotent); `NotFound` if there is no such token.
+    pub async fn revoke_enrollment_token(&self, id: Uuid) -> Result<()> {
+        let done = sqlx::query("UPDATE enrollment_tokens SET revoked = 1 WHERE id = $1")
+            .bind(uuid_text(id))
+            .execute(self.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Consumes one use of the token whose hash is `token_hash` and creates the agent, in one
+    /// transaction. The agent joins the token's organisation, pending if the token requires
+    /// approval, approved otherwise.
+    pub async fn enroll_agent(
+        &self,
+        token_hash: &str,
+        new: &NewAgent,
+        now_ms: i64,
+    ) -> Result<Agent> {
+        // A malformed hash cannot match anything; answer exactly as for an unknown token.
+        let Some(hash) = normalise_hash(token_hash) else {
+            return Err(StoreError::Token(TokenRefusal::Unknown));
+        };
+        let mut tx = self.begin_write().await?;
+        let select = format!("SELECT {TOKEN_COLS} FROM enrollment_tokens WHERE token_hash = $1");
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(select.clone()))
+            .bind(hash.clone())
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Err(StoreError::Token(TokenRefusal::Unknown));
+        };
+        let token = token_from_row(&row)?;
+        if let Some(refusal) = token.refusal(now_ms) {
+            return Err(StoreError::Token(refusal));
+        }
+        // The guard repeats the checks in the UPDATE itself: on PostgreSQL a concurrent
+        // enrolment may have consumed the last use since our SELECT, and the row lock makes this
+        // UPDATE re-evaluate the condition against the committed row. (SQLite already holds the
+        // write lock from BEGIN IMMEDIATE, so there the guard is belt and braces.)
+        let consumed = sqlx::query(
+            "UPDATE enrollment_tokens SET uses = uses + 1 \
+             WHERE id = $1 AND revoked = 0 \
+               AND (expires_at IS NULL OR expires_at > $2) \
+               AND (max_uses IS NULL OR uses < max_uses)",
+        )
+        .bind(uuid_text(token.id))
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        if consumed.rows_affected() == 0 {
+            // Someone else won the race (or revoked the token) since our SELECT; re-read to
+            // report the cause they left behind.
+            let refusal = sqlx::query(sqlx::AssertSqlSafe(select))
+                .bind(hash)
+                .fetch_optional(&mut *tx)
+                .await?
+                .as_ref()
+                .map(token_from_row)
+                .transpose()?
+                .and_then(|t| t.refusal(now_ms))
+                .unwrap_or(TokenRefusal::UsedUp);
+            return Err(StoreError::Token(refusal));
+        }
+        let approval = if token.require_approval {
+            AgentApproval::Pending
+        } else {
+            AgentApproval::Approved
+        };
+        let agent =
+            insert_agent(&mut tx, token.org_id, Some(token.id), approval, new, now_ms).await?;
+        tx.commit().await?;
+        Ok(agent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_are_validated_and_lower_cased() {
+        let upper = "AB".repeat(32);
+        assert_eq!(normalise_hash(&upper), Some("ab".repeat(32)));
+        assert_eq!(normalise_hash("abc"), None);
+        assert_eq!(normalise_hash(&"zz".repeat(32)), None);
+    }
+}

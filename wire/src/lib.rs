@@ -1,0 +1,34 @@
+//! The Reap3r agent protocol: message types, signed envelopes, replay windows and frame limits.
+//!
+//! This crate does no I/O and never reads a clock: callers pass bytes and times in. Untrusted
+//! bytes go through [`Envelope::parse`] and become usable only through verification
+//! ([`InboundSession::accept`] or [`Envelope::verify_with`]), so handlers only ever see
+//! [`Envelope<Verified>`].
+
+mod envelope;
+mod error;
+mod frame;
+mod message;
+mod replay;
+mod session;
+
+pub use envelope::{Envelope, HEADER_LEN, Header, SIGNATURE_LEN, Unverified, Verified};
+pub use error::WireError;
+pub use frame::{FrameReader, MAX_DATAGRAM_LEN, MAX_FRAME_LEN, decode_frame_len, encode_frame};
+pub use message::{
+    AgentConfig, Approval, Challenge, CloseCode, CloseReason, EnrollRequest, EnrollResult,
+    Heartbeat, Hello, InventorySummary, Message, MessageKind, MetricsSample, Welcome,
+};
+pub use replay::{REPLAY_WINDOW, ReplayWindow};
+pub use session::{InboundSession, OutboundSession, SERVER_SENDER};
+
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
+
+/// Protocol version carried in every envelope.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// QUIC ALPN for this protocol version.
+pub const ALPN: &[u8] = b"reap3r/1";
+/// TLS server name agents use; the certificate is pinned, so the name is fixed.
+pub const SERVER_NAME: &str = "reap3r.server";
+/// Length of a session nonce and of a sender id.
+pub const ID_LEN: usize = 16;

@@ -1,0 +1,275 @@
+//! Every message of the agent protocol; bodies are postcard-encoded inside an envelope.
+
+use serde::{Deserialize, Serialize};
+
+use crate::WireError;
+
+/// First envelope on a connection, from the server: its header carries the session nonce and the
+/// server's signature proves it holds the key the agent pinned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    pub server_time_ms: u64,
+}
+
+/// Enrolment: a new agent presents its token and proves possession of its fresh public key by
+/// signing this envelope with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    pub token: String,
+    pub public_key: [u8; 32],
+    pub hostname: String,
+    pub os: String,
+    pub arch: String,
+    pub agent_version: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Approval {
+    Approved,
+    Pending,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollResult {
+    pub agent_id: [u8; 16],
+    pub approval: Approval,
+}
+
+/// Hardware and OS summary sent with every hello.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventorySummary {
+    pub os_name: String,
+    pub os_version: String,
+    pub kernel_version: String,
+    pub arch: String,
+    pub cpu_model: String,
+    pub cpu_cores: u32,
+    pub memory_total_bytes: u64,
+    pub disk_total_bytes: u64,
+    pub boot_time_s: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub agent_version: String,
+    pub hostname: String,
+    pub capabilities: Vec<String>,
+    pub inventory: InventorySummary,
+}
+
+/// Runtime settings the server gives an agent; sent in `Welcome` and `ConfigUpdate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentConfig {
+    pub heartbeat_interval_s: u32,
+    pub metrics_interval_s: u32,
+}
+
+impl AgentConfig {
+    pub const MIN_INTERVAL_S: u32 = 1;
+    pub const MAX_INTERVAL_S: u32 = 3600;
+
+    /// Clamps intervals to the range an agent accepts, whatever the server sent.
+    pub fn clamped(self) -> Self {
+        let clamp = |v: u32| v.clamp(Self::MIN_INTERVAL_S, Self::MAX_INTERVAL_S);
+        Self {
+            heartbeat_interval_s: clamp(self.heartbeat_interval_s),
+            metrics_interval_s: clamp(self.metrics_interval_s),
+        }
+    }
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self { heartbeat_interval_s: 30, metrics_interval_s: 60 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub agent_id: [u8; 16],
+    pub config: AgentConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub uptime_s: u64,
+    /// CPU use in hundredths of a percent (integer, so messages compare exactly).
+    pub cpu_centipercent: u16,
+    pub memory_used_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricsSample {
+    pub taken_at_ms: u64,
+    pub cpu_centipercent: u16,
+    pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+    pub disk_used_bytes: u64,
+    pub disk_total_bytes: u64,
+    pub net_rx_bytes: u64,
+    pub net_tx_bytes: u64,
+    pub load1_centi: u32,
+}
+
+/// Why a connection is being closed; also the QUIC application close code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[repr(u16)]
+pub enum CloseCode {
+    Normal = 0,
+    ServerShutdown = 1,
+    UnknownAgent = 2,
+    Revoked = 3,
+    Rejected = 4,
+    PendingApproval = 5,
+    BadSignature = 6,
+    Replay = 7,
+    ProtocolError = 8,
+    FrameTooLarge = 9,
+    HeartbeatTimeout = 10,
+    TokenInvalid = 11,
+    Superseded = 12,
+    Internal = 13,
+    Overloaded = 14,
+}
+
+impl CloseCode {
+    pub const ALL: [CloseCode; 15] = [
+        Self::Normal,
+        Self::ServerShutdown,
+        Self::UnknownAgent,
+        Self::Revoked,
+        Self::Rejected,
+        Self::PendingApproval,
+        Self::BadSignature,
+        Self::Replay,
+        Self::ProtocolError,
+        Self::FrameTooLarge,
+        Self::HeartbeatTimeout,
+        Self::TokenInvalid,
+        Self::Superseded,
+        Self::Internal,
+        Self::Overloaded,
+    ];
+
+    pub fn from_u16(code: u16) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| *c as u16 == code)
+    }
+
+    /// Whether an agent should keep retrying after this close. Refusals that only an operator
+    /// can lift still retry, but slowly (the agent decides the pace).
+    pub fn is_fatal_for_agent(self) -> bool {
+        matches!(self, Self::Revoked | Self::Rejected | Self::UnknownAgent)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::ServerShutdown => "server_shutdown",
+            Self::UnknownAgent => "unknown_agent",
+            Self::Revoked => "revoked",
+            Self::Rejected => "rejected",
+            Self::PendingApproval => "pending_approval",
+            Self::BadSignature => "bad_signature",
+            Self::Replay => "replay",
+            Self::ProtocolError => "protocol_error",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::HeartbeatTimeout => "heartbeat_timeout",
+            Self::TokenInvalid => "token_invalid",
+            Self::Superseded => "superseded",
+            Self::Internal => "internal",
+            Self::Overloaded => "overloaded",
+        }
+    }
+}
+
+impl std::fmt::Display for CloseCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloseReason {
+    pub code: CloseCode,
+    pub message: String,
+}
+
+/// A protocol message. The header's kind byte repeats the variant so routers need not decode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    Challenge(Challenge),
+    Enroll(EnrollRequest),
+    EnrollResult(EnrollResult),
+    Hello(Hello),
+    Welcome(Welcome),
+    Heartbeat(Heartbeat),
+    Metrics(MetricsSample),
+    ConfigUpdate(AgentConfig),
+    Ack { seq: u64 },
+    Close(CloseReason),
+}
+
+/// The kind byte of an envelope header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum MessageKind {
+    Challenge = 1,
+    Enroll = 2,
+    EnrollResult = 3,
+    Hello = 4,
+    Welcome = 5,
+    Heartbeat = 6,
+    Metrics = 7,
+    ConfigUpdate = 8,
+    Ack = 9,
+    Close = 10,
+}
+
+impl MessageKind {
+    pub fn from_u8(b: u8) -> Result<Self, WireError> {
+        Ok(match b {
+            1 => Self::Challenge,
+            2 => Self::Enroll,
+            3 => Self::EnrollResult,
+            4 => Self::Hello,
+            5 => Self::Welcome,
+            6 => Self::Heartbeat,
+            7 => Self::Metrics,
+            8 => Self::ConfigUpdate,
+            9 => Self::Ack,
+            10 => Self::Close,
+            other => return Err(WireError::UnknownKind(other)),
+        })
+    }
+}
+
+impl Message {
+    pub fn kind(&self) -> MessageKind {
+        match self {
+            Self::Challenge(_) => MessageKind::Challenge,
+            Self::Enroll(_) => MessageKind::Enroll,
+            Self::EnrollResult(_) => MessageKind::EnrollResult,
+            Self::Hello(_) => MessageKind::Hello,
+            Self::Welcome(_) => MessageKind::Welcome,
+            Self::Heartbeat(_) => MessageKind::Heartbeat,
+            Self::Metrics(_) => MessageKind::Metrics,
+            Self::ConfigUpdate(_) => MessageKind::ConfigUpdate,
+            Self::Ack { .. } => MessageKind::Ack,
+            Self::Close(_) => MessageKind::Close,
+        }
+    }
+
+    pub(crate) fn encode_body(&self) -> Vec<u8> {
+        // Serialising plain owned data into a Vec cannot fail; an empty body would be refused
+        // by the receiver anyway, so no panic path is needed here.
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    pub(crate) fn decode_body(kind: MessageKind, body: &[u8]) -> Result<Self, WireError> {
+        let msg: Message = postcard::from_bytes(body).map_err(|e| WireError::Body(e.to_string()))?;
+        if msg.kind() != kind {
+            return Err(WireError::KindMismatch { header: kind as u8, body: msg.kind() as u8 });
+        }
+        Ok(msg)
+    }
+}
