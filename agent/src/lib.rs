@@ -2,6 +2,7 @@
 //! connected over pinned QUIC with signed heartbeats, metrics and config updates.
 
 mod backoff;
+pub mod cli;
 mod error;
 mod identity;
 mod inventory;

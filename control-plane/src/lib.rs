@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod entry;
 pub mod gateway;
 pub mod identity;
 pub mod node;

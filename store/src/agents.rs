@@ -412,7 +412,10 @@ impl Store {
         if latest.is_empty() {
             return Ok(());
         }
-        let batch: Vec<(Uuid, i64)> = latest.into_iter().collect();
+        let mut batch: Vec<(Uuid, i64)> = latest.into_iter().collect();
+        // A stable order keeps two overlapping batches (say, from two nodes during a handover)
+        // from taking row locks in opposite orders and deadlocking on PostgreSQL.
+        batch.sort_unstable_by_key(|&(id, _)| id);
         let mut tx = self.begin_write().await?;
         for chunk in batch.chunks(CHUNK) {
             let values = (0..chunk.len())

@@ -22,9 +22,9 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, ConnectOptions, Connection, Transaction};
 
 pub use agents::{Agent, AgentApproval, AgentHello, AgentStatus, NewAgent};
-pub use audit::{AuditRecord, ChainReport, NewAuditEntry};
+pub use audit::{AuditRecord, ChainReport, GENESIS_HASH, MAX_AUDIT_PAGE, NewAuditEntry};
 pub use error::{Result, StoreError, TokenRefusal};
-pub use orgs::Org;
+pub use orgs::{DEFAULT_ORG_NAME, Org};
 pub use tokens::{EnrollmentToken, NewEnrollmentToken};
 pub use users::{NewUser, User};
 pub use uuid::Uuid;
@@ -101,11 +101,11 @@ impl Store {
                         Box::pin(async move {
                             // Per-connection settings: SQLite forgets them when a connection
                             // closes. WAL is persistent in the file and was set above.
-                            sqlx::raw_sql(
-                                "PRAGMA busy_timeout = 5000; \
+                            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                                "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; \
                                  PRAGMA foreign_keys = ON; \
-                                 PRAGMA synchronous = NORMAL;",
-                            )
+                                 PRAGMA synchronous = NORMAL;"
+                            )))
                             .execute(conn)
                             .await?;
                             Ok(())

@@ -1,0 +1,51 @@
+//! The `reap3r` entry point: validates configuration before binding anything (exit 64 on
+//! errors), then serves, runs the demo, or runs an admin command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use crate::cli::{Cli, Command};
+use crate::config::{Config, EXIT_CONFIG};
+use crate::{demo, install_crypto_provider, serve};
+
+/// Entry point of the `reap3r` binary (also used by the end-to-end test binaries).
+pub fn main_entry() -> ExitCode {
+    install_crypto_provider();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("REAP3R_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => serve::run(config).await,
+            Command::Demo { agents } => demo::run(config, agents).await,
+            admin => {
+                let out = crate::cli::run_admin(&config, admin).await?;
+                print!("{out}");
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! The test fleet: servers on ephemeral ports, agents as real processes, and a raw protocol
+//! client for hostile input. Everything waits by polling with a deadline, never by sleeping.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use quinn::{Connection, Endpoint, RecvStream, SendStream};
+use reap3r_control_plane::cli::{CreatedToken, TokenCreate, create_token};
+use reap3r_control_plane::{Config, Node};
+use reap3r_store::testing::TestDatabase;
+use reap3r_store::{Agent, AgentStatus, Backend, Uuid};
+use reap3r_wire::{CloseCode, Envelope, InboundSession, Message, OutboundSession, SigningKey, encode_frame};
+use tempfile::TempDir;
+
+pub const AGENT_BIN: &str = env!("CARGO_BIN_EXE_e2e-agent");
+pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_e2e-reap3r");
+
+pub fn init() {
+    reap3r_control_plane::install_crypto_provider();
+}
+
+/// Polls `check` until it returns `Some`, or fails with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The backends to run a test against: SQLite always, PostgreSQL when configured.
+pub async fn backends() -> Result<Vec<Backend>> {
+    let mut out = vec![Backend::Sqlite];
+    if TestDatabase::postgres().await?.is_some() {
+        out.push(Backend::Postgres);
+    }
+    Ok(out)
+}
+
+pub struct TestServer {
+    node: Option<Node>,
+    pub config: Config,
+    pub dir: Arc<TempDir>,
+    _db: Option<TestDatabase>,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> Result<Self> {
+        init();
+        let dir = Arc::new(tempfile::tempdir()?);
+        let mut config = Config::for_test(&dir.path().join("server"));
+        let db = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(TestDatabase::postgres().await?.context("PostgreSQL not configured")?),
+        };
+        config.database_url = db.as_ref().map(|d| d.url.clone());
+        let node = Node::start(config.clone()).await?;
+        config.quic_addr = node.quic_addr;
+        Ok(Self { node: Some(node), config, dir, _db: db })
+    }
+
+    pub fn node(&self) -> &Node {
+        self.node.as_ref().expect("server is running")
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.shutdown().await;
+        }
+    }
+
+    /// Graceful stop, then a new node on the same address, data dir and database.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.stop().await;
+        self.node = Some(Node::start(self.config.clone()).await?);
+        Ok(())
+    }
+
+    pub async fn token(&self, require_approval: bool, max_uses: Option<u32>, expires: &str) -> Result<CreatedToken> {
+        let node = self.node();
+        let args = TokenCreate { org: None, expires: expires.into(), max_uses, require_approval, label: None, json: true };
+        create_token(&node.store, &node.identity, &node.public_addr(), &args).await
+    }
+
+    pub async fn agent(&self, id: Uuid) -> Result<Agent> {
+        self.node().store.agent(id).await?.ok_or_else(|| anyhow!("agent {id} not found"))
+    }
+
+    pub async fn wait_status(&self, id: Uuid, status: AgentStatus, timeout: Duration) -> Result<()> {
+        eventually(&format!("agent {id} to be {status:?}"), timeout, || async move {
+            Ok((self.agent(id).await?.status() == status).then_some(()))
+        })
+        .await
+    }
+
+    pub fn close_count(&self, code: CloseCode) -> u64 {
+        self.node().stats().closes(code)
+    }
+}
+
+/// A real `reap3r-agent` process.
+pub struct AgentProcess {
+    pub id: Uuid,
+    pub data_dir: PathBuf,
+    child: Option<tokio::process::Child>,
+}
+
+impl AgentProcess {
+    /// Runs `enroll` as a process and returns the enrolled agent (not yet running).
+    pub async fn enroll(dir: &Path, name: &str, token: &CreatedToken) -> Result<Self> {
+        let data_dir = dir.join(name);
+        let out = enroll_command(token, &data_dir, &token.fingerprint, &token.server_key).output().await?;
+        if !out.status.success() {
+            bail!("enrol failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let stdout = String::from_utf8(out.stdout)?;
+        let id = stdout.split_whitespace().nth(2).context("enrol output")?.parse()?;
+        Ok(Self { id, data_dir, child: None })
+    }
+
+    pub fn start(&mut self) -> Result<()> {
+        let child = tokio::process::Command::new(AGENT_BIN)
+            .args(["run", "--data-dir"])
+            .arg(&self.data_dir)
+            .env("REAP3R_AGENT_MAX_BACKOFF_MS", "1000")
+            .env("REAP3R_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL: the agent vanishes without a goodbye, as on a power cut.
+    pub async fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+}
+
+pub fn enroll_command(token: &CreatedToken, data_dir: &Path, fingerprint: &str, server_key: &str) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(AGENT_BIN);
+    cmd.args(["enroll", "--server", &token.server, "--token", &token.token, "--fingerprint", fingerprint, "--server-key", server_key, "--data-dir"])
+        .arg(data_dir)
+        .env("REAP3R_LOG", "warn")
+        .kill_on_drop(true);
+    cmd
+}
+
+pub struct TestFleet {
+    pub server: TestServer,
+    pub agents: Vec<AgentProcess>,
+}
+
+pub struct FleetBuilder {
+    agents: usize,
+    backend: Backend,
+}
+
+impl TestFleet {
+    pub fn builder() -> FleetBuilder {
+        FleetBuilder { agents: 1, backend: Backend::Sqlite }
+    }
+}
+
+impl FleetBuilder {
+    pub fn agents(mut self, n: usize) -> Self {
+        self.agents = n;
+        self
+    }
+
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Starts a server, enrols the agents with one token, runs them and waits until all are online.
+    pub async fn spawn(self) -> Result<TestFleet> {
+        let server = TestServer::start(self.backend).await?;
+        let mut agents = Vec::new();
+        if self.agents == 0 {
+            return Ok(TestFleet { server, agents });
+        }
+        let token = server.token(false, Some(self.agents as u32), "1h").await?;
+        for i in 0..self.agents {
+            let mut agent = AgentProcess::enroll(server.dir.path(), &format!("agent-{i}"), &token).await?;
+            agent.start()?;
+            agents.push(agent);
+        }
+        for agent in &agents {
+            server.wait_status(agent.id, AgentStatus::Online, Duration::from_secs(20)).await?;
+        }
+        Ok(TestFleet { server, agents })
+    }
+}
+
+/// A hand-driven protocol client for hostile input: it can sign with any key, replay, and send
+/// raw bytes.
+pub struct RawClient {
+    pub conn: Connection,
+    pub send: SendStream,
+    pub recv: RecvStream,
+    pub inbound: InboundSession,
+    _endpoint: Endpoint,
+}
+
+impl RawClient {
+    pub async fn connect(server: &TestServer) -> Result<Self> {
+        let node = server.node();
+        let fingerprint: [u8; 32] = hex::decode(node.identity.fingerprint())?.try_into().map_err(|_| anyhow!("fingerprint"))?;
+        let endpoint = reap3r_agent::transport::client_endpoint(node.quic_addr)?;
+        let config = reap3r_agent::transport::client_config(fingerprint, Duration::from_secs(10))?;
+        let (conn, send, mut recv) = reap3r_agent::transport::connect(&endpoint, node.quic_addr, config).await?;
+        let frame = reap3r_agent::transport::read_frame(&mut recv).await?;
+        let (inbound, _) = InboundSession::from_challenge(Envelope::parse(frame)?, &node.identity.signing_key.verifying_key())?;
+        Ok(Self { conn, send, recv, inbound, _endpoint: endpoint })
+    }
+
+    pub fn outbound(&self, sender: [u8; 16], key: &SigningKey) -> OutboundSession {
+        OutboundSession::new(sender, self.inbound.nonce(), key.clone())
+    }
+
+    pub async fn send_envelope(&mut self, bytes: &[u8]) -> Result<()> {
+        self.send_raw(&encode_frame(bytes)).await
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.send.write_all(bytes).await?;
+        Ok(())
+    }
+
+    /// Reads the next server message, verified.
+    pub async fn read_message(&mut self, server: &TestServer) -> Result<Message> {
+        let frame = reap3r_agent::transport::read_frame(&mut self.recv).await?;
+        let key = server.node().identity.signing_key.verifying_key();
+        Ok(self.inbound.accept(Envelope::parse(frame)?, &reap3r_wire::SERVER_SENDER, &key)?.into_message())
+    }
+
+    /// Waits for the server to close the connection and returns its close code and reason.
+    pub async fn closed(&self) -> Result<(CloseCode, String)> {
+        let err = tokio::time::timeout(Duration::from_secs(10), self.conn.closed()).await.context("server did not close the connection")?;
+        match reap3r_agent::transport::connection_error(err) {
+            reap3r_agent::AgentError::Refused { code, reason } => Ok((code, reason)),
+            other => bail!("connection ended without a close reason: {other}"),
+        }
+    }
+}
