@@ -26,7 +26,10 @@ impl FleetSettings {
     pub fn for_test() -> Self {
         Self {
             node_id: "test-node".into(),
-            agent_config: AgentConfig { heartbeat_interval_s: 1, metrics_interval_s: 5 },
+            agent_config: AgentConfig {
+                heartbeat_interval_s: 1,
+                metrics_interval_s: 5,
+            },
             missed_heartbeats: 3,
             handshake_timeout_ms: 5_000,
             presence_flush_ms: 200,
@@ -51,7 +54,9 @@ pub struct FleetContext {
 
 impl std::fmt::Debug for FleetContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FleetContext").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("FleetContext")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 

@@ -7,9 +7,22 @@ use tokio::sync::broadcast;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FleetEvent {
-    AgentEnrolled { agent_id: Uuid, org_id: Uuid, hostname: String, pending: bool },
-    AgentOnline { agent_id: Uuid, org_id: Uuid, hostname: String },
-    AgentOffline { agent_id: Uuid, org_id: Uuid, reason: String },
+    AgentEnrolled {
+        agent_id: Uuid,
+        org_id: Uuid,
+        hostname: String,
+        pending: bool,
+    },
+    AgentOnline {
+        agent_id: Uuid,
+        org_id: Uuid,
+        hostname: String,
+    },
+    AgentOffline {
+        agent_id: Uuid,
+        org_id: Uuid,
+        reason: String,
+    },
 }
 
 /// A bounded broadcast: slow subscribers lose old events rather than holding memory.

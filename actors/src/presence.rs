@@ -34,7 +34,10 @@ pub struct PresenceState {
 }
 
 impl PresenceWriter {
-    pub async fn start(ctx: FleetContext, registry: SessionRegistry) -> Result<ActorRef<PresenceMsg>, ractor::SpawnErr> {
+    pub async fn start(
+        ctx: FleetContext,
+        registry: SessionRegistry,
+    ) -> Result<ActorRef<PresenceMsg>, ractor::SpawnErr> {
         let (actor, _) = Actor::spawn(None, PresenceWriter, (ctx, registry)).await?;
         Ok(actor)
     }
@@ -45,12 +48,29 @@ impl Actor for PresenceWriter {
     type State = PresenceState;
     type Arguments = (FleetContext, SessionRegistry);
 
-    async fn pre_start(&self, myself: ActorRef<PresenceMsg>, (ctx, registry): Self::Arguments) -> Result<PresenceState, ActorProcessingErr> {
-        myself.send_interval(Duration::from_millis(ctx.settings.presence_flush_ms.max(10)), || PresenceMsg::Flush);
-        Ok(PresenceState { ctx, registry, pending: HashMap::new(), flushes: 0 })
+    async fn pre_start(
+        &self,
+        myself: ActorRef<PresenceMsg>,
+        (ctx, registry): Self::Arguments,
+    ) -> Result<PresenceState, ActorProcessingErr> {
+        myself.send_interval(
+            Duration::from_millis(ctx.settings.presence_flush_ms.max(10)),
+            || PresenceMsg::Flush,
+        );
+        Ok(PresenceState {
+            ctx,
+            registry,
+            pending: HashMap::new(),
+            flushes: 0,
+        })
     }
 
-    async fn handle(&self, _myself: ActorRef<PresenceMsg>, msg: PresenceMsg, state: &mut PresenceState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<PresenceMsg>,
+        msg: PresenceMsg,
+        state: &mut PresenceState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             PresenceMsg::Seen(id, at) => {
                 let slot = state.pending.entry(id).or_insert(at);
@@ -67,7 +87,11 @@ impl Actor for PresenceWriter {
         Ok(())
     }
 
-    async fn post_stop(&self, _myself: ActorRef<PresenceMsg>, state: &mut PresenceState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<PresenceMsg>,
+        state: &mut PresenceState,
+    ) -> Result<(), ActorProcessingErr> {
         state.flush().await;
         Ok(())
     }
@@ -78,7 +102,11 @@ impl PresenceState {
         if self.pending.is_empty() {
             return;
         }
-        let batch: Vec<(Uuid, i64)> = self.pending.drain().map(|(id, at)| (id, at as i64)).collect();
+        let batch: Vec<(Uuid, i64)> = self
+            .pending
+            .drain()
+            .map(|(id, at)| (id, at as i64))
+            .collect();
         match self.ctx.store.touch_last_seen(&batch).await {
             Ok(()) => FleetStats::bump(&self.ctx.stats.presence_flushes),
             Err(err) => {
@@ -99,7 +127,10 @@ impl PresenceState {
                 Ok(gone) => {
                     for id in gone {
                         if let Some(session) = self.registry.get(id) {
-                            let _ = session.cast(SessionMsg::Kick(CloseCode::Revoked, "agent access was withdrawn".into()));
+                            let _ = session.cast(SessionMsg::Kick(
+                                CloseCode::Revoked,
+                                "agent access was withdrawn".into(),
+                            ));
                         }
                     }
                 }

@@ -6,12 +6,15 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use reap3r_store::{AgentHello, AgentStatus, NewAgent, NewAuditEntry, StoreError, Uuid};
 use reap3r_wire::{
-    Approval, Challenge, CloseCode, EnrollResult, Envelope, InboundSession, Message, OutboundSession,
-    SERVER_SENDER, VerifyingKey, Welcome, WireError,
+    Approval, Challenge, CloseCode, EnrollResult, Envelope, InboundSession, Message,
+    OutboundSession, SERVER_SENDER, VerifyingKey, Welcome, WireError,
 };
 use tracing::{debug, info, warn};
 
-use crate::{AgentLink, FleetContext, FleetEvent, FleetStats, PresenceMsg, SessionRegistry, hash_enrollment_token};
+use crate::{
+    AgentLink, FleetContext, FleetEvent, FleetStats, PresenceMsg, SessionRegistry,
+    hash_enrollment_token,
+};
 
 /// Longest string field accepted from an agent (hostnames, versions, tokens).
 const MAX_TEXT: usize = 255;
@@ -28,6 +31,8 @@ pub struct SessionArgs {
     pub presence: ActorRef<PresenceMsg>,
 }
 
+// `InjectFault` is a hidden test hook, not a non-exhaustive marker.
+#[allow(clippy::manual_non_exhaustive)]
 #[derive(Debug)]
 pub enum SessionMsg {
     /// An envelope read from the control stream; the reply says whether to keep reading.
@@ -52,7 +57,7 @@ pub enum SessionMsg {
 enum Phase {
     Handshake { started_ms: u64 },
     Enrolled { since_ms: u64 },
-    Live(Live),
+    Live(Box<Live>),
 }
 
 #[derive(Debug)]
@@ -80,7 +85,10 @@ struct Refusal {
 
 impl Refusal {
     fn new(code: CloseCode, reason: impl Into<String>) -> Self {
-        Self { code, reason: reason.into() }
+        Self {
+            code,
+            reason: reason.into(),
+        }
     }
 
     fn internal(err: impl std::fmt::Display) -> Self {
@@ -94,7 +102,9 @@ impl From<WireError> for Refusal {
         let code = match err {
             WireError::BadSignature | WireError::BadKey => CloseCode::BadSignature,
             WireError::Replay(_) | WireError::WrongSession => CloseCode::Replay,
-            WireError::FrameTooLarge { .. } | WireError::DatagramTooLarge { .. } => CloseCode::FrameTooLarge,
+            WireError::FrameTooLarge { .. } | WireError::DatagramTooLarge { .. } => {
+                CloseCode::FrameTooLarge
+            }
             _ => CloseCode::ProtocolError,
         };
         Self::new(code, err.to_string())
@@ -106,11 +116,21 @@ impl Actor for AgentSession {
     type State = SessionState;
     type Arguments = SessionArgs;
 
-    async fn pre_start(&self, myself: ActorRef<SessionMsg>, args: SessionArgs) -> Result<SessionState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        args: SessionArgs,
+    ) -> Result<SessionState, ActorProcessingErr> {
         let now = args.ctx.clock.now_ms();
         let nonce = Uuid::new_v4().into_bytes();
-        let mut outbound = OutboundSession::new(SERVER_SENDER, nonce, (*args.ctx.server_key).clone());
-        let challenge = outbound.seal(Message::Challenge(Challenge { server_time_ms: now }), now);
+        let mut outbound =
+            OutboundSession::new(SERVER_SENDER, nonce, (*args.ctx.server_key).clone());
+        let challenge = outbound.seal(
+            Message::Challenge(Challenge {
+                server_time_ms: now,
+            }),
+            now,
+        );
         args.link.send_frame(challenge)?;
         let tick = tick_period(&args.ctx);
         let clock = args.ctx.clock.clone();
@@ -124,7 +144,12 @@ impl Actor for AgentSession {
         })
     }
 
-    async fn handle(&self, myself: ActorRef<SessionMsg>, msg: SessionMsg, state: &mut SessionState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        msg: SessionMsg,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
         let result = match msg {
             SessionMsg::Frame(bytes, reply) => {
                 let result = state.on_frame(bytes, &myself).await;
@@ -144,7 +169,9 @@ impl Actor for AgentSession {
                 Ok(())
             }
             SessionMsg::Kick(code, reason) => Err(Refusal::new(code, reason)),
-            SessionMsg::Send(message) => state.send(message).map_err(|e| Refusal::new(CloseCode::Internal, e.to_string())),
+            SessionMsg::Send(message) => state
+                .send(message)
+                .map_err(|e| Refusal::new(CloseCode::Internal, e.to_string())),
             SessionMsg::InjectFault => {
                 #[allow(clippy::panic)]
                 {
@@ -159,17 +186,37 @@ impl Actor for AgentSession {
         Ok(())
     }
 
-    async fn post_stop(&self, myself: ActorRef<SessionMsg>, state: &mut SessionState) -> Result<(), ActorProcessingErr> {
-        state.args.link.close(CloseCode::Normal, &state.close_reason);
+    async fn post_stop(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        state
+            .args
+            .link
+            .close(CloseCode::Normal, &state.close_reason);
         if let Phase::Live(live) = &state.phase {
-            go_offline(&state.args, &myself, live.agent_id, live.org_id, &state.close_reason).await;
+            go_offline(
+                &state.args,
+                &myself,
+                live.agent_id,
+                live.org_id,
+                &state.close_reason,
+            )
+            .await;
         }
         Ok(())
     }
 }
 
 /// Marks the agent offline unless a newer session of the same agent took over.
-pub(crate) async fn go_offline(args: &SessionArgs, myself: &ActorRef<SessionMsg>, agent_id: Uuid, org_id: Uuid, reason: &str) {
+pub(crate) async fn go_offline(
+    args: &SessionArgs,
+    myself: &ActorRef<SessionMsg>,
+    agent_id: Uuid,
+    org_id: Uuid,
+    reason: &str,
+) {
     if !args.registry.unregister_if(agent_id, myself.get_id()) {
         return;
     }
@@ -177,13 +224,23 @@ pub(crate) async fn go_offline(args: &SessionArgs, myself: &ActorRef<SessionMsg>
 }
 
 pub(crate) async fn mark_offline(ctx: &FleetContext, agent_id: Uuid, org_id: Uuid, reason: &str) {
-    ctx.stats.sessions_online.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    ctx.stats
+        .sessions_online
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     let now = ctx.clock.now_ms() as i64;
-    if let Err(err) = ctx.store.mark_agent_offline(agent_id, &ctx.settings.node_id, now).await {
+    if let Err(err) = ctx
+        .store
+        .mark_agent_offline(agent_id, &ctx.settings.node_id, now)
+        .await
+    {
         warn!(%agent_id, %err, "could not mark agent offline");
     }
     info!(%agent_id, reason, "agent offline");
-    ctx.events.publish(FleetEvent::AgentOffline { agent_id, org_id, reason: reason.to_string() });
+    ctx.events.publish(FleetEvent::AgentOffline {
+        agent_id,
+        org_id,
+        reason: reason.to_string(),
+    });
 }
 
 fn tick_period(ctx: &FleetContext) -> Duration {
@@ -214,23 +271,35 @@ impl SessionState {
             CloseCode::ServerShutdown | CloseCode::Normal | CloseCode::Superseded => {
                 debug!(remote = %self.args.link.remote(), code = %refusal.code, reason = %refusal.reason, "closing session")
             }
-            _ => warn!(remote = %self.args.link.remote(), code = %refusal.code, reason = %refusal.reason, "closing session"),
+            _ => {
+                warn!(remote = %self.args.link.remote(), code = %refusal.code, reason = %refusal.reason, "closing session")
+            }
         }
         self.args.link.close(refusal.code, &refusal.reason);
         self.close_reason = format!("{}: {}", refusal.code, refusal.reason);
     }
 
-    async fn on_frame(&mut self, bytes: Vec<u8>, myself: &ActorRef<SessionMsg>) -> Result<(), Refusal> {
+    async fn on_frame(
+        &mut self,
+        bytes: Vec<u8>,
+        myself: &ActorRef<SessionMsg>,
+    ) -> Result<(), Refusal> {
         FleetStats::bump(&self.ctx().stats.messages_in);
         let env = Envelope::parse(bytes)?;
         match &self.phase {
             Phase::Handshake { .. } => match env.header().kind {
                 reap3r_wire::MessageKind::Enroll => self.enroll(env).await,
                 reap3r_wire::MessageKind::Hello => self.hello(env, myself).await,
-                other => Err(Refusal::new(CloseCode::ProtocolError, format!("expected hello or enrolment, got {other:?}"))),
+                other => Err(Refusal::new(
+                    CloseCode::ProtocolError,
+                    format!("expected hello or enrolment, got {other:?}"),
+                )),
             },
             Phase::Live(_) => self.on_live(env),
-            Phase::Enrolled { .. } => Err(Refusal::new(CloseCode::ProtocolError, "message after enrolment")),
+            Phase::Enrolled { .. } => Err(Refusal::new(
+                CloseCode::ProtocolError,
+                "message after enrolment",
+            )),
         }
     }
 
@@ -243,7 +312,10 @@ impl SessionState {
         }
         let env = Envelope::parse(bytes)?;
         if env.header().kind != reap3r_wire::MessageKind::Heartbeat {
-            return Err(Refusal::new(CloseCode::ProtocolError, "only heartbeats travel as datagrams"));
+            return Err(Refusal::new(
+                CloseCode::ProtocolError,
+                "only heartbeats travel as datagrams",
+            ));
         }
         self.on_live(env)
     }
@@ -253,7 +325,9 @@ impl SessionState {
         let Phase::Live(live) = &mut self.phase else {
             return Err(Refusal::new(CloseCode::ProtocolError, "not live"));
         };
-        let env = self.inbound.accept(env, live.agent_id.as_bytes(), &live.key)?;
+        let env = self
+            .inbound
+            .accept(env, live.agent_id.as_bytes(), &live.key)?;
         live.last_heard_ms = now;
         let agent_id = live.agent_id;
         match env.into_message() {
@@ -263,8 +337,14 @@ impl SessionState {
                 Ok(())
             }
             Message::Metrics(_) | Message::Ack { .. } => Ok(()),
-            Message::Close(reason) => Err(Refusal::new(CloseCode::Normal, format!("agent closed: {}", reason.message))),
-            other => Err(Refusal::new(CloseCode::ProtocolError, format!("unexpected {:?} from agent", other.kind()))),
+            Message::Close(reason) => Err(Refusal::new(
+                CloseCode::Normal,
+                format!("agent closed: {}", reason.message),
+            )),
+            other => Err(Refusal::new(
+                CloseCode::ProtocolError,
+                format!("unexpected {:?} from agent", other.kind()),
+            )),
         }
     }
 
@@ -273,7 +353,13 @@ impl SessionState {
         let Message::Enroll(req) = env.into_message() else {
             return Err(Refusal::new(CloseCode::ProtocolError, "expected enrolment"));
         };
-        for (field, value) in [("token", &req.token), ("hostname", &req.hostname), ("os", &req.os), ("arch", &req.arch), ("agent_version", &req.agent_version)] {
+        for (field, value) in [
+            ("token", &req.token),
+            ("hostname", &req.hostname),
+            ("os", &req.os),
+            ("arch", &req.arch),
+            ("agent_version", &req.agent_version),
+        ] {
             check_text(field, value)?;
         }
         let now = self.now();
@@ -285,42 +371,91 @@ impl SessionState {
             public_key: req.public_key,
         };
         let ctx = self.ctx().clone();
-        let agent = ctx.store.enroll_agent(&hash_enrollment_token(&req.token), &new, now as i64).await.map_err(|e| match e {
-            StoreError::Token(refusal) => Refusal::new(CloseCode::TokenInvalid, refusal.to_string()),
-            other => Refusal::internal(other),
-        })?;
+        let agent = ctx
+            .store
+            .enroll_agent(&hash_enrollment_token(&req.token), &new, now as i64)
+            .await
+            .map_err(|e| match e {
+                StoreError::Token(refusal) => {
+                    Refusal::new(CloseCode::TokenInvalid, refusal.to_string())
+                }
+                other => Refusal::internal(other),
+            })?;
         let pending = agent.status() == AgentStatus::Pending;
         let audit = NewAuditEntry {
             org_id: Some(agent.org_id),
-            actor: format!("enrollment_token:{}", agent.token_id.map(|t| t.to_string()).unwrap_or_default()),
+            actor: format!(
+                "enrollment_token:{}",
+                agent.token_id.map(|t| t.to_string()).unwrap_or_default()
+            ),
             action: "agent.enroll".into(),
             target: Some(format!("agent:{}", agent.id)),
             details: serde_json::json!({ "hostname": agent.hostname, "pending_approval": pending, "remote": self.args.link.remote() }),
         };
-        ctx.store.append_audit(&audit, now as i64).await.map_err(Refusal::internal)?;
+        ctx.store
+            .append_audit(&audit, now as i64)
+            .await
+            .map_err(Refusal::internal)?;
         FleetStats::bump(&ctx.stats.enrolments);
         info!(agent_id = %agent.id, hostname = %agent.hostname, pending, "agent enrolled");
-        ctx.events.publish(FleetEvent::AgentEnrolled { agent_id: agent.id, org_id: agent.org_id, hostname: agent.hostname.clone(), pending });
-        let approval = if pending { Approval::Pending } else { Approval::Approved };
-        self.send(Message::EnrollResult(EnrollResult { agent_id: agent.id.into_bytes(), approval }))
-            .map_err(|e| Refusal::new(CloseCode::Internal, e.to_string()))?;
+        ctx.events.publish(FleetEvent::AgentEnrolled {
+            agent_id: agent.id,
+            org_id: agent.org_id,
+            hostname: agent.hostname.clone(),
+            pending,
+        });
+        let approval = if pending {
+            Approval::Pending
+        } else {
+            Approval::Approved
+        };
+        self.send(Message::EnrollResult(EnrollResult {
+            agent_id: agent.id.into_bytes(),
+            approval,
+        }))
+        .map_err(|e| Refusal::new(CloseCode::Internal, e.to_string()))?;
         self.phase = Phase::Enrolled { since_ms: now };
         Ok(())
     }
 
-    async fn hello(&mut self, env: Envelope<reap3r_wire::Unverified>, myself: &ActorRef<SessionMsg>) -> Result<(), Refusal> {
+    async fn hello(
+        &mut self,
+        env: Envelope<reap3r_wire::Unverified>,
+        myself: &ActorRef<SessionMsg>,
+    ) -> Result<(), Refusal> {
         let sender = env.header().sender;
         let agent_id = Uuid::from_bytes(sender);
         let ctx = self.ctx().clone();
-        let agent = ctx.store.agent(agent_id).await.map_err(Refusal::internal)?
-            .ok_or_else(|| Refusal::new(CloseCode::UnknownAgent, "agent is not enrolled on this server"))?;
+        let agent = ctx
+            .store
+            .agent(agent_id)
+            .await
+            .map_err(Refusal::internal)?
+            .ok_or_else(|| {
+                Refusal::new(
+                    CloseCode::UnknownAgent,
+                    "agent is not enrolled on this server",
+                )
+            })?;
         let key = VerifyingKey::from_bytes(&agent.public_key).map_err(Refusal::internal)?;
         // Signature first: approval state is only revealed to the key holder.
         let env = self.inbound.accept(env, &sender, &key)?;
         match agent.status() {
-            AgentStatus::Revoked => return Err(Refusal::new(CloseCode::Revoked, "agent has been revoked")),
-            AgentStatus::Rejected => return Err(Refusal::new(CloseCode::Rejected, "agent enrolment was rejected")),
-            AgentStatus::Pending => return Err(Refusal::new(CloseCode::PendingApproval, "agent is waiting for approval")),
+            AgentStatus::Revoked => {
+                return Err(Refusal::new(CloseCode::Revoked, "agent has been revoked"));
+            }
+            AgentStatus::Rejected => {
+                return Err(Refusal::new(
+                    CloseCode::Rejected,
+                    "agent enrolment was rejected",
+                ));
+            }
+            AgentStatus::Pending => {
+                return Err(Refusal::new(
+                    CloseCode::PendingApproval,
+                    "agent is waiting for approval",
+                ));
+            }
             AgentStatus::Online | AgentStatus::Offline => {}
         }
         let Message::Hello(hello) = env.into_message() else {
@@ -329,7 +464,10 @@ impl SessionState {
         check_text("hostname", &hello.hostname)?;
         check_text("agent_version", &hello.agent_version)?;
         if hello.capabilities.len() > MAX_CAPABILITIES {
-            return Err(Refusal::new(CloseCode::ProtocolError, "too many capabilities"));
+            return Err(Refusal::new(
+                CloseCode::ProtocolError,
+                "too many capabilities",
+            ));
         }
         for cap in &hello.capabilities {
             check_text("capability", cap)?;
@@ -339,36 +477,71 @@ impl SessionState {
             hostname: hello.hostname.clone(),
             agent_version: hello.agent_version.clone(),
             capabilities: hello.capabilities.clone(),
-            inventory: serde_json::to_value(InventoryJson::from(&hello.inventory)).unwrap_or_default(),
+            inventory: serde_json::to_value(InventoryJson::from(&hello.inventory))
+                .unwrap_or_default(),
         };
         if let Some(previous) = self.args.registry.register(agent_id, myself.clone()) {
             // The agent reconnected before we noticed the old connection died.
-            let _ = previous.cast(SessionMsg::Kick(CloseCode::Superseded, "a newer connection of this agent took over".into()));
+            let _ = previous.cast(SessionMsg::Kick(
+                CloseCode::Superseded,
+                "a newer connection of this agent took over".into(),
+            ));
         } else {
-            ctx.stats.sessions_online.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ctx.stats
+                .sessions_online
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        ctx.store.mark_agent_online(agent_id, &ctx.settings.node_id, &info, now as i64).await.map_err(Refusal::internal)?;
-        self.phase = Phase::Live(Live { agent_id, org_id: agent.org_id, key, last_heard_ms: now });
-        self.send(Message::Welcome(Welcome { agent_id: sender, config: ctx.settings.agent_config }))
-            .map_err(|e| Refusal::new(CloseCode::Internal, e.to_string()))?;
+        ctx.store
+            .mark_agent_online(agent_id, &ctx.settings.node_id, &info, now as i64)
+            .await
+            .map_err(Refusal::internal)?;
+        self.phase = Phase::Live(Box::new(Live {
+            agent_id,
+            org_id: agent.org_id,
+            key,
+            last_heard_ms: now,
+        }));
+        self.send(Message::Welcome(Welcome {
+            agent_id: sender,
+            config: ctx.settings.agent_config,
+        }))
+        .map_err(|e| Refusal::new(CloseCode::Internal, e.to_string()))?;
         info!(%agent_id, hostname = %hello.hostname, remote = %self.args.link.remote(), "agent online");
-        ctx.events.publish(FleetEvent::AgentOnline { agent_id, org_id: agent.org_id, hostname: hello.hostname });
+        ctx.events.publish(FleetEvent::AgentOnline {
+            agent_id,
+            org_id: agent.org_id,
+            hostname: hello.hostname,
+        });
         Ok(())
     }
 
     fn on_tick(&mut self, now: u64) -> Result<(), Refusal> {
         let settings = &self.ctx().settings;
         match &self.phase {
-            Phase::Handshake { started_ms } if now.saturating_sub(*started_ms) > settings.handshake_timeout_ms => {
-                Err(Refusal::new(CloseCode::ProtocolError, "no hello or enrolment in time"))
+            Phase::Handshake { started_ms }
+                if now.saturating_sub(*started_ms) > settings.handshake_timeout_ms =>
+            {
+                Err(Refusal::new(
+                    CloseCode::ProtocolError,
+                    "no hello or enrolment in time",
+                ))
             }
-            Phase::Enrolled { since_ms } if now.saturating_sub(*since_ms) > settings.handshake_timeout_ms => {
+            Phase::Enrolled { since_ms }
+                if now.saturating_sub(*since_ms) > settings.handshake_timeout_ms =>
+            {
                 Err(Refusal::new(CloseCode::Normal, "enrolment complete"))
             }
-            Phase::Live(live) if now.saturating_sub(live.last_heard_ms) > settings.heartbeat_timeout_ms() => Err(Refusal::new(
-                CloseCode::HeartbeatTimeout,
-                format!("no message for {} missed heartbeat intervals", settings.missed_heartbeats),
-            )),
+            Phase::Live(live)
+                if now.saturating_sub(live.last_heard_ms) > settings.heartbeat_timeout_ms() =>
+            {
+                Err(Refusal::new(
+                    CloseCode::HeartbeatTimeout,
+                    format!(
+                        "no message for {} missed heartbeat intervals",
+                        settings.missed_heartbeats
+                    ),
+                ))
+            }
             _ => Ok(()),
         }
     }
@@ -376,7 +549,10 @@ impl SessionState {
 
 fn check_text(field: &str, value: &str) -> Result<(), Refusal> {
     if value.len() > MAX_TEXT || value.chars().any(char::is_control) {
-        return Err(Refusal::new(CloseCode::ProtocolError, format!("{field} is too long or has control characters")));
+        return Err(Refusal::new(
+            CloseCode::ProtocolError,
+            format!("{field} is too long or has control characters"),
+        ));
     }
     Ok(())
 }

@@ -44,7 +44,10 @@ impl FleetStats {
             datagrams_dropped: get(&self.datagrams_dropped),
             session_crashes: get(&self.session_crashes),
             presence_flushes: get(&self.presence_flushes),
-            closes: CloseCode::ALL.iter().map(|c| (c.as_str(), self.closes(*c))).collect(),
+            closes: CloseCode::ALL
+                .iter()
+                .map(|c| (c.as_str(), self.closes(*c)))
+                .collect(),
         }
     }
 }

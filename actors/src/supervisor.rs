@@ -9,7 +9,9 @@ use reap3r_wire::CloseCode;
 use tracing::{error, info};
 
 use crate::session::mark_offline;
-use crate::{AgentLink, AgentSession, FleetContext, FleetStats, PresenceMsg, SessionArgs, SessionMsg};
+use crate::{
+    AgentLink, AgentSession, FleetContext, FleetStats, PresenceMsg, SessionArgs, SessionMsg,
+};
 
 /// Live sessions by agent id, shared with whoever routes messages to agents.
 #[derive(Clone, Default)]
@@ -28,7 +30,11 @@ impl SessionRegistry {
     }
 
     /// Makes `session` the live session of `agent_id`; returns the one it replaces.
-    pub fn register(&self, agent_id: Uuid, session: ActorRef<SessionMsg>) -> Option<ActorRef<SessionMsg>> {
+    pub fn register(
+        &self,
+        agent_id: Uuid,
+        session: ActorRef<SessionMsg>,
+    ) -> Option<ActorRef<SessionMsg>> {
         self.lock().insert(agent_id, session)
     }
 
@@ -44,7 +50,10 @@ impl SessionRegistry {
 
     fn remove_by_actor(&self, session: ActorId) -> Option<Uuid> {
         let mut map = self.lock();
-        let agent_id = map.iter().find(|(_, s)| s.get_id() == session).map(|(id, _)| *id)?;
+        let agent_id = map
+            .iter()
+            .find(|(_, s)| s.get_id() == session)
+            .map(|(id, _)| *id)?;
         map.remove(&agent_id);
         Some(agent_id)
     }
@@ -71,7 +80,10 @@ pub struct SessionSupervisor;
 
 pub enum SupervisorMsg {
     /// Start a session for a new connection.
-    Spawn(Arc<dyn AgentLink>, RpcReplyPort<Result<ActorRef<SessionMsg>, String>>),
+    Spawn(
+        Arc<dyn AgentLink>,
+        RpcReplyPort<Result<ActorRef<SessionMsg>, String>>,
+    ),
     /// Close every session (server shutdown); replies with how many were told.
     KickAll(CloseCode, String, RpcReplyPort<usize>),
     /// Number of session actors (any phase).
@@ -105,8 +117,22 @@ impl SessionSupervisor {
         registry: SessionRegistry,
         presence: ActorRef<PresenceMsg>,
     ) -> Result<(ActorRef<SupervisorMsg>, tokio::task::JoinHandle<()>), ractor::SpawnErr> {
-        let (actor, handle) = Actor::spawn(None, SessionSupervisor, SupervisorArgs { ctx, registry, presence }).await?;
-        Ok((actor, tokio::spawn(async move { let _ = handle.await; })))
+        let (actor, handle) = Actor::spawn(
+            None,
+            SessionSupervisor,
+            SupervisorArgs {
+                ctx,
+                registry,
+                presence,
+            },
+        )
+        .await?;
+        Ok((
+            actor,
+            tokio::spawn(async move {
+                let _ = handle.await;
+            }),
+        ))
     }
 }
 
@@ -115,11 +141,23 @@ impl Actor for SessionSupervisor {
     type State = SupervisorState;
     type Arguments = SupervisorArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<SupervisorMsg>, args: SupervisorArgs) -> Result<SupervisorState, ActorProcessingErr> {
-        Ok(SupervisorState { args, children: HashMap::new() })
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        Ok(SupervisorState {
+            args,
+            children: HashMap::new(),
+        })
     }
 
-    async fn handle(&self, myself: ActorRef<SupervisorMsg>, msg: SupervisorMsg, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Spawn(link, reply) => {
                 let args = SessionArgs {
@@ -128,10 +166,13 @@ impl Actor for SessionSupervisor {
                     registry: state.args.registry.clone(),
                     presence: state.args.presence.clone(),
                 };
-                let spawned = Actor::spawn_linked(None, AgentSession, args, myself.get_cell()).await;
+                let spawned =
+                    Actor::spawn_linked(None, AgentSession, args, myself.get_cell()).await;
                 let result = match spawned {
                     Ok((session, _)) => {
-                        state.children.insert(session.get_id(), (session.clone(), link));
+                        state
+                            .children
+                            .insert(session.get_id(), (session.clone(), link));
                         Ok(session)
                     }
                     Err(err) => {
@@ -156,7 +197,12 @@ impl Actor for SessionSupervisor {
 
     /// Overrides ractor's default (which would stop the supervisor): a failed session is logged,
     /// counted, its connection closed and its agent marked offline; the agent reconnects.
-    async fn handle_supervisor_evt(&self, _myself: ActorRef<SupervisorMsg>, event: SupervisionEvent, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 state.children.remove(&cell.get_id());
@@ -183,8 +229,15 @@ impl Actor for SessionSupervisor {
         Ok(())
     }
 
-    async fn post_stop(&self, _myself: ActorRef<SupervisorMsg>, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
-        info!(sessions = state.children.len(), "session supervisor stopped");
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        info!(
+            sessions = state.children.len(),
+            "session supervisor stopped"
+        );
         Ok(())
     }
 }

@@ -11,7 +11,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, cap: Duration) -> Self {
-        Self { base, cap: cap.max(base), attempt: 0 }
+        Self {
+            base,
+            cap: cap.max(base),
+            attempt: 0,
+        }
     }
 
     /// The next delay: uniform in `[0, min(cap, base * 2^attempt)]`, drawn from `random`.
@@ -41,13 +45,19 @@ mod tests {
     #[test]
     fn grows_to_the_cap_and_stays_within_it() {
         let mut b = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
-        let ceilings: Vec<u64> = (0..12).map(|_| b.next_delay(u64::MAX).as_millis() as u64).collect();
+        let ceilings: Vec<u64> = (0..12)
+            .map(|_| b.next_delay(u64::MAX).as_millis() as u64)
+            .collect();
         // u64::MAX % (c + 1) is not always c, so check bounds rather than exact values.
         let mut c = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
         for (i, got) in ceilings.iter().enumerate() {
             let ceiling = (500u64 << i).min(60_000);
             assert!(*got <= ceiling, "attempt {i}: {got} > {ceiling}");
-            assert_eq!(c.next_delay(ceiling).as_millis() as u64, ceiling, "attempt {i} reaches its ceiling");
+            assert_eq!(
+                c.next_delay(ceiling).as_millis() as u64,
+                ceiling,
+                "attempt {i} reaches its ceiling"
+            );
         }
         c.reset();
         assert!(c.next_delay(10_000).as_millis() <= 500);

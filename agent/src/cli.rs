@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
 use crate::{EnrollOptions, RunOptions};
+use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "reap3r-agent", version, about = "Reap3r endpoint agent")]
@@ -41,7 +41,10 @@ enum Command {
 
 /// Entry point of the agent binary (also used by the end-to-end test binaries).
 pub fn main_entry() -> ExitCode {
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
         eprintln!("cannot start the async runtime");
         return ExitCode::FAILURE;
     };
@@ -51,14 +54,35 @@ pub fn main_entry() -> ExitCode {
 async fn main_async() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("REAP3R_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("REAP3R_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Enroll { server, token, fingerprint, server_key, data_dir } => {
-            match crate::enroll(&EnrollOptions { server, token, fingerprint, server_key, data_dir }).await {
+        Command::Enroll {
+            server,
+            token,
+            fingerprint,
+            server_key,
+            data_dir,
+        } => {
+            match crate::enroll(&EnrollOptions {
+                server,
+                token,
+                fingerprint,
+                server_key,
+                data_dir,
+            })
+            .await
+            {
                 Ok(outcome) => {
-                    let state = if outcome.pending_approval { "pending approval" } else { "approved" };
+                    let state = if outcome.pending_approval {
+                        "pending approval"
+                    } else {
+                        "approved"
+                    };
                     println!("enrolled as {} ({state})", outcome.agent_id);
                     ExitCode::SUCCESS
                 }
@@ -68,7 +92,10 @@ async fn main_async() -> ExitCode {
                 }
             }
         }
-        Command::Run { data_dir, max_backoff_ms } => {
+        Command::Run {
+            data_dir,
+            max_backoff_ms,
+        } => {
             let (tx, rx) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
                 wait_for_signal().await;

@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, TableDefinition};
 use reap3r_wire::{AgentConfig, SigningKey, VerifyingKey};
+use redb::{Database, ReadableDatabase, TableDefinition};
 
 use crate::AgentError;
 
@@ -23,7 +23,10 @@ pub struct AgentIdentity {
 
 impl std::fmt::Debug for AgentIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentIdentity").field("agent_id", &hex::encode(self.agent_id)).field("server", &self.server).finish_non_exhaustive()
+        f.debug_struct("AgentIdentity")
+            .field("agent_id", &hex::encode(self.agent_id))
+            .field("server", &self.server)
+            .finish_non_exhaustive()
     }
 }
 
@@ -75,24 +78,41 @@ impl IdentityStore {
         let tx = self.db.begin_read().map_err(store_err)?;
         let t = match tx.open_table(TABLE) {
             Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Err(AgentError::NotEnrolled(self.path.display().to_string())),
+            Err(redb::TableError::TableDoesNotExist(_)) => {
+                return Err(AgentError::NotEnrolled(self.path.display().to_string()));
+            }
             Err(e) => return Err(store_err(e)),
         };
         let get = |k: &str| -> Result<Vec<u8>, AgentError> {
-            t.get(k).map_err(store_err)?.map(|v| v.value().to_vec()).ok_or_else(|| AgentError::NotEnrolled(self.path.display().to_string()))
+            t.get(k)
+                .map_err(store_err)?
+                .map(|v| v.value().to_vec())
+                .ok_or_else(|| AgentError::NotEnrolled(self.path.display().to_string()))
         };
-        let fixed = |k: &str| -> Result<[u8; 32], AgentError> { get(k)?.try_into().map_err(|_| AgentError::Store(format!("{k} is corrupt"))) };
+        let fixed = |k: &str| -> Result<[u8; 32], AgentError> {
+            get(k)?
+                .try_into()
+                .map_err(|_| AgentError::Store(format!("{k} is corrupt")))
+        };
         let u32_of = |k: &str| -> Result<u32, AgentError> {
-            Ok(u32::from_be_bytes(get(k)?.try_into().map_err(|_| AgentError::Store(format!("{k} is corrupt")))?))
+            Ok(u32::from_be_bytes(get(k)?.try_into().map_err(|_| {
+                AgentError::Store(format!("{k} is corrupt"))
+            })?))
         };
-        let agent_id: [u8; 16] = get("agent_id")?.try_into().map_err(|_| AgentError::Store("agent_id is corrupt".into()))?;
+        let agent_id: [u8; 16] = get("agent_id")?
+            .try_into()
+            .map_err(|_| AgentError::Store("agent_id is corrupt".into()))?;
         Ok(AgentIdentity {
             agent_id,
             signing_key: SigningKey::from_bytes(&fixed("signing_key")?),
             server: String::from_utf8(get("server")?).map_err(store_err)?,
             fingerprint: fixed("fingerprint")?,
             server_key: VerifyingKey::from_bytes(&fixed("server_key")?).map_err(store_err)?,
-            config: AgentConfig { heartbeat_interval_s: u32_of("heartbeat_interval_s")?, metrics_interval_s: u32_of("metrics_interval_s")? }.clamped(),
+            config: AgentConfig {
+                heartbeat_interval_s: u32_of("heartbeat_interval_s")?,
+                metrics_interval_s: u32_of("metrics_interval_s")?,
+            }
+            .clamped(),
         })
     }
 }

@@ -11,7 +11,11 @@ pub fn hostname() -> String {
 
 fn disk_totals() -> (u64, u64) {
     Disks::new_with_refreshed_list()
-        .map(|d| d.iter().fold((0, 0), |(t, a), d| (t + d.total_space(), a + d.available_space())))
+        .map(|d| {
+            d.iter().fold((0, 0), |(t, a), d| {
+                (t + d.total_space(), a + d.available_space())
+            })
+        })
         .unwrap_or_default()
 }
 
@@ -26,8 +30,14 @@ pub fn summary() -> InventorySummary {
         os_version: System::os_version().unwrap_or_default(),
         kernel_version: System::kernel_version().unwrap_or_default(),
         arch: System::cpu_arch(),
-        cpu_model: sys.as_ref().and_then(|s| s.cpus().first().map(|c| c.brand().to_string())).unwrap_or_default(),
-        cpu_cores: sys.as_ref().map(|s| s.cpus().len() as u32).unwrap_or_default(),
+        cpu_model: sys
+            .as_ref()
+            .and_then(|s| s.cpus().first().map(|c| c.brand().to_string()))
+            .unwrap_or_default(),
+        cpu_cores: sys
+            .as_ref()
+            .map(|s| s.cpus().len() as u32)
+            .unwrap_or_default(),
         memory_total_bytes: sys.as_ref().map(|s| s.total_memory()).unwrap_or_default(),
         disk_total_bytes: disk_totals().0,
         boot_time_s: System::boot_time().unwrap_or_default(),
@@ -41,26 +51,42 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn new() -> Self {
-        Self { sys: System::new().ok() }
+        Self {
+            sys: System::new().ok(),
+        }
     }
 
     fn refresh(&mut self) -> (u16, u64, u64) {
-        let Some(sys) = self.sys.as_mut() else { return (0, 0, 0) };
+        let Some(sys) = self.sys.as_mut() else {
+            return (0, 0, 0);
+        };
         sys.refresh_memory();
         sys.refresh_cpu_usage();
-        ((sys.global_cpu_usage() * 100.0) as u16, sys.used_memory(), sys.total_memory())
+        (
+            (sys.global_cpu_usage() * 100.0) as u16,
+            sys.used_memory(),
+            sys.total_memory(),
+        )
     }
 
     pub fn heartbeat(&mut self) -> Heartbeat {
         let (cpu, used, _) = self.refresh();
-        Heartbeat { uptime_s: System::uptime().unwrap_or_default(), cpu_centipercent: cpu, memory_used_bytes: used }
+        Heartbeat {
+            uptime_s: System::uptime().unwrap_or_default(),
+            cpu_centipercent: cpu,
+            memory_used_bytes: used,
+        }
     }
 
     pub fn metrics(&mut self, now_ms: u64) -> MetricsSample {
         let (cpu, used, total) = self.refresh();
         let (disk_total, disk_available) = disk_totals();
         let (rx, tx) = Networks::new_with_refreshed_list()
-            .map(|n| n.values().fold((0, 0), |(r, t), n| (r + n.total_received(), t + n.total_transmitted())))
+            .map(|n| {
+                n.values().fold((0, 0), |(r, t), n| {
+                    (r + n.total_received(), t + n.total_transmitted())
+                })
+            })
             .unwrap_or_default();
         MetricsSample {
             taken_at_ms: now_ms,
@@ -71,7 +97,9 @@ impl Sampler {
             disk_total_bytes: disk_total,
             net_rx_bytes: rx,
             net_tx_bytes: tx,
-            load1_centi: System::load_average().map(|l| (l.one * 100.0) as u32).unwrap_or_default(),
+            load1_centi: System::load_average()
+                .map(|l| (l.one * 100.0) as u32)
+                .unwrap_or_default(),
         }
     }
 }

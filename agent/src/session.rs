@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use quinn::{Connection, Endpoint, VarInt};
 use reap3r_wire::{
-    AgentConfig, Approval, CloseCode, CloseReason, EnrollRequest, Envelope, Hello, InboundSession, Message, OutboundSession,
-    SERVER_SENDER, SigningKey, VerifyingKey,
+    AgentConfig, Approval, CloseCode, CloseReason, EnrollRequest, Envelope, Hello, InboundSession,
+    Message, OutboundSession, SERVER_SENDER, SigningKey, VerifyingKey,
 };
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -18,7 +18,10 @@ use crate::transport::{self, connection_error, read_frame, write_frame};
 use crate::{AGENT_VERSION, AgentError, Backoff, CAPABILITIES};
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 #[derive(Debug, Clone)]
@@ -57,7 +60,12 @@ pub async fn enroll(opts: &EnrollOptions) -> Result<EnrollOutcome, AgentError> {
 
     let addr = transport::resolve(&opts.server).await?;
     let endpoint = transport::client_endpoint(addr)?;
-    let (conn, mut send, mut recv) = transport::connect(&endpoint, addr, transport::client_config(fingerprint, Duration::from_secs(30))?).await?;
+    let (conn, mut send, mut recv) = transport::connect(
+        &endpoint,
+        addr,
+        transport::client_config(fingerprint, Duration::from_secs(30))?,
+    )
+    .await?;
     let result = async {
         let (mut inbound, _) = read_challenge(&conn, &mut recv, &server_key).await?;
         let mut outbound = OutboundSession::new([0; 16], inbound.nonce(), signing_key.clone());
@@ -70,10 +78,17 @@ pub async fn enroll(opts: &EnrollOptions) -> Result<EnrollOutcome, AgentError> {
             arch: summary.arch,
             agent_version: AGENT_VERSION.into(),
         };
-        write_frame(&mut send, &outbound.seal(Message::Enroll(request), now_ms())).await?;
+        write_frame(
+            &mut send,
+            &outbound.seal(Message::Enroll(request), now_ms()),
+        )
+        .await?;
         match read_server_message(&conn, &mut recv, &mut inbound, &server_key).await? {
             Message::EnrollResult(r) => Ok(r),
-            other => Err(AgentError::Refused { code: CloseCode::ProtocolError, reason: format!("unexpected {:?}", other.kind()) }),
+            other => Err(AgentError::Refused {
+                code: CloseCode::ProtocolError,
+                reason: format!("unexpected {:?}", other.kind()),
+            }),
         }
     }
     .await;
@@ -89,27 +104,45 @@ pub async fn enroll(opts: &EnrollOptions) -> Result<EnrollOutcome, AgentError> {
         config: AgentConfig::default(),
     };
     store.save(&identity)?;
-    Ok(EnrollOutcome { agent_id: uuid::Uuid::from_bytes(result.agent_id), pending_approval: result.approval == Approval::Pending })
+    Ok(EnrollOutcome {
+        agent_id: uuid::Uuid::from_bytes(result.agent_id),
+        pending_approval: result.approval == Approval::Pending,
+    })
 }
 
 /// The first envelope must be a challenge signed by the pinned server key.
-async fn read_challenge(conn: &Connection, recv: &mut quinn::RecvStream, server_key: &VerifyingKey) -> Result<(InboundSession, u64), AgentError> {
+async fn read_challenge(
+    conn: &Connection,
+    recv: &mut quinn::RecvStream,
+    server_key: &VerifyingKey,
+) -> Result<(InboundSession, u64), AgentError> {
     let frame = read_or_close_reason(conn, recv).await?;
-    let (session, challenge) = InboundSession::from_challenge(Envelope::parse(frame)?, server_key).map_err(|e| match e {
-        reap3r_wire::WireError::BadSignature => AgentError::Pin("server key"),
-        other => AgentError::Protocol(other),
-    })?;
+    let (session, challenge) = InboundSession::from_challenge(Envelope::parse(frame)?, server_key)
+        .map_err(|e| match e {
+            reap3r_wire::WireError::BadSignature => AgentError::Pin("server key"),
+            other => AgentError::Protocol(other),
+        })?;
     Ok((session, challenge.server_time_ms))
 }
 
-async fn read_server_message(conn: &Connection, recv: &mut quinn::RecvStream, inbound: &mut InboundSession, server_key: &VerifyingKey) -> Result<Message, AgentError> {
+async fn read_server_message(
+    conn: &Connection,
+    recv: &mut quinn::RecvStream,
+    inbound: &mut InboundSession,
+    server_key: &VerifyingKey,
+) -> Result<Message, AgentError> {
     let frame = read_or_close_reason(conn, recv).await?;
-    Ok(inbound.accept(Envelope::parse(frame)?, &SERVER_SENDER, server_key)?.into_message())
+    Ok(inbound
+        .accept(Envelope::parse(frame)?, &SERVER_SENDER, server_key)?
+        .into_message())
 }
 
 /// Reads a frame; if the stream ends because the server closed the connection, reports the
 /// server's close code and reason instead of a bare stream error.
-async fn read_or_close_reason(conn: &Connection, recv: &mut quinn::RecvStream) -> Result<Vec<u8>, AgentError> {
+async fn read_or_close_reason(
+    conn: &Connection,
+    recv: &mut quinn::RecvStream,
+) -> Result<Vec<u8>, AgentError> {
     match read_frame(recv).await {
         Ok(frame) => Ok(frame),
         Err(err) => match conn.close_reason() {
@@ -128,7 +161,11 @@ pub struct RunOptions {
 
 impl RunOptions {
     pub fn new(data_dir: PathBuf) -> Self {
-        Self { data_dir, base_backoff: Duration::from_millis(500), max_backoff: Duration::from_secs(60) }
+        Self {
+            data_dir,
+            base_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+        }
     }
 }
 
@@ -169,12 +206,27 @@ enum Ended {
     Lost(String),
 }
 
-async fn connected(endpoint: &Endpoint, addr: std::net::SocketAddr, identity: &mut AgentIdentity, store: &IdentityStore, shutdown: &mut watch::Receiver<bool>) -> Result<Ended, AgentError> {
+async fn connected(
+    endpoint: &Endpoint,
+    addr: std::net::SocketAddr,
+    identity: &mut AgentIdentity,
+    store: &IdentityStore,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Ended, AgentError> {
     let config = identity.config;
     let idle = Duration::from_secs(u64::from(config.heartbeat_interval_s) * 3 + 10);
-    let (conn, mut send, mut recv) = transport::connect(endpoint, addr, transport::client_config(identity.fingerprint, idle)?).await?;
+    let (conn, mut send, mut recv) = transport::connect(
+        endpoint,
+        addr,
+        transport::client_config(identity.fingerprint, idle)?,
+    )
+    .await?;
     let (mut inbound, _) = read_challenge(&conn, &mut recv, &identity.server_key).await?;
-    let mut outbound = OutboundSession::new(identity.agent_id, inbound.nonce(), identity.signing_key.clone());
+    let mut outbound = OutboundSession::new(
+        identity.agent_id,
+        inbound.nonce(),
+        identity.signing_key.clone(),
+    );
     let hello = Hello {
         agent_version: AGENT_VERSION.into(),
         hostname: inventory::hostname(),
@@ -182,12 +234,21 @@ async fn connected(endpoint: &Endpoint, addr: std::net::SocketAddr, identity: &m
         inventory: inventory::summary(),
     };
     write_frame(&mut send, &outbound.seal(Message::Hello(hello), now_ms())).await?;
-    let welcome = match read_server_message(&conn, &mut recv, &mut inbound, &identity.server_key).await? {
-        Message::Welcome(w) => w,
-        other => return Err(AgentError::Refused { code: CloseCode::ProtocolError, reason: format!("expected welcome, got {:?}", other.kind()) }),
-    };
+    let welcome =
+        match read_server_message(&conn, &mut recv, &mut inbound, &identity.server_key).await? {
+            Message::Welcome(w) => w,
+            other => {
+                return Err(AgentError::Refused {
+                    code: CloseCode::ProtocolError,
+                    reason: format!("expected welcome, got {:?}", other.kind()),
+                });
+            }
+        };
     apply_config(identity, store, welcome.config);
-    info!(heartbeat_s = identity.config.heartbeat_interval_s, "connected");
+    info!(
+        heartbeat_s = identity.config.heartbeat_interval_s,
+        "connected"
+    );
 
     // Frames are read by their own task: reading is not cancel-safe inside select!.
     let (frames_tx, mut frames) = mpsc::channel::<Result<Vec<u8>, AgentError>>(16);

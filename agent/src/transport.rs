@@ -37,15 +37,29 @@ impl ServerCertVerifier for PinnedCertificate {
         if digest.as_ref() == self.fingerprint {
             Ok(ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
         }
     }
 
-    fn verify_tls12_signature(&self, _: &[u8], _: &CertificateDer<'_>, _: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
@@ -55,9 +69,15 @@ impl ServerCertVerifier for PinnedCertificate {
 }
 
 /// Client configuration pinned to `fingerprint`.
-pub fn client_config(fingerprint: [u8; 32], idle_timeout: Duration) -> Result<quinn::ClientConfig, AgentError> {
+pub fn client_config(
+    fingerprint: [u8; 32],
+    idle_timeout: Duration,
+) -> Result<quinn::ClientConfig, AgentError> {
     let provider: Arc<CryptoProvider> = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(PinnedCertificate { fingerprint, algorithms: provider.signature_verification_algorithms });
+    let verifier = Arc::new(PinnedCertificate {
+        fingerprint,
+        algorithms: provider.signature_verification_algorithms,
+    });
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| AgentError::Connect(e.to_string()))?
@@ -69,7 +89,9 @@ pub fn client_config(fingerprint: [u8; 32], idle_timeout: Duration) -> Result<qu
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
     transport
-        .max_idle_timeout(Some(VarInt::from_u32(idle_timeout.as_millis().min(u32::MAX as u128) as u32).into()))
+        .max_idle_timeout(Some(
+            VarInt::from_u32(idle_timeout.as_millis().min(u32::MAX as u128) as u32).into(),
+        ))
         .max_concurrent_bidi_streams(VarInt::from_u32(16))
         .max_concurrent_uni_streams(VarInt::from_u32(8))
         .datagram_receive_buffer_size(Some(16 * 1024));
@@ -79,13 +101,28 @@ pub fn client_config(fingerprint: [u8; 32], idle_timeout: Duration) -> Result<qu
 
 /// A client endpoint on an ephemeral port of the right address family.
 pub fn client_endpoint(server: SocketAddr) -> Result<Endpoint, AgentError> {
-    let bind: SocketAddr = if server.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().map_err(|_| AgentError::Argument("bind address".into()))?;
-    let socket = socket2::Socket::new(socket2::Domain::for_address(bind), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    let bind: SocketAddr = if server.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    }
+    .parse()
+    .map_err(|_| AgentError::Argument("bind address".into()))?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(bind),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
     let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
     let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
     socket.bind(&bind.into())?;
     socket.set_nonblocking(true)?;
-    Ok(Endpoint::new(EndpointConfig::default(), None, socket.into(), Arc::new(quinn::TokioRuntime))?)
+    Ok(Endpoint::new(
+        EndpointConfig::default(),
+        None,
+        socket.into(),
+        Arc::new(quinn::TokioRuntime),
+    )?)
 }
 
 pub async fn resolve(server: &str) -> Result<SocketAddr, AgentError> {
@@ -97,8 +134,14 @@ pub async fn resolve(server: &str) -> Result<SocketAddr, AgentError> {
 }
 
 /// Connects and accepts the control stream the server opens.
-pub async fn connect(endpoint: &Endpoint, addr: SocketAddr, config: quinn::ClientConfig) -> Result<(Connection, SendStream, RecvStream), AgentError> {
-    let connecting = endpoint.connect_with(config, addr, SERVER_NAME).map_err(|e| AgentError::Connect(e.to_string()))?;
+pub async fn connect(
+    endpoint: &Endpoint,
+    addr: SocketAddr,
+    config: quinn::ClientConfig,
+) -> Result<(Connection, SendStream, RecvStream), AgentError> {
+    let connecting = endpoint
+        .connect_with(config, addr, SERVER_NAME)
+        .map_err(|e| AgentError::Connect(e.to_string()))?;
     let conn = connecting.await.map_err(connection_error)?;
     let (send, recv) = conn.accept_bi().await.map_err(connection_error)?;
     Ok((conn, send, recv))
@@ -109,10 +152,18 @@ pub async fn connect(endpoint: &Endpoint, addr: SocketAddr, config: quinn::Clien
 pub fn connection_error(err: quinn::ConnectionError) -> AgentError {
     match err {
         quinn::ConnectionError::ApplicationClosed(close) => {
-            let code = u16::try_from(close.error_code.into_inner()).ok().and_then(CloseCode::from_u16).unwrap_or(CloseCode::ProtocolError);
-            AgentError::Refused { code, reason: String::from_utf8_lossy(&close.reason).into_owned() }
+            let code = u16::try_from(close.error_code.into_inner())
+                .ok()
+                .and_then(CloseCode::from_u16)
+                .unwrap_or(CloseCode::ProtocolError);
+            AgentError::Refused {
+                code,
+                reason: String::from_utf8_lossy(&close.reason).into_owned(),
+            }
         }
-        quinn::ConnectionError::TransportError(e) if e.to_string().contains("certificate") => AgentError::Pin("certificate"),
+        quinn::ConnectionError::TransportError(e) if e.to_string().contains("certificate") => {
+            AgentError::Pin("certificate")
+        }
         other => {
             let text = other.to_string();
             if text.contains("certificate") || text.contains("ApplicationVerificationFailure") {
@@ -127,13 +178,19 @@ pub fn connection_error(err: quinn::ConnectionError) -> AgentError {
 /// Reads one length-prefixed frame; the length is checked before allocating.
 pub async fn read_frame(recv: &mut RecvStream) -> Result<Vec<u8>, AgentError> {
     let mut prefix = [0u8; 4];
-    recv.read_exact(&mut prefix).await.map_err(|e| AgentError::Lost(e.to_string()))?;
+    recv.read_exact(&mut prefix)
+        .await
+        .map_err(|e| AgentError::Lost(e.to_string()))?;
     let len = decode_frame_len(prefix, MAX_FRAME_LEN)?;
     let mut frame = vec![0u8; len];
-    recv.read_exact(&mut frame).await.map_err(|e| AgentError::Lost(e.to_string()))?;
+    recv.read_exact(&mut frame)
+        .await
+        .map_err(|e| AgentError::Lost(e.to_string()))?;
     Ok(frame)
 }
 
 pub async fn write_frame(send: &mut SendStream, envelope: &[u8]) -> Result<(), AgentError> {
-    send.write_all(&encode_frame(envelope)).await.map_err(|e| AgentError::Lost(e.to_string()))
+    send.write_all(&encode_frame(envelope))
+        .await
+        .map_err(|e| AgentError::Lost(e.to_string()))
 }

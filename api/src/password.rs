@@ -24,7 +24,10 @@ fn hasher() -> Argon2<'static> {
 pub fn hash_password(password: &str) -> Result<String, PasswordError> {
     let len = password.chars().count();
     if !(MIN_LEN..=MAX_LEN).contains(&len) {
-        return Err(PasswordError::Length { min: MIN_LEN, max: MAX_LEN });
+        return Err(PasswordError::Length {
+            min: MIN_LEN,
+            max: MAX_LEN,
+        });
     }
     let mut salt = [0u8; 16];
     getrandom::fill(&mut salt).map_err(|e| PasswordError::Hash(e.to_string()))?;
@@ -37,8 +40,13 @@ pub fn hash_password(password: &str) -> Result<String, PasswordError> {
 
 /// Whether `password` matches the PHC string; a malformed hash never matches.
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    let Ok(parsed) = PasswordHash::new(phc) else { return false };
-    password.len() <= MAX_LEN * 4 && hasher().verify_password(password.as_bytes(), &parsed).is_ok()
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    password.len() <= MAX_LEN * 4
+        && hasher()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
 }
 
 #[cfg(test)]
@@ -52,6 +60,9 @@ mod tests {
         assert!(verify_password("correct horse battery", &h));
         assert!(!verify_password("correct horse batterx", &h));
         assert!(!verify_password("anything", "not a phc string"));
-        assert!(matches!(hash_password("short"), Err(PasswordError::Length { .. })));
+        assert!(matches!(
+            hash_password("short"),
+            Err(PasswordError::Length { .. })
+        ));
     }
 }

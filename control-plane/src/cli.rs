@@ -16,7 +16,11 @@ use crate::identity::ServerIdentity;
 use crate::node::open_store;
 
 #[derive(Debug, Parser)]
-#[command(name = "reap3r", version, about = "Reap3r control plane: enrol, watch and command fleets of agents")]
+#[command(
+    name = "reap3r",
+    version,
+    about = "Reap3r control plane: enrol, watch and command fleets of agents"
+)]
 pub struct Cli {
     /// TOML configuration file; REAP3R_* environment variables override it.
     #[arg(long, short, global = true)]
@@ -98,9 +102,15 @@ pub enum AgentCommand {
         #[arg(long)]
         json: bool,
     },
-    Approve { id: Uuid },
-    Reject { id: Uuid },
-    Revoke { id: Uuid },
+    Approve {
+        id: Uuid,
+    },
+    Reject {
+        id: Uuid,
+    },
+    Revoke {
+        id: Uuid,
+    },
 }
 
 pub const ROLES: &[&str] = &["super_admin", "org_admin", "technician", "viewer"];
@@ -111,8 +121,13 @@ fn now_ms() -> i64 {
 
 /// Parses lifetimes like `90s`, `30m`, `1h`, `7d`.
 pub fn parse_lifetime(text: &str) -> Result<Duration> {
-    let (num, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = num.parse().map_err(|_| anyhow!("'{text}' is not a lifetime like 30m, 1h or 7d"))?;
+    let (num, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow!("'{text}' is not a lifetime like 30m, 1h or 7d"))?;
     let secs = match unit {
         "s" => n,
         "m" => n * 60,
@@ -129,13 +144,36 @@ pub fn parse_lifetime(text: &str) -> Result<Duration> {
 async fn resolve_org(store: &Store, org: Option<&str>) -> Result<reap3r_store::Org> {
     match org {
         None => Ok(store.default_org(now_ms()).await?),
-        Some(name) => store.find_org(name).await?.ok_or_else(|| anyhow!("no organisation named or with id '{name}'")),
+        Some(name) => store
+            .find_org(name)
+            .await?
+            .ok_or_else(|| anyhow!("no organisation named or with id '{name}'")),
     }
 }
 
-async fn audit(store: &Store, org_id: Option<Uuid>, action: &str, target: String, details: serde_json::Value) -> Result<()> {
-    let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
-    store.append_audit(&NewAuditEntry { org_id, actor, action: action.into(), target: Some(target), details }, now_ms()).await?;
+async fn audit(
+    store: &Store,
+    org_id: Option<Uuid>,
+    action: &str,
+    target: String,
+    details: serde_json::Value,
+) -> Result<()> {
+    let actor = format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    );
+    store
+        .append_audit(
+            &NewAuditEntry {
+                org_id,
+                actor,
+                action: action.into(),
+                target: Some(target),
+                details,
+            },
+            now_ms(),
+        )
+        .await?;
     Ok(())
 }
 
@@ -155,7 +193,12 @@ pub struct CreatedToken {
 }
 
 /// Creates a token; shared by the CLI and the demo.
-pub async fn create_token(store: &Store, identity: &ServerIdentity, server: &str, args: &TokenCreate) -> Result<CreatedToken> {
+pub async fn create_token(
+    store: &Store,
+    identity: &ServerIdentity,
+    server: &str,
+    args: &TokenCreate,
+) -> Result<CreatedToken> {
     let org = resolve_org(store, args.org.as_deref()).await?;
     let lifetime = parse_lifetime(&args.expires)?;
     let mut secret = [0u8; 24];
@@ -242,7 +285,9 @@ async fn admin(store: &Store, config: &Config, command: Command) -> Result<Strin
                 t.token,
                 t.id,
                 t.expires_at.map(fmt_utc).unwrap_or_else(|| "never".into()),
-                t.max_uses.map(|n| n.to_string()).unwrap_or_else(|| "unlimited".into()),
+                t.max_uses
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "unlimited".into()),
                 if t.require_approval { "yes" } else { "no" },
                 t.command
             ))
@@ -252,13 +297,18 @@ async fn admin(store: &Store, config: &Config, command: Command) -> Result<Strin
             if json {
                 return Ok(serde_json::to_string_pretty(&tokens)?);
             }
-            let mut out = format!("{:<36}  {:<6}  {:<8}  {:<7}  {}\n", "ID", "USES", "MAX", "REVOKED", "EXPIRES");
+            let mut out = format!(
+                "{:<36}  {:<6}  {:<8}  {:<7}  {}\n",
+                "ID", "USES", "MAX", "REVOKED", "EXPIRES"
+            );
             for t in tokens {
                 out += &format!(
                     "{:<36}  {:<6}  {:<8}  {:<7}  {}\n",
                     t.id,
                     t.uses,
-                    t.max_uses.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+                    t.max_uses
+                        .map(|n| n.to_string())
+                        .unwrap_or_else(|| "-".into()),
                     t.revoked,
                     t.expires_at.map(fmt_utc).unwrap_or_else(|| "never".into())
                 );
@@ -266,11 +316,23 @@ async fn admin(store: &Store, config: &Config, command: Command) -> Result<Strin
             Ok(out)
         }
         Command::Token(TokenCommand::Revoke { id }) => {
-            store.revoke_enrollment_token(id).await.with_context(|| format!("token {id}"))?;
-            audit(store, None, "enrollment_token.revoke", format!("enrollment_token:{id}"), serde_json::json!({})).await?;
+            store
+                .revoke_enrollment_token(id)
+                .await
+                .with_context(|| format!("token {id}"))?;
+            audit(
+                store,
+                None,
+                "enrollment_token.revoke",
+                format!("enrollment_token:{id}"),
+                serde_json::json!({}),
+            )
+            .await?;
             Ok(format!("token {id} revoked\n"))
         }
-        Command::User(UserCommand::Create { email, role, org, .. }) => {
+        Command::User(UserCommand::Create {
+            email, role, org, ..
+        }) => {
             if !ROLES.contains(&role.as_str()) {
                 bail!("unknown role '{role}'; roles are {}", ROLES.join(", "));
             }
@@ -278,13 +340,35 @@ async fn admin(store: &Store, config: &Config, command: Command) -> Result<Strin
                 bail!("'{email}' is not an email address");
             }
             let mut password = String::new();
-            std::io::stdin().read_to_string(&mut password).context("reading the password from stdin")?;
+            std::io::stdin()
+                .read_to_string(&mut password)
+                .context("reading the password from stdin")?;
             let password = password.trim_end_matches(['\n', '\r']);
             let hash = reap3r_api::password::hash_password(password)?;
             let org = resolve_org(store, org.as_deref()).await?;
-            let user = store.create_user(&NewUser { org_id: org.id, email, password_hash: hash, role }, now_ms()).await?;
-            audit(store, Some(org.id), "user.create", format!("user:{}", user.id), serde_json::json!({ "email": user.email, "role": user.role })).await?;
-            Ok(format!("user {} created ({}, role {})\n", user.id, user.email, user.role))
+            let user = store
+                .create_user(
+                    &NewUser {
+                        org_id: org.id,
+                        email,
+                        password_hash: hash,
+                        role,
+                    },
+                    now_ms(),
+                )
+                .await?;
+            audit(
+                store,
+                Some(org.id),
+                "user.create",
+                format!("user:{}", user.id),
+                serde_json::json!({ "email": user.email, "role": user.role }),
+            )
+            .await?;
+            Ok(format!(
+                "user {} created ({}, role {})\n",
+                user.id, user.email, user.role
+            ))
         }
         Command::Agent(AgentCommand::List { json }) => {
             let agents = store.list_agents(None).await?;
@@ -292,15 +376,31 @@ async fn admin(store: &Store, config: &Config, command: Command) -> Result<Strin
             if json {
                 return Ok(serde_json::to_string_pretty(&rows)?);
             }
-            let mut out = format!("{:<36}  {:<24}  {:<8}  {:<12}  {}\n", "ID", "HOSTNAME", "STATUS", "OS", "LAST SEEN");
+            let mut out = format!(
+                "{:<36}  {:<24}  {:<8}  {:<12}  {}\n",
+                "ID", "HOSTNAME", "STATUS", "OS", "LAST SEEN"
+            );
             for r in rows {
-                out += &format!("{:<36}  {:<24}  {:<8}  {:<12}  {}\n", r.id, r.hostname, r.status, r.os, r.last_seen.map(fmt_utc).unwrap_or_else(|| "never".into()));
+                out += &format!(
+                    "{:<36}  {:<24}  {:<8}  {:<12}  {}\n",
+                    r.id,
+                    r.hostname,
+                    r.status,
+                    r.os,
+                    r.last_seen.map(fmt_utc).unwrap_or_else(|| "never".into())
+                );
             }
             Ok(out)
         }
-        Command::Agent(AgentCommand::Approve { id }) => set_agent_access(store, id, Access::Approve).await,
-        Command::Agent(AgentCommand::Reject { id }) => set_agent_access(store, id, Access::Reject).await,
-        Command::Agent(AgentCommand::Revoke { id }) => set_agent_access(store, id, Access::Revoke).await,
+        Command::Agent(AgentCommand::Approve { id }) => {
+            set_agent_access(store, id, Access::Approve).await
+        }
+        Command::Agent(AgentCommand::Reject { id }) => {
+            set_agent_access(store, id, Access::Reject).await
+        }
+        Command::Agent(AgentCommand::Revoke { id }) => {
+            set_agent_access(store, id, Access::Revoke).await
+        }
         Command::Serve | Command::Demo { .. } => bail!("not an admin command"),
     }
 }
@@ -324,7 +424,14 @@ async fn set_agent_access(store: &Store, id: Uuid, access: Access) -> Result<Str
         Access::Revoke => store.revoke_agent(id).await,
     }
     .with_context(|| format!("agent {id}"))?;
-    audit(store, Some(agent.org_id), action, format!("agent:{id}"), serde_json::json!({ "hostname": agent.hostname })).await?;
+    audit(
+        store,
+        Some(agent.org_id),
+        action,
+        format!("agent:{id}"),
+        serde_json::json!({ "hostname": agent.hostname }),
+    )
+    .await?;
     Ok(format!("agent {id} ({}) {verb}\n", agent.hostname))
 }
 
@@ -342,7 +449,12 @@ pub fn fmt_utc(ms: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -351,8 +463,18 @@ mod tests {
 
     #[test]
     fn lifetimes_parse_and_refuse() {
-        for (text, secs) in [("90s", 90), ("30m", 1800), ("1h", 3600), ("7d", 604_800), ("2", 7200)] {
-            assert_eq!(parse_lifetime(text).unwrap(), Duration::from_secs(secs), "{text}");
+        for (text, secs) in [
+            ("90s", 90),
+            ("30m", 1800),
+            ("1h", 3600),
+            ("7d", 604_800),
+            ("2", 7200),
+        ] {
+            assert_eq!(
+                parse_lifetime(text).unwrap(),
+                Duration::from_secs(secs),
+                "{text}"
+            );
         }
         for bad in ["", "h", "0h", "5y", "-1h", "400d"] {
             assert!(parse_lifetime(bad).is_err(), "{bad}");

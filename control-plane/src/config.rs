@@ -63,19 +63,24 @@ const ENV_KEYS: &[&str] = &[
 impl Config {
     /// Loads from an optional file and the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigErrors> {
-        let env: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("REAP3R_")).collect();
-        let text = match file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| ConfigErrors(vec![format!("config file {}: {e}", path.display())]))?,
-            ),
-            None => None,
-        };
+        let env: HashMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("REAP3R_"))
+            .collect();
+        let text =
+            match file {
+                Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                    ConfigErrors(vec![format!("config file {}: {e}", path.display())])
+                })?),
+                None => None,
+            };
         Self::from_parts(text.as_deref(), &env)
     }
 
     /// Builds a config from TOML text and environment variables (testable without a process env).
-    pub fn from_parts(toml_text: Option<&str>, env: &HashMap<String, String>) -> Result<Self, ConfigErrors> {
+    pub fn from_parts(
+        toml_text: Option<&str>,
+        env: &HashMap<String, String>,
+    ) -> Result<Self, ConfigErrors> {
         let mut errors = Vec::new();
         let file: FileConfig = match toml_text.map(toml::from_str) {
             Some(Ok(f)) => f,
@@ -86,38 +91,85 @@ impl Config {
             None => FileConfig::default(),
         };
         for key in env.keys() {
-            if !ENV_KEYS.contains(&key.as_str()) && !key.starts_with("REAP3R_TEST_") && key != "REAP3R_REQUIRE_POSTGRES" && key != "REAP3R_LOG" && !key.starts_with("REAP3R_AGENT_") {
+            if !ENV_KEYS.contains(&key.as_str())
+                && !key.starts_with("REAP3R_TEST_")
+                && key != "REAP3R_REQUIRE_POSTGRES"
+                && key != "REAP3R_LOG"
+                && !key.starts_with("REAP3R_AGENT_")
+            {
                 errors.push(format!("unknown environment variable {key}"));
             }
         }
         let pick = |key: &str, from_file: Option<String>| env.get(key).cloned().or(from_file);
 
-        let data_dir = pick("REAP3R_DATA_DIR", file.data_dir.map(|p| p.display().to_string()))
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("reap3r-data"));
-        let http_addr = parse_addr(&mut errors, "http_addr", pick("REAP3R_HTTP_ADDR", file.http_addr), "127.0.0.1:8080");
-        let quic_addr = parse_addr(&mut errors, "quic_addr", pick("REAP3R_QUIC_ADDR", file.quic_addr), "127.0.0.1:4433");
-        let public_addr = pick("REAP3R_PUBLIC_ADDR", file.public_addr).unwrap_or_else(|| default_public_addr(quic_addr));
+        let data_dir = pick(
+            "REAP3R_DATA_DIR",
+            file.data_dir.map(|p| p.display().to_string()),
+        )
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("reap3r-data"));
+        let http_addr = parse_addr(
+            &mut errors,
+            "http_addr",
+            pick("REAP3R_HTTP_ADDR", file.http_addr),
+            "127.0.0.1:8080",
+        );
+        let quic_addr = parse_addr(
+            &mut errors,
+            "quic_addr",
+            pick("REAP3R_QUIC_ADDR", file.quic_addr),
+            "127.0.0.1:4433",
+        );
+        let public_addr = pick("REAP3R_PUBLIC_ADDR", file.public_addr)
+            .unwrap_or_else(|| default_public_addr(quic_addr));
         let database_url = pick("REAP3R_DATABASE_URL", file.database_url).filter(|u| !u.is_empty());
-        if let Some(url) = &database_url {
-            if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")) {
-                errors.push("database_url must start with postgres://, postgresql:// or sqlite:".into());
-            }
+        let known_scheme = |u: &str| {
+            ["postgres://", "postgresql://", "sqlite:"]
+                .iter()
+                .any(|p| u.starts_with(p))
+        };
+        if database_url.as_deref().is_some_and(|u| !known_scheme(u)) {
+            errors
+                .push("database_url must start with postgres://, postgresql:// or sqlite:".into());
         }
         let node_id = pick("REAP3R_NODE_ID", file.node_id).unwrap_or_else(|| "node-1".into());
         if node_id.is_empty() || node_id.len() > 64 {
             errors.push("node_id must be 1 to 64 characters".into());
         }
-        let heartbeat_interval_s = parse_num(&mut errors, "heartbeat_interval_s", env.get("REAP3R_HEARTBEAT_INTERVAL_S"), file.heartbeat_interval_s, 30u32);
+        let heartbeat_interval_s = parse_num(
+            &mut errors,
+            "heartbeat_interval_s",
+            env.get("REAP3R_HEARTBEAT_INTERVAL_S"),
+            file.heartbeat_interval_s,
+            30u32,
+        );
         if !(1..=3600).contains(&heartbeat_interval_s) {
             errors.push("heartbeat_interval_s must be between 1 and 3600".into());
         }
-        let missed_heartbeats = parse_num(&mut errors, "missed_heartbeats", env.get("REAP3R_MISSED_HEARTBEATS"), file.missed_heartbeats, 3u32);
+        let missed_heartbeats = parse_num(
+            &mut errors,
+            "missed_heartbeats",
+            env.get("REAP3R_MISSED_HEARTBEATS"),
+            file.missed_heartbeats,
+            3u32,
+        );
         if !(2..=20).contains(&missed_heartbeats) {
             errors.push("missed_heartbeats must be between 2 and 20".into());
         }
-        let grace = parse_num(&mut errors, "shutdown_grace_s", env.get("REAP3R_SHUTDOWN_GRACE_S"), file.shutdown_grace_s, 10u64);
-        let max_concurrent_handshakes = parse_num(&mut errors, "max_concurrent_handshakes", env.get("REAP3R_MAX_CONCURRENT_HANDSHAKES"), file.max_concurrent_handshakes, 512usize);
+        let grace = parse_num(
+            &mut errors,
+            "shutdown_grace_s",
+            env.get("REAP3R_SHUTDOWN_GRACE_S"),
+            file.shutdown_grace_s,
+            10u64,
+        );
+        let max_concurrent_handshakes = parse_num(
+            &mut errors,
+            "max_concurrent_handshakes",
+            env.get("REAP3R_MAX_CONCURRENT_HANDSHAKES"),
+            file.max_concurrent_handshakes,
+            512usize,
+        );
         if max_concurrent_handshakes == 0 {
             errors.push("max_concurrent_handshakes must be at least 1".into());
         }
@@ -163,15 +215,28 @@ fn default_public_addr(quic: SocketAddr) -> String {
     }
 }
 
-fn parse_addr(errors: &mut Vec<String>, name: &str, value: Option<String>, default: &str) -> SocketAddr {
+fn parse_addr(
+    errors: &mut Vec<String>,
+    name: &str,
+    value: Option<String>,
+    default: &str,
+) -> SocketAddr {
     let text = value.unwrap_or_else(|| default.to_string());
     text.parse().unwrap_or_else(|_| {
-        errors.push(format!("{name}: '{text}' is not an address like 127.0.0.1:4433"));
+        errors.push(format!(
+            "{name}: '{text}' is not an address like 127.0.0.1:4433"
+        ));
         SocketAddr::from(([127, 0, 0, 1], 0))
     })
 }
 
-fn parse_num<T: std::str::FromStr + Copy>(errors: &mut Vec<String>, name: &str, env: Option<&String>, file: Option<T>, default: T) -> T {
+fn parse_num<T: std::str::FromStr + Copy>(
+    errors: &mut Vec<String>,
+    name: &str,
+    env: Option<&String>,
+    file: Option<T>,
+    default: T,
+) -> T {
     match env {
         Some(text) => text.parse().unwrap_or_else(|_| {
             errors.push(format!("{name}: '{text}' is not a valid number"));
@@ -185,14 +250,24 @@ fn parse_num<T: std::str::FromStr + Copy>(errors: &mut Vec<String>, name: &str, 
 mod tests {
     use super::*;
 
-    fn check(toml: Option<&str>, env: &[(&str, &str)], expect: Result<&dyn Fn(&Config) -> bool, &[&str]>) {
-        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    /// Either a predicate the config must satisfy, or the error fragments expected.
+    type Expect<'a> = Result<&'a dyn Fn(&Config) -> bool, &'a [&'a str]>;
+
+    fn check(toml: Option<&str>, env: &[(&str, &str)], expect: Expect<'_>) {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         match (Config::from_parts(toml, &env), expect) {
             (Ok(cfg), Ok(pred)) => assert!(pred(&cfg), "unexpected config {cfg:?}"),
             (Err(errs), Err(needles)) => {
                 assert_eq!(errs.0.len(), needles.len(), "errors: {:?}", errs.0);
                 for n in needles {
-                    assert!(errs.0.iter().any(|e| e.contains(n)), "missing '{n}' in {:?}", errs.0);
+                    assert!(
+                        errs.0.iter().any(|e| e.contains(n)),
+                        "missing '{n}' in {:?}",
+                        errs.0
+                    );
                 }
             }
             (got, _) => panic!("unexpected outcome {got:?}"),
@@ -201,19 +276,54 @@ mod tests {
 
     #[test]
     fn defaults_file_and_env_layers() {
-        check(None, &[], Ok(&|c| c.quic_addr.port() == 4433 && c.database_url.is_none() && c.heartbeat_interval_s == 30));
-        check(Some("quic_addr = \"0.0.0.0:5000\"\nheartbeat_interval_s = 5"), &[], Ok(&|c| c.public_addr == "127.0.0.1:5000" && c.heartbeat_interval_s == 5));
-        check(Some("heartbeat_interval_s = 5"), &[("REAP3R_HEARTBEAT_INTERVAL_S", "2")], Ok(&|c| c.heartbeat_interval_s == 2));
-        check(None, &[("REAP3R_DATABASE_URL", "postgres://u@h/db")], Ok(&|c| c.database_url.as_deref() == Some("postgres://u@h/db")));
+        check(
+            None,
+            &[],
+            Ok(&|c| {
+                c.quic_addr.port() == 4433
+                    && c.database_url.is_none()
+                    && c.heartbeat_interval_s == 30
+            }),
+        );
+        check(
+            Some("quic_addr = \"0.0.0.0:5000\"\nheartbeat_interval_s = 5"),
+            &[],
+            Ok(&|c| c.public_addr == "127.0.0.1:5000" && c.heartbeat_interval_s == 5),
+        );
+        check(
+            Some("heartbeat_interval_s = 5"),
+            &[("REAP3R_HEARTBEAT_INTERVAL_S", "2")],
+            Ok(&|c| c.heartbeat_interval_s == 2),
+        );
+        check(
+            None,
+            &[("REAP3R_DATABASE_URL", "postgres://u@h/db")],
+            Ok(&|c| c.database_url.as_deref() == Some("postgres://u@h/db")),
+        );
     }
 
     #[test]
     fn every_error_is_reported_at_once() {
         check(
             Some("bogus = 1"),
-            &[("REAP3R_QUIC_ADDR", "nope"), ("REAP3R_HEARTBEAT_INTERVAL_S", "0"), ("REAP3R_DATABASE_URL", "mysql://x"), ("REAP3R_TYPO", "1")],
-            Err(&["config file", "quic_addr", "heartbeat_interval_s must be", "database_url", "REAP3R_TYPO"]),
+            &[
+                ("REAP3R_QUIC_ADDR", "nope"),
+                ("REAP3R_HEARTBEAT_INTERVAL_S", "0"),
+                ("REAP3R_DATABASE_URL", "mysql://x"),
+                ("REAP3R_TYPO", "1"),
+            ],
+            Err(&[
+                "config file",
+                "quic_addr",
+                "heartbeat_interval_s must be",
+                "database_url",
+                "REAP3R_TYPO",
+            ]),
         );
-        check(None, &[("REAP3R_MISSED_HEARTBEATS", "x")], Err(&["missed_heartbeats"]));
+        check(
+            None,
+            &[("REAP3R_MISSED_HEARTBEATS", "x")],
+            Err(&["missed_heartbeats"]),
+        );
     }
 }

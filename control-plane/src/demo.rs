@@ -28,22 +28,62 @@ pub async fn run(mut config: Config, agents: usize) -> Result<()> {
     let hash = reap3r_api::password::hash_password(&password)?;
     let email = "admin@reap3r.local";
     if node.store.user_by_email(email).await?.is_none() {
-        node.store.create_user(&NewUser { org_id: org.id, email: email.into(), password_hash: hash, role: "super_admin".into() }, now_ms()).await?;
+        node.store
+            .create_user(
+                &NewUser {
+                    org_id: org.id,
+                    email: email.into(),
+                    password_hash: hash,
+                    role: "super_admin".into(),
+                },
+                now_ms(),
+            )
+            .await?;
     }
-    let token_args = TokenCreate { org: None, expires: "1h".into(), max_uses: Some(agents as u32), require_approval: false, label: Some("demo".into()), json: false };
-    let token = create_token(&node.store, &node.identity, &node.public_addr(), &token_args).await?;
+    let token_args = TokenCreate {
+        org: None,
+        expires: "1h".into(),
+        max_uses: Some(agents as u32),
+        require_approval: false,
+        label: Some("demo".into()),
+        json: false,
+    };
+    let token = create_token(
+        &node.store,
+        &node.identity,
+        &node.public_addr(),
+        &token_args,
+    )
+    .await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     for i in 0..agents {
         let agent_dir = data_dir.join("agents").join(format!("agent-{}", i + 1));
-        let opts = EnrollOptions { server: token.server.clone(), token: token.token.clone(), fingerprint: token.fingerprint.clone(), server_key: token.server_key.clone(), data_dir: agent_dir.clone() };
-        reap3r_agent::enroll(&opts).await.with_context(|| format!("enrolling demo agent {}", i + 1))?;
-        tasks.push(tokio::spawn(reap3r_agent::run(RunOptions::new(agent_dir), stop_rx.clone())));
+        let opts = EnrollOptions {
+            server: token.server.clone(),
+            token: token.token.clone(),
+            fingerprint: token.fingerprint.clone(),
+            server_key: token.server_key.clone(),
+            data_dir: agent_dir.clone(),
+        };
+        reap3r_agent::enroll(&opts)
+            .await
+            .with_context(|| format!("enrolling demo agent {}", i + 1))?;
+        tasks.push(tokio::spawn(reap3r_agent::run(
+            RunOptions::new(agent_dir),
+            stop_rx.clone(),
+        )));
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let online = loop {
-        let online = node.store.list_agents(None).await?.iter().filter(|a| a.status() == AgentStatus::Online).count();
+        let online = node
+            .store
+            .list_agents(None)
+            .await?
+            .iter()
+            .filter(|a| a.status() == AgentStatus::Online)
+            .count();
         if online >= agents || tokio::time::Instant::now() > deadline {
             break online;
         }

@@ -3,16 +3,19 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use crate::cli::{Cli, Command};
 use crate::config::{Config, EXIT_CONFIG};
 use crate::{demo, install_crypto_provider, serve};
+use clap::Parser;
 
 /// Entry point of the `reap3r` binary (also used by the end-to-end test binaries).
 pub fn main_entry() -> ExitCode {
     install_crypto_provider();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("REAP3R_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("REAP3R_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -23,7 +26,10 @@ pub fn main_entry() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("cannot start the async runtime: {err}");

@@ -28,13 +28,20 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("QUIC socket on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("TLS setup: {0}")]
     Tls(String),
 }
 
 /// Builds the QUIC endpoint: TLS 1.3 only, ring provider set explicitly, ALPN `reap3r/1`.
-pub fn bind_endpoint(addr: SocketAddr, identity: &ServerIdentity, idle_timeout: Duration) -> Result<Endpoint, GatewayError> {
+pub fn bind_endpoint(
+    addr: SocketAddr,
+    identity: &ServerIdentity,
+    idle_timeout: Duration,
+) -> Result<Endpoint, GatewayError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -48,7 +55,9 @@ pub fn bind_endpoint(addr: SocketAddr, identity: &ServerIdentity, idle_timeout: 
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
     transport
-        .max_idle_timeout(Some(VarInt::from_u32(idle_timeout.as_millis().min(u32::MAX as u128) as u32).into()))
+        .max_idle_timeout(Some(
+            VarInt::from_u32(idle_timeout.as_millis().min(u32::MAX as u128) as u32).into(),
+        ))
         .max_concurrent_bidi_streams(VarInt::from_u32(16))
         .max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS))
         .datagram_receive_buffer_size(Some(64 * 1024))
@@ -56,12 +65,21 @@ pub fn bind_endpoint(addr: SocketAddr, identity: &ServerIdentity, idle_timeout: 
         .receive_window(VarInt::from_u32(MAX_FRAME_LEN as u32 * 4));
     server.transport_config(Arc::new(transport));
     let socket = udp_socket(addr).map_err(|source| GatewayError::Bind { addr, source })?;
-    Endpoint::new(EndpointConfig::default(), Some(server), socket, Arc::new(quinn::TokioRuntime))
-        .map_err(|source| GatewayError::Bind { addr, source })
+    Endpoint::new(
+        EndpointConfig::default(),
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|source| GatewayError::Bind { addr, source })
 }
 
 fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
     // Best effort: the kernel caps these at net.core.*mem_max.
     let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
     let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
@@ -85,7 +103,8 @@ impl AgentLink for QuicLink {
     }
 
     fn close(&self, code: CloseCode, reason: &str) {
-        self.conn.close(VarInt::from_u32(u32::from(code as u16)), reason.as_bytes());
+        self.conn
+            .close(VarInt::from_u32(u32::from(code as u16)), reason.as_bytes());
     }
 
     fn remote(&self) -> String {
@@ -94,11 +113,18 @@ impl AgentLink for QuicLink {
 }
 
 /// Accepts connections until the endpoint is closed.
-pub async fn accept_loop(endpoint: Endpoint, supervisor: ActorRef<SupervisorMsg>, stats: Arc<FleetStats>, max_handshakes: usize) {
+pub async fn accept_loop(
+    endpoint: Endpoint,
+    supervisor: ActorRef<SupervisorMsg>,
+    stats: Arc<FleetStats>,
+    max_handshakes: usize,
+) {
     let admission = Arc::new(Semaphore::new(max_handshakes));
     while let Some(incoming) = endpoint.accept().await {
         // Admission control: a reconnect storm waits here instead of starving live sessions.
-        let Ok(permit) = admission.clone().acquire_owned().await else { break };
+        let Ok(permit) = admission.clone().acquire_owned().await else {
+            break;
+        };
         let supervisor = supervisor.clone();
         let stats = stats.clone();
         tokio::spawn(async move {
@@ -117,7 +143,10 @@ pub async fn accept_loop(endpoint: Endpoint, supervisor: ActorRef<SupervisorMsg>
     }
 }
 
-async fn start_session(conn: &Connection, supervisor: &ActorRef<SupervisorMsg>) -> Option<(ActorRef<SessionMsg>, RecvStream)> {
+async fn start_session(
+    conn: &Connection,
+    supervisor: &ActorRef<SupervisorMsg>,
+) -> Option<(ActorRef<SessionMsg>, RecvStream)> {
     let (send, recv) = match conn.open_bi().await {
         Ok(streams) => streams,
         Err(err) => {
@@ -127,8 +156,14 @@ async fn start_session(conn: &Connection, supervisor: &ActorRef<SupervisorMsg>) 
     };
     let (tx, rx) = mpsc::channel(SEND_QUEUE);
     tokio::spawn(write_frames(send, rx));
-    let link: Arc<dyn AgentLink> = Arc::new(QuicLink { conn: conn.clone(), tx });
-    match supervisor.call(|reply| SupervisorMsg::Spawn(link.clone(), reply), None).await {
+    let link: Arc<dyn AgentLink> = Arc::new(QuicLink {
+        conn: conn.clone(),
+        tx,
+    });
+    match supervisor
+        .call(|reply| SupervisorMsg::Spawn(link.clone(), reply), None)
+        .await
+    {
         Ok(ractor::rpc::CallResult::Success(Ok(session))) => Some((session, recv)),
         other => {
             warn!(?other, "could not start a session");
@@ -148,7 +183,12 @@ async fn write_frames(mut send: SendStream, mut rx: mpsc::Receiver<Vec<u8>>) {
 }
 
 /// Pumps the control stream, datagrams and metric streams of one connection into its session.
-async fn serve_connection(conn: Connection, session: ActorRef<SessionMsg>, mut control: RecvStream, stats: Arc<FleetStats>) {
+async fn serve_connection(
+    conn: Connection,
+    session: ActorRef<SessionMsg>,
+    mut control: RecvStream,
+    stats: Arc<FleetStats>,
+) {
     let reason = tokio::select! {
         r = pump_stream(&mut control, &session, usize::MAX, &stats, &conn) => r,
         r = pump_datagrams(&conn, &session) => r,
@@ -157,7 +197,13 @@ async fn serve_connection(conn: Connection, session: ActorRef<SessionMsg>, mut c
     let _ = session.cast(SessionMsg::LinkClosed(reason));
 }
 
-async fn pump_stream(recv: &mut RecvStream, session: &ActorRef<SessionMsg>, max_frames: usize, stats: &FleetStats, conn: &Connection) -> String {
+async fn pump_stream(
+    recv: &mut RecvStream,
+    session: &ActorRef<SessionMsg>,
+    max_frames: usize,
+    stats: &FleetStats,
+    conn: &Connection,
+) -> String {
     for _ in 0..max_frames {
         let mut prefix = [0u8; 4];
         if let Err(err) = recv.read_exact(&mut prefix).await {
@@ -169,7 +215,10 @@ async fn pump_stream(recv: &mut RecvStream, session: &ActorRef<SessionMsg>, max_
                 // Refused before allocating: the announced length never becomes a buffer.
                 stats.count_close(CloseCode::FrameTooLarge);
                 warn!(remote = %conn.remote_address(), %err, "refusing frame");
-                conn.close(VarInt::from_u32(CloseCode::FrameTooLarge as u32), err.to_string().as_bytes());
+                conn.close(
+                    VarInt::from_u32(CloseCode::FrameTooLarge as u32),
+                    err.to_string().as_bytes(),
+                );
                 return err.to_string();
             }
         };
@@ -177,7 +226,10 @@ async fn pump_stream(recv: &mut RecvStream, session: &ActorRef<SessionMsg>, max_
         if let Err(err) = recv.read_exact(&mut frame).await {
             return format!("stream ended mid-frame: {err}");
         }
-        match session.call(|reply| SessionMsg::Frame(frame, reply), None).await {
+        match session
+            .call(|reply| SessionMsg::Frame(frame, reply), None)
+            .await
+        {
             Ok(ractor::rpc::CallResult::Success(true)) => {}
             _ => return "session closed".into(),
         }
@@ -188,7 +240,10 @@ async fn pump_stream(recv: &mut RecvStream, session: &ActorRef<SessionMsg>, max_
 async fn pump_datagrams(conn: &Connection, session: &ActorRef<SessionMsg>) -> String {
     loop {
         match conn.read_datagram().await {
-            Ok(bytes) => match session.call(|reply| SessionMsg::Datagram(bytes.to_vec(), reply), None).await {
+            Ok(bytes) => match session
+                .call(|reply| SessionMsg::Datagram(bytes.to_vec(), reply), None)
+                .await
+            {
                 Ok(ractor::rpc::CallResult::Success(true)) => {}
                 _ => return "session closed".into(),
             },
@@ -197,7 +252,11 @@ async fn pump_datagrams(conn: &Connection, session: &ActorRef<SessionMsg>) -> St
     }
 }
 
-async fn pump_uni_streams(conn: &Connection, session: &ActorRef<SessionMsg>, stats: &Arc<FleetStats>) -> String {
+async fn pump_uni_streams(
+    conn: &Connection,
+    session: &ActorRef<SessionMsg>,
+    stats: &Arc<FleetStats>,
+) -> String {
     loop {
         match conn.accept_uni().await {
             Ok(mut recv) => {

@@ -15,7 +15,10 @@ const SIGNING_KEY_FILE: &str = "server-signing.key";
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error("certificate generation failed: {0}")]
@@ -30,7 +33,9 @@ pub struct ServerIdentity {
 
 impl std::fmt::Debug for ServerIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerIdentity").field("fingerprint", &self.fingerprint()).finish_non_exhaustive()
+        f.debug_struct("ServerIdentity")
+            .field("fingerprint", &self.fingerprint())
+            .finish_non_exhaustive()
     }
 }
 
@@ -41,8 +46,9 @@ impl ServerIdentity {
         let cert_path = dir.join(CERT_FILE);
         let key_path = dir.join(CERT_KEY_FILE);
         if read_opt(&cert_path)?.is_none() || read_opt(&key_path)?.is_none() {
-            let generated = rcgen::generate_simple_self_signed(vec![reap3r_wire::SERVER_NAME.to_string()])
-                .map_err(|e| IdentityError::Generate(e.to_string()))?;
+            let generated =
+                rcgen::generate_simple_self_signed(vec![reap3r_wire::SERVER_NAME.to_string()])
+                    .map_err(|e| IdentityError::Generate(e.to_string()))?;
             // Key before certificate: a certificate on disk always has its key next to it.
             create_if_absent(&key_path, &generated.signing_key.serialize_der())?;
             create_if_absent(&cert_path, generated.cert.der())?;
@@ -56,12 +62,19 @@ impl ServerIdentity {
         // Always read back what is on disk: if another process won the race, use its files.
         let cert = read_required(&cert_path)?;
         let cert_key = read_required(&key_path)?;
-        let seed: [u8; 32] = read_required(&signing_path)?.as_slice().try_into().map_err(|_| IdentityError::Corrupt {
-            path: signing_path.clone(),
-            reason: "expected 32 bytes".into(),
-        })?;
+        let seed: [u8; 32] = read_required(&signing_path)?
+            .as_slice()
+            .try_into()
+            .map_err(|_| IdentityError::Corrupt {
+                path: signing_path.clone(),
+                reason: "expected 32 bytes".into(),
+            })?;
         let signing_key = SigningKey::from_bytes(&seed);
-        Ok(Self { cert: CertificateDer::from(cert), cert_key: PrivatePkcs8KeyDer::from(cert_key), signing_key })
+        Ok(Self {
+            cert: CertificateDer::from(cert),
+            cert_key: PrivatePkcs8KeyDer::from(cert_key),
+            signing_key,
+        })
     }
 
     /// SHA-256 of the certificate, hex; agents pin it.
@@ -83,12 +96,18 @@ fn read_opt(path: &Path) -> Result<Option<Vec<u8>>, IdentityError> {
     match fs::read(path) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(IdentityError::Io { path: path.to_path_buf(), source }),
+        Err(source) => Err(IdentityError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
 pub(crate) fn create_private_dir(dir: &Path) -> Result<(), IdentityError> {
-    let io = |source| IdentityError::Io { path: dir.to_path_buf(), source };
+    let io = |source| IdentityError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
     fs::create_dir_all(dir).map_err(io)?;
     #[cfg(unix)]
     {
@@ -99,14 +118,20 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<(), IdentityError> {
 }
 
 fn read_required(path: &Path) -> Result<Vec<u8>, IdentityError> {
-    read_opt(path)?.ok_or_else(|| IdentityError::Corrupt { path: path.to_path_buf(), reason: "missing".into() })
+    read_opt(path)?.ok_or_else(|| IdentityError::Corrupt {
+        path: path.to_path_buf(),
+        reason: "missing".into(),
+    })
 }
 
 /// Creates a secret file readable only by its owner, fully written before it appears (temp file,
 /// then a hard link that fails if the name exists), so a crash or a concurrent process never
 /// sees half a key.
 fn create_if_absent(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
-    let io = |source| IdentityError::Io { path: path.to_path_buf(), source };
+    let io = |source| IdentityError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
@@ -123,6 +148,9 @@ fn create_if_absent(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
     match linked {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(source) => Err(IdentityError::Io { path: path.to_path_buf(), source }),
+        Err(source) => Err(IdentityError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }

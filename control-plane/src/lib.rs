@@ -3,12 +3,12 @@
 
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod entry;
 pub mod gateway;
 pub mod identity;
 pub mod node;
 pub mod serve;
-pub mod demo;
 
 pub use config::Config;
 pub use identity::ServerIdentity;

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use quinn::Endpoint;
 use ractor::ActorRef;
 use reap3r_actors::{
-    Clock, EventBus, FleetContext, FleetSettings, FleetStats, PresenceMsg, PresenceWriter, SessionRegistry,
-    SessionSupervisor, SupervisorMsg, SystemClock,
+    Clock, EventBus, FleetContext, FleetSettings, FleetStats, PresenceMsg, PresenceWriter,
+    SessionRegistry, SessionSupervisor, SupervisorMsg, SystemClock,
 };
 use reap3r_store::Store;
 use reap3r_wire::{AgentConfig, CloseCode};
@@ -56,7 +56,9 @@ pub struct Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("quic_addr", &self.quic_addr).finish_non_exhaustive()
+        f.debug_struct("Node")
+            .field("quic_addr", &self.quic_addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -66,13 +68,21 @@ impl Node {
         let store = open_store(&config).await?;
         let identity = Arc::new(ServerIdentity::load_or_create(&config.data_dir)?);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let stale = store.mark_node_agents_offline(&config.node_id, clock.now_ms() as i64).await?;
+        let stale = store
+            .mark_node_agents_offline(&config.node_id, clock.now_ms() as i64)
+            .await?;
         if stale > 0 {
-            info!(agents = stale, "cleared presence left over from the previous run");
+            info!(
+                agents = stale,
+                "cleared presence left over from the previous run"
+            );
         }
         let settings = FleetSettings {
             node_id: config.node_id.clone(),
-            agent_config: AgentConfig { heartbeat_interval_s: config.heartbeat_interval_s, metrics_interval_s: config.heartbeat_interval_s.saturating_mul(2) },
+            agent_config: AgentConfig {
+                heartbeat_interval_s: config.heartbeat_interval_s,
+                metrics_interval_s: config.heartbeat_interval_s.saturating_mul(2),
+            },
             missed_heartbeats: config.missed_heartbeats,
             handshake_timeout_ms: 10_000,
             presence_flush_ms: 1_000,
@@ -87,20 +97,46 @@ impl Node {
             events: EventBus::default(),
         };
         let registry = SessionRegistry::default();
-        let presence = PresenceWriter::start(ctx.clone(), registry.clone()).await.map_err(|e| NodeError::Actors(e.to_string()))?;
-        let (supervisor, _) = SessionSupervisor::start(ctx.clone(), registry.clone(), presence.clone())
+        let presence = PresenceWriter::start(ctx.clone(), registry.clone())
             .await
             .map_err(|e| NodeError::Actors(e.to_string()))?;
+        let (supervisor, _) =
+            SessionSupervisor::start(ctx.clone(), registry.clone(), presence.clone())
+                .await
+                .map_err(|e| NodeError::Actors(e.to_string()))?;
         let endpoint = gateway::bind_endpoint(config.quic_addr, &identity, idle)?;
-        let quic_addr = endpoint.local_addr().map_err(|source| GatewayError::Bind { addr: config.quic_addr, source })?;
-        let accept_task = tokio::spawn(gateway::accept_loop(endpoint.clone(), supervisor.clone(), ctx.stats.clone(), config.max_concurrent_handshakes));
+        let quic_addr = endpoint.local_addr().map_err(|source| GatewayError::Bind {
+            addr: config.quic_addr,
+            source,
+        })?;
+        let accept_task = tokio::spawn(gateway::accept_loop(
+            endpoint.clone(),
+            supervisor.clone(),
+            ctx.stats.clone(),
+            config.max_concurrent_handshakes,
+        ));
         info!(%quic_addr, node = %config.node_id, fingerprint = %identity.fingerprint(), "QUIC gateway listening");
-        Ok(Self { config, quic_addr, store, identity, ctx, registry, supervisor, presence, endpoint, accept_task })
+        Ok(Self {
+            config,
+            quic_addr,
+            store,
+            identity,
+            ctx,
+            registry,
+            supervisor,
+            presence,
+            endpoint,
+            accept_task,
+        })
     }
 
     /// The address agents should dial.
     pub fn public_addr(&self) -> String {
-        if self.config.public_addr.is_empty() { self.quic_addr.to_string() } else { self.config.public_addr.clone() }
+        if self.config.public_addr.is_empty() {
+            self.quic_addr.to_string()
+        } else {
+            self.config.public_addr.clone()
+        }
     }
 
     pub fn stats(&self) -> &FleetStats {
@@ -114,24 +150,49 @@ impl Node {
         self.endpoint.set_server_config(None);
         let told = self
             .supervisor
-            .call(|r| SupervisorMsg::KickAll(CloseCode::ServerShutdown, "server shutting down".into(), r), Some(Duration::from_secs(2)))
+            .call(
+                |r| {
+                    SupervisorMsg::KickAll(
+                        CloseCode::ServerShutdown,
+                        "server shutting down".into(),
+                        r,
+                    )
+                },
+                Some(Duration::from_secs(2)),
+            )
             .await;
         info!(?told, "told agents the server is shutting down");
         while Instant::now() < deadline {
-            let left = self.supervisor.call(SupervisorMsg::Count, Some(Duration::from_secs(1))).await;
+            let left = self
+                .supervisor
+                .call(SupervisorMsg::Count, Some(Duration::from_secs(1)))
+                .await;
             if matches!(left, Ok(ractor::rpc::CallResult::Success(0))) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if let Err(err) = self.presence.stop_and_wait(None, Some(Duration::from_secs(5))).await {
+        if let Err(err) = self
+            .presence
+            .stop_and_wait(None, Some(Duration::from_secs(5)))
+            .await
+        {
             warn!(%err, "presence writer did not stop cleanly");
         }
         self.supervisor.stop(None);
         self.accept_task.abort();
         // Lets CONNECTION_CLOSE frames reach the agents.
-        let _ = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(200)), self.endpoint.wait_idle()).await;
-        self.endpoint.close(quinn::VarInt::from_u32(CloseCode::ServerShutdown as u32), b"server shutting down");
+        let _ = tokio::time::timeout(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(200)),
+            self.endpoint.wait_idle(),
+        )
+        .await;
+        self.endpoint.close(
+            quinn::VarInt::from_u32(CloseCode::ServerShutdown as u32),
+            b"server shutting down",
+        );
         self.store.close().await;
         info!("node stopped");
     }

@@ -42,8 +42,12 @@ impl Header {
         Ok(Self {
             version,
             kind: MessageKind::from_u8(b[1])?,
-            sender: sender.try_into().map_err(|_| WireError::Truncated { len: 0, min: 0 })?,
-            nonce: nonce.try_into().map_err(|_| WireError::Truncated { len: 0, min: 0 })?,
+            sender: sender
+                .try_into()
+                .map_err(|_| WireError::Truncated { len: 0, min: 0 })?,
+            nonce: nonce
+                .try_into()
+                .map_err(|_| WireError::Truncated { len: 0, min: 0 })?,
             seq: u64::from_be_bytes(seq.try_into().unwrap_or_default()),
             ts_ms: u64::from_be_bytes(ts.try_into().unwrap_or_default()),
         })
@@ -97,16 +101,29 @@ impl Envelope<Unverified> {
     pub fn parse(bytes: Vec<u8>) -> Result<Self, WireError> {
         let min = HEADER_LEN + SIGNATURE_LEN;
         if bytes.len() > MAX_FRAME_LEN {
-            return Err(WireError::FrameTooLarge { len: bytes.len(), max: MAX_FRAME_LEN });
+            return Err(WireError::FrameTooLarge {
+                len: bytes.len(),
+                max: MAX_FRAME_LEN,
+            });
         }
         let Some(head) = bytes.first_chunk::<HEADER_LEN>() else {
-            return Err(WireError::Truncated { len: bytes.len(), min });
+            return Err(WireError::Truncated {
+                len: bytes.len(),
+                min,
+            });
         };
         if bytes.len() < min {
-            return Err(WireError::Truncated { len: bytes.len(), min });
+            return Err(WireError::Truncated {
+                len: bytes.len(),
+                min,
+            });
         }
         let header = Header::read(head)?;
-        Ok(Self { bytes, header, state: Unverified })
+        Ok(Self {
+            bytes,
+            header,
+            state: Unverified,
+        })
     }
 
     /// Checks the signature against `key` and decodes the body.
@@ -128,7 +145,11 @@ impl Envelope<Unverified> {
         let key = VerifyingKey::from_bytes(&req.public_key).map_err(|_| WireError::BadKey)?;
         key.verify_strict(self.signed_part(), &self.signature())
             .map_err(|_| WireError::BadSignature)?;
-        Ok(Envelope { bytes: self.bytes, header: self.header, state: Verified { message: msg } })
+        Ok(Envelope {
+            bytes: self.bytes,
+            header: self.header,
+            state: Verified { message: msg },
+        })
     }
 
     /// Verifies many envelopes at once (one batched check; falls back to single checks to find
@@ -148,7 +169,11 @@ impl Envelope<Unverified> {
 
     fn into_verified(self) -> Result<Envelope<Verified>, WireError> {
         let message = Message::decode_body(self.header.kind, self.body())?;
-        Ok(Envelope { bytes: self.bytes, header: self.header, state: Verified { message } })
+        Ok(Envelope {
+            bytes: self.bytes,
+            header: self.header,
+            state: Verified { message },
+        })
     }
 }
 
@@ -170,14 +195,25 @@ impl Envelope<Verified> {
         ts_ms: u64,
         key: &SigningKey,
     ) -> Self {
-        let header = Header { version: PROTOCOL_VERSION, kind: message.kind(), sender, nonce, seq, ts_ms };
+        let header = Header {
+            version: PROTOCOL_VERSION,
+            kind: message.kind(),
+            sender,
+            nonce,
+            seq,
+            ts_ms,
+        };
         let body = message.encode_body();
         let mut bytes = Vec::with_capacity(HEADER_LEN + body.len() + SIGNATURE_LEN);
         header.write(&mut bytes);
         bytes.extend_from_slice(&body);
         let sig = key.sign(&bytes);
         bytes.extend_from_slice(&sig.to_bytes());
-        Envelope { bytes, header, state: Verified { message } }
+        Envelope {
+            bytes,
+            header,
+            state: Verified { message },
+        }
     }
 
     pub fn into_bytes(self) -> Vec<u8> {

@@ -38,7 +38,10 @@ pub struct FrameReader {
 
 impl FrameReader {
     pub fn new(max: usize) -> Self {
-        Self { buf: Vec::new(), max }
+        Self {
+            buf: Vec::new(),
+            max,
+        }
     }
 
     pub fn push(&mut self, bytes: &[u8]) {

@@ -80,7 +80,10 @@ impl AgentConfig {
 
 impl Default for AgentConfig {
     fn default() -> Self {
-        Self { heartbeat_interval_s: 30, metrics_interval_s: 60 }
+        Self {
+            heartbeat_interval_s: 30,
+            metrics_interval_s: 60,
+        }
     }
 }
 
@@ -266,9 +269,13 @@ impl Message {
     }
 
     pub(crate) fn decode_body(kind: MessageKind, body: &[u8]) -> Result<Self, WireError> {
-        let msg: Message = postcard::from_bytes(body).map_err(|e| WireError::Body(e.to_string()))?;
+        let msg: Message =
+            postcard::from_bytes(body).map_err(|e| WireError::Body(e.to_string()))?;
         if msg.kind() != kind {
-            return Err(WireError::KindMismatch { header: kind as u8, body: msg.kind() as u8 });
+            return Err(WireError::KindMismatch {
+                header: kind as u8,
+                body: msg.kind() as u8,
+            });
         }
         Ok(msg)
     }

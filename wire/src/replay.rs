@@ -38,7 +38,11 @@ impl ReplayWindow {
         self.check(seq)?;
         if seq > self.highest {
             let shift = seq - self.highest;
-            self.seen = if shift >= REPLAY_WINDOW { 0 } else { self.seen << shift };
+            self.seen = if shift >= REPLAY_WINDOW {
+                0
+            } else {
+                self.seen << shift
+            };
             self.seen |= 1;
             self.highest = seq;
         } else {

@@ -2,7 +2,9 @@
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
-use crate::{Challenge, Envelope, MAX_DATAGRAM_LEN, Message, ReplayWindow, Unverified, Verified, WireError};
+use crate::{
+    Challenge, Envelope, MAX_DATAGRAM_LEN, Message, ReplayWindow, Unverified, Verified, WireError,
+};
 
 /// Sender id the server uses in its envelopes.
 pub const SERVER_SENDER: [u8; 16] = [0xff; 16];
@@ -18,7 +20,10 @@ pub struct InboundSession {
 
 impl InboundSession {
     pub fn new(nonce: [u8; 16]) -> Self {
-        Self { nonce, window: ReplayWindow::new() }
+        Self {
+            nonce,
+            window: ReplayWindow::new(),
+        }
     }
 
     /// Agent side: the first server envelope must be a challenge signed by the pinned server key;
@@ -60,7 +65,10 @@ impl InboundSession {
     }
 
     /// Accepts an enrolment request, verified against the key it carries.
-    pub fn accept_enroll(&mut self, env: Envelope<Unverified>) -> Result<Envelope<Verified>, WireError> {
+    pub fn accept_enroll(
+        &mut self,
+        env: Envelope<Unverified>,
+    ) -> Result<Envelope<Verified>, WireError> {
         self.precheck(&env)?;
         let seq = env.header().seq;
         let verified = env.verify_enroll()?;
@@ -96,7 +104,12 @@ pub struct OutboundSession {
 
 impl OutboundSession {
     pub fn new(sender: [u8; 16], nonce: [u8; 16], key: SigningKey) -> Self {
-        Self { sender, nonce, next_seq: 1, key }
+        Self {
+            sender,
+            nonce,
+            next_seq: 1,
+            key,
+        }
     }
 
     pub fn set_sender(&mut self, sender: [u8; 16]) {
@@ -114,7 +127,10 @@ impl OutboundSession {
     pub fn seal_datagram(&mut self, message: Message, now_ms: u64) -> Result<Vec<u8>, WireError> {
         let bytes = self.seal(message, now_ms);
         if bytes.len() > MAX_DATAGRAM_LEN {
-            return Err(WireError::DatagramTooLarge { len: bytes.len(), max: MAX_DATAGRAM_LEN });
+            return Err(WireError::DatagramTooLarge {
+                len: bytes.len(),
+                max: MAX_DATAGRAM_LEN,
+            });
         }
         Ok(bytes)
     }

@@ -9,18 +9,32 @@ fn key(seed: u8) -> SigningKey {
 }
 
 fn arb_inventory() -> impl Strategy<Value = InventorySummary> {
-    (".{0,20}", ".{0,20}", ".{0,20}", ".{0,8}", ".{0,30}", any::<u32>(), any::<u64>(), any::<u64>(), any::<u64>())
-        .prop_map(|(os_name, os_version, kernel_version, arch, cpu_model, cpu_cores, m, d, b)| InventorySummary {
-            os_name,
-            os_version,
-            kernel_version,
-            arch,
-            cpu_model,
-            cpu_cores,
-            memory_total_bytes: m,
-            disk_total_bytes: d,
-            boot_time_s: b,
-        })
+    (
+        ".{0,20}",
+        ".{0,20}",
+        ".{0,20}",
+        ".{0,8}",
+        ".{0,30}",
+        any::<u32>(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(os_name, os_version, kernel_version, arch, cpu_model, cpu_cores, m, d, b)| {
+                InventorySummary {
+                    os_name,
+                    os_version,
+                    kernel_version,
+                    arch,
+                    cpu_model,
+                    cpu_cores,
+                    memory_total_bytes: m,
+                    disk_total_bytes: d,
+                    boot_time_s: b,
+                }
+            },
+        )
 }
 
 fn arb_message() -> impl Strategy<Value = Message> {
@@ -28,46 +42,79 @@ fn arb_message() -> impl Strategy<Value = Message> {
         .prop_map(|(code, message)| Message::Close(CloseReason { code, message }));
     prop_oneof![
         any::<u64>().prop_map(|t| Message::Challenge(Challenge { server_time_ms: t })),
-        (".{0,40}", any::<[u8; 32]>(), ".{0,20}", ".{0,10}", ".{0,10}", ".{0,10}").prop_map(
-            |(token, public_key, hostname, os, arch, agent_version)| Message::Enroll(EnrollRequest {
-                token,
-                public_key,
-                hostname,
-                os,
-                arch,
-                agent_version
+        (
+            ".{0,40}",
+            any::<[u8; 32]>(),
+            ".{0,20}",
+            ".{0,10}",
+            ".{0,10}",
+            ".{0,10}"
+        )
+            .prop_map(|(token, public_key, hostname, os, arch, agent_version)| {
+                Message::Enroll(EnrollRequest {
+                    token,
+                    public_key,
+                    hostname,
+                    os,
+                    arch,
+                    agent_version,
+                })
+            }),
+        (any::<[u8; 16]>(), any::<bool>()).prop_map(|(agent_id, p)| Message::EnrollResult(
+            EnrollResult {
+                agent_id,
+                approval: if p {
+                    Approval::Pending
+                } else {
+                    Approval::Approved
+                },
+            }
+        )),
+        (
+            ".{0,10}",
+            ".{0,20}",
+            proptest::collection::vec("[a-z_]{1,12}", 0..8),
+            arb_inventory()
+        )
+            .prop_map(
+                |(agent_version, hostname, capabilities, inventory)| Message::Hello(Hello {
+                    agent_version,
+                    hostname,
+                    capabilities,
+                    inventory
+                })
+            ),
+        (any::<[u8; 16]>(), any::<u32>(), any::<u32>()).prop_map(|(agent_id, h, m)| {
+            Message::Welcome(Welcome {
+                agent_id,
+                config: AgentConfig {
+                    heartbeat_interval_s: h,
+                    metrics_interval_s: m,
+                },
             })
-        ),
-        (any::<[u8; 16]>(), any::<bool>()).prop_map(|(agent_id, p)| Message::EnrollResult(EnrollResult {
-            agent_id,
-            approval: if p { Approval::Pending } else { Approval::Approved },
-        })),
-        (".{0,10}", ".{0,20}", proptest::collection::vec("[a-z_]{1,12}", 0..8), arb_inventory()).prop_map(
-            |(agent_version, hostname, capabilities, inventory)| Message::Hello(Hello {
-                agent_version,
-                hostname,
-                capabilities,
-                inventory
-            })
-        ),
-        (any::<[u8; 16]>(), any::<u32>(), any::<u32>()).prop_map(|(agent_id, h, m)| Message::Welcome(Welcome {
-            agent_id,
-            config: AgentConfig { heartbeat_interval_s: h, metrics_interval_s: m },
-        })),
-        (any::<u64>(), any::<u16>(), any::<u64>()).prop_map(|(uptime_s, cpu_centipercent, memory_used_bytes)| {
-            Message::Heartbeat(Heartbeat { uptime_s, cpu_centipercent, memory_used_bytes })
         }),
-        (any::<[u64; 7]>(), any::<u16>(), any::<u32>()).prop_map(|(v, cpu, load)| Message::Metrics(MetricsSample {
-            taken_at_ms: v[0],
-            cpu_centipercent: cpu,
-            memory_used_bytes: v[1],
-            memory_total_bytes: v[2],
-            disk_used_bytes: v[3],
-            disk_total_bytes: v[4],
-            net_rx_bytes: v[5],
-            net_tx_bytes: v[6],
-            load1_centi: load,
-        })),
+        (any::<u64>(), any::<u16>(), any::<u64>()).prop_map(
+            |(uptime_s, cpu_centipercent, memory_used_bytes)| {
+                Message::Heartbeat(Heartbeat {
+                    uptime_s,
+                    cpu_centipercent,
+                    memory_used_bytes,
+                })
+            }
+        ),
+        (any::<[u64; 7]>(), any::<u16>(), any::<u32>()).prop_map(
+            |(v, cpu, load)| Message::Metrics(MetricsSample {
+                taken_at_ms: v[0],
+                cpu_centipercent: cpu,
+                memory_used_bytes: v[1],
+                memory_total_bytes: v[2],
+                disk_used_bytes: v[3],
+                disk_total_bytes: v[4],
+                net_rx_bytes: v[5],
+                net_tx_bytes: v[6],
+                load1_centi: load,
+            })
+        ),
         (any::<u32>(), any::<u32>()).prop_map(|(h, m)| Message::ConfigUpdate(AgentConfig {
             heartbeat_interval_s: h,
             metrics_interval_s: m
@@ -133,14 +180,36 @@ proptest! {
 
 #[test]
 fn frame_length_is_capped_before_allocation() {
-    check_frame_len((MAX_FRAME_LEN as u32 + 1).to_be_bytes(), Err(WireError::FrameTooLarge { len: MAX_FRAME_LEN + 1, max: MAX_FRAME_LEN }));
-    check_frame_len(u32::MAX.to_be_bytes(), Err(WireError::FrameTooLarge { len: u32::MAX as usize, max: MAX_FRAME_LEN }));
-    check_frame_len(3u32.to_be_bytes(), Err(WireError::Truncated { len: 3, min: HEADER_LEN + SIGNATURE_LEN }));
+    check_frame_len(
+        (MAX_FRAME_LEN as u32 + 1).to_be_bytes(),
+        Err(WireError::FrameTooLarge {
+            len: MAX_FRAME_LEN + 1,
+            max: MAX_FRAME_LEN,
+        }),
+    );
+    check_frame_len(
+        u32::MAX.to_be_bytes(),
+        Err(WireError::FrameTooLarge {
+            len: u32::MAX as usize,
+            max: MAX_FRAME_LEN,
+        }),
+    );
+    check_frame_len(
+        3u32.to_be_bytes(),
+        Err(WireError::Truncated {
+            len: 3,
+            min: HEADER_LEN + SIGNATURE_LEN,
+        }),
+    );
     check_frame_len(200u32.to_be_bytes(), Ok(200));
 }
 
 fn check_frame_len(prefix: [u8; 4], expected: Result<usize, WireError>) {
-    assert_eq!(decode_frame_len(prefix, MAX_FRAME_LEN), expected, "prefix {prefix:?}");
+    assert_eq!(
+        decode_frame_len(prefix, MAX_FRAME_LEN),
+        expected,
+        "prefix {prefix:?}"
+    );
 }
 
 #[test]
@@ -162,7 +231,10 @@ fn frame_reader_splits_pieces_and_refuses_huge_prefix() {
 
     let mut hostile = FrameReader::new(MAX_FRAME_LEN);
     hostile.push(&[0xff, 0xff, 0xff, 0xff, 0]);
-    assert!(matches!(hostile.next_frame(), Err(WireError::FrameTooLarge { .. })));
+    assert!(matches!(
+        hostile.next_frame(),
+        Err(WireError::FrameTooLarge { .. })
+    ));
 }
 
 #[test]
@@ -172,27 +244,55 @@ fn session_refuses_replay_wrong_nonce_wrong_sender_and_bad_signature() {
     let id = [1; 16];
     let mut out = OutboundSession::new(id, nonce, agent.clone());
     let mut inbound = InboundSession::new(nonce);
-    let hb = Message::Heartbeat(Heartbeat { uptime_s: 1, cpu_centipercent: 0, memory_used_bytes: 0 });
+    let hb = Message::Heartbeat(Heartbeat {
+        uptime_s: 1,
+        cpu_centipercent: 0,
+        memory_used_bytes: 0,
+    });
     let first = out.seal(hb.clone(), 10);
 
-    let ok = inbound.accept(Envelope::parse(first.clone()).unwrap(), &id, &agent.verifying_key());
+    let ok = inbound.accept(
+        Envelope::parse(first.clone()).unwrap(),
+        &id,
+        &agent.verifying_key(),
+    );
     assert_eq!(ok.unwrap().message(), &hb);
     let replay = inbound.accept(Envelope::parse(first).unwrap(), &id, &agent.verifying_key());
     assert_eq!(replay.unwrap_err(), WireError::Replay(1));
 
     let mut other_session = OutboundSession::new(id, [9; 16], agent.clone());
     let foreign = other_session.seal(hb.clone(), 10);
-    let err = inbound.accept(Envelope::parse(foreign).unwrap(), &id, &agent.verifying_key());
+    let err = inbound.accept(
+        Envelope::parse(foreign).unwrap(),
+        &id,
+        &agent.verifying_key(),
+    );
     assert_eq!(err.unwrap_err(), WireError::WrongSession);
 
     let second = out.seal(hb.clone(), 11);
-    let err = inbound.accept(Envelope::parse(second.clone()).unwrap(), &[2; 16], &agent.verifying_key());
+    let err = inbound.accept(
+        Envelope::parse(second.clone()).unwrap(),
+        &[2; 16],
+        &agent.verifying_key(),
+    );
     assert_eq!(err.unwrap_err(), WireError::WrongSender);
 
-    let err = inbound.accept(Envelope::parse(second.clone()).unwrap(), &id, &key(6).verifying_key());
+    let err = inbound.accept(
+        Envelope::parse(second.clone()).unwrap(),
+        &id,
+        &key(6).verifying_key(),
+    );
     assert_eq!(err.unwrap_err(), WireError::BadSignature);
     // A forged envelope must not burn the sequence number of the genuine one.
-    assert!(inbound.accept(Envelope::parse(second).unwrap(), &id, &agent.verifying_key()).is_ok());
+    assert!(
+        inbound
+            .accept(
+                Envelope::parse(second).unwrap(),
+                &id,
+                &agent.verifying_key()
+            )
+            .is_ok()
+    );
 }
 
 #[test]
@@ -210,12 +310,21 @@ fn enrolment_is_verified_against_the_key_it_carries() {
     let mut out = OutboundSession::new([0; 16], nonce, agent);
     let bytes = out.seal(Message::Enroll(req.clone()), 0);
     let mut inbound = InboundSession::new(nonce);
-    assert!(inbound.accept_enroll(Envelope::parse(bytes).unwrap()).is_ok());
+    assert!(
+        inbound
+            .accept_enroll(Envelope::parse(bytes).unwrap())
+            .is_ok()
+    );
 
     // Same request signed by a key other than the one it names.
     let mut impostor = OutboundSession::new([0; 16], nonce, key(12));
     let bytes = impostor.seal(Message::Enroll(req), 0);
-    assert_eq!(InboundSession::new(nonce).accept_enroll(Envelope::parse(bytes).unwrap()).unwrap_err(), WireError::BadSignature);
+    assert_eq!(
+        InboundSession::new(nonce)
+            .accept_enroll(Envelope::parse(bytes).unwrap())
+            .unwrap_err(),
+        WireError::BadSignature
+    );
 }
 
 #[test]
@@ -224,10 +333,15 @@ fn challenge_must_be_signed_by_the_pinned_server_key() {
     let nonce = [8; 16];
     let mut out = OutboundSession::new(SERVER_SENDER, nonce, server.clone());
     let bytes = out.seal(Message::Challenge(Challenge { server_time_ms: 5 }), 5);
-    let (session, ch) = InboundSession::from_challenge(Envelope::parse(bytes.clone()).unwrap(), &server.verifying_key()).unwrap();
+    let (session, ch) = InboundSession::from_challenge(
+        Envelope::parse(bytes.clone()).unwrap(),
+        &server.verifying_key(),
+    )
+    .unwrap();
     assert_eq!(session.nonce(), nonce);
     assert_eq!(ch.server_time_ms, 5);
-    let err = InboundSession::from_challenge(Envelope::parse(bytes).unwrap(), &key(21).verifying_key());
+    let err =
+        InboundSession::from_challenge(Envelope::parse(bytes).unwrap(), &key(21).verifying_key());
     assert_eq!(err.unwrap_err(), WireError::BadSignature);
 }
 
@@ -236,9 +350,21 @@ fn batch_verification_finds_the_bad_envelope() {
     let keys: Vec<SigningKey> = (0..8).map(|i| key(100 + i)).collect();
     let mut items = Vec::new();
     for (i, k) in keys.iter().enumerate() {
-        let bytes = Envelope::seal(Message::Ack { seq: i as u64 }, [i as u8; 16], [0; 16], 1, 0, k).into_bytes();
+        let bytes = Envelope::seal(
+            Message::Ack { seq: i as u64 },
+            [i as u8; 16],
+            [0; 16],
+            1,
+            0,
+            k,
+        )
+        .into_bytes();
         // Envelope 5 is checked against the wrong key.
-        let vk = if i == 5 { keys[0].verifying_key() } else { k.verifying_key() };
+        let vk = if i == 5 {
+            keys[0].verifying_key()
+        } else {
+            k.verifying_key()
+        };
         items.push((Envelope::parse(bytes).unwrap(), vk));
     }
     let results = Envelope::verify_batch(items);
@@ -250,8 +376,18 @@ fn batch_verification_finds_the_bad_envelope() {
 #[test]
 fn datagram_size_is_enforced() {
     let mut out = OutboundSession::new([1; 16], [2; 16], key(1));
-    let big = Message::Close(CloseReason { code: CloseCode::Normal, message: "x".repeat(2000) });
-    assert!(matches!(out.seal_datagram(big, 0), Err(WireError::DatagramTooLarge { .. })));
-    let hb = Message::Heartbeat(Heartbeat { uptime_s: u64::MAX, cpu_centipercent: u16::MAX, memory_used_bytes: u64::MAX });
+    let big = Message::Close(CloseReason {
+        code: CloseCode::Normal,
+        message: "x".repeat(2000),
+    });
+    assert!(matches!(
+        out.seal_datagram(big, 0),
+        Err(WireError::DatagramTooLarge { .. })
+    ));
+    let hb = Message::Heartbeat(Heartbeat {
+        uptime_s: u64::MAX,
+        cpu_centipercent: u16::MAX,
+        memory_used_bytes: u64::MAX,
+    });
     assert!(out.seal_datagram(hb, u64::MAX).is_ok());
 }

@@ -23,14 +23,23 @@ fn reap3r(data_dir: &std::path::Path, quic: &str) -> tokio::process::Command {
 
 async fn run_ok(mut cmd: tokio::process::Command) -> Result<String> {
     let out = cmd.output().await?;
-    anyhow::ensure!(out.status.success(), "command failed: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "command failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(String::from_utf8(out.stdout)?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_errors_are_all_reported_before_binding_with_exit_64() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let out = reap3r(dir.path(), "not-an-address").env("REAP3R_HEARTBEAT_INTERVAL_S", "0").env("REAP3R_DATABASE_URL", "mysql://x").arg("serve").output().await?;
+    let out = reap3r(dir.path(), "not-an-address")
+        .env("REAP3R_HEARTBEAT_INTERVAL_S", "0")
+        .env("REAP3R_DATABASE_URL", "mysql://x")
+        .arg("serve")
+        .output()
+        .await?;
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     for needle in ["quic_addr", "heartbeat_interval_s", "database_url"] {
@@ -45,46 +54,111 @@ async fn operator_commands_work_while_serving_and_sigterm_drains() -> Result<()>
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("server");
     // Find a free UDP port for the server process.
-    let quic = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.to_string();
-    let mut server = reap3r(&data, &quic).arg("serve").stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
+    let quic = std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .to_string();
+    let mut server = reap3r(&data, &quic)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
 
-    let token: CreatedToken = serde_json::from_str(&run_ok({
-        let mut c = reap3r(&data, &quic);
-        c.args(["token", "create", "--expires", "1h", "--max-uses", "2", "--json"]);
-        c
-    })
-    .await?)?;
-    assert!(token.command.contains(&token.fingerprint) && token.command.contains(&token.server_key) && token.command.contains(&quic));
+    let token: CreatedToken = serde_json::from_str(
+        &run_ok({
+            let mut c = reap3r(&data, &quic);
+            c.args([
+                "token",
+                "create",
+                "--expires",
+                "1h",
+                "--max-uses",
+                "2",
+                "--json",
+            ]);
+            c
+        })
+        .await?,
+    )?;
+    assert!(
+        token.command.contains(&token.fingerprint)
+            && token.command.contains(&token.server_key)
+            && token.command.contains(&quic)
+    );
 
-    let mut user = reap3r(&data, &quic).args(["user", "create", "--email", "ops@example.com", "--role", "technician", "--password-stdin"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
-    user.stdin.take().context("stdin")?.write_all(b"a long enough password\n").await?;
+    let mut user = reap3r(&data, &quic)
+        .args([
+            "user",
+            "create",
+            "--email",
+            "ops@example.com",
+            "--role",
+            "technician",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    user.stdin
+        .take()
+        .context("stdin")?
+        .write_all(b"a long enough password\n")
+        .await?;
     assert!(user.wait_with_output().await?.status.success());
-    let bad_role = reap3r(&data, &quic).args(["user", "create", "--email", "x@example.com", "--role", "god", "--password-stdin"]).stdin(Stdio::null()).output().await?;
+    let bad_role = reap3r(&data, &quic)
+        .args([
+            "user",
+            "create",
+            "--email",
+            "x@example.com",
+            "--role",
+            "god",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .await?;
     assert!(!bad_role.status.success());
 
     let mut agent = AgentProcess::enroll(dir.path(), "agent", &token).await?;
     agent.start()?;
     let list = || async {
-        let rows: Vec<AgentRow> = serde_json::from_str(&run_ok({
-            let mut c = reap3r(&data, &quic);
-            c.args(["agent", "list", "--json"]);
-            c
-        })
-        .await?)?;
+        let rows: Vec<AgentRow> = serde_json::from_str(
+            &run_ok({
+                let mut c = reap3r(&data, &quic);
+                c.args(["agent", "list", "--json"]);
+                c
+            })
+            .await?,
+        )?;
         anyhow::Ok(rows)
     };
-    eventually("the agent to be listed online", Duration::from_secs(20), || async {
-        Ok(list().await?.into_iter().find(|r| r.id == agent.id && r.status == "online").map(|_| ()))
-    })
+    eventually(
+        "the agent to be listed online",
+        Duration::from_secs(20),
+        || async {
+            Ok(list()
+                .await?
+                .into_iter()
+                .find(|r| r.id == agent.id && r.status == "online")
+                .map(|_| ()))
+        },
+    )
     .await?;
 
     // SIGTERM: the server tells the agent why, marks it offline and exits 0.
     let pid = server.id().context("server pid")?;
-    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
     let status = tokio::time::timeout(Duration::from_secs(15), server.wait()).await??;
     assert!(status.success(), "server exit status {status:?}");
     let rows = list().await?;
-    assert_eq!(rows.iter().find(|r| r.id == agent.id).map(|r| r.status.as_str()), Some("offline"));
+    assert_eq!(
+        rows.iter()
+            .find(|r| r.id == agent.id)
+            .map(|r| r.status.as_str()),
+        Some("offline")
+    );
     agent.kill().await?;
     Ok(())
 }

@@ -12,7 +12,9 @@ use reap3r_control_plane::cli::{CreatedToken, TokenCreate, create_token};
 use reap3r_control_plane::{Config, Node};
 use reap3r_store::testing::TestDatabase;
 use reap3r_store::{Agent, AgentStatus, Backend, Uuid};
-use reap3r_wire::{CloseCode, Envelope, InboundSession, Message, OutboundSession, SigningKey, encode_frame};
+use reap3r_wire::{
+    CloseCode, Envelope, InboundSession, Message, OutboundSession, SigningKey, encode_frame,
+};
 use tempfile::TempDir;
 
 pub const AGENT_BIN: &str = env!("CARGO_BIN_EXE_e2e-agent");
@@ -63,12 +65,21 @@ impl TestServer {
         let mut config = Config::for_test(&dir.path().join("server"));
         let db = match backend {
             Backend::Sqlite => None,
-            Backend::Postgres => Some(TestDatabase::postgres().await?.context("PostgreSQL not configured")?),
+            Backend::Postgres => Some(
+                TestDatabase::postgres()
+                    .await?
+                    .context("PostgreSQL not configured")?,
+            ),
         };
         config.database_url = db.as_ref().map(|d| d.url.clone());
         let node = Node::start(config.clone()).await?;
         config.quic_addr = node.quic_addr;
-        Ok(Self { node: Some(node), config, dir, _db: db })
+        Ok(Self {
+            node: Some(node),
+            config,
+            dir,
+            _db: db,
+        })
     }
 
     pub fn node(&self) -> &Node {
@@ -88,20 +99,43 @@ impl TestServer {
         Ok(())
     }
 
-    pub async fn token(&self, require_approval: bool, max_uses: Option<u32>, expires: &str) -> Result<CreatedToken> {
+    pub async fn token(
+        &self,
+        require_approval: bool,
+        max_uses: Option<u32>,
+        expires: &str,
+    ) -> Result<CreatedToken> {
         let node = self.node();
-        let args = TokenCreate { org: None, expires: expires.into(), max_uses, require_approval, label: None, json: true };
+        let args = TokenCreate {
+            org: None,
+            expires: expires.into(),
+            max_uses,
+            require_approval,
+            label: None,
+            json: true,
+        };
         create_token(&node.store, &node.identity, &node.public_addr(), &args).await
     }
 
     pub async fn agent(&self, id: Uuid) -> Result<Agent> {
-        self.node().store.agent(id).await?.ok_or_else(|| anyhow!("agent {id} not found"))
+        self.node()
+            .store
+            .agent(id)
+            .await?
+            .ok_or_else(|| anyhow!("agent {id} not found"))
     }
 
-    pub async fn wait_status(&self, id: Uuid, status: AgentStatus, timeout: Duration) -> Result<()> {
-        eventually(&format!("agent {id} to be {status:?}"), timeout, || async move {
-            Ok((self.agent(id).await?.status() == status).then_some(()))
-        })
+    pub async fn wait_status(
+        &self,
+        id: Uuid,
+        status: AgentStatus,
+        timeout: Duration,
+    ) -> Result<()> {
+        eventually(
+            &format!("agent {id} to be {status:?}"),
+            timeout,
+            || async move { Ok((self.agent(id).await?.status() == status).then_some(())) },
+        )
         .await
     }
 
@@ -121,13 +155,23 @@ impl AgentProcess {
     /// Runs `enroll` as a process and returns the enrolled agent (not yet running).
     pub async fn enroll(dir: &Path, name: &str, token: &CreatedToken) -> Result<Self> {
         let data_dir = dir.join(name);
-        let out = enroll_command(token, &data_dir, &token.fingerprint, &token.server_key).output().await?;
+        let out = enroll_command(token, &data_dir, &token.fingerprint, &token.server_key)
+            .output()
+            .await?;
         if !out.status.success() {
             bail!("enrol failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         let stdout = String::from_utf8(out.stdout)?;
-        let id = stdout.split_whitespace().nth(2).context("enrol output")?.parse()?;
-        Ok(Self { id, data_dir, child: None })
+        let id = stdout
+            .split_whitespace()
+            .nth(2)
+            .context("enrol output")?
+            .parse()?;
+        Ok(Self {
+            id,
+            data_dir,
+            child: None,
+        })
     }
 
     pub fn start(&mut self) -> Result<()> {
@@ -153,12 +197,28 @@ impl AgentProcess {
     }
 }
 
-pub fn enroll_command(token: &CreatedToken, data_dir: &Path, fingerprint: &str, server_key: &str) -> tokio::process::Command {
+pub fn enroll_command(
+    token: &CreatedToken,
+    data_dir: &Path,
+    fingerprint: &str,
+    server_key: &str,
+) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(AGENT_BIN);
-    cmd.args(["enroll", "--server", &token.server, "--token", &token.token, "--fingerprint", fingerprint, "--server-key", server_key, "--data-dir"])
-        .arg(data_dir)
-        .env("REAP3R_LOG", "warn")
-        .kill_on_drop(true);
+    cmd.args([
+        "enroll",
+        "--server",
+        &token.server,
+        "--token",
+        &token.token,
+        "--fingerprint",
+        fingerprint,
+        "--server-key",
+        server_key,
+        "--data-dir",
+    ])
+    .arg(data_dir)
+    .env("REAP3R_LOG", "warn")
+    .kill_on_drop(true);
     cmd
 }
 
@@ -174,7 +234,10 @@ pub struct FleetBuilder {
 
 impl TestFleet {
     pub fn builder() -> FleetBuilder {
-        FleetBuilder { agents: 1, backend: Backend::Sqlite }
+        FleetBuilder {
+            agents: 1,
+            backend: Backend::Sqlite,
+        }
     }
 }
 
@@ -198,12 +261,15 @@ impl FleetBuilder {
         }
         let token = server.token(false, Some(self.agents as u32), "1h").await?;
         for i in 0..self.agents {
-            let mut agent = AgentProcess::enroll(server.dir.path(), &format!("agent-{i}"), &token).await?;
+            let mut agent =
+                AgentProcess::enroll(server.dir.path(), &format!("agent-{i}"), &token).await?;
             agent.start()?;
             agents.push(agent);
         }
         for agent in &agents {
-            server.wait_status(agent.id, AgentStatus::Online, Duration::from_secs(20)).await?;
+            server
+                .wait_status(agent.id, AgentStatus::Online, Duration::from_secs(20))
+                .await?;
         }
         Ok(TestFleet { server, agents })
     }
@@ -222,13 +288,25 @@ pub struct RawClient {
 impl RawClient {
     pub async fn connect(server: &TestServer) -> Result<Self> {
         let node = server.node();
-        let fingerprint: [u8; 32] = hex::decode(node.identity.fingerprint())?.try_into().map_err(|_| anyhow!("fingerprint"))?;
+        let fingerprint: [u8; 32] = hex::decode(node.identity.fingerprint())?
+            .try_into()
+            .map_err(|_| anyhow!("fingerprint"))?;
         let endpoint = reap3r_agent::transport::client_endpoint(node.quic_addr)?;
         let config = reap3r_agent::transport::client_config(fingerprint, Duration::from_secs(10))?;
-        let (conn, send, mut recv) = reap3r_agent::transport::connect(&endpoint, node.quic_addr, config).await?;
+        let (conn, send, mut recv) =
+            reap3r_agent::transport::connect(&endpoint, node.quic_addr, config).await?;
         let frame = reap3r_agent::transport::read_frame(&mut recv).await?;
-        let (inbound, _) = InboundSession::from_challenge(Envelope::parse(frame)?, &node.identity.signing_key.verifying_key())?;
-        Ok(Self { conn, send, recv, inbound, _endpoint: endpoint })
+        let (inbound, _) = InboundSession::from_challenge(
+            Envelope::parse(frame)?,
+            &node.identity.signing_key.verifying_key(),
+        )?;
+        Ok(Self {
+            conn,
+            send,
+            recv,
+            inbound,
+            _endpoint: endpoint,
+        })
     }
 
     pub fn outbound(&self, sender: [u8; 16], key: &SigningKey) -> OutboundSession {
@@ -248,12 +326,17 @@ impl RawClient {
     pub async fn read_message(&mut self, server: &TestServer) -> Result<Message> {
         let frame = reap3r_agent::transport::read_frame(&mut self.recv).await?;
         let key = server.node().identity.signing_key.verifying_key();
-        Ok(self.inbound.accept(Envelope::parse(frame)?, &reap3r_wire::SERVER_SENDER, &key)?.into_message())
+        Ok(self
+            .inbound
+            .accept(Envelope::parse(frame)?, &reap3r_wire::SERVER_SENDER, &key)?
+            .into_message())
     }
 
     /// Waits for the server to close the connection and returns its close code and reason.
     pub async fn closed(&self) -> Result<(CloseCode, String)> {
-        let err = tokio::time::timeout(Duration::from_secs(10), self.conn.closed()).await.context("server did not close the connection")?;
+        let err = tokio::time::timeout(Duration::from_secs(10), self.conn.closed())
+            .await
+            .context("server did not close the connection")?;
         match reap3r_agent::transport::connection_error(err) {
             reap3r_agent::AgentError::Refused { code, reason } => Ok((code, reason)),
             other => bail!("connection ended without a close reason: {other}"),

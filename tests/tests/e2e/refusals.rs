@@ -6,7 +6,9 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use reap3r_actors::hash_enrollment_token;
 use reap3r_store::{AgentApproval, AgentStatus, NewEnrollmentToken, Uuid};
-use reap3r_wire::{CloseCode, EnrollRequest, Heartbeat, Hello, InventorySummary, Message, SigningKey};
+use reap3r_wire::{
+    CloseCode, EnrollRequest, Heartbeat, Hello, InventorySummary, Message, SigningKey,
+};
 
 use crate::harness::{RawClient, TestFleet, TestServer};
 
@@ -26,18 +28,28 @@ fn enroll_request(token: &str, key: &SigningKey) -> Message {
 }
 
 fn hello() -> Message {
-    Message::Hello(Hello { agent_version: "test".into(), hostname: "raw-client".into(), capabilities: vec!["heartbeat".into()], inventory: InventorySummary::default() })
+    Message::Hello(Hello {
+        agent_version: "test".into(),
+        hostname: "raw-client".into(),
+        capabilities: vec!["heartbeat".into()],
+        inventory: InventorySummary::default(),
+    })
 }
 
 fn heartbeat() -> Message {
-    Message::Heartbeat(Heartbeat { uptime_s: 1, cpu_centipercent: 0, memory_used_bytes: 0 })
+    Message::Heartbeat(Heartbeat {
+        uptime_s: 1,
+        cpu_centipercent: 0,
+        memory_used_bytes: 0,
+    })
 }
 
 /// Enrols over a raw connection with `key`; returns the agent id.
 async fn enrol_raw(server: &TestServer, token: &str, key: &SigningKey) -> Result<Uuid> {
     let mut c = RawClient::connect(server).await?;
     let mut out = c.outbound([0; 16], key);
-    c.send_envelope(&out.seal(enroll_request(token, key), 0)).await?;
+    c.send_envelope(&out.seal(enroll_request(token, key), 0))
+        .await?;
     match c.read_message(server).await? {
         Message::EnrollResult(r) => Ok(Uuid::from_bytes(r.agent_id)),
         other => bail!("expected an enrolment result, got {other:?}"),
@@ -45,27 +57,45 @@ async fn enrol_raw(server: &TestServer, token: &str, key: &SigningKey) -> Result
 }
 
 /// Sends a hello as `id` signed with `key`; returns the client and its outbound session.
-async fn hello_raw(server: &TestServer, id: Uuid, key: &SigningKey) -> Result<(RawClient, reap3r_wire::OutboundSession)> {
+async fn hello_raw(
+    server: &TestServer,
+    id: Uuid,
+    key: &SigningKey,
+) -> Result<(RawClient, reap3r_wire::OutboundSession)> {
     let mut c = RawClient::connect(server).await?;
     let mut out = c.outbound(id.into_bytes(), key);
     c.send_envelope(&out.seal(hello(), 0)).await?;
     Ok((c, out))
 }
 
-async fn expect_close(server: &TestServer, client: &RawClient, code: CloseCode, reason_has: &str) -> Result<()> {
+async fn expect_close(
+    server: &TestServer,
+    client: &RawClient,
+    code: CloseCode,
+    reason_has: &str,
+) -> Result<()> {
     let before = server.close_count(code);
     let (got, reason) = client.closed().await?;
     assert_eq!(got, code, "close code (reason: {reason})");
-    assert!(reason.contains(reason_has), "reason '{reason}' should mention '{reason_has}'");
-    crate::harness::eventually(&format!("{code} to be counted"), Duration::from_secs(2), || async move {
-        Ok((server.close_count(code) >= before.max(1)).then_some(()))
-    })
+    assert!(
+        reason.contains(reason_has),
+        "reason '{reason}' should mention '{reason_has}'"
+    );
+    crate::harness::eventually(
+        &format!("{code} to be counted"),
+        Duration::from_secs(2),
+        || async move { Ok((server.close_count(code) >= before.max(1)).then_some(())) },
+    )
     .await
 }
 
 async fn still_serving(fleet: &TestFleet) -> Result<()> {
     for agent in &fleet.agents {
-        assert_eq!(fleet.server.agent(agent.id).await?.status(), AgentStatus::Online, "healthy agent dropped");
+        assert_eq!(
+            fleet.server.agent(agent.id).await?.status(),
+            AgentStatus::Online,
+            "healthy agent dropped"
+        );
     }
     // And new connections are still accepted.
     RawClient::connect(&fleet.server).await?;
@@ -87,7 +117,11 @@ async fn hello_is_refused_for_unknown_pending_rejected_revoked_and_forged_agents
     expect_close(server, &c, CloseCode::PendingApproval, "approval").await?;
 
     let rejected = enrol_raw(server, &gated.token, &key(3)).await?;
-    server.node().store.set_agent_approval(rejected, AgentApproval::Rejected).await?;
+    server
+        .node()
+        .store
+        .set_agent_approval(rejected, AgentApproval::Rejected)
+        .await?;
     let (c, _) = hello_raw(server, rejected, &key(3)).await?;
     expect_close(server, &c, CloseCode::Rejected, "rejected").await?;
 
@@ -115,7 +149,15 @@ async fn enrolment_is_refused_for_unknown_expired_used_up_and_revoked_tokens() -
     let expired_secret = "r3t_expired-token-for-test";
     store
         .create_enrollment_token(
-            &NewEnrollmentToken { org_id: org.id, token_hash: hash_enrollment_token(expired_secret), label: None, expires_at: Some(now - 1_000), max_uses: None, require_approval: false, created_by: None },
+            &NewEnrollmentToken {
+                org_id: org.id,
+                token_hash: hash_enrollment_token(expired_secret),
+                label: None,
+                expires_at: Some(now - 1_000),
+                max_uses: None,
+                require_approval: false,
+                created_by: None,
+            },
             now - 10_000,
         )
         .await?;
@@ -124,13 +166,23 @@ async fn enrolment_is_refused_for_unknown_expired_used_up_and_revoked_tokens() -
     let revoked = server.token(false, None, "1h").await?;
     store.revoke_enrollment_token(revoked.id).await?;
 
-    for (token, needle) in [("r3t_never-issued", "unknown"), (expired_secret, "expired"), (single.token.as_str(), "used"), (revoked.token.as_str(), "revoked")] {
+    for (token, needle) in [
+        ("r3t_never-issued", "unknown"),
+        (expired_secret, "expired"),
+        (single.token.as_str(), "used"),
+        (revoked.token.as_str(), "revoked"),
+    ] {
         let mut c = RawClient::connect(server).await?;
         let mut out = c.outbound([0; 16], &key(11));
-        c.send_envelope(&out.seal(enroll_request(token, &key(11)), 0)).await?;
+        c.send_envelope(&out.seal(enroll_request(token, &key(11)), 0))
+            .await?;
         expect_close(server, &c, CloseCode::TokenInvalid, needle).await?;
     }
-    assert_eq!(store.list_agents(None).await?.len(), 2, "only the fleet agent and the one good enrolment exist");
+    assert_eq!(
+        store.list_agents(None).await?.len(),
+        2,
+        "only the fleet agent and the one good enrolment exist"
+    );
     still_serving(&fleet).await
 }
 
@@ -177,7 +229,10 @@ async fn replays_forgeries_oversized_frames_and_garbage_close_only_that_connecti
     let mut first = RawClient::connect(server).await?;
     let captured = first.outbound(id.into_bytes(), &agent_key).seal(hello(), 0);
     first.send_envelope(&captured).await?;
-    assert!(matches!(first.read_message(server).await?, Message::Welcome(_)));
+    assert!(matches!(
+        first.read_message(server).await?,
+        Message::Welcome(_)
+    ));
     let mut second = RawClient::connect(server).await?;
     second.send_envelope(&captured).await?;
     expect_close(server, &second, CloseCode::Replay, "another session").await?;
