@@ -1,0 +1,282 @@
+//! Session actors driven through an in-memory link and a manual clock: protocol and timeout
+//! logic without sockets or sleeping, on a real SQLite store.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ractor::ActorRef;
+use ractor::rpc::CallResult;
+use reap3r_actors::*;
+use reap3r_store::testing::TestDatabase;
+use reap3r_store::{AgentStatus, NewAgent, NewEnrollmentToken, Store, Uuid};
+use reap3r_wire::*;
+
+#[derive(Default)]
+struct MemoryLink {
+    frames: Mutex<Vec<Vec<u8>>>,
+    closed: Mutex<Option<(CloseCode, String)>>,
+}
+
+impl AgentLink for MemoryLink {
+    fn send_frame(&self, envelope: Vec<u8>) -> Result<(), LinkError> {
+        self.frames.lock().unwrap().push(envelope);
+        Ok(())
+    }
+    fn close(&self, code: CloseCode, reason: &str) {
+        // Keep the first close: it carries the real reason.
+        self.closed
+            .lock()
+            .unwrap()
+            .get_or_insert((code, reason.to_string()));
+    }
+    fn remote(&self) -> String {
+        "memory".into()
+    }
+}
+
+struct Rig {
+    _db: TestDatabase,
+    store: Store,
+    clock: ManualClock,
+    ctx: FleetContext,
+    registry: SessionRegistry,
+    supervisor: ActorRef<SupervisorMsg>,
+    agent_id: Uuid,
+    agent_key: SigningKey,
+}
+
+impl Rig {
+    async fn new() -> Rig {
+        let db = TestDatabase::sqlite().await.unwrap();
+        let store = db.open().await.unwrap();
+        let org = store.default_org(0).await.unwrap();
+        let token = NewEnrollmentToken {
+            org_id: org.id,
+            token_hash: hash_enrollment_token("t"),
+            label: None,
+            expires_at: None,
+            max_uses: None,
+            require_approval: false,
+            created_by: None,
+        };
+        store.create_enrollment_token(&token, 0).await.unwrap();
+        let agent_key = SigningKey::from_bytes(&[3; 32]);
+        let new = NewAgent {
+            hostname: "h".into(),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            agent_version: "0".into(),
+            public_key: agent_key.verifying_key().to_bytes(),
+        };
+        let agent = store
+            .enroll_agent(&hash_enrollment_token("t"), &new, 0)
+            .await
+            .unwrap();
+        let clock = ManualClock::new(1_000_000);
+        let ctx = FleetContext {
+            store: store.clone(),
+            server_key: Arc::new(SigningKey::from_bytes(&[1; 32])),
+            clock: Arc::new(clock.clone()),
+            settings: Arc::new(FleetSettings::for_test()),
+            stats: Arc::new(FleetStats::default()),
+            events: EventBus::default(),
+        };
+        let registry = SessionRegistry::default();
+        let presence = PresenceWriter::start(ctx.clone(), registry.clone())
+            .await
+            .unwrap();
+        let (supervisor, _) = SessionSupervisor::start(ctx.clone(), registry.clone(), presence)
+            .await
+            .unwrap();
+        Rig {
+            _db: db,
+            store,
+            clock,
+            ctx,
+            registry,
+            supervisor,
+            agent_id: agent.id,
+            agent_key,
+        }
+    }
+
+    async fn spawn(&self) -> (ActorRef<SessionMsg>, Arc<MemoryLink>) {
+        let link = Arc::new(MemoryLink::default());
+        let dyn_link: Arc<dyn AgentLink> = link.clone();
+        let session = match self
+            .supervisor
+            .call(|r| SupervisorMsg::Spawn(dyn_link, r), None)
+            .await
+            .unwrap()
+        {
+            CallResult::Success(Ok(s)) => s,
+            other => panic!("spawn failed: {other:?}"),
+        };
+        (session, link)
+    }
+
+    /// Completes challenge → hello → welcome; returns the agent's outbound session.
+    async fn connect(&self) -> (ActorRef<SessionMsg>, Arc<MemoryLink>, OutboundSession) {
+        let (session, link) = self.spawn().await;
+        let challenge = link.frames.lock().unwrap()[0].clone();
+        let server_key = self.ctx.server_key.verifying_key();
+        let (_, _) = InboundSession::from_challenge(
+            Envelope::parse(challenge.clone()).unwrap(),
+            &server_key,
+        )
+        .unwrap();
+        let nonce = Envelope::parse(challenge).unwrap().header().nonce;
+        let mut out =
+            OutboundSession::new(self.agent_id.into_bytes(), nonce, self.agent_key.clone());
+        let hello = Message::Hello(Hello {
+            agent_version: "0".into(),
+            hostname: "h".into(),
+            capabilities: vec!["heartbeat".into()],
+            inventory: InventorySummary::default(),
+        });
+        assert!(frame(&session, out.seal(hello, 0)).await, "hello accepted");
+        let welcome = link.frames.lock().unwrap()[1].clone();
+        assert_eq!(
+            Envelope::parse(welcome).unwrap().header().kind,
+            MessageKind::Welcome
+        );
+        (session, link, out)
+    }
+
+    async fn status(&self) -> AgentStatus {
+        self.store
+            .agent(self.agent_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status()
+    }
+}
+
+async fn frame(session: &ActorRef<SessionMsg>, bytes: Vec<u8>) -> bool {
+    matches!(
+        session.call(|r| SessionMsg::Frame(bytes, r), None).await,
+        Ok(CallResult::Success(true))
+    )
+}
+
+async fn datagram(session: &ActorRef<SessionMsg>, bytes: Vec<u8>) -> bool {
+    matches!(
+        session.call(|r| SessionMsg::Datagram(bytes, r), None).await,
+        Ok(CallResult::Success(true))
+    )
+}
+
+async fn until(mut f: impl AsyncFnMut() -> bool) {
+    for _ in 0..400 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("condition not reached");
+}
+
+fn heartbeat() -> Message {
+    Message::Heartbeat(Heartbeat {
+        uptime_s: 1,
+        cpu_centipercent: 0,
+        memory_used_bytes: 0,
+    })
+}
+
+#[tokio::test]
+async fn offline_exactly_after_three_missed_heartbeat_intervals() {
+    let rig = Rig::new().await;
+    let (session, link, mut out) = rig.connect().await;
+    assert_eq!(rig.status().await, AgentStatus::Online);
+    let start = rig.clock.now_ms();
+
+    // 2 s later a heartbeat arrives: the 3 s window restarts from there.
+    rig.clock.advance(2_000);
+    assert!(datagram(&session, out.seal(heartbeat(), 0)).await);
+    session.cast(SessionMsg::Tick(start + 4_900)).unwrap();
+    session.cast(SessionMsg::Tick(start + 5_000)).unwrap();
+    assert!(
+        frame(&session, out.seal(Message::Ack { seq: 0 }, 0)).await,
+        "still live at 3.0 s after the heartbeat"
+    );
+    assert!(link.closed.lock().unwrap().is_none());
+
+    // Nothing more: just past 3 intervals after the last message, the session is closed.
+    session
+        .cast(SessionMsg::Tick(start + 2_000 + 3_001))
+        .unwrap();
+    until(async || link.closed.lock().unwrap().is_some()).await;
+    assert_eq!(
+        link.closed.lock().unwrap().as_ref().unwrap().0,
+        CloseCode::HeartbeatTimeout
+    );
+    until(async || rig.status().await == AgentStatus::Offline).await;
+    assert!(rig.registry.is_empty());
+    assert_eq!(rig.ctx.stats.closes(CloseCode::HeartbeatTimeout), 1);
+}
+
+#[tokio::test]
+async fn a_second_connection_supersedes_the_first_without_flapping_offline() {
+    let rig = Rig::new().await;
+    let (_old, old_link, _) = rig.connect().await;
+    let (new, _new_link, _) = rig.connect().await;
+    until(async || old_link.closed.lock().unwrap().is_some()).await;
+    assert_eq!(
+        old_link.closed.lock().unwrap().as_ref().unwrap().0,
+        CloseCode::Superseded
+    );
+    // Let the old session finish stopping, then check it did not mark the agent offline.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(rig.status().await, AgentStatus::Online);
+    assert_eq!(
+        rig.registry.get(rig.agent_id).unwrap().get_id(),
+        new.get_id()
+    );
+}
+
+#[tokio::test]
+async fn a_panicking_session_is_contained_by_the_supervisor() {
+    let rig = Rig::new().await;
+    let (session, link, _) = rig.connect().await;
+    session.cast(SessionMsg::InjectFault).unwrap();
+    until(async || link.closed.lock().unwrap().is_some()).await;
+    assert_eq!(
+        link.closed.lock().unwrap().as_ref().unwrap().0,
+        CloseCode::Internal
+    );
+    until(async || rig.status().await == AgentStatus::Offline).await;
+    assert_eq!(
+        rig.ctx
+            .stats
+            .session_crashes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // The supervisor is alive and serves the agent's reconnection.
+    let (_again, _, _) = rig.connect().await;
+    assert_eq!(rig.status().await, AgentStatus::Online);
+}
+
+#[tokio::test]
+async fn handshake_without_hello_times_out_and_garbage_is_refused() {
+    let rig = Rig::new().await;
+    let (session, link) = rig.spawn().await;
+    session
+        .cast(SessionMsg::Tick(rig.clock.now_ms() + 5_001))
+        .unwrap();
+    until(async || link.closed.lock().unwrap().is_some()).await;
+    assert_eq!(
+        link.closed.lock().unwrap().as_ref().unwrap().0,
+        CloseCode::ProtocolError
+    );
+
+    let (session, link) = rig.spawn().await;
+    assert!(!frame(&session, vec![1, 2, 3]).await);
+    assert_eq!(
+        link.closed.lock().unwrap().as_ref().unwrap().0,
+        CloseCode::ProtocolError
+    );
+}
