@@ -472,6 +472,16 @@ impl SessionState {
         for cap in &hello.capabilities {
             check_text("capability", cap)?;
         }
+        let inv = &hello.inventory;
+        for (field, value) in [
+            ("os_name", &inv.os_name),
+            ("os_version", &inv.os_version),
+            ("kernel_version", &inv.kernel_version),
+            ("arch", &inv.arch),
+            ("cpu_model", &inv.cpu_model),
+        ] {
+            check_text(field, value)?;
+        }
         let now = self.now();
         let info = AgentHello {
             hostname: hello.hostname.clone(),
@@ -494,7 +504,15 @@ impl SessionState {
         ctx.store
             .mark_agent_online(agent_id, &ctx.settings.node_id, &info, now as i64)
             .await
-            .map_err(Refusal::internal)?;
+            .map_err(|e| {
+                // Undo the registration so the registry and gauge stay true.
+                if self.args.registry.unregister_if(agent_id, myself.get_id()) {
+                    ctx.stats
+                        .sessions_online
+                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Refusal::internal(e)
+            })?;
         self.phase = Phase::Live(Box::new(Live {
             agent_id,
             org_id: agent.org_id,

@@ -216,7 +216,13 @@ impl Actor for SessionSupervisor {
                 }
                 if let Some(agent_id) = state.args.registry.remove_by_actor(id) {
                     let ctx = state.args.ctx.clone();
+                    let registry = state.args.registry.clone();
                     tokio::spawn(async move {
+                        // The agent may already have reconnected to a fresh session; then its
+                        // presence belongs to that session and must not be overwritten.
+                        if registry.get(agent_id).is_some() {
+                            return;
+                        }
                         // The org is unknown here; events carry the nil org and consumers look it up.
                         mark_offline(&ctx, agent_id, Uuid::nil(), "session crashed").await;
                     });

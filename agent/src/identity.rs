@@ -42,6 +42,12 @@ fn store_err(e: impl std::fmt::Display) -> AgentError {
 impl IdentityStore {
     pub fn open(data_dir: &Path) -> Result<Self, AgentError> {
         std::fs::create_dir_all(data_dir)?;
+        #[cfg(unix)]
+        {
+            // The directory is private before the key file is created in it.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))?;
+        }
         let path = data_dir.join(FILE);
         let db = Database::create(&path).map_err(store_err)?;
         #[cfg(unix)]

@@ -253,7 +253,7 @@ async fn connected(
     // Frames are read by their own task: reading is not cancel-safe inside select!.
     let (frames_tx, mut frames) = mpsc::channel::<Result<Vec<u8>, AgentError>>(16);
     let reader_conn = conn.clone();
-    let reader = tokio::spawn(async move {
+    let _reader = AbortOnDrop(tokio::spawn(async move {
         loop {
             let frame = read_or_close_reason(&reader_conn, &mut recv).await;
             let end = frame.is_err();
@@ -261,7 +261,7 @@ async fn connected(
                 return;
             }
         }
-    });
+    }));
     let mut sampler = Sampler::new();
     let mut heartbeat = interval(identity.config.heartbeat_interval_s);
     let mut metrics = interval(identity.config.metrics_interval_s);
@@ -307,8 +307,16 @@ async fn connected(
             }
         }
     };
-    reader.abort();
     Ok(ended)
+}
+
+/// Stops the frame reader (and its connection handle) however the session ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn send_on_uni(conn: &Connection, frame: &[u8]) -> Result<(), AgentError> {

@@ -27,7 +27,8 @@ pub async fn run(mut config: Config, agents: usize) -> Result<()> {
     let org = node.store.default_org(now_ms()).await?;
     let hash = reap3r_api::password::hash_password(&password)?;
     let email = "admin@reap3r.local";
-    if node.store.user_by_email(email).await?.is_none() {
+    let created = node.store.user_by_email(email).await?.is_none();
+    if created {
         node.store
             .create_user(
                 &NewUser {
@@ -40,6 +41,12 @@ pub async fn run(mut config: Config, agents: usize) -> Result<()> {
             )
             .await?;
     }
+    let password = if created {
+        format!("{password}   (shown once)")
+    } else {
+        "unchanged (this admin already existed)".to_string()
+    };
+    let agents = agents.clamp(1, 100);
     let token_args = TokenCreate {
         org: None,
         expires: "1h".into(),
@@ -92,7 +99,7 @@ pub async fn run(mut config: Config, agents: usize) -> Result<()> {
 
     let dir = data_dir.display();
     println!(
-        "\nReap3r demo is running.\n\n  QUIC gateway     {quic}\n  data dir         {dir}\n  agents online    {online} of {agents}\n  admin login      {email}\n  admin password   {password}   (shown once)\n\nIn another terminal:\n  REAP3R_DATA_DIR={dir} cargo run --release --bin reap3r -- agent list\n  REAP3R_DATA_DIR={dir} cargo run --release --bin reap3r -- token create --expires 1h\n\nEnrol another agent with:\n  {cmd}\n\nPress Ctrl-C to stop.\n",
+        "\nReap3r demo is running.\n\n  QUIC gateway     {quic}\n  data dir         {dir}\n  agents online    {online} of {agents}\n  admin login      {email}\n  admin password   {password}\n\nIn another terminal:\n  REAP3R_DATA_DIR={dir} cargo run --release --bin reap3r -- agent list\n  REAP3R_DATA_DIR={dir} cargo run --release --bin reap3r -- token create --expires 1h\n\nEnrol another agent with:\n  {cmd}\n\nPress Ctrl-C to stop.\n",
         quic = node.quic_addr,
         cmd = token.command,
     );

@@ -213,12 +213,13 @@ async fn pump_stream(
             Ok(len) => len,
             Err(err) => {
                 // Refused before allocating: the announced length never becomes a buffer.
-                stats.count_close(CloseCode::FrameTooLarge);
+                let code = match err {
+                    reap3r_wire::WireError::FrameTooLarge { .. } => CloseCode::FrameTooLarge,
+                    _ => CloseCode::ProtocolError,
+                };
+                stats.count_close(code);
                 warn!(remote = %conn.remote_address(), %err, "refusing frame");
-                conn.close(
-                    VarInt::from_u32(CloseCode::FrameTooLarge as u32),
-                    err.to_string().as_bytes(),
-                );
+                conn.close(VarInt::from_u32(code as u32), err.to_string().as_bytes());
                 return err.to_string();
             }
         };

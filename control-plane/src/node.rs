@@ -180,6 +180,15 @@ impl Node {
             warn!(%err, "presence writer did not stop cleanly");
         }
         self.supervisor.stop(None);
+        // Sessions that did not finish within the grace period still hold leases on this node.
+        let now = self.ctx.clock.now_ms() as i64;
+        if let Err(err) = self
+            .store
+            .mark_node_agents_offline(&self.config.node_id, now)
+            .await
+        {
+            warn!(%err, "could not release agent leases");
+        }
         self.accept_task.abort();
         // Lets CONNECTION_CLOSE frames reach the agents.
         let _ = tokio::time::timeout(
