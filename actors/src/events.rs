@@ -23,6 +23,27 @@ pub enum FleetEvent {
         org_id: Uuid,
         reason: String,
     },
+    /// A record appended to the audit log (a mutation through the API or the CLI).
+    Audit {
+        org_id: Option<Uuid>,
+        seq: i64,
+        actor: String,
+        action: String,
+        target: Option<String>,
+        ts: i64,
+    },
+}
+
+impl FleetEvent {
+    /// The organisation the event belongs to; `None` for installation-wide audit records.
+    pub fn org_id(&self) -> Option<Uuid> {
+        match self {
+            FleetEvent::AgentEnrolled { org_id, .. }
+            | FleetEvent::AgentOnline { org_id, .. }
+            | FleetEvent::AgentOffline { org_id, .. } => Some(*org_id),
+            FleetEvent::Audit { org_id, .. } => *org_id,
+        }
+    }
 }
 
 /// A bounded broadcast: slow subscribers lose old events rather than holding memory.

@@ -47,6 +47,12 @@ pub enum Command {
     /// Inspect and approve agents.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Print the OpenAPI document of the HTTP API (or write it to a file).
+    Openapi {
+        /// Write here instead of standard output (e.g. docs/openapi.json).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -401,7 +407,9 @@ async fn admin(store: &Store, config: &Config, command: Command) -> Result<Strin
         Command::Agent(AgentCommand::Revoke { id }) => {
             set_agent_access(store, id, Access::Revoke).await
         }
-        Command::Serve | Command::Demo { .. } => bail!("not an admin command"),
+        Command::Serve | Command::Demo { .. } | Command::Openapi { .. } => {
+            bail!("not an admin command")
+        }
     }
 }
 

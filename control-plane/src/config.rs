@@ -93,7 +93,7 @@ impl Config {
         for key in env.keys() {
             if !ENV_KEYS.contains(&key.as_str())
                 && !key.starts_with("REAP3R_TEST_")
-                && key != "REAP3R_REQUIRE_POSTGRES"
+                && !key.starts_with("REAP3R_REQUIRE_")
                 && key != "REAP3R_LOG"
                 && !key.starts_with("REAP3R_AGENT_")
             {

@@ -19,6 +19,9 @@ pub fn main_entry() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Command::Openapi { out } = &cli.command {
+        return write_openapi(out.as_deref());
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(errors) => {
@@ -53,5 +56,23 @@ pub fn main_entry() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `reap3r openapi`: needs no configuration, store or identity.
+fn write_openapi(out: Option<&std::path::Path>) -> ExitCode {
+    let spec = reap3r_api::openapi_json();
+    match out {
+        None => {
+            println!("{spec}");
+            ExitCode::SUCCESS
+        }
+        Some(path) => match std::fs::write(path, format!("{spec}\n")) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("cannot write {}: {err}", path.display());
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -5,14 +5,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use poem::listener::{Acceptor, Listener, TcpListener};
 use quinn::Endpoint;
 use ractor::ActorRef;
 use reap3r_actors::{
     Clock, EventBus, FleetContext, FleetSettings, FleetStats, PresenceMsg, PresenceWriter,
-    SessionRegistry, SessionSupervisor, SupervisorMsg, SystemClock,
+    SessionMsg, SessionRegistry, SessionSupervisor, SupervisorMsg, SystemClock,
 };
-use reap3r_store::Store;
+use reap3r_api::metrics::HttpMetrics;
+use reap3r_api::{ApiContext, ApiSettings, EnrolmentInfo, NodeHooks};
+use reap3r_store::{Store, Uuid};
 use reap3r_wire::{AgentConfig, CloseCode};
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -30,6 +35,38 @@ pub enum NodeError {
     Gateway(#[from] GatewayError),
     #[error("actor system: {0}")]
     Actors(String),
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    HttpBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What the API may ask of the node: readiness, and withdrawing an agent's live session.
+struct NodeLink {
+    registry: SessionRegistry,
+    quic_listening: Arc<AtomicBool>,
+}
+
+impl NodeHooks for NodeLink {
+    fn quic_listening(&self) -> bool {
+        self.quic_listening.load(Ordering::Relaxed)
+    }
+
+    fn withdraw_agent(&self, agent_id: Uuid, reason: &str) {
+        if let Some(session) = self.registry.get(agent_id) {
+            let _ = session.cast(SessionMsg::Kick(
+                CloseCode::Revoked,
+                format!("access withdrawn: {reason}"),
+            ));
+        }
+    }
+}
+
+/// The HTTP server task and the switch that starts its graceful stop.
+struct HttpServer {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
 }
 
 /// Opens the configured store: PostgreSQL when a URL is set, else SQLite in the data dir.
@@ -44,6 +81,10 @@ pub async fn open_store(config: &Config) -> Result<Store, NodeError> {
 pub struct Node {
     pub config: Config,
     pub quic_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub api: ApiContext,
+    http: HttpServer,
+    quic_listening: Arc<AtomicBool>,
     pub store: Store,
     pub identity: Arc<ServerIdentity>,
     pub ctx: FleetContext,
@@ -116,9 +157,38 @@ impl Node {
             config.max_concurrent_handshakes,
         ));
         info!(%quic_addr, node = %config.node_id, fingerprint = %identity.fingerprint(), "QUIC gateway listening");
+        let quic_listening = Arc::new(AtomicBool::new(true));
+        let public_addr = if config.public_addr.is_empty() {
+            quic_addr.to_string()
+        } else {
+            config.public_addr.clone()
+        };
+        let api = ApiContext {
+            store: store.clone(),
+            clock: ctx.clock.clone(),
+            events: ctx.events.clone(),
+            fleet_stats: ctx.stats.clone(),
+            metrics: Arc::new(HttpMetrics::default()),
+            settings: Arc::new(ApiSettings::default()),
+            enrolment: Arc::new(EnrolmentInfo {
+                server_addr: public_addr,
+                cert_fingerprint: identity.fingerprint(),
+                server_key: identity.public_key_hex(),
+            }),
+            node: Arc::new(NodeLink {
+                registry: registry.clone(),
+                quic_listening: quic_listening.clone(),
+            }),
+        };
+        let (http, http_addr) = start_http(&config, api.clone()).await?;
+        info!(%http_addr, "HTTP API listening (docs at /docs)");
         Ok(Self {
             config,
             quic_addr,
+            http_addr,
+            api,
+            http,
+            quic_listening,
             store,
             identity,
             ctx,
@@ -147,6 +217,9 @@ impl Node {
     /// waits (up to the grace period) for connections to close.
     pub async fn shutdown(self) {
         let deadline = Instant::now() + self.config.shutdown_grace;
+        // In-flight HTTP requests finish (within the grace period); new ones are refused.
+        let _ = self.http.stop.send(());
+        self.quic_listening.store(false, Ordering::Relaxed);
         self.endpoint.set_server_config(None);
         let told = self
             .supervisor
@@ -202,7 +275,49 @@ impl Node {
             quinn::VarInt::from_u32(CloseCode::ServerShutdown as u32),
             b"server shutting down",
         );
+        match tokio::time::timeout(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(200)),
+            self.http.task,
+        )
+        .await
+        {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(err))) => warn!(%err, "HTTP server stopped with an error"),
+            Ok(Err(err)) => warn!(%err, "HTTP server task failed"),
+            Err(_) => warn!("HTTP requests still running after the grace period"),
+        }
         self.store.close().await;
         info!("node stopped");
     }
+}
+
+/// Binds the HTTP listener (so the real port is known, e.g. for port 0) and serves the API.
+async fn start_http(
+    config: &Config,
+    api: ApiContext,
+) -> Result<(HttpServer, SocketAddr), NodeError> {
+    let addr = config.http_addr;
+    let acceptor = TcpListener::bind(addr)
+        .into_acceptor()
+        .await
+        .map_err(|source| NodeError::HttpBind { addr, source })?;
+    let bound = acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .unwrap_or(addr);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let grace = config.shutdown_grace;
+    let task = tokio::spawn(
+        poem::Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+            reap3r_api::app(api),
+            async move {
+                let _ = stopped.await;
+            },
+            Some(grace),
+        ),
+    );
+    Ok((HttpServer { stop, task }, bound))
 }

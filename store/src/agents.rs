@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use crate::Store;
 use crate::db::{
-    bool_int, get_bool, get_i64, get_json, get_opt_i64, get_opt_str, get_opt_uuid, get_str,
-    get_uuid, parse_uuid, placeholders, to_json_text, uuid_text,
+    Conditions, bool_int, get_bool, get_i64, get_json, get_opt_i64, get_opt_str, get_opt_uuid,
+    get_str, get_uuid, like_substring, parse_uuid, placeholders, to_json_text, uuid_text,
 };
 use crate::error::{Result, StoreError};
 
@@ -143,25 +143,93 @@ pub struct Agent {
     pub token_id: Option<Uuid>,
     pub enrolled_at: i64,
     pub last_seen: Option<i64>,
+    #[serde(default)]
+    pub folder_id: Option<Uuid>,
+    #[serde(default)]
+    pub site_id: Option<Uuid>,
+    #[serde(default)]
+    pub company_id: Option<Uuid>,
 }
+
+/// Which agents [`Store::list_agents_page`] returns; `None` fields do not filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentFilter {
+    /// Same meaning as [`Agent::status`].
+    pub status: Option<AgentStatus>,
+    /// Compared ignoring letter case.
+    pub os: Option<String>,
+    pub tag_id: Option<Uuid>,
+    pub folder_id: Option<Uuid>,
+    pub site_id: Option<Uuid>,
+    pub company_id: Option<Uuid>,
+    /// Case-insensitive substring of the hostname.
+    pub search: Option<String>,
+}
+
+/// Position in the (enrolled_at, id) order: a page starts strictly after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AgentCursor {
+    pub enrolled_at: i64,
+    pub id: Uuid,
+}
+
+impl From<&Agent> for AgentCursor {
+    fn from(agent: &Agent) -> Self {
+        AgentCursor {
+            enrolled_at: agent.enrolled_at,
+            id: agent.id,
+        }
+    }
+}
+
+/// Counts of an organisation's agents by [`Agent::status`] and by operating system.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStats {
+    pub total: u64,
+    pub online: u64,
+    pub offline: u64,
+    pub pending: u64,
+    pub rejected: u64,
+    pub revoked: u64,
+    /// Lower-cased OS name and count, most common first (ties by name).
+    pub by_os: Vec<(String, u64)>,
+}
+
+/// Most agents [`Store::list_agents_page`] returns in one call.
+pub const MAX_AGENT_PAGE: i64 = 1_000;
 
 impl Agent {
     /// Revocation outranks approval, which outranks connection state.
     pub fn status(&self) -> AgentStatus {
-        if self.revoked {
-            return AgentStatus::Revoked;
-        }
-        match self.approval {
-            AgentApproval::Rejected => AgentStatus::Rejected,
-            AgentApproval::Pending => AgentStatus::Pending,
-            AgentApproval::Approved if self.connected => AgentStatus::Online,
-            AgentApproval::Approved => AgentStatus::Offline,
-        }
+        status_of(self.revoked, self.approval, self.connected)
     }
 
     /// Whether the agent may hold a connection at all.
     pub fn is_allowed(&self) -> bool {
         !self.revoked && self.approval == AgentApproval::Approved
+    }
+}
+
+fn status_of(revoked: bool, approval: AgentApproval, connected: bool) -> AgentStatus {
+    if revoked {
+        return AgentStatus::Revoked;
+    }
+    match approval {
+        AgentApproval::Rejected => AgentStatus::Rejected,
+        AgentApproval::Pending => AgentStatus::Pending,
+        AgentApproval::Approved if connected => AgentStatus::Online,
+        AgentApproval::Approved => AgentStatus::Offline,
+    }
+}
+
+/// The SQL condition equivalent to `Agent::status() == status`.
+fn status_condition(status: AgentStatus) -> &'static str {
+    match status {
+        AgentStatus::Revoked => "revoked = 1",
+        AgentStatus::Rejected => "(revoked = 0 AND approval = 'rejected')",
+        AgentStatus::Pending => "(revoked = 0 AND approval = 'pending')",
+        AgentStatus::Online => "(revoked = 0 AND approval = 'approved' AND connected = 1)",
+        AgentStatus::Offline => "(revoked = 0 AND approval = 'approved' AND connected = 0)",
     }
 }
 
@@ -183,7 +251,8 @@ mod hex_key {
 macro_rules! agent_cols {
     () => {
         "id, org_id, hostname, os, arch, agent_version, public_key, approval, revoked, connected, \
-         node_id, capabilities, inventory, token_id, enrolled_at, last_seen"
+         node_id, capabilities, inventory, token_id, enrolled_at, last_seen, folder_id, site_id, \
+         company_id"
     };
 }
 
@@ -212,6 +281,9 @@ fn agent_from_row(row: &AnyRow) -> Result<Agent> {
         token_id: get_opt_uuid(row, "token_id")?,
         enrolled_at: get_i64(row, "enrolled_at")?,
         last_seen: get_opt_i64(row, "last_seen")?,
+        folder_id: get_opt_uuid(row, "folder_id")?,
+        site_id: get_opt_uuid(row, "site_id")?,
+        company_id: get_opt_uuid(row, "company_id")?,
     })
 }
 
@@ -241,11 +313,15 @@ pub(crate) async fn insert_agent(
         token_id,
         enrolled_at: now_ms,
         last_seen: None,
+        folder_id: None,
+        site_id: None,
+        company_id: None,
     };
     sqlx::query(concat!(
         "INSERT INTO agents (",
         agent_cols!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+         $17, $18, $19)"
     ))
     .bind(uuid_text(agent.id))
     .bind(uuid_text(agent.org_id))
@@ -263,6 +339,9 @@ pub(crate) async fn insert_agent(
     .bind(agent.token_id.map(uuid_text))
     .bind(agent.enrolled_at)
     .bind(agent.last_seen)
+    .bind(agent.folder_id.map(uuid_text))
+    .bind(agent.site_id.map(uuid_text))
+    .bind(agent.company_id.map(uuid_text))
     .execute(&mut **tx)
     .await?;
     Ok(agent)
@@ -469,9 +548,164 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The agent, if it belongs to `org_id`.
+    pub async fn agent_in_org(&self, org_id: Uuid, id: Uuid) -> Result<Option<Agent>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            agent_cols!(),
+            " FROM agents WHERE id = $1 AND org_id = $2"
+        ))
+        .bind(uuid_text(id))
+        .bind(uuid_text(org_id))
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(agent_from_row).transpose()
+    }
+
+    /// One page of an organisation's agents matching `filter`, in (enrolled_at, id) order,
+    /// strictly after `after`. `limit` is clamped to 1..=[`MAX_AGENT_PAGE`]. The cursor compares
+    /// in the database's own order on both columns, the same one the page is sorted by, so paging
+    /// neither repeats nor skips agents.
+    pub async fn list_agents_page(
+        &self,
+        org_id: Uuid,
+        filter: &AgentFilter,
+        after: Option<&AgentCursor>,
+        limit: i64,
+    ) -> Result<Vec<Agent>> {
+        let mut c = Conditions::default();
+        let p = c.text(uuid_text(org_id));
+        c.and(format!("org_id = {p}"));
+        if let Some(status) = filter.status {
+            c.and(status_condition(status).to_owned());
+        }
+        if let Some(os) = &filter.os {
+            let p = c.text(os.trim());
+            c.and(format!("LOWER(os) = LOWER({p})"));
+        }
+        if let Some(tag) = filter.tag_id {
+            let p = c.text(uuid_text(tag));
+            c.and(format!(
+                "EXISTS (SELECT 1 FROM agent_tags t WHERE t.agent_id = agents.id AND t.tag_id = {p})"
+            ));
+        }
+        for (column, id) in [
+            ("folder_id", filter.folder_id),
+            ("site_id", filter.site_id),
+            ("company_id", filter.company_id),
+        ] {
+            if let Some(id) = id {
+                let p = c.text(uuid_text(id));
+                c.and(format!("{column} = {p}"));
+            }
+        }
+        if let Some(search) = &filter.search {
+            let p = c.text(like_substring(search));
+            c.and(format!("LOWER(hostname) LIKE LOWER({p}) ESCAPE '\\'"));
+        }
+        if let Some(cursor) = after {
+            let at = c.int(cursor.enrolled_at);
+            let id = c.text(uuid_text(cursor.id));
+            c.and(format!(
+                "(enrolled_at > {at} OR (enrolled_at = {at} AND id > {id}))"
+            ));
+        }
+        let limit = c.int(limit.clamp(1, MAX_AGENT_PAGE));
+        let sql = format!(
+            concat!(
+                "SELECT ",
+                agent_cols!(),
+                " FROM agents{} ORDER BY enrolled_at, id LIMIT {}"
+            ),
+            c.where_sql(),
+            limit
+        );
+        let rows = c
+            .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(agent_from_row).collect()
+    }
+
+    /// Counts of an organisation's agents by status and by (lower-cased) operating system.
+    pub async fn agent_stats(&self, org_id: Uuid) -> Result<AgentStats> {
+        let mut stats = AgentStats::default();
+        let rows = sqlx::query(
+            "SELECT revoked, approval, connected, COUNT(*) AS n FROM agents WHERE org_id = $1              GROUP BY revoked, approval, connected",
+        )
+        .bind(uuid_text(org_id))
+        .fetch_all(self.pool())
+        .await?;
+        for row in &rows {
+            let n = u64::try_from(get_i64(row, "n")?).unwrap_or(0);
+            let status = status_of(
+                get_bool(row, "revoked")?,
+                get_str(row, "approval")?.parse()?,
+                get_bool(row, "connected")?,
+            );
+            stats.total += n;
+            *match status {
+                AgentStatus::Online => &mut stats.online,
+                AgentStatus::Offline => &mut stats.offline,
+                AgentStatus::Pending => &mut stats.pending,
+                AgentStatus::Rejected => &mut stats.rejected,
+                AgentStatus::Revoked => &mut stats.revoked,
+            } += n;
+        }
+        let rows = sqlx::query(
+            "SELECT LOWER(os) AS os, COUNT(*) AS n FROM agents WHERE org_id = $1              GROUP BY LOWER(os)",
+        )
+        .bind(uuid_text(org_id))
+        .fetch_all(self.pool())
+        .await?;
+        stats.by_os = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    get_str(row, "os")?,
+                    u64::try_from(get_i64(row, "n")?).unwrap_or(0),
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        stats
+            .by_os
+            .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(stats)
+    }
+
+    /// Deletes an agent of `org_id` (its tags go with it); `NotFound` if it is not one of that
+    /// organisation's. A live connection is dropped by whoever holds it (see
+    /// [`Store::agents_no_longer_allowed`], which reports deleted agents).
+    pub async fn delete_agent(&self, org_id: Uuid, id: Uuid) -> Result<()> {
+        let done = sqlx::query("DELETE FROM agents WHERE id = $1 AND org_id = $2")
+            .bind(uuid_text(id))
+            .bind(uuid_text(org_id))
+            .execute(self.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_conditions_cover_every_status() {
+        for (status, sql) in [
+            (AgentStatus::Revoked, "revoked = 1"),
+            (AgentStatus::Online, "connected = 1"),
+            (AgentStatus::Offline, "connected = 0"),
+            (AgentStatus::Pending, "'pending'"),
+            (AgentStatus::Rejected, "'rejected'"),
+        ] {
+            assert!(status_condition(status).contains(sql), "{status}");
+        }
+    }
 
     #[test]
     fn enums_round_trip_through_text_and_serde() {

@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
-use crate::db::{get_i64, get_json, get_opt_str, get_opt_uuid, get_str, to_json_text, uuid_text};
+use crate::db::{
+    Conditions, get_i64, get_json, get_opt_str, get_opt_uuid, get_str, to_json_text, uuid_text,
+};
 use crate::error::{Result, StoreError};
 use crate::{Backend, Store};
 
@@ -41,6 +43,20 @@ pub struct AuditRecord {
     pub details: serde_json::Value,
     pub prev_hash: String,
     pub hash: String,
+}
+
+/// Which records [`Store::list_audit_filtered`] returns: exact matches on actor, action and
+/// target; `since` and `until` are inclusive bounds on `ts`; `before_seq` (a page cursor) is
+/// exclusive. `limit` is clamped to 1..=[`MAX_AUDIT_PAGE`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub target: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub before_seq: Option<i64>,
+    pub limit: i64,
 }
 
 /// Outcome of [`Store::verify_audit_chain`].
@@ -216,6 +232,53 @@ impl Store {
                 .await?
             }
         };
+        rows.iter().map(record_from_row).collect()
+    }
+
+    /// Records matching `filter`, newest first (seq descending); every organisation's and the
+    /// global ones when `org_id` is `None`. `limit` is clamped to 1..=[`MAX_AUDIT_PAGE`].
+    pub async fn list_audit_filtered(
+        &self,
+        org_id: Option<Uuid>,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditRecord>> {
+        let mut c = Conditions::default();
+        if let Some(org) = org_id {
+            let p = c.text(uuid_text(org));
+            c.and(format!("org_id = {p}"));
+        }
+        for (column, value) in [
+            ("actor", &filter.actor),
+            ("action", &filter.action),
+            ("target", &filter.target),
+        ] {
+            if let Some(value) = value {
+                let p = c.text(value.as_str());
+                c.and(format!("{column} = {p}"));
+            }
+        }
+        if let Some(since) = filter.since {
+            let p = c.int(since);
+            c.and(format!("ts >= {p}"));
+        }
+        if let Some(until) = filter.until {
+            let p = c.int(until);
+            c.and(format!("ts <= {p}"));
+        }
+        if let Some(before) = filter.before_seq {
+            let p = c.int(before);
+            c.and(format!("seq < {p}"));
+        }
+        let limit = c.int(filter.limit.clamp(1, MAX_AUDIT_PAGE));
+        let sql = format!(
+            "SELECT seq, ts, org_id, actor, action, target, details, prev_hash, hash \
+             FROM audit_log{} ORDER BY seq DESC LIMIT {limit}",
+            c.where_sql()
+        );
+        let rows = c
+            .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
+            .fetch_all(self.pool())
+            .await?;
         rows.iter().map(record_from_row).collect()
     }
 

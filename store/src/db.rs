@@ -1,8 +1,9 @@
 //! Small helpers for moving values between Rust and the portable column types (TEXT uuids,
 //! BIGINT booleans, TEXT json) that the Any driver can carry for both backends.
 
-use sqlx::Row;
-use sqlx::any::AnyRow;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, Row};
 use uuid::Uuid;
 
 use crate::error::{Result, StoreError};
@@ -70,6 +71,79 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// Escapes `%`, `_` and `\` for a `LIKE ... ESCAPE '\'` pattern and wraps the text in `%` so it
+/// matches as a substring.
+pub(crate) fn like_substring(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// A value bound to a statement whose WHERE clause is assembled at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// A WHERE clause assembled from optional filters. The clauses are constant SQL from this crate
+/// with `$n` placeholders; every caller-supplied value is added as a bind parameter and never
+/// formatted into the text, which is what makes wrapping the result in `AssertSqlSafe` sound.
+#[derive(Debug, Default)]
+pub(crate) struct Conditions {
+    clauses: Vec<String>,
+    args: Vec<Arg>,
+}
+
+impl Conditions {
+    /// Adds a text bind parameter and returns its placeholder.
+    pub(crate) fn text(&mut self, value: impl Into<String>) -> String {
+        self.args.push(Arg::Text(value.into()));
+        format!("${}", self.args.len())
+    }
+
+    /// Adds an integer bind parameter and returns its placeholder.
+    pub(crate) fn int(&mut self, value: i64) -> String {
+        self.args.push(Arg::Int(value));
+        format!("${}", self.args.len())
+    }
+
+    /// Adds a condition; it must only contain constant SQL and placeholders from this builder.
+    pub(crate) fn and(&mut self, clause: String) {
+        self.clauses.push(clause);
+    }
+
+    /// `" WHERE a AND b"`, or nothing when there are no conditions.
+    pub(crate) fn where_sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+
+    /// Binds the collected parameters, in placeholder order.
+    pub(crate) fn bind<'q>(
+        self,
+        mut query: Query<'q, Any, AnyArguments>,
+    ) -> Query<'q, Any, AnyArguments> {
+        for arg in self.args {
+            query = match arg {
+                Arg::Text(s) => query.bind(s),
+                Arg::Int(i) => query.bind(i),
+            };
+        }
+        query
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +153,27 @@ mod tests {
         assert_eq!(placeholders(1, 3), "$1, $2, $3");
         assert_eq!(placeholders(4, 1), "$4");
         assert_eq!(placeholders(1, 0), "");
+    }
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(like_substring("web"), "%web%");
+        assert_eq!(like_substring("50%_a\\b"), "%50\\%\\_a\\\\b%");
+    }
+
+    #[test]
+    fn conditions_number_their_parameters() {
+        let mut c = Conditions::default();
+        check_where(&c, "");
+        let a = c.text("x");
+        c.and(format!("a = {a}"));
+        let b = c.int(5);
+        c.and(format!("(b > {b} OR b IS NULL)"));
+        check_where(&c, " WHERE a = $1 AND (b > $2 OR b IS NULL)");
+        assert_eq!(c.args, vec![Arg::Text("x".into()), Arg::Int(5)]);
+    }
+
+    fn check_where(c: &Conditions, want: &str) {
+        assert_eq!(c.where_sql(), want);
     }
 }

@@ -5,11 +5,15 @@
 //! taken. Time is always passed in (`now_ms`), never read here, so callers can test time logic.
 
 mod agents;
+mod api_keys;
 mod audit;
 mod db;
 mod error;
+mod groups;
+mod login_events;
 mod migrate;
 mod orgs;
+mod sessions;
 pub mod testing;
 mod tokens;
 mod users;
@@ -21,12 +25,26 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, ConnectOptions, Connection, Transaction};
 
-pub use agents::{Agent, AgentApproval, AgentHello, AgentStatus, NewAgent};
-pub use audit::{AuditRecord, ChainReport, GENESIS_HASH, MAX_AUDIT_PAGE, NewAuditEntry};
+pub use agents::{
+    Agent, AgentApproval, AgentCursor, AgentFilter, AgentHello, AgentStats, AgentStatus,
+    MAX_AGENT_PAGE, NewAgent,
+};
+pub use api_keys::{ApiKey, NewApiKey};
+pub use audit::{
+    AuditFilter, AuditRecord, ChainReport, GENESIS_HASH, MAX_AUDIT_PAGE, NewAuditEntry,
+};
 pub use error::{Result, StoreError, TokenRefusal};
-pub use orgs::{DEFAULT_ORG_NAME, Org};
+pub use groups::{AgentPlacement, Group, GroupKind, GroupUpdate, MAX_GROUP_NAME_CHARS, NewGroup};
+pub use login_events::{
+    LoginEvent, LoginEventFilter, MAX_LOGIN_DETAIL_CHARS, MAX_LOGIN_EMAIL_CHARS,
+    MAX_LOGIN_EVENT_PAGE, NewLoginEvent,
+};
+pub use orgs::{DEFAULT_ORG_NAME, Org, OrgAssignment};
+pub use sessions::{
+    AuthSession, ChallengeCheck, NewAuthSession, REFRESH_REUSE_REASON, RefreshOutcome,
+};
 pub use tokens::{EnrollmentToken, NewEnrollmentToken};
-pub use users::{NewUser, User};
+pub use users::{NewUser, User, UserUpdate};
 pub use uuid::Uuid;
 
 /// Which database a [`Store`] talks to.

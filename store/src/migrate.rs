@@ -7,8 +7,14 @@ use crate::error::{Result, StoreError};
 use crate::{Backend, Store};
 
 /// (version, sql). Versions are applied in order and never edited once released.
-const SQLITE: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
-const POSTGRES: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+const SQLITE: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_access.sql")),
+];
+const POSTGRES: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../../migrations/postgres/0002_access.sql")),
+];
 
 /// Advisory-lock key that serialises migrations across processes on PostgreSQL ("R3MIGRAT").
 const MIGRATE_LOCK_KEY: i64 = 0x5233_4d49_4752_4154;

@@ -158,6 +158,36 @@ impl Store {
         Ok(())
     }
 
+    /// A token of `org_id`, if it is one of that organisation's.
+    pub async fn enrollment_token(
+        &self,
+        org_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<EnrollmentToken>> {
+        let sql =
+            format!("SELECT {TOKEN_COLS} FROM enrollment_tokens WHERE id = $1 AND org_id = $2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(uuid_text(id))
+            .bind(uuid_text(org_id))
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    /// Deletes a token of `org_id`; `NotFound` if it is not one of that organisation's. Agents
+    /// it enrolled stay, with `token_id` cleared.
+    pub async fn delete_enrollment_token(&self, org_id: Uuid, id: Uuid) -> Result<()> {
+        let done = sqlx::query("DELETE FROM enrollment_tokens WHERE id = $1 AND org_id = $2")
+            .bind(uuid_text(id))
+            .bind(uuid_text(org_id))
+            .execute(self.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
     /// Consumes one use of the token whose hash is `token_hash` and creates the agent, in one
     /// transaction. The agent joins the token's organisation, pending if the token requires
     /// approval, approved otherwise.

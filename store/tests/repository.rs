@@ -113,11 +113,11 @@ async fn migrations_are_idempotent_and_safe_to_race() -> Result<()> {
         );
         check(
             b,
-            "one migration row",
+            "one row per migration",
             again
                 .raw_execute("UPDATE schema_migrations SET version = version")
                 .await?,
-            1,
+            2,
         );
         for s in [a, c, again] {
             s.close().await;

@@ -7,3 +7,13 @@ mod pinning;
 mod presence;
 mod refusals;
 mod supervision;
+
+mod api_harness;
+
+mod api_audit;
+mod api_auth;
+mod api_input;
+mod api_rbac;
+mod api_tenancy;
+mod api_ws;
+mod swagger;

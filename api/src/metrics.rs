@@ -1,0 +1,198 @@
+//! Prometheus text metrics: HTTP request latency histograms per route template, authentication
+//! failures, and the fleet counters kept by the actors.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use reap3r_actors::FleetStats;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 11] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum_s: f64,
+}
+
+#[derive(Debug, Default)]
+pub struct HttpMetrics {
+    /// (method, route template, status) → histogram. Templates keep the label set bounded.
+    requests: Mutex<BTreeMap<(String, &'static str, u16), Histogram>>,
+    pub auth_failures: AtomicU64,
+    pub logins: AtomicU64,
+    pub ws_clients: AtomicU64,
+}
+
+impl HttpMetrics {
+    pub fn observe(&self, method: &str, route: &'static str, status: u16, seconds: f64) {
+        let Ok(mut map) = self.requests.lock() else {
+            return;
+        };
+        let h = map.entry((method.to_owned(), route, status)).or_default();
+        h.count += 1;
+        h.sum_s += seconds;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                h.buckets[i] += 1;
+            }
+        }
+    }
+
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The whole exposition, HTTP and fleet.
+    pub fn render(&self, fleet: &FleetStats) -> String {
+        let mut out = String::with_capacity(4096);
+        self.render_http(&mut out);
+        render_fleet(&mut out, fleet);
+        out
+    }
+
+    fn render_http(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP reap3r_http_request_duration_seconds HTTP request latency by route template.\n\
+             # TYPE reap3r_http_request_duration_seconds histogram"
+        );
+        if let Ok(map) = self.requests.lock() {
+            for ((method, route, status), h) in map.iter() {
+                let labels = format!("method=\"{method}\",route=\"{route}\",status=\"{status}\"");
+                for (i, bound) in BUCKETS.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "reap3r_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {}",
+                        h.buckets[i]
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "reap3r_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}\n\
+                     reap3r_http_request_duration_seconds_sum{{{labels}}} {}\n\
+                     reap3r_http_request_duration_seconds_count{{{labels}}} {}",
+                    h.count, h.sum_s, h.count
+                );
+            }
+        }
+        counter(
+            out,
+            "reap3r_auth_failures_total",
+            "Requests refused for a missing or bad credential, and failed logins.",
+            self.auth_failures.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "reap3r_logins_total",
+            "Successful logins.",
+            self.logins.load(Ordering::Relaxed),
+        );
+        gauge(
+            out,
+            "reap3r_ws_clients",
+            "Connected event WebSocket clients.",
+            self.ws_clients.load(Ordering::Relaxed),
+        );
+    }
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+    );
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
+}
+
+fn render_fleet(out: &mut String, fleet: &FleetStats) {
+    let s = fleet.snapshot();
+    gauge(
+        out,
+        "reap3r_agents_connected",
+        "Agents with a live session on this node.",
+        s.sessions_online,
+    );
+    counter(
+        out,
+        "reap3r_agent_connections_total",
+        "QUIC connections accepted.",
+        s.connections_accepted,
+    );
+    counter(
+        out,
+        "reap3r_agent_messages_in_total",
+        "Verified agent messages received.",
+        s.messages_in,
+    );
+    counter(
+        out,
+        "reap3r_agent_messages_out_total",
+        "Signed messages sent to agents.",
+        s.messages_out,
+    );
+    counter(
+        out,
+        "reap3r_agent_heartbeats_total",
+        "Heartbeats received.",
+        s.heartbeats,
+    );
+    counter(
+        out,
+        "reap3r_agent_enrolments_total",
+        "Agents enrolled.",
+        s.enrolments,
+    );
+    counter(
+        out,
+        "reap3r_actor_restarts_total",
+        "Agent session actors that crashed and were replaced when the agent reconnected.",
+        s.session_crashes,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP reap3r_agent_connection_closes_total Agent connections closed, by reason.\n\
+         # TYPE reap3r_agent_connection_closes_total counter"
+    );
+    for (reason, n) in s.closes {
+        let _ = writeln!(
+            out,
+            "reap3r_agent_connection_closes_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let m = HttpMetrics::default();
+        m.observe("GET", "/api/agents", 200, 0.003);
+        m.observe("GET", "/api/agents", 200, 0.2);
+        let text = m.render(&FleetStats::default());
+        let line = |le: &str| {
+            format!(
+                "reap3r_http_request_duration_seconds_bucket{{method=\"GET\",route=\"/api/agents\",status=\"200\",le=\"{le}\"}}"
+            )
+        };
+        assert!(text.contains(&format!("{} 0\n", line("0.0025"))));
+        assert!(text.contains(&format!("{} 1\n", line("0.005"))));
+        assert!(text.contains(&format!("{} 2\n", line("0.25"))));
+        assert!(text.contains(&format!("{} 2\n", line("+Inf"))));
+        assert!(text.contains("reap3r_agents_connected 0"));
+        assert!(text.contains("reap3r_actor_restarts_total 0"));
+    }
+}

@@ -1,0 +1,207 @@
+//! The route table: every API operation and what a caller needs to reach it. The guard
+//! middleware enforces it before any handler runs, and tests derive the role matrix from it and
+//! check that it lists exactly the operations in the OpenAPI spec.
+
+use crate::rbac::Permission::{self, *};
+
+/// What a caller needs to reach a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, no credentials.
+    Public,
+    /// Any valid credential; the handler may check more (e.g. own session only).
+    Authenticated,
+    /// A credential whose role (and, for API keys, scopes) holds the permission.
+    Perm(Permission),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub method: &'static str,
+    /// As written in the OpenAPI spec: `{name}` is one path segment.
+    pub path: &'static str,
+    pub access: Access,
+}
+
+const fn r(method: &'static str, path: &'static str, access: Access) -> Route {
+    Route {
+        method,
+        path,
+        access,
+    }
+}
+
+const fn p(permission: Permission) -> Access {
+    Access::Perm(permission)
+}
+
+use Access::{Authenticated, Public};
+
+pub const ROUTES: &[Route] = &[
+    r("GET", "/api/health", Public),
+    r("GET", "/api/ready", Public),
+    // Auth
+    r("POST", "/api/auth/login", Public),
+    r("POST", "/api/auth/login/mfa", Public),
+    // The refresh token in the body is the credential; the access token may have expired.
+    r("POST", "/api/auth/refresh", Public),
+    r("POST", "/api/auth/logout", Authenticated),
+    r("GET", "/api/auth/me", Authenticated),
+    r("POST", "/api/auth/mfa/setup", Authenticated),
+    r("POST", "/api/auth/mfa/enable", Authenticated),
+    r("POST", "/api/auth/mfa/disable", Authenticated),
+    r("GET", "/api/ws", Authenticated),
+    // Users
+    r("GET", "/api/users", p(UserList)),
+    r("POST", "/api/users", p(UserCreate)),
+    r("GET", "/api/users/{id}", p(UserView)),
+    r("PATCH", "/api/users/{id}", p(UserUpdate)),
+    r("PATCH", "/api/admin/users/{id}/suspend", p(UserSuspend)),
+    r("POST", "/api/admin/users/{id}/role", p(RoleUpdate)),
+    r("GET", "/api/admin/users/{id}/sessions", p(UserView)),
+    r("DELETE", "/api/admin/sessions/{id}", p(UserUpdate)),
+    r("POST", "/api/admin/users/{id}/revoke-all", p(UserUpdate)),
+    r("POST", "/api/admin/users/{id}/mfa/disable", p(UserResetMfa)),
+    r("GET", "/api/admin/login-events", p(AuditView)),
+    r("GET", "/api/admin/roles", p(RoleList)),
+    // Organisations and MSSP assignments
+    r("GET", "/api/orgs", p(OrgList)),
+    r("POST", "/api/orgs", p(OrgCreate)),
+    r("GET", "/api/orgs/{id}", p(OrgList)),
+    r("GET", "/api/orgs/{id}/assignments", p(OrgAssign)),
+    r("POST", "/api/orgs/{id}/assignments", p(OrgAssign)),
+    r(
+        "DELETE",
+        "/api/orgs/{id}/assignments/{user_id}",
+        p(OrgAssign),
+    ),
+    // Groupings
+    r("GET", "/api/sites", p(SiteList)),
+    r("POST", "/api/sites", p(SiteCreate)),
+    r("GET", "/api/sites/{id}", p(SiteList)),
+    r("PATCH", "/api/sites/{id}", p(SiteUpdate)),
+    r("DELETE", "/api/sites/{id}", p(SiteDelete)),
+    r("GET", "/api/companies", p(CompanyList)),
+    r("POST", "/api/companies", p(CompanyCreate)),
+    r("GET", "/api/companies/{id}", p(CompanyView)),
+    r("PATCH", "/api/companies/{id}", p(CompanyUpdate)),
+    r("DELETE", "/api/companies/{id}", p(CompanyDelete)),
+    r("GET", "/api/folders", p(FolderList)),
+    r("POST", "/api/folders", p(FolderCreate)),
+    r("GET", "/api/folders/{id}", p(FolderView)),
+    r("PATCH", "/api/folders/{id}", p(FolderUpdate)),
+    r("DELETE", "/api/folders/{id}", p(FolderDelete)),
+    r("GET", "/api/tags", p(TagList)),
+    r("POST", "/api/tags", p(TagCreate)),
+    r("GET", "/api/tags/{id}", p(TagList)),
+    r("PATCH", "/api/tags/{id}", p(TagUpdate)),
+    r("DELETE", "/api/tags/{id}", p(TagDelete)),
+    // Agents
+    r("GET", "/api/agents", p(AgentList)),
+    r("GET", "/api/agents/stats", p(DashboardView)),
+    r("GET", "/api/agents/{id}", p(AgentView)),
+    r("DELETE", "/api/agents/{id}", p(AgentDelete)),
+    r("POST", "/api/agents/{id}/move", p(AgentMove)),
+    r("POST", "/api/agents/{id}/approve", p(AgentApprove)),
+    r("POST", "/api/agents/{id}/reject", p(AgentApprove)),
+    r("POST", "/api/agents/{id}/revoke", p(AgentRevoke)),
+    r("POST", "/api/agents/{id}/tags", p(AgentTag)),
+    r("DELETE", "/api/agents/{id}/tags/{tag_id}", p(AgentTag)),
+    // Enrolment tokens
+    r("GET", "/api/enrollment/tokens", p(TokenList)),
+    r("POST", "/api/enrollment/tokens", p(TokenCreate)),
+    r("POST", "/api/enrollment/tokens/{id}/revoke", p(TokenRevoke)),
+    r("DELETE", "/api/enrollment/tokens/{id}", p(TokenRevoke)),
+    r("GET", "/api/enrollment/tokens/{id}/commands", p(TokenList)),
+    // API keys
+    r("GET", "/api/api-keys", p(SettingsView)),
+    r("POST", "/api/api-keys", p(SettingsUpdate)),
+    r("DELETE", "/api/api-keys/{id}", p(SettingsUpdate)),
+    // Audit
+    r("GET", "/api/audit-logs", p(AuditView)),
+    r("GET", "/api/audit-logs/verify", p(AuditView)),
+];
+
+/// The route a request path and method belong to. Literal segments beat `{param}` segments, so
+/// `/api/agents/stats` is not taken for `/api/agents/{id}`.
+pub fn lookup(method: &str, path: &str) -> Option<&'static Route> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    ROUTES
+        .iter()
+        .filter(|r| r.method.eq_ignore_ascii_case(method))
+        .filter_map(|r| literal_matches(r.path, &segments).map(|score| (score, r)))
+        .max_by_key(|(score, _)| *score)
+        .map(|(_, r)| r)
+}
+
+/// Number of literal segments matched, or `None` if the pattern does not fit.
+fn literal_matches(pattern: &str, segments: &[&str]) -> Option<usize> {
+    let parts: Vec<&str> = pattern.split('/').collect();
+    if parts.len() != segments.len() {
+        return None;
+    }
+    let mut literals = 0;
+    for (part, seg) in parts.iter().zip(segments) {
+        if part.starts_with('{') {
+            if seg.is_empty() {
+                return None;
+            }
+        } else if part == seg {
+            literals += 1;
+        } else {
+            return None;
+        }
+    }
+    Some(literals)
+}
+
+/// The route template for metrics labels: bounded cardinality whatever the ids in paths.
+pub fn template(method: &str, path: &str) -> &'static str {
+    lookup(method, path).map_or("other", |r| r.path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(method: &str, path: &str, want: Option<&str>) {
+        assert_eq!(
+            lookup(method, path).map(|r| r.path),
+            want,
+            "{method} {path}"
+        );
+    }
+
+    #[test]
+    fn lookup_prefers_literals_and_checks_method() {
+        check("GET", "/api/agents/stats", Some("/api/agents/stats"));
+        check(
+            "GET",
+            "/api/agents/6f1c8f0e-0000-0000-0000-000000000000",
+            Some("/api/agents/{id}"),
+        );
+        check("GET", "/api/agents/", Some("/api/agents"));
+        check("PUT", "/api/agents", None);
+        check("GET", "/api/agents/x/y/z", None);
+        check(
+            "DELETE",
+            "/api/agents/a/tags/b",
+            Some("/api/agents/{id}/tags/{tag_id}"),
+        );
+        check(
+            "GET",
+            "/api/audit-logs/verify",
+            Some("/api/audit-logs/verify"),
+        );
+        check("GET", "/docs", None);
+    }
+
+    #[test]
+    fn every_route_is_listed_once() {
+        let mut seen = std::collections::HashSet::new();
+        for r in ROUTES {
+            assert!(seen.insert((r.method, r.path)), "{} {}", r.method, r.path);
+            assert!(r.path.starts_with("/api/"));
+        }
+    }
+}
