@@ -12,8 +12,9 @@ if [ ! -x "$VENV/bin/schemathesis" ]; then
   "$VENV/bin/pip" install -q schemathesis
 fi
 
-cargo build --release --bin reap3r
-BIN=target/release/reap3r
+PROFILE="${REAP3R_FUZZ_PROFILE:-release}"
+if [ "$PROFILE" = release ]; then cargo build --release --bin reap3r; else cargo build --bin reap3r; fi
+BIN="target/$([ "$PROFILE" = release ] && echo release || echo debug)/reap3r"
 DATA="$(mktemp -d)"
 PORT="${REAP3R_FUZZ_PORT:-18080}"
 export REAP3R_DATA_DIR="$DATA" REAP3R_HTTP_ADDR="127.0.0.1:$PORT" REAP3R_QUIC_ADDR="127.0.0.1:0"

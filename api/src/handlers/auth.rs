@@ -156,7 +156,7 @@ impl Attempt<'_> {
     }
 
     /// Refuses an address or an account that failed too often within the window.
-    async fn check_lockout(&self) -> ApiResult<()> {
+    async fn check_lockout(&self, user: Option<&User>) -> ApiResult<()> {
         let s = &self.ctx.settings;
         let since = self.ctx.now_ms() - s.lockout_window_ms;
         let by_ip = self
@@ -165,7 +165,7 @@ impl Attempt<'_> {
             .count_login_failures_for_ip(&self.ip, since)
             .await?;
         if by_ip >= s.lockout_ip_failures {
-            self.record(None, false, "ip_locked", None).await?;
+            self.record(user, false, "ip_locked", None).await?;
             return Err(ApiError::too_many(
                 "too_many_attempts",
                 "too many failed logins from this address; try again later",
@@ -177,7 +177,7 @@ impl Attempt<'_> {
             .count_login_failures_for_email(&self.email, since)
             .await?;
         if by_email >= s.lockout_account_failures {
-            self.record(None, false, "account_locked", None).await?;
+            self.record(user, false, "account_locked", None).await?;
             return Err(ApiError::too_many(
                 "account_locked",
                 "too many failed logins for this account; try again later",
@@ -270,8 +270,8 @@ impl AuthApi {
             email: body.email.trim().to_lowercase(),
             ip: source_ip(remote),
         };
-        attempt.check_lockout().await?;
         let user = ctx.store.user_by_email(&attempt.email).await?;
+        attempt.check_lockout(user.as_ref()).await?;
         let phc = user
             .as_ref()
             .map_or_else(|| decoy_hash().to_owned(), |u| u.password_hash.clone());
@@ -369,7 +369,7 @@ impl AuthApi {
             email: user.email.clone(),
             ip: source_ip(remote),
         };
-        attempt.check_lockout().await?;
+        attempt.check_lockout(Some(&user)).await?;
         let secret = user
             .mfa_secret
             .clone()

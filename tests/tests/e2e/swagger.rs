@@ -137,7 +137,7 @@ if (!op) {
   if (tag) { tag.click(); }
   return 'no-operation';
 }
-if (!op.classList.contains('is-open')) { op.querySelector('.opblock-summary').click(); return 'opening'; }
+if (!op.classList.contains('is-open')) { op.querySelector('.opblock-summary-control').click(); return 'opening'; }
 const tryOut = op.querySelector('.try-out__btn');
 if (tryOut && !op.querySelector('.execute')) { tryOut.click(); return 'try-out'; }
 const status = op.querySelector('.live-responses-table .response .response-col_status');
@@ -173,7 +173,17 @@ async fn swagger_ui_loads_in_chromium_and_try_it_out_succeeds() -> Result<()> {
                 .and_then(|s| s.strip_prefix("status:"))
                 .map(str::to_owned))
         })
-        .await?;
+        .await;
+        let status = match status {
+            Ok(s) => s,
+            Err(e) => {
+                let state = driver.script(TRY_IT_OUT).await?;
+                let html = driver
+                    .script("const o = document.querySelector('#operations-Health-getHealth'); return o ? o.outerHTML.slice(0, 3000) : document.body.innerHTML.slice(0, 3000);")
+                    .await?;
+                return Err(e.context(format!("last state {state}; page: {html}")));
+            }
+        };
         assert_eq!(status, "200");
         // The page itself rendered every tag's operations from our spec.
         let ops = driver
