@@ -12,11 +12,11 @@ if [ ! -x "$VENV/bin/schemathesis" ]; then
   "$VENV/bin/pip" install -q schemathesis
 fi
 
-PROFILE="${REAP3R_FUZZ_PROFILE:-release}"
+PROFILE="${FUZZ_PROFILE:-release}"
 if [ "$PROFILE" = release ]; then cargo build --release --bin reap3r; else cargo build --bin reap3r; fi
 BIN="target/$([ "$PROFILE" = release ] && echo release || echo debug)/reap3r"
 DATA="$(mktemp -d)"
-PORT="${REAP3R_FUZZ_PORT:-18080}"
+PORT="${FUZZ_PORT:-18080}"
 export REAP3R_DATA_DIR="$DATA" REAP3R_HTTP_ADDR="127.0.0.1:$PORT" REAP3R_QUIC_ADDR="127.0.0.1:0"
 # An admin from the CLI, then a token from the API, as an operator would.
 printf 'fuzz-password-long-enough' | "$BIN" user create --email fuzz@example.com --role org_admin --password-stdin >/dev/null

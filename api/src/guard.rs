@@ -41,6 +41,12 @@ impl<E: Endpoint> Endpoint for Guard<E> {
         if resp.status() == StatusCode::UNAUTHORIZED {
             HttpMetrics::bump(&self.ctx.metrics.auth_failures);
         }
+        if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+            let allow = routes::methods_for(&path).join(", ");
+            if let Ok(v) = HeaderValue::from_str(&allow) {
+                resp.headers_mut().insert("allow", v);
+            }
+        }
         set_security_headers(&mut resp, &path);
         self.ctx.metrics.observe(
             &method,

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use poem_openapi::Enum;
+
 macro_rules! permissions {
     ($($variant:ident => $name:literal),+ $(,)?) => {
         /// One thing a caller may be allowed to do, written `resource:action`.
@@ -180,6 +182,27 @@ impl Role {
     /// than one's own.
     pub fn may_grant(self, other: Role) -> bool {
         other >= self
+    }
+}
+
+/// A role as it appears in request bodies (an enum in the spec, so clients get the list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum RoleName {
+    SuperAdmin,
+    OrgAdmin,
+    Technician,
+    Viewer,
+}
+
+impl From<RoleName> for Role {
+    fn from(r: RoleName) -> Role {
+        match r {
+            RoleName::SuperAdmin => Role::SuperAdmin,
+            RoleName::OrgAdmin => Role::OrgAdmin,
+            RoleName::Technician => Role::Technician,
+            RoleName::Viewer => Role::Viewer,
+        }
     }
 }
 

@@ -155,6 +155,25 @@ fn literal_matches(pattern: &str, segments: &[&str]) -> Option<usize> {
     Some(literals)
 }
 
+/// The methods a path answers to, for the `Allow` header of a 405.
+pub fn methods_for(path: &str) -> Vec<&'static str> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let scored: Vec<(usize, &Route)> = ROUTES
+        .iter()
+        .filter_map(|r| literal_matches(r.path, &segments).map(|score| (score, r)))
+        .collect();
+    // Only the most specific template answers for the path (`stats`, not `{id}`).
+    let best = scored.iter().map(|(score, _)| *score).max().unwrap_or(0);
+    let mut methods: Vec<&'static str> = scored
+        .iter()
+        .filter(|(score, _)| *score == best)
+        .map(|(_, r)| r.method)
+        .collect();
+    methods.sort_unstable();
+    methods.dedup();
+    methods
+}
+
 /// The route template for metrics labels: bounded cardinality whatever the ids in paths.
 pub fn template(method: &str, path: &str) -> &'static str {
     lookup(method, path).map_or("other", |r| r.path)
@@ -194,6 +213,8 @@ mod tests {
             Some("/api/audit-logs/verify"),
         );
         check("GET", "/docs", None);
+        assert_eq!(methods_for("/api/agents/stats"), vec!["GET"]);
+        assert_eq!(methods_for("/api/agents/x"), vec!["DELETE", "GET"]);
     }
 
     #[test]

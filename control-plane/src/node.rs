@@ -158,7 +158,8 @@ impl Node {
         ));
         info!(%quic_addr, node = %config.node_id, fingerprint = %identity.fingerprint(), "QUIC gateway listening");
         let quic_listening = Arc::new(AtomicBool::new(true));
-        let public_addr = if config.public_addr.is_empty() {
+        // An ephemeral port in the configured address means "whatever was bound".
+        let public_addr = if config.public_addr.is_empty() || config.public_addr.ends_with(":0") {
             quic_addr.to_string()
         } else {
             config.public_addr.clone()

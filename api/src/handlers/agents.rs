@@ -19,6 +19,7 @@ use crate::context::ApiContext;
 use crate::error::{ApiError, ApiResult};
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct AgentView {
     pub id: Uuid,
     pub org_id: Uuid,
@@ -57,6 +58,7 @@ impl From<&Agent> for AgentView {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct AgentDetail {
     #[oai(flatten)]
     pub agent: AgentView,
@@ -73,6 +75,7 @@ pub struct AgentDetail {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct AgentPage {
     pub items: Vec<AgentView>,
     /// Pass as `cursor` to get the next page; absent on the last page.
@@ -86,6 +89,7 @@ pub struct CountByOs {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct AgentStatsView {
     pub total: u64,
     pub online: u64,
@@ -117,10 +121,27 @@ fn placement(v: &MaybeUndefined<Uuid>) -> Option<Option<Uuid>> {
     }
 }
 
-fn parse_status(s: &str) -> ApiResult<AgentStatus> {
-    s.parse().map_err(|_| {
-        ApiError::invalid("status must be online, offline, pending, rejected or revoked")
-    })
+/// Agent states a list can be filtered by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum StatusFilter {
+    Online,
+    Offline,
+    Pending,
+    Rejected,
+    Revoked,
+}
+
+impl From<StatusFilter> for AgentStatus {
+    fn from(s: StatusFilter) -> Self {
+        match s {
+            StatusFilter::Online => AgentStatus::Online,
+            StatusFilter::Offline => AgentStatus::Offline,
+            StatusFilter::Pending => AgentStatus::Pending,
+            StatusFilter::Rejected => AgentStatus::Rejected,
+            StatusFilter::Revoked => AgentStatus::Revoked,
+        }
+    }
 }
 
 fn encode_cursor(a: &Agent) -> String {
@@ -158,9 +179,8 @@ impl AgentsApi {
         &self,
         ctx: Data<&ApiContext>,
         auth: Auth,
-        /// online, offline, pending, rejected or revoked.
-        #[oai(validator(max_length = 16))]
-        status: Query<Option<String>>,
+        /// Only agents in this state.
+        status: Query<Option<StatusFilter>>,
         /// Operating system, e.g. linux (case-insensitive).
         #[oai(validator(max_length = 64))]
         os: Query<Option<String>>,
@@ -179,11 +199,12 @@ impl AgentsApi {
         #[oai(validator(max_length = 100))]
         cursor: Query<Option<String>>,
         /// 1 to 500, default 100.
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<i64>>,
     ) -> ApiResult<Json<AgentPage>> {
         let limit = page_limit(limit.0, 500)?;
         let filter = AgentFilter {
-            status: status.0.as_deref().map(parse_status).transpose()?,
+            status: status.0.map(AgentStatus::from),
             os: os.0.filter(|s| !s.trim().is_empty()),
             tag_id: tag.0,
             folder_id: folder.0,

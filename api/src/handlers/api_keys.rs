@@ -18,6 +18,7 @@ use crate::rbac::Permission;
 const MAX_LIFETIME_S: i64 = 2 * 365 * 24 * 3600;
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ApiKeyView {
     pub id: Uuid,
     pub org_id: Uuid,
@@ -50,16 +51,18 @@ impl From<ApiKey> for ApiKeyView {
 
 #[derive(Debug, Object)]
 pub struct CreateApiKeyRequest {
-    #[oai(validator(max_length = 200))]
+    #[oai(validator(max_length = 200, pattern = r"\S"))]
     pub name: String,
     /// Permissions the key may use, e.g. `agent:list`; each must be held by the creator.
-    #[oai(validator(max_items = 64))]
+    #[oai(validator(min_items = 1, max_items = 64))]
     pub scopes: Vec<String>,
     /// Lifetime in seconds (60 to two years); never expires when absent.
+    #[oai(validator(minimum(value = "60"), maximum(value = "63072000")))]
     pub expires_in_s: Option<i64>,
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct CreatedApiKeyView {
     pub key: ApiKeyView,
     /// The key. Shown only now; send it as `X-API-Key` or as a bearer token.

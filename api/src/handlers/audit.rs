@@ -13,6 +13,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::rbac::Role;
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct AuditEntryView {
     pub seq: i64,
     pub ts: i64,
@@ -44,6 +45,7 @@ impl From<AuditRecord> for AuditEntryView {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ChainReportView {
     /// True when every link checks out.
     pub intact: bool,
@@ -84,6 +86,7 @@ impl AuditApi {
         /// Page cursor: only records with a smaller seq.
         before_seq: Query<Option<i64>>,
         /// 1 to 10000, default 100.
+        #[oai(validator(minimum(value = "1"), maximum(value = "10000")))]
         limit: Query<Option<i64>>,
         /// Super admins only: records of every organisation and installation-wide ones.
         all_orgs: Query<Option<bool>>,

@@ -30,6 +30,7 @@ pub struct LoginRequest {
 /// Either tokens, or (for accounts with MFA) `mfa_required` and a challenge to finish at
 /// `/api/auth/login/mfa`.
 #[derive(Debug, Default, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct LoginResponse {
     /// True when a TOTP code is needed; the tokens are then absent.
     pub mfa_required: bool,
@@ -62,6 +63,7 @@ pub struct RefreshRequest {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct MeView {
     pub user_id: Uuid,
     pub email: String,
@@ -78,6 +80,7 @@ pub struct MeView {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct MfaSetupView {
     /// Base32 secret, for manual entry.
     pub secret: String,

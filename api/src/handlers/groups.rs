@@ -15,6 +15,7 @@ use crate::context::ApiContext;
 use crate::error::{ApiError, ApiResult};
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct GroupView {
     pub id: Uuid,
     pub org_id: Uuid,
@@ -45,7 +46,7 @@ impl From<Group> for GroupView {
 
 #[derive(Debug, Object)]
 pub struct CreateGroupRequest {
-    #[oai(validator(max_length = 200))]
+    #[oai(validator(max_length = 200, pattern = r"\S"))]
     pub name: String,
     #[oai(validator(max_length = 2000))]
     pub description: Option<String>,
@@ -55,7 +56,7 @@ pub struct CreateGroupRequest {
 
 #[derive(Debug, Object)]
 pub struct UpdateGroupRequest {
-    #[oai(validator(max_length = 200))]
+    #[oai(validator(max_length = 200, pattern = r"\S"))]
     pub name: Option<String>,
     /// An empty string clears the description.
     #[oai(validator(max_length = 2000))]

@@ -8,6 +8,7 @@ use super::ApiTags;
 use crate::context::ApiContext;
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct HealthView {
     /// Always `ok` when the process answers.
     pub status: String,
@@ -15,6 +16,7 @@ pub struct HealthView {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ReadinessView {
     /// `ready` or `not_ready`.
     pub status: String,

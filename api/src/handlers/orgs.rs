@@ -13,9 +13,10 @@ use super::{ApiTags, audit, required_text};
 use crate::auth::{Auth, Caller};
 use crate::context::ApiContext;
 use crate::error::{ApiError, ApiResult};
-use crate::rbac::Role;
+use crate::rbac::{Role, RoleName};
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct OrgView {
     pub id: Uuid,
     pub name: String,
@@ -37,13 +38,14 @@ impl From<Org> for OrgView {
 
 #[derive(Debug, Object)]
 pub struct CreateOrgRequest {
-    #[oai(validator(max_length = 200))]
+    #[oai(validator(max_length = 200, pattern = r"\S"))]
     pub name: String,
     /// Make the new organisation a customer of this provider organisation.
     pub parent_org_id: Option<Uuid>,
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct AssignmentView {
     pub user_id: Uuid,
     pub org_id: Uuid,
@@ -67,8 +69,7 @@ pub struct AssignRequest {
     /// A user of the provider organisation (the one the request acts in).
     pub user_id: Uuid,
     /// The role they get in the customer organisation; never above the caller's.
-    #[oai(validator(max_length = 64))]
-    pub role: String,
+    pub role: RoleName,
 }
 
 /// Organisations the caller can see: all for super admins, otherwise their own, the one acted
@@ -191,11 +192,7 @@ impl OrgsApi {
     ) -> ApiResult<Json<AssignmentView>> {
         let caller = auth.caller();
         let org = managed_customer(&ctx, caller, id.0).await?;
-        let role: Role = body
-            .role
-            .trim()
-            .parse()
-            .map_err(|_| ApiError::invalid(format!("unknown role {:?}", body.role)))?;
+        let role = Role::from(body.role);
         if !caller.role.may_grant(role) || role == Role::SuperAdmin {
             return Err(ApiError::forbidden(format!(
                 "cannot assign the role {role}"

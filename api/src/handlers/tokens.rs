@@ -23,6 +23,7 @@ const DEFAULT_LIFETIME_S: i64 = 24 * 3600;
 const TOKEN_PLACEHOLDER: &str = "$REAP3R_ENROLL_TOKEN";
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct TokenView {
     pub id: Uuid,
     pub org_id: Uuid,
@@ -59,8 +60,10 @@ pub struct CreateTokenRequest {
     #[oai(validator(max_length = 200))]
     pub label: Option<String>,
     /// Lifetime in seconds, 60 to one year; default one day.
+    #[oai(validator(minimum(value = "60"), maximum(value = "31536000")))]
     pub expires_in_s: Option<i64>,
     /// How many agents may enrol with it; unlimited when absent.
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000000")))]
     pub max_uses: Option<i64>,
     /// Agents enrolled with it wait for an operator's approval.
     #[oai(default)]
@@ -68,6 +71,7 @@ pub struct CreateTokenRequest {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct EnrolCommands {
     /// `host:port` agents dial.
     pub server: String,
@@ -82,6 +86,7 @@ pub struct EnrolCommands {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct CreatedTokenView {
     pub token: TokenView,
     /// The secret. Shown only now; only its hash is kept.

@@ -14,9 +14,10 @@ use crate::auth::{Auth, Caller};
 use crate::context::ApiContext;
 use crate::error::{ApiError, ApiResult};
 use crate::password::hash_password;
-use crate::rbac::Role;
+use crate::rbac::{Role, RoleName};
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct UserView {
     pub id: Uuid,
     pub org_id: Uuid,
@@ -48,21 +49,20 @@ impl From<User> for UserView {
 
 #[derive(Debug, Object)]
 pub struct CreateUserRequest {
-    #[oai(validator(max_length = 320))]
+    #[oai(validator(max_length = 320, pattern = r"^[^@\s]+@[^@\s]+$"))]
     pub email: String,
     /// 12 to 256 characters.
-    #[oai(validator(max_length = 1024))]
+    #[oai(validator(min_length = 12, max_length = 256))]
     pub password: String,
-    /// One of super_admin, org_admin, technician, viewer; never above the caller's own.
-    #[oai(validator(max_length = 64))]
-    pub role: String,
+    /// Never above the caller's own.
+    pub role: RoleName,
     #[oai(validator(max_length = 200))]
     pub display_name: Option<String>,
 }
 
 #[derive(Debug, Object)]
 pub struct UpdateUserRequest {
-    #[oai(validator(max_length = 320))]
+    #[oai(validator(max_length = 320, pattern = r"^[^@\s]+@[^@\s]+$"))]
     pub email: Option<String>,
     #[oai(validator(max_length = 200))]
     pub display_name: Option<String>,
@@ -76,11 +76,11 @@ pub struct SuspendRequest {
 
 #[derive(Debug, Object)]
 pub struct RoleRequest {
-    #[oai(validator(max_length = 64))]
-    pub role: String,
+    pub role: RoleName,
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct SessionView {
     pub id: Uuid,
     pub user_id: Uuid,
@@ -117,6 +117,7 @@ pub struct RevokedCount {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct LoginEventView {
     pub id: Uuid,
     pub ts: i64,
@@ -146,15 +147,10 @@ impl From<LoginEvent> for LoginEventView {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct RoleView {
     pub name: String,
     pub permissions: Vec<String>,
-}
-
-fn parse_role(name: &str) -> ApiResult<Role> {
-    name.trim()
-        .parse()
-        .map_err(|_| ApiError::invalid(format!("unknown role {name:?}")))
 }
 
 /// Nobody hands out, or acts on holders of, a role above their own.
@@ -201,7 +197,7 @@ impl UsersApi {
         body: Json<CreateUserRequest>,
     ) -> ApiResult<Json<UserView>> {
         let caller = auth.caller();
-        let role = parse_role(&body.role)?;
+        let role = Role::from(body.role);
         check_grant(caller, role)?;
         let email = valid_email(&body.email)?;
         let display_name = optional_text("display_name", body.display_name.as_deref(), 200)?;
@@ -357,7 +353,10 @@ impl UsersApi {
         body: Json<RoleRequest>,
     ) -> ApiResult<Json<UserView>> {
         let caller = auth.caller();
-        let role = parse_role(&body.role)?;
+        if id.0 == caller.user_id {
+            return Err(ApiError::conflict("you cannot change your own role"));
+        }
+        let role = Role::from(body.role);
         check_grant(caller, role)?;
         let before = target_user(&ctx, caller, id.0).await?;
         let update = UserUpdate {
@@ -515,6 +514,7 @@ impl UsersApi {
         /// Page cursor: only events older than this time (unix ms).
         before: Query<Option<i64>>,
         /// 1 to 1000, default 100.
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<i64>>,
     ) -> ApiResult<Json<Vec<LoginEventView>>> {
         let filter = LoginEventFilter {

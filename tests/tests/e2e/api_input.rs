@@ -65,7 +65,12 @@ async fn bad_input_is_a_4xx_with_the_error_body() -> Result<()> {
         case(Method::POST, "/api/sites", "[1, 2, 3]", 400),
         case(Method::POST, "/api/sites", "{\"name\": [\"x\"]}", 400),
         case(Method::POST, "/api/sites", "{\"name\": {\"a\": 1}}", 400),
-        case(Method::POST, "/api/agents/00000000-0000-0000-0000-000000000000/tags", "{\"tag_id\": 7}", 400),
+        case(
+            Method::POST,
+            "/api/agents/00000000-0000-0000-0000-000000000000/tags",
+            "{\"tag_id\": 7}",
+            400,
+        ),
         case(Method::POST, "/api/sites", "{}", 400),
         case(Method::POST, "/api/sites", "{\"name\": \"   \"}", 400),
         case(Method::POST, "/api/sites", &huge, 413),
