@@ -12,6 +12,7 @@ mod api_harness;
 
 mod api_audit;
 mod api_auth;
+mod api_health;
 mod api_input;
 mod api_rbac;
 mod api_tenancy;
