@@ -76,6 +76,7 @@ permissions! {
     SettingsView => "settings:view",
     SettingsUpdate => "settings:update",
     AuditView => "audit:view",
+    AuditVerify => "audit:verify",
 }
 
 /// A name that is not a known role or permission.
@@ -124,8 +125,9 @@ impl Role {
         use Permission::*;
         match self {
             Role::SuperAdmin => true,
-            // Creating organisations is a provider-level act kept for super admins.
-            Role::OrgAdmin => !matches!(p, OrgCreate),
+            // Creating organisations and verifying the installation-wide audit chain (which
+            // spans every organisation) are kept for super admins.
+            Role::OrgAdmin => !matches!(p, OrgCreate | AuditVerify),
             Role::Technician => matches!(
                 p,
                 AgentList

@@ -119,7 +119,7 @@ pub const ROUTES: &[Route] = &[
     r("DELETE", "/api/api-keys/{id}", p(SettingsUpdate)),
     // Audit
     r("GET", "/api/audit-logs", p(AuditView)),
-    r("GET", "/api/audit-logs/verify", p(AuditView)),
+    r("GET", "/api/audit-logs/verify", p(AuditVerify)),
 ];
 
 /// The route a request path and method belong to. Literal segments beat `{param}` segments, so

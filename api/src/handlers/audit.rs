@@ -117,7 +117,8 @@ impl AuditApi {
         ))
     }
 
-    /// Recompute the hash chain over the whole log and report the first broken link.
+    /// Recompute the hash chain over the whole log (all organisations; super admins) and report
+    /// the first broken link.
     #[oai(
         path = "/api/audit-logs/verify",
         method = "get",
