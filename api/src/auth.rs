@@ -212,9 +212,15 @@ pub async fn authenticate(ctx: &ApiContext, req: &Request, secret: &str) -> ApiR
             .await?
             .ok_or_else(bad_credential)?;
         check_api_key(&key, now)?;
-        ctx.store
-            .touch_api_key(key.id, now, TOUCH_INTERVAL_MS)
-            .await?;
+        // The stamp was just read; skip the write (a write lock on SQLite) while it is fresh.
+        if key
+            .last_used_at
+            .is_none_or(|t| now - t >= TOUCH_INTERVAL_MS)
+        {
+            ctx.store
+                .touch_api_key(key.id, now, TOUCH_INTERVAL_MS)
+                .await?;
+        }
         let user = active_user(ctx, key.user_id).await?;
         let scopes = key
             .scopes
@@ -236,9 +242,11 @@ pub async fn authenticate(ctx: &ApiContext, req: &Request, secret: &str) -> ApiR
             .await?
             .ok_or_else(bad_credential)?;
         check_session(&session, now)?;
-        ctx.store
-            .touch_auth_session(session.id, now, TOUCH_INTERVAL_MS)
-            .await?;
+        if now - session.last_used_at >= TOUCH_INTERVAL_MS {
+            ctx.store
+                .touch_auth_session(session.id, now, TOUCH_INTERVAL_MS)
+                .await?;
+        }
         let user = active_user(ctx, session.user_id).await?;
         (
             user,

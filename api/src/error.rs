@@ -145,6 +145,16 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// A store error, with `NotFound` naming what was looked for.
+    pub fn from_store(err: StoreError, what: &str) -> Self {
+        match err {
+            StoreError::NotFound => ApiError::not_found(what),
+            other => other.into(),
+        }
+    }
+}
+
 pub type ApiResult<T> = Result<T, ApiError>;
 
 /// Turns any error that escaped the typed handlers (unparseable JSON, bad path or query values,

@@ -36,11 +36,15 @@ impl<E: Endpoint> Endpoint for Guard<E> {
                 Ok(out) => out.into_response(),
                 Err(err) => into_json_response(err),
             },
-            Err(err) => err.into_response(),
+            Err(err) => {
+                // Refused credentials are counted here; failed logins where they are recorded
+                // (handlers::auth), so no failure is counted twice.
+                if err.status() == StatusCode::UNAUTHORIZED {
+                    HttpMetrics::bump(&self.ctx.metrics.auth_failures);
+                }
+                err.into_response()
+            }
         };
-        if resp.status() == StatusCode::UNAUTHORIZED {
-            HttpMetrics::bump(&self.ctx.metrics.auth_failures);
-        }
         if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
             let allow = routes::methods_for(&path).join(", ");
             if let Ok(v) = HeaderValue::from_str(&allow) {

@@ -324,10 +324,7 @@ impl AgentsApi {
             .store
             .move_agent(caller.org_id, id.0, &place)
             .await
-            .map_err(|e| match e {
-                reap3r_store::StoreError::NotFound => ApiError::not_found("agent"),
-                other => other.into(),
-            })?;
+            .map_err(|e| ApiError::from_store(e, "agent"))?;
         audit(
             &ctx,
             caller,

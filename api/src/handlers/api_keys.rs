@@ -171,10 +171,7 @@ impl ApiKeysApi {
         ctx.store
             .delete_api_key(caller.org_id, id.0)
             .await
-            .map_err(|e| match e {
-                reap3r_store::StoreError::NotFound => ApiError::not_found("API key"),
-                other => other.into(),
-            })?;
+            .map_err(|e| ApiError::from_store(e, "API key"))?;
         audit(
             &ctx,
             caller,

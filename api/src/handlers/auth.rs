@@ -439,6 +439,9 @@ impl AuthApi {
                 now,
             )
             .await?;
+        if !matches!(outcome, RefreshOutcome::Rotated(_)) {
+            HttpMetrics::bump(&ctx.metrics.auth_failures);
+        }
         match outcome {
             RefreshOutcome::Rotated(_) => Ok(Json(tokens(&ctx, access, refresh))),
             RefreshOutcome::Reused {
@@ -578,14 +581,7 @@ impl AuthApi {
             .clone()
             .ok_or_else(|| ApiError::conflict("call /api/auth/mfa/setup first"))?;
         let now = ctx.now_ms();
-        let step = totp::matching_step(&secret, &body.code, now)?
-            .ok_or_else(|| ApiError::bad_request("invalid_code", "wrong MFA code"))?;
-        if !ctx.store.accept_totp_step(user.id, step).await? {
-            return Err(ApiError::bad_request(
-                "code_already_used",
-                "this code was already used",
-            ));
-        }
+        spend_code(&ctx, &user, &secret, &body.code, now).await?;
         ctx.store
             .set_user_mfa(user.id, Some(&secret), true, now)
             .await?;
@@ -620,14 +616,7 @@ impl AuthApi {
             .filter(|_| user.mfa_enabled)
             .ok_or_else(|| ApiError::conflict("MFA is not enabled"))?;
         let now = ctx.now_ms();
-        let step = totp::matching_step(&secret, &body.code, now)?
-            .ok_or_else(|| ApiError::bad_request("invalid_code", "wrong MFA code"))?;
-        if !ctx.store.accept_totp_step(user.id, step).await? {
-            return Err(ApiError::bad_request(
-                "code_already_used",
-                "this code was already used",
-            ));
-        }
+        spend_code(&ctx, &user, &secret, &body.code, now).await?;
         ctx.store.set_user_mfa(user.id, None, false, now).await?;
         audit(
             &ctx,
@@ -639,6 +628,25 @@ impl AuthApi {
         .await?;
         Ok(done())
     }
+}
+
+/// Checks a code from a signed-in user's app and uses up its time step, so it works once.
+async fn spend_code(
+    ctx: &ApiContext,
+    user: &User,
+    secret: &str,
+    code: &str,
+    now: i64,
+) -> ApiResult<()> {
+    let step = totp::matching_step(secret, code, now)?
+        .ok_or_else(|| ApiError::bad_request("invalid_code", "wrong MFA code"))?;
+    if !ctx.store.accept_totp_step(user.id, step).await? {
+        return Err(ApiError::bad_request(
+            "code_already_used",
+            "this code was already used",
+        ));
+    }
+    Ok(())
 }
 
 pub fn user_target(id: Uuid) -> String {

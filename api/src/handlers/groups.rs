@@ -149,7 +149,7 @@ async fn update(
         .store
         .update_group(kind, caller.org_id, id, &update, ctx.now_ms())
         .await
-        .map_err(|e| not_found_as(e, kind))?;
+        .map_err(|e| ApiError::from_store(e, kind.as_str()))?;
     audit(
         ctx,
         caller,
@@ -166,7 +166,7 @@ async fn delete(ctx: &ApiContext, auth: &Auth, kind: GroupKind, id: Uuid) -> Api
     ctx.store
         .delete_group(kind, caller.org_id, id)
         .await
-        .map_err(|e| not_found_as(e, kind))?;
+        .map_err(|e| ApiError::from_store(e, kind.as_str()))?;
     audit(
         ctx,
         caller,
@@ -176,13 +176,6 @@ async fn delete(ctx: &ApiContext, auth: &Auth, kind: GroupKind, id: Uuid) -> Api
     )
     .await?;
     Ok(done())
-}
-
-fn not_found_as(err: reap3r_store::StoreError, kind: GroupKind) -> ApiError {
-    match err {
-        reap3r_store::StoreError::NotFound => ApiError::not_found(kind.as_str()),
-        other => other.into(),
-    }
 }
 
 /// One API type per grouping kind, all delegating to the functions above.

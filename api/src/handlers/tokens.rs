@@ -210,7 +210,7 @@ impl TokensApi {
         id: Path<Uuid>,
     ) -> ApiResult<Json<TokenView>> {
         let caller = auth.caller();
-        token_in_org(&ctx, caller, id.0).await?;
+        let mut token = token_in_org(&ctx, caller, id.0).await?;
         ctx.store.revoke_enrollment_token(id.0).await?;
         audit(
             &ctx,
@@ -220,7 +220,8 @@ impl TokensApi {
             json!({}),
         )
         .await?;
-        Ok(Json(token_in_org(&ctx, caller, id.0).await?.into()))
+        token.revoked = true;
+        Ok(Json(token.into()))
     }
 
     /// Delete a token; agents enrolled with it stay enrolled.

@@ -24,6 +24,13 @@ async fn health_ready_spec_and_metrics_are_served() -> Result<()> {
 
     // A refused request shows up as an auth failure and in the latency histogram.
     api.get("/api/agents").await?.error(401)?;
+    // A failed login is one failure, not two (handler and guard both see it).
+    api.post(
+        "/api/auth/login",
+        serde_json::json!({ "email": "nobody@test", "password": "wrong password" }),
+    )
+    .await?
+    .error(401)?;
     let text = reqwest::get(format!("{}/metrics", api.base))
         .await?
         .text()
@@ -31,7 +38,7 @@ async fn health_ready_spec_and_metrics_are_served() -> Result<()> {
     for needle in [
         "reap3r_http_request_duration_seconds_bucket{method=\"GET\",route=\"/api/health\",status=\"200\",le=\"+Inf\"} 1",
         "reap3r_http_request_duration_seconds_count{method=\"GET\",route=\"/api/agents\",status=\"401\"} 1",
-        "reap3r_auth_failures_total 1",
+        "reap3r_auth_failures_total 2",
         "reap3r_agents_connected 0",
         "reap3r_actor_restarts_total 0",
         "reap3r_agent_messages_in_total",
