@@ -5,7 +5,7 @@ use std::sync::Arc;
 use reap3r_store::Store;
 use reap3r_wire::{AgentConfig, SigningKey};
 
-use crate::{Clock, EventBus, FleetStats};
+use crate::{Clock, EventBus, FleetStats, JobRouter};
 
 /// Settings the fleet layer needs from the server configuration.
 #[derive(Debug, Clone)]
@@ -20,6 +20,9 @@ pub struct FleetSettings {
     pub handshake_timeout_ms: u64,
     /// How often `last_seen` is written and revocations are checked.
     pub presence_flush_ms: u64,
+    /// How long past a job's timeout (or a cancel) the server waits for the agent's result
+    /// before deciding the outcome itself.
+    pub job_grace_ms: u64,
 }
 
 impl FleetSettings {
@@ -33,6 +36,7 @@ impl FleetSettings {
             missed_heartbeats: 3,
             handshake_timeout_ms: 5_000,
             presence_flush_ms: 200,
+            job_grace_ms: 2_000,
         }
     }
 
@@ -50,6 +54,8 @@ pub struct FleetContext {
     pub settings: Arc<FleetSettings>,
     pub stats: Arc<FleetStats>,
     pub events: EventBus,
+    /// Reaches the job supervisor once it runs.
+    pub jobs: JobRouter,
 }
 
 impl std::fmt::Debug for FleetContext {

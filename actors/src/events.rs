@@ -23,6 +23,24 @@ pub enum FleetEvent {
         org_id: Uuid,
         reason: String,
     },
+    /// A job or one of its targets changed state. `agent_id` is set for a target's change;
+    /// `counts` always carries the job's per-state totals after the change.
+    JobUpdate {
+        job_id: Uuid,
+        org_id: Uuid,
+        agent_id: Option<Uuid>,
+        state: String,
+        counts: reap3r_store::TargetCounts,
+    },
+    /// Live output of a running job (not stored beyond the result's capped output).
+    JobOutput {
+        job_id: Uuid,
+        org_id: Uuid,
+        agent_id: Uuid,
+        stream: &'static str,
+        offset: u64,
+        data: String,
+    },
     /// A record appended to the audit log (a mutation through the API or the CLI).
     Audit {
         org_id: Option<Uuid>,
@@ -40,7 +58,9 @@ impl FleetEvent {
         match self {
             FleetEvent::AgentEnrolled { org_id, .. }
             | FleetEvent::AgentOnline { org_id, .. }
-            | FleetEvent::AgentOffline { org_id, .. } => Some(*org_id),
+            | FleetEvent::AgentOffline { org_id, .. }
+            | FleetEvent::JobUpdate { org_id, .. }
+            | FleetEvent::JobOutput { org_id, .. } => Some(*org_id),
             FleetEvent::Audit { org_id, .. } => *org_id,
         }
     }

@@ -6,6 +6,7 @@
 mod clock;
 mod context;
 mod events;
+pub mod jobs;
 mod link;
 mod presence;
 mod session;
@@ -15,6 +16,7 @@ mod supervisor;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{FleetContext, FleetSettings, hash_enrollment_token};
 pub use events::{EventBus, FleetEvent};
+pub use jobs::{JobRouter, JobService, JobSupervisor};
 pub use link::{AgentLink, LinkError};
 pub use presence::{PresenceMsg, PresenceWriter};
 pub use session::{AgentSession, SessionArgs, SessionMsg};

@@ -15,6 +15,10 @@ pub enum LinkError {
 pub trait AgentLink: Send + Sync + 'static {
     fn send_frame(&self, envelope: Vec<u8>) -> Result<(), LinkError>;
     fn close(&self, code: CloseCode, reason: &str);
+    /// Opens a new stream for one job, writes `envelope` (the dispatch) on it, and feeds the
+    /// agent's answers on that stream back to the session like control frames. Must not block:
+    /// the stream is opened in the background; `Full` when too many job streams are open.
+    fn open_job_stream(&self, envelope: Vec<u8>) -> Result<(), LinkError>;
     /// Remote address, for logs.
     fn remote(&self) -> String;
 }

@@ -6,11 +6,13 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use reap3r_store::{AgentHello, AgentStatus, NewAgent, NewAuditEntry, StoreError, Uuid};
 use reap3r_wire::{
-    Approval, Challenge, CloseCode, EnrollResult, Envelope, InboundSession, Message,
-    OutboundSession, SERVER_SENDER, VerifyingKey, Welcome, WireError,
+    Approval, Challenge, CloseCode, EnrollResult, Envelope, InboundSession, MAX_OUTPUT_CHUNK,
+    MAX_RESULT_DATA_BYTES, MAX_STDERR_BYTES, MAX_STDOUT_BYTES, Message, OutboundSession,
+    SERVER_SENDER, VerifyingKey, Welcome, WireError,
 };
 use tracing::{debug, info, warn};
 
+use crate::jobs::AgentJobEvent;
 use crate::{
     AgentLink, FleetContext, FleetEvent, FleetStats, PresenceMsg, SessionRegistry,
     hash_enrollment_token,
@@ -20,6 +22,8 @@ use crate::{
 const MAX_TEXT: usize = 255;
 /// Most capabilities an agent may declare.
 const MAX_CAPABILITIES: usize = 64;
+/// Longest error text in a job result.
+const MAX_ERROR_TEXT: usize = 4096;
 
 #[derive(Debug)]
 pub struct AgentSession;
@@ -46,8 +50,11 @@ pub enum SessionMsg {
     LinkClosed(String),
     /// The server ends this session (shutdown, superseded, access withdrawn).
     Kick(CloseCode, String),
-    /// Send a server message to the agent (config updates).
+    /// Send a server message to the agent on the control stream (config updates, job cancels,
+    /// result acks).
     Send(Message),
+    /// Send a job to the agent on a new stream of its own.
+    DispatchJob(Uuid, Box<reap3r_wire::JobDispatch>),
     /// Test hook: makes the handler panic, to exercise supervision. Not reachable from the network.
     #[doc(hidden)]
     InjectFault,
@@ -172,6 +179,10 @@ impl Actor for AgentSession {
             SessionMsg::Send(message) => state
                 .send(message)
                 .map_err(|e| Refusal::new(CloseCode::Internal, e.to_string())),
+            SessionMsg::DispatchJob(job_id, dispatch) => {
+                state.dispatch_job(job_id, *dispatch);
+                Ok(())
+            }
             SessionMsg::InjectFault => {
                 #[allow(clippy::panic)]
                 {
@@ -295,7 +306,7 @@ impl SessionState {
                     format!("expected hello or enrolment, got {other:?}"),
                 )),
             },
-            Phase::Live(_) => self.on_live(env),
+            Phase::Live(_) => self.on_live(env, Some(myself)),
             Phase::Enrolled { .. } => Err(Refusal::new(
                 CloseCode::ProtocolError,
                 "message after enrolment",
@@ -317,10 +328,14 @@ impl SessionState {
                 "only heartbeats travel as datagrams",
             ));
         }
-        self.on_live(env)
+        self.on_live(env, None)
     }
 
-    fn on_live(&mut self, env: Envelope<reap3r_wire::Unverified>) -> Result<(), Refusal> {
+    fn on_live(
+        &mut self,
+        env: Envelope<reap3r_wire::Unverified>,
+        myself: Option<&ActorRef<SessionMsg>>,
+    ) -> Result<(), Refusal> {
         let now = self.now();
         let Phase::Live(live) = &mut self.phase else {
             return Err(Refusal::new(CloseCode::ProtocolError, "not live"));
@@ -337,6 +352,41 @@ impl SessionState {
                 Ok(())
             }
             Message::Metrics(_) | Message::Ack { .. } => Ok(()),
+            Message::JobAck(ack) => self.to_job(
+                agent_id,
+                ack.job_id,
+                AgentJobEvent::Ack(ack.outcome),
+                myself,
+            ),
+            Message::JobStarted {
+                job_id,
+                started_at_ms,
+            } => self.to_job(
+                agent_id,
+                job_id,
+                AgentJobEvent::Started {
+                    at_ms: started_at_ms,
+                },
+                myself,
+            ),
+            Message::JobOutput(out) => {
+                if out.data.len() > MAX_OUTPUT_CHUNK {
+                    return Err(Refusal::new(
+                        CloseCode::ProtocolError,
+                        "job output chunk too large",
+                    ));
+                }
+                self.to_job(agent_id, out.job_id, AgentJobEvent::Output(out), myself)
+            }
+            Message::JobResult(result) => {
+                check_result(&result)?;
+                self.to_job(
+                    agent_id,
+                    result.job_id,
+                    AgentJobEvent::Result(Box::new(result)),
+                    myself,
+                )
+            }
             Message::Close(reason) => Err(Refusal::new(
                 CloseCode::Normal,
                 format!("agent closed: {}", reason.message),
@@ -345,6 +395,55 @@ impl SessionState {
                 CloseCode::ProtocolError,
                 format!("unexpected {:?} from agent", other.kind()),
             )),
+        }
+    }
+
+    /// Hands a verified job message to the job engine.
+    fn to_job(
+        &self,
+        agent_id: Uuid,
+        job_id: [u8; 16],
+        event: AgentJobEvent,
+        myself: Option<&ActorRef<SessionMsg>>,
+    ) -> Result<(), Refusal> {
+        let Some(myself) = myself else {
+            return Err(Refusal::new(
+                CloseCode::ProtocolError,
+                "job messages travel on streams",
+            ));
+        };
+        let job_id = Uuid::from_bytes(job_id);
+        match &event {
+            AgentJobEvent::Ack(reap3r_wire::JobAckOutcome::Refused(reason)) => {
+                warn!(%agent_id, %job_id, %reason, "agent refused a job dispatch");
+                FleetStats::bump(&self.ctx().stats.job_refusals);
+            }
+            AgentJobEvent::Ack(reap3r_wire::JobAckOutcome::Duplicate) => {
+                FleetStats::bump(&self.ctx().stats.job_duplicate_acks);
+            }
+            _ => {}
+        }
+        if !self
+            .ctx()
+            .jobs
+            .from_agent(agent_id, job_id, event, myself.clone())
+        {
+            debug!(%agent_id, %job_id, "no job engine on this node; job message dropped");
+        }
+        Ok(())
+    }
+
+    /// Seals a dispatch and opens the job's own stream for it.
+    fn dispatch_job(&mut self, job_id: Uuid, dispatch: reap3r_wire::JobDispatch) {
+        if !matches!(self.phase, Phase::Live(_)) {
+            return;
+        }
+        let now = self.now();
+        let bytes = self.outbound.seal(Message::JobDispatch(dispatch), now);
+        FleetStats::bump(&self.ctx().stats.messages_out);
+        if let Err(err) = self.args.link.open_job_stream(bytes) {
+            // The job stays dispatched; it goes out again when the agent reconnects, or times out.
+            warn!(%job_id, %err, "could not open a job stream");
         }
     }
 
@@ -525,6 +624,7 @@ impl SessionState {
         }))
         .map_err(|e| Refusal::new(CloseCode::Internal, e.to_string()))?;
         info!(%agent_id, hostname = %hello.hostname, remote = %self.args.link.remote(), "agent online");
+        ctx.jobs.agent_online(agent_id);
         ctx.events.publish(FleetEvent::AgentOnline {
             agent_id,
             org_id: agent.org_id,
@@ -563,6 +663,23 @@ impl SessionState {
             _ => Ok(()),
         }
     }
+}
+
+/// A result larger than the agent's caps is a protocol violation, not something to store.
+fn check_result(r: &reap3r_wire::JobResult) -> Result<(), Refusal> {
+    let over = r.stdout.len() > MAX_STDOUT_BYTES as usize
+        || r.stderr.len() > MAX_STDERR_BYTES as usize
+        || r.data
+            .as_ref()
+            .is_some_and(|d| d.len() > MAX_RESULT_DATA_BYTES)
+        || r.error.as_ref().is_some_and(|e| e.len() > MAX_ERROR_TEXT);
+    if over {
+        return Err(Refusal::new(
+            CloseCode::ProtocolError,
+            "job result exceeds the output caps",
+        ));
+    }
+    Ok(())
 }
 
 fn check_text(field: &str, value: &str) -> Result<(), Refusal> {

@@ -16,6 +16,17 @@ pub struct FleetStats {
     pub datagrams_dropped: AtomicU64,
     pub session_crashes: AtomicU64,
     pub presence_flushes: AtomicU64,
+    pub jobs_created: AtomicU64,
+    pub job_dispatches: AtomicU64,
+    /// Results committed for the first time (each target at most once).
+    pub job_results_stored: AtomicU64,
+    /// Results received for targets already finished (replays, late results); acked, not stored.
+    pub job_results_duplicate: AtomicU64,
+    pub job_actor_crashes: AtomicU64,
+    /// Dispatches an agent refused (bad grant signature, wrong agent, expired, ...).
+    pub job_refusals: AtomicU64,
+    /// Dispatches an agent answered with `Duplicate` (it already had the job).
+    pub job_duplicate_acks: AtomicU64,
     closes: [AtomicU64; CloseCode::ALL.len()],
 }
 

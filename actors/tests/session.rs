@@ -16,6 +16,7 @@ use reap3r_wire::*;
 struct MemoryLink {
     frames: Mutex<Vec<Vec<u8>>>,
     closed: Mutex<Option<(CloseCode, String)>>,
+    job_streams: Mutex<Vec<Vec<u8>>>,
 }
 
 impl AgentLink for MemoryLink {
@@ -32,6 +33,10 @@ impl AgentLink for MemoryLink {
     }
     fn remote(&self) -> String {
         "memory".into()
+    }
+    fn open_job_stream(&self, envelope: Vec<u8>) -> Result<(), LinkError> {
+        self.job_streams.lock().unwrap().push(envelope);
+        Ok(())
     }
 }
 
@@ -81,6 +86,7 @@ impl Rig {
             settings: Arc::new(FleetSettings::for_test()),
             stats: Arc::new(FleetStats::default()),
             events: EventBus::default(),
+            jobs: Default::default(),
         };
         let registry = SessionRegistry::default();
         let presence = PresenceWriter::start(ctx.clone(), registry.clone())

@@ -36,6 +36,9 @@ enum Command {
         /// Upper bound of the reconnect backoff.
         #[arg(long, env = "REAP3R_AGENT_MAX_BACKOFF_MS", default_value_t = 60_000)]
         max_backoff_ms: u64,
+        /// Command run by reboot and shutdown jobs, as `<cmd> -r|-h now|+<minutes>`.
+        #[arg(long, env = "REAP3R_AGENT_POWER_COMMAND", default_value = "shutdown")]
+        power_command: String,
     },
 }
 
@@ -95,6 +98,7 @@ async fn main_async() -> ExitCode {
         Command::Run {
             data_dir,
             max_backoff_ms,
+            power_command,
         } => {
             let (tx, rx) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
@@ -104,6 +108,7 @@ async fn main_async() -> ExitCode {
             let mut opts = RunOptions::new(data_dir);
             opts.max_backoff = Duration::from_millis(max_backoff_ms);
             opts.base_backoff = opts.base_backoff.min(opts.max_backoff);
+            opts.power_command = power_command;
             match crate::run(opts, rx).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {

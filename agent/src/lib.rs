@@ -1,11 +1,14 @@
-//! The Reap3r agent: enrols with a token, keeps its identity and pins in redb, and stays
-//! connected over pinned QUIC with signed heartbeats, metrics and config updates.
+//! The Reap3r agent: enrols with a token, keeps its identity and pins in redb, stays connected
+//! over pinned QUIC with signed heartbeats, metrics and config updates, and runs server-signed
+//! jobs with a durable ledger and result outbox (docs/JOBS.md).
 
 mod backoff;
 pub mod cli;
 mod error;
 mod identity;
 mod inventory;
+mod jobs;
+mod link;
 mod session;
 pub mod transport;
 

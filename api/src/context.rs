@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use reap3r_actors::{Clock, EventBus, FleetStats};
+use reap3r_actors::{Clock, EventBus, FleetStats, JobService};
 use reap3r_store::{Store, Uuid};
 
 use crate::metrics::HttpMetrics;
@@ -83,6 +83,8 @@ pub struct ApiContext {
     pub settings: Arc<ApiSettings>,
     pub enrolment: Arc<EnrolmentInfo>,
     pub node: Arc<dyn NodeHooks>,
+    /// The job engine; `None` where no node runs (spec generation, unit tests).
+    pub jobs: Option<JobService>,
 }
 
 impl std::fmt::Debug for ApiContext {

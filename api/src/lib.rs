@@ -31,6 +31,7 @@ use handlers::audit::AuditApi;
 use handlers::auth::AuthApi;
 use handlers::groups::{CompaniesApi, FoldersApi, SitesApi, TagsApi};
 use handlers::health::HealthApi;
+use handlers::jobs::JobsApi;
 use handlers::orgs::OrgsApi;
 use handlers::tokens::TokensApi;
 use handlers::users::UsersApi;
@@ -47,7 +48,7 @@ customer organisations they are assigned to). Errors always have the body \
 type Apis = (
     (HealthApi, AuthApi, UsersApi, OrgsApi, EventsApi),
     (SitesApi, CompaniesApi, FoldersApi, TagsApi),
-    (AgentsApi, TokensApi, ApiKeysApi, AuditApi),
+    (AgentsApi, TokensApi, ApiKeysApi, AuditApi, JobsApi),
 );
 
 fn service() -> OpenApiService<Apis, ()> {
@@ -55,7 +56,7 @@ fn service() -> OpenApiService<Apis, ()> {
         (
             (HealthApi, AuthApi, UsersApi, OrgsApi, EventsApi),
             (SitesApi, CompaniesApi, FoldersApi, TagsApi),
-            (AgentsApi, TokensApi, ApiKeysApi, AuditApi),
+            (AgentsApi, TokensApi, ApiKeysApi, AuditApi, JobsApi),
         ),
         "Reap3r API",
         env!("CARGO_PKG_VERSION"),

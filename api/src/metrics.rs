@@ -160,6 +160,46 @@ fn render_fleet(out: &mut String, fleet: &FleetStats) {
         "Agent session actors that crashed and were replaced when the agent reconnected.",
         s.session_crashes,
     );
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    for (name, help, value) in [
+        (
+            "reap3r_jobs_created_total",
+            "Jobs created.",
+            get(&fleet.jobs_created),
+        ),
+        (
+            "reap3r_job_dispatches_total",
+            "Job dispatches sent to agents (first sends and re-sends).",
+            get(&fleet.job_dispatches),
+        ),
+        (
+            "reap3r_job_results_stored_total",
+            "Job results committed (each target at most once).",
+            get(&fleet.job_results_stored),
+        ),
+        (
+            "reap3r_job_results_duplicate_total",
+            "Job results for already finished targets: acknowledged, not stored.",
+            get(&fleet.job_results_duplicate),
+        ),
+        (
+            "reap3r_job_actor_restarts_total",
+            "Job actors that crashed and were restarted from the database.",
+            get(&fleet.job_actor_crashes),
+        ),
+        (
+            "reap3r_job_refusals_total",
+            "Job dispatches an agent refused.",
+            get(&fleet.job_refusals),
+        ),
+        (
+            "reap3r_job_duplicate_acks_total",
+            "Job dispatches an agent already had.",
+            get(&fleet.job_duplicate_acks),
+        ),
+    ] {
+        counter(out, name, help, value);
+    }
     let _ = writeln!(
         out,
         "# HELP reap3r_agent_connection_closes_total Agent connections closed, by reason.\n\

@@ -77,6 +77,19 @@ permissions! {
     SettingsUpdate => "settings:update",
     AuditView => "audit:view",
     AuditVerify => "audit:verify",
+    JobList => "job:list",
+    JobView => "job:view",
+    JobCreate => "job:create",
+    JobCancel => "job:cancel",
+    JobRunScript => "job:run_script",
+    JobProcessList => "job:process_list",
+    JobProcessKill => "job:process_kill",
+    JobServiceList => "job:service_list",
+    JobServiceAction => "job:service_action",
+    JobCollectInventory => "job:collect_inventory",
+    JobConfigUpdate => "job:config_update",
+    JobReboot => "job:reboot",
+    JobShutdown => "job:shutdown",
 }
 
 /// A name that is not a known role or permission.
@@ -154,6 +167,16 @@ impl Role {
                     | TagUpdate
                     | SettingsView
                     | SettingsUpdate
+                    | JobList
+                    | JobView
+                    | JobCreate
+                    | JobCancel
+                    | JobRunScript
+                    | JobProcessList
+                    | JobProcessKill
+                    | JobServiceList
+                    | JobServiceAction
+                    | JobCollectInventory
             ),
             Role::Viewer => matches!(
                 p,
@@ -168,6 +191,8 @@ impl Role {
                     | FolderView
                     | TagList
                     | SettingsView
+                    | JobList
+                    | JobView
             ),
         }
     }

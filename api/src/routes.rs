@@ -108,6 +108,14 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/api/agents/{id}/tags", p(AgentTag)),
     r("DELETE", "/api/agents/{id}/tags/{tag_id}", p(AgentTag)),
     // Enrolment tokens
+    // Jobs (the job type's own permission is checked by the handler as well)
+    r("GET", "/api/jobs", p(JobList)),
+    r("POST", "/api/jobs", p(JobCreate)),
+    r("GET", "/api/jobs/stats", p(DashboardView)),
+    r("GET", "/api/jobs/{id}", p(JobView)),
+    r("GET", "/api/jobs/{id}/results", p(JobView)),
+    r("GET", "/api/jobs/{id}/results/{agent_id}", p(JobView)),
+    r("POST", "/api/jobs/{id}/cancel", p(JobCancel)),
     r("GET", "/api/enrollment/tokens", p(TokenList)),
     r("POST", "/api/enrollment/tokens", p(TokenCreate)),
     r("POST", "/api/enrollment/tokens/{id}/revoke", p(TokenRevoke)),

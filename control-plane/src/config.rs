@@ -25,6 +25,8 @@ pub struct Config {
     pub missed_heartbeats: u32,
     pub shutdown_grace: Duration,
     pub max_concurrent_handshakes: usize,
+    /// Seconds past a job's timeout (or a cancel) the server waits for an agent's result.
+    pub job_grace_s: u64,
 }
 
 /// The file form: every field optional, unknown fields refused.
@@ -41,6 +43,7 @@ struct FileConfig {
     missed_heartbeats: Option<u32>,
     shutdown_grace_s: Option<u64>,
     max_concurrent_handshakes: Option<usize>,
+    job_grace_s: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +61,7 @@ const ENV_KEYS: &[&str] = &[
     "REAP3R_MISSED_HEARTBEATS",
     "REAP3R_SHUTDOWN_GRACE_S",
     "REAP3R_MAX_CONCURRENT_HANDSHAKES",
+    "REAP3R_JOB_GRACE_S",
 ];
 
 impl Config {
@@ -173,6 +177,16 @@ impl Config {
         if max_concurrent_handshakes == 0 {
             errors.push("max_concurrent_handshakes must be at least 1".into());
         }
+        let job_grace_s = parse_num(
+            &mut errors,
+            "job_grace_s",
+            env.get("REAP3R_JOB_GRACE_S"),
+            file.job_grace_s,
+            10u64,
+        );
+        if !(1..=3600).contains(&job_grace_s) {
+            errors.push("job_grace_s must be between 1 and 3600".into());
+        }
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -187,6 +201,7 @@ impl Config {
             missed_heartbeats,
             shutdown_grace: Duration::from_secs(grace),
             max_concurrent_handshakes,
+            job_grace_s,
         })
     }
 
@@ -203,6 +218,7 @@ impl Config {
             missed_heartbeats: 3,
             shutdown_grace: Duration::from_secs(5),
             max_concurrent_handshakes: 256,
+            job_grace_s: 2,
         }
     }
 }

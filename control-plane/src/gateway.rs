@@ -88,10 +88,19 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
+/// Job streams one connection may have open at once (the agent's stream limit applies too).
+const MAX_JOB_STREAMS: usize = 256;
+/// Frames accepted from the agent on one job stream (ack, started, output chunks, result).
+const MAX_FRAMES_PER_JOB: usize = 1024;
+
 /// A session's view of one QUIC connection.
 struct QuicLink {
     conn: Connection,
     tx: mpsc::Sender<Vec<u8>>,
+    /// Set once the session exists; job streams feed their frames to it.
+    session: std::sync::OnceLock<ActorRef<SessionMsg>>,
+    job_streams: Arc<Semaphore>,
+    stats: Arc<FleetStats>,
 }
 
 impl AgentLink for QuicLink {
@@ -109,6 +118,30 @@ impl AgentLink for QuicLink {
 
     fn remote(&self) -> String {
         self.conn.remote_address().to_string()
+    }
+
+    fn open_job_stream(&self, envelope: Vec<u8>) -> Result<(), LinkError> {
+        let session = self.session.get().cloned().ok_or(LinkError::Closed)?;
+        let permit = self
+            .job_streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| LinkError::Full)?;
+        let conn = self.conn.clone();
+        let stats = self.stats.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (mut send, mut recv) = match conn.open_bi().await {
+                Ok(streams) => streams,
+                Err(err) => return debug!(%err, "could not open a job stream"),
+            };
+            if send.write_all(&encode_frame(&envelope)).await.is_err() {
+                return;
+            }
+            let _ = send.finish();
+            pump_stream(&mut recv, &session, MAX_FRAMES_PER_JOB, &stats, &conn).await;
+        });
+        Ok(())
     }
 }
 
@@ -134,7 +167,7 @@ pub async fn accept_loop(
                 Err(_) => return debug!("handshake timed out"),
             };
             FleetStats::bump(&stats.connections_accepted);
-            let session = start_session(&conn, &supervisor).await;
+            let session = start_session(&conn, &supervisor, &stats).await;
             drop(permit);
             if let Some((session, recv)) = session {
                 serve_connection(conn, session, recv, stats).await;
@@ -146,6 +179,7 @@ pub async fn accept_loop(
 async fn start_session(
     conn: &Connection,
     supervisor: &ActorRef<SupervisorMsg>,
+    stats: &Arc<FleetStats>,
 ) -> Option<(ActorRef<SessionMsg>, RecvStream)> {
     let (send, recv) = match conn.open_bi().await {
         Ok(streams) => streams,
@@ -156,15 +190,22 @@ async fn start_session(
     };
     let (tx, rx) = mpsc::channel(SEND_QUEUE);
     tokio::spawn(write_frames(send, rx));
-    let link: Arc<dyn AgentLink> = Arc::new(QuicLink {
+    let quic_link = Arc::new(QuicLink {
         conn: conn.clone(),
         tx,
+        session: std::sync::OnceLock::new(),
+        job_streams: Arc::new(Semaphore::new(MAX_JOB_STREAMS)),
+        stats: stats.clone(),
     });
+    let link: Arc<dyn AgentLink> = quic_link.clone();
     match supervisor
         .call(|reply| SupervisorMsg::Spawn(link.clone(), reply), None)
         .await
     {
-        Ok(ractor::rpc::CallResult::Success(Ok(session))) => Some((session, recv)),
+        Ok(ractor::rpc::CallResult::Success(Ok(session))) => {
+            let _ = quic_link.session.set(session.clone());
+            Some((session, recv))
+        }
         other => {
             warn!(?other, "could not start a session");
             link.close(CloseCode::Internal, "could not start session");

@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use quinn::Endpoint;
 use ractor::ActorRef;
+use reap3r_actors::jobs::JobSupervisorMsg;
 use reap3r_actors::{
-    Clock, EventBus, FleetContext, FleetSettings, FleetStats, PresenceMsg, PresenceWriter,
-    SessionMsg, SessionRegistry, SessionSupervisor, SupervisorMsg, SystemClock,
+    Clock, EventBus, FleetContext, FleetSettings, FleetStats, JobRouter, JobService, JobSupervisor,
+    PresenceMsg, PresenceWriter, SessionMsg, SessionRegistry, SessionSupervisor, SupervisorMsg,
+    SystemClock,
 };
 use reap3r_api::metrics::HttpMetrics;
 use reap3r_api::{ApiContext, ApiSettings, EnrolmentInfo, NodeHooks};
@@ -91,6 +93,7 @@ pub struct Node {
     pub registry: SessionRegistry,
     supervisor: ActorRef<SupervisorMsg>,
     presence: ActorRef<PresenceMsg>,
+    pub job_supervisor: ActorRef<JobSupervisorMsg>,
     endpoint: Endpoint,
     accept_task: JoinHandle<()>,
 }
@@ -127,6 +130,7 @@ impl Node {
             missed_heartbeats: config.missed_heartbeats,
             handshake_timeout_ms: 10_000,
             presence_flush_ms: 1_000,
+            job_grace_ms: config.job_grace_s.saturating_mul(1000),
         };
         let idle = Duration::from_millis(settings.heartbeat_timeout_ms()) + Duration::from_secs(10);
         let ctx = FleetContext {
@@ -136,8 +140,13 @@ impl Node {
             settings: Arc::new(settings),
             stats: Arc::new(FleetStats::default()),
             events: EventBus::default(),
+            jobs: JobRouter::default(),
         };
         let registry = SessionRegistry::default();
+        // Resumes jobs left active by the previous run; dispatch waits for agents to connect.
+        let job_supervisor = JobSupervisor::start(ctx.clone(), registry.clone())
+            .await
+            .map_err(|e| NodeError::Actors(e.to_string()))?;
         let presence = PresenceWriter::start(ctx.clone(), registry.clone())
             .await
             .map_err(|e| NodeError::Actors(e.to_string()))?;
@@ -176,6 +185,7 @@ impl Node {
                 cert_fingerprint: identity.fingerprint(),
                 server_key: identity.public_key_hex(),
             }),
+            jobs: Some(JobService::new(ctx.clone())),
             node: Arc::new(NodeLink {
                 registry: registry.clone(),
                 quic_listening: quic_listening.clone(),
@@ -196,6 +206,7 @@ impl Node {
             registry,
             supervisor,
             presence,
+            job_supervisor,
             endpoint,
             accept_task,
         })
@@ -254,6 +265,8 @@ impl Node {
             warn!(%err, "presence writer did not stop cleanly");
         }
         self.supervisor.stop(None);
+        // Job state is durable; actors resume from the database at the next start.
+        self.job_supervisor.stop(None);
         // Sessions that did not finish within the grace period still hold leases on this node.
         let now = self.ctx.clock.now_ms() as i64;
         if let Err(err) = self

@@ -10,6 +10,7 @@ mod audit;
 mod db;
 mod error;
 mod groups;
+mod jobs;
 mod login_events;
 mod migrate;
 mod orgs;
@@ -35,6 +36,11 @@ pub use audit::{
 };
 pub use error::{Result, StoreError, TokenRefusal};
 pub use groups::{AgentPlacement, Group, GroupKind, GroupUpdate, MAX_GROUP_NAME_CHARS, NewGroup};
+pub use jobs::{
+    Job, JobFilter, JobStats, JobStatus, JobTarget, JobTargetGrant, JobTargetSelector,
+    MAX_JOB_PAGE, MAX_JOB_TARGET_PAGE, NewJob, NewJobTarget, TargetCounts, TargetOutcome,
+    TargetState, TargetTransition,
+};
 pub use login_events::{
     LoginEvent, LoginEventFilter, MAX_LOGIN_DETAIL_CHARS, MAX_LOGIN_EMAIL_CHARS,
     MAX_LOGIN_EVENT_PAGE, NewLoginEvent,

@@ -8,6 +8,7 @@
 mod envelope;
 mod error;
 mod frame;
+mod job;
 mod message;
 mod replay;
 mod session;
@@ -15,6 +16,12 @@ mod session;
 pub use envelope::{Envelope, HEADER_LEN, Header, SIGNATURE_LEN, Unverified, Verified};
 pub use error::WireError;
 pub use frame::{FrameReader, MAX_DATAGRAM_LEN, MAX_FRAME_LEN, decode_frame_len, encode_frame};
+pub use job::{
+    DispatchRefusal, INTERPRETERS, JOB_TYPES, JobAck, JobAckOutcome, JobDispatch, JobEnd, JobGrant,
+    JobOutput, JobPayload, JobResult, JobSpec, MAX_JOB_TIMEOUT_S, MAX_OUTPUT_CHUNK,
+    MAX_RESULT_DATA_BYTES, MAX_SCRIPT_BYTES, MAX_STDERR_BYTES, MAX_STDOUT_BYTES, OutputStream,
+    ScriptJob, ServiceVerb, VerifiedJob,
+};
 pub use message::{
     AgentConfig, Approval, Challenge, CloseCode, CloseReason, EnrollRequest, EnrollResult,
     Heartbeat, Hello, InventorySummary, Message, MessageKind, MetricsSample, Welcome,

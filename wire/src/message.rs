@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::WireError;
+use crate::job::{JobAck, JobDispatch, JobOutput, JobResult};
 
 /// First envelope on a connection, from the server: its header carries the session nonce and the
 /// server's signature proves it holds the key the agent pinned.
@@ -208,8 +209,31 @@ pub enum Message {
     Heartbeat(Heartbeat),
     Metrics(MetricsSample),
     ConfigUpdate(AgentConfig),
-    Ack { seq: u64 },
+    Ack {
+        seq: u64,
+    },
     Close(CloseReason),
+    /// S → A, first frame of a job stream: a job and its signed grant.
+    JobDispatch(JobDispatch),
+    /// A → S: the agent recorded (or refused, or already had) the job.
+    JobAck(JobAck),
+    /// A → S: the job's process started.
+    JobStarted {
+        job_id: [u8; 16],
+        started_at_ms: u64,
+    },
+    /// A → S: live output.
+    JobOutput(JobOutput),
+    /// A → S: the outcome; live on the job stream, or replayed from the outbox on a uni stream.
+    JobResult(JobResult),
+    /// S → A (control stream): stop the job and kill its process group.
+    JobCancel {
+        job_id: [u8; 16],
+    },
+    /// S → A (control stream): the result is committed; the agent may drop it from its outbox.
+    JobResultAck {
+        job_id: [u8; 16],
+    },
 }
 
 /// The kind byte of an envelope header.
@@ -226,6 +250,13 @@ pub enum MessageKind {
     ConfigUpdate = 8,
     Ack = 9,
     Close = 10,
+    JobDispatch = 11,
+    JobAck = 12,
+    JobStarted = 13,
+    JobOutput = 14,
+    JobResult = 15,
+    JobCancel = 16,
+    JobResultAck = 17,
 }
 
 impl MessageKind {
@@ -241,6 +272,13 @@ impl MessageKind {
             8 => Self::ConfigUpdate,
             9 => Self::Ack,
             10 => Self::Close,
+            11 => Self::JobDispatch,
+            12 => Self::JobAck,
+            13 => Self::JobStarted,
+            14 => Self::JobOutput,
+            15 => Self::JobResult,
+            16 => Self::JobCancel,
+            17 => Self::JobResultAck,
             other => return Err(WireError::UnknownKind(other)),
         })
     }
@@ -259,6 +297,13 @@ impl Message {
             Self::ConfigUpdate(_) => MessageKind::ConfigUpdate,
             Self::Ack { .. } => MessageKind::Ack,
             Self::Close(_) => MessageKind::Close,
+            Self::JobDispatch(_) => MessageKind::JobDispatch,
+            Self::JobAck(_) => MessageKind::JobAck,
+            Self::JobStarted { .. } => MessageKind::JobStarted,
+            Self::JobOutput(_) => MessageKind::JobOutput,
+            Self::JobResult(_) => MessageKind::JobResult,
+            Self::JobCancel { .. } => MessageKind::JobCancel,
+            Self::JobResultAck { .. } => MessageKind::JobResultAck,
         }
     }
 

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod groups;
 pub mod health;
+pub mod jobs;
 pub mod orgs;
 pub mod tokens;
 pub mod users;
@@ -42,6 +43,8 @@ pub enum ApiTags {
     Audit,
     /// Live event stream.
     Events,
+    /// Jobs run on agents, and their results.
+    Jobs,
 }
 
 /// Records a mutation in the audit log and streams it to UIs. A mutation whose audit record

@@ -28,6 +28,9 @@ pub fn visible(caller: &Caller, event: &FleetEvent) -> bool {
     }
     match event {
         FleetEvent::Audit { .. } => caller.allows(Permission::AuditView),
+        FleetEvent::JobUpdate { .. } | FleetEvent::JobOutput { .. } => {
+            caller.allows(Permission::JobView)
+        }
         _ => caller.allows(Permission::AgentList),
     }
 }

@@ -62,6 +62,17 @@ impl Api {
         }
     }
 
+    /// A client for a server reached only by address (a server running as a process).
+    pub fn from_base(base: &str) -> Self {
+        Self {
+            base: base.to_owned(),
+            http: reqwest::Client::new(),
+            bearer: None,
+            api_key: None,
+            org: None,
+        }
+    }
+
     pub fn with_bearer(&self, token: &str) -> Self {
         Self {
             bearer: Some(token.to_owned()),

@@ -17,4 +17,5 @@ mod api_input;
 mod api_rbac;
 mod api_tenancy;
 mod api_ws;
+mod jobs;
 mod swagger;

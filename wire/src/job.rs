@@ -1,0 +1,337 @@
+//! Jobs on the wire: what an agent may be told to run, the server-signed grant that authorises
+//! one agent to run one job, and the messages of a job's stream (ack, output, result).
+//!
+//! A job has one [`JobSpec`] (what to run, the same for every target) and one [`JobGrant`] per
+//! target agent (who runs it, until when, and the BLAKE3 hash of the spec's bytes). The server
+//! signs the grant's bytes with its Ed25519 key when the job is created and stores the signature;
+//! the agent checks it against the key it pinned at enrolment, checks that the grant names itself
+//! and that the spec hashes to the grant's `spec_hash`. Rows in the database alone cannot make an
+//! agent run anything: without the server key there is no valid grant, and a grant for one agent
+//! or one job is useless for another.
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::{AgentConfig, WireError};
+
+/// Domain separation for grant signatures, so no other signed bytes can pass as a grant.
+const GRANT_CONTEXT: &[u8] = b"reap3r job grant v1\0";
+
+/// Most bytes of stdout an agent keeps (and streams) for one job.
+pub const MAX_STDOUT_BYTES: u32 = 64 * 1024;
+/// Most bytes of stderr an agent keeps (and streams) for one job.
+pub const MAX_STDERR_BYTES: u32 = 32 * 1024;
+/// Most bytes of structured result data (process lists, inventory) in one result.
+pub const MAX_RESULT_DATA_BYTES: usize = 128 * 1024;
+/// Most bytes of script text in a spec.
+pub const MAX_SCRIPT_BYTES: usize = 64 * 1024;
+/// Most bytes in one output chunk.
+pub const MAX_OUTPUT_CHUNK: usize = 16 * 1024;
+/// Longest job timeout, in seconds (one day).
+pub const MAX_JOB_TIMEOUT_S: u32 = 86_400;
+
+/// Interpreters a `run_script` job may name; an agent reports which it has.
+pub const INTERPRETERS: [&str; 4] = ["sh", "bash", "python3", "pwsh"];
+
+/// What to run. The variant names are the API's job `type`s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobPayload {
+    RunScript(ScriptJob),
+    ProcessList,
+    ProcessKill {
+        pid: u32,
+    },
+    ServiceList,
+    ServiceAction {
+        service: String,
+        action: ServiceVerb,
+    },
+    CollectInventory,
+    ConfigUpdate(AgentConfig),
+    Reboot {
+        delay_s: u32,
+    },
+    Shutdown {
+        delay_s: u32,
+    },
+}
+
+impl JobPayload {
+    /// The job type as the API and capabilities name it (`job:<type>`).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::RunScript(_) => "run_script",
+            Self::ProcessList => "process_list",
+            Self::ProcessKill { .. } => "process_kill",
+            Self::ServiceList => "service_list",
+            Self::ServiceAction { .. } => "service_action",
+            Self::CollectInventory => "collect_inventory",
+            Self::ConfigUpdate(_) => "config_update",
+            Self::Reboot { .. } => "reboot",
+            Self::Shutdown { .. } => "shutdown",
+        }
+    }
+}
+
+/// Every job type, as named by [`JobPayload::type_name`].
+pub const JOB_TYPES: [&str; 9] = [
+    "run_script",
+    "process_list",
+    "process_kill",
+    "service_list",
+    "service_action",
+    "collect_inventory",
+    "config_update",
+    "reboot",
+    "shutdown",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScriptJob {
+    /// One of [`INTERPRETERS`].
+    pub interpreter: String,
+    pub script: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServiceVerb {
+    Start,
+    Stop,
+    Restart,
+    Status,
+}
+
+impl ServiceVerb {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Stop => "stop",
+            Self::Restart => "restart",
+            Self::Status => "status",
+        }
+    }
+}
+
+/// What every target of a job runs, and under which limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// The agent kills the job's process group after this long.
+    pub timeout_s: u32,
+    pub payload: JobPayload,
+}
+
+impl JobSpec {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, WireError> {
+        postcard::from_bytes(bytes).map_err(|e| WireError::Body(e.to_string()))
+    }
+
+    /// The hash a grant commits to.
+    pub fn hash_bytes(bytes: &[u8]) -> [u8; 32] {
+        *blake3::hash(bytes).as_bytes()
+    }
+}
+
+/// The server's permission for one agent to run one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobGrant {
+    pub job_id: [u8; 16],
+    pub agent_id: [u8; 16],
+    /// BLAKE3 of the spec's bytes as sent.
+    pub spec_hash: [u8; 32],
+    pub issued_at_ms: u64,
+    /// The agent refuses the job after this time (by its own clock, with some slack for skew).
+    pub expires_at_ms: Option<u64>,
+}
+
+impl JobGrant {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Signs the grant's bytes; returns them with the signature.
+    pub fn sign(&self, key: &SigningKey) -> (Vec<u8>, [u8; 64]) {
+        let bytes = self.to_bytes();
+        let signature = key.sign(&signing_input(&bytes)).to_bytes();
+        (bytes, signature)
+    }
+}
+
+fn signing_input(grant: &[u8]) -> Vec<u8> {
+    let mut input = Vec::with_capacity(GRANT_CONTEXT.len() + grant.len());
+    input.extend_from_slice(GRANT_CONTEXT);
+    input.extend_from_slice(grant);
+    input
+}
+
+/// Sent on a new stream to give an agent a job: the spec and the signed grant, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobDispatch {
+    pub spec: Vec<u8>,
+    pub grant: Vec<u8>,
+    /// 64 bytes (serde has no impl for `[u8; 64]`); any other length fails verification.
+    pub signature: Vec<u8>,
+}
+
+/// Why an agent refuses a dispatch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DispatchRefusal {
+    #[error("job grant is not signed by the pinned server key")]
+    BadSignature,
+    #[error("job grant is for another agent")]
+    WrongAgent,
+    #[error("job spec does not match the signed grant")]
+    SpecMismatch,
+    #[error("job grant expired")]
+    Expired,
+    #[error("job does not decode: {0}")]
+    Malformed(String),
+}
+
+/// A dispatch whose grant verified for this agent: the only way to obtain a runnable job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedJob {
+    pub job_id: [u8; 16],
+    pub grant: JobGrant,
+    pub spec: JobSpec,
+}
+
+impl JobDispatch {
+    /// The job id the grant claims, read without trusting it (for refusals and dedup lookups).
+    pub fn claimed_job_id(&self) -> Option<[u8; 16]> {
+        postcard::from_bytes::<JobGrant>(&self.grant)
+            .ok()
+            .map(|g| g.job_id)
+    }
+
+    /// Agent side: checks the signature against the pinned server key, that the grant names
+    /// `agent_id`, that the spec is the one signed for, and that the grant has not expired at
+    /// `now_ms` (allowing `skew_ms` of clock difference).
+    pub fn verify(
+        &self,
+        server_key: &VerifyingKey,
+        agent_id: &[u8; 16],
+        now_ms: u64,
+        skew_ms: u64,
+    ) -> Result<VerifiedJob, DispatchRefusal> {
+        let signature: [u8; 64] = self
+            .signature
+            .as_slice()
+            .try_into()
+            .map_err(|_| DispatchRefusal::BadSignature)?;
+        let signature = Signature::from_bytes(&signature);
+        server_key
+            .verify(&signing_input(&self.grant), &signature)
+            .map_err(|_| DispatchRefusal::BadSignature)?;
+        let grant: JobGrant = postcard::from_bytes(&self.grant)
+            .map_err(|e| DispatchRefusal::Malformed(e.to_string()))?;
+        if &grant.agent_id != agent_id {
+            return Err(DispatchRefusal::WrongAgent);
+        }
+        if JobSpec::hash_bytes(&self.spec) != grant.spec_hash {
+            return Err(DispatchRefusal::SpecMismatch);
+        }
+        if grant
+            .expires_at_ms
+            .is_some_and(|exp| now_ms > exp.saturating_add(skew_ms))
+        {
+            return Err(DispatchRefusal::Expired);
+        }
+        let spec = JobSpec::from_bytes(&self.spec)
+            .map_err(|e| DispatchRefusal::Malformed(e.to_string()))?;
+        Ok(VerifiedJob {
+            job_id: grant.job_id,
+            grant,
+            spec,
+        })
+    }
+}
+
+/// The agent's answer to a dispatch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobAckOutcome {
+    /// Recorded in the agent's ledger; it will run.
+    Accepted,
+    /// The agent already has this job (running, or its result is in the outbox or was acked);
+    /// it does not run it again.
+    Duplicate,
+    /// Not run and not recorded, with the reason (bad signature, another agent's grant, a spec
+    /// that does not match, an expired grant). A verified job the agent cannot run (missing
+    /// interpreter, bad working dir) is `Accepted` and ends with a `JobEnd::Refused` result.
+    Refused(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobAck {
+    pub job_id: [u8; 16],
+    pub outcome: JobAckOutcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// Live output, streamed while a job runs (within the same caps as the stored result).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobOutput {
+    pub job_id: [u8; 16],
+    pub stream: OutputStream,
+    /// Byte offset of `data` within the stream.
+    pub offset: u64,
+    pub data: Vec<u8>,
+}
+
+/// How a job ended on the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobEnd {
+    /// Exit code 0 (or the operation succeeded).
+    Succeeded,
+    /// Non-zero exit, a signal, or an operation that failed.
+    Failed,
+    /// The agent killed the process group at the timeout.
+    TimedOut,
+    /// The agent killed the process group on the server's cancel.
+    Cancelled,
+    /// The agent would not run it (see `error`).
+    Refused,
+}
+
+impl JobEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::TimedOut => "timed_out",
+            Self::Cancelled => "cancelled",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+/// The durable outcome of one job on one agent. The agent keeps it in its outbox until the
+/// server's [`Message::JobResultAck`](crate::Message::JobResultAck), which the server sends only
+/// after the result is committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobResult {
+    pub job_id: [u8; 16],
+    pub end: JobEnd,
+    pub exit_code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    /// Structured result as JSON text (process list, services, inventory), capped.
+    pub data: Option<String>,
+    /// Why it failed or was refused, for people.
+    pub error: Option<String>,
+    pub started_at_ms: u64,
+    pub finished_at_ms: u64,
+}
