@@ -640,25 +640,8 @@ pub(crate) fn agent_outcome(job_id: Uuid, agent_id: Uuid, r: &JobResult) -> Targ
     }
 }
 
+/// Stored hex (written by this server) back to bytes; a corrupt value dispatches as empty bytes,
+/// which the agent refuses.
 fn hex_bytes(text: &str) -> Vec<u8> {
-    hex_decode(text).unwrap_or_default()
-}
-
-fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-pub(crate) fn hex_encode(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
+    hex::decode(text).unwrap_or_default()
 }

@@ -10,7 +10,7 @@ use reap3r_wire::{
     INTERPRETERS, JobGrant, JobPayload, JobSpec, MAX_JOB_TIMEOUT_S, MAX_SCRIPT_BYTES, SigningKey,
 };
 
-use super::actor::{Preloaded, hex_encode};
+use super::actor::Preloaded;
 use super::{JobRouter, JobSupervisorMsg};
 use crate::{FleetContext, FleetEvent, FleetStats};
 
@@ -124,7 +124,7 @@ impl JobService {
             org_id: req.org_id,
             job_type: req.payload.type_name().into(),
             payload: req.payload_json.clone(),
-            spec_hex: hex_encode(&spec),
+            spec_hex: hex::encode(&spec),
             targets: serde_json::to_value(&req.targets).unwrap_or_default(),
             created_by: req.created_by.clone(),
             timeout_s: i64::from(req.timeout_s),
@@ -135,8 +135,8 @@ impl JobService {
             .iter()
             .map(|(agent_id, (grant, sig))| NewJobTarget {
                 agent_id: *agent_id,
-                grant_hex: hex_encode(grant),
-                signature_hex: hex_encode(sig),
+                grant_hex: hex::encode(grant),
+                signature_hex: hex::encode(sig),
             })
             .collect();
         let job = self

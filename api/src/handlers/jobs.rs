@@ -495,6 +495,9 @@ fn job_target(id: Uuid) -> String {
     format!("job:{id}")
 }
 
+/// Largest results page; one below the store's cap so the extra row fits.
+const MAX_RESULT_PAGE: i64 = 500;
+
 pub struct JobsApi;
 
 #[OpenApi(tag = "ApiTags::Jobs")]
@@ -644,11 +647,12 @@ impl JobsApi {
         state: Query<Option<TargetStateView>>,
         /// `next_cursor` from the previous page.
         after: Query<Option<Uuid>>,
-        /// 1 to 1000, default 100.
-        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
+        /// 1 to 500, default 100.
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<i64>>,
     ) -> ApiResult<Json<JobResultPage>> {
-        let limit = page_limit(limit.0, 1000)?;
+        // One extra row tells whether another page exists, within the store's page cap.
+        let limit = page_limit(limit.0, MAX_RESULT_PAGE)?;
         let caller = auth.caller();
         let job = job_in_org(&ctx, caller, id.0).await?;
         let mut rows = ctx
