@@ -1,7 +1,6 @@
-//! `reap3r-bench`: fleet simulator and load scenarios. Not built yet (its own issue); this
-//! binary says so rather than pretending to measure anything.
+//! `reap3r-bench`: a fleet simulator that measures a `reap3r` server (and a nats-server peer).
+//! See docs/BENCHMARKS.md.
 
 fn main() -> std::process::ExitCode {
-    eprintln!("reap3r-bench: no scenarios yet; see the bench issue");
-    std::process::ExitCode::from(2)
+    reap3r_bench::main_entry()
 }
