@@ -5,7 +5,7 @@ use std::sync::Arc;
 use reap3r_store::Store;
 use reap3r_wire::{AgentConfig, SigningKey};
 
-use crate::{Clock, EventBus, FleetStats, JobRouter};
+use crate::{Clock, EventBus, FleetStats, JobRouter, SignatureVerifier};
 
 /// Settings the fleet layer needs from the server configuration.
 #[derive(Debug, Clone)]
@@ -40,6 +40,12 @@ impl FleetSettings {
         }
     }
 
+    /// `last_seen` is written at most once per this many ms per agent: half a heartbeat
+    /// interval, so every heartbeat of an agent on schedule is still recorded.
+    pub fn last_seen_grain_ms(&self) -> u64 {
+        u64::from(self.agent_config.heartbeat_interval_s) * 500
+    }
+
     pub fn heartbeat_timeout_ms(&self) -> u64 {
         u64::from(self.agent_config.heartbeat_interval_s) * 1000 * u64::from(self.missed_heartbeats)
     }
@@ -56,6 +62,8 @@ pub struct FleetContext {
     pub events: EventBus,
     /// Reaches the job supervisor once it runs.
     pub jobs: JobRouter,
+    /// Checks agent signatures in batches across sessions.
+    pub verifier: SignatureVerifier,
 }
 
 impl std::fmt::Debug for FleetContext {

@@ -12,6 +12,7 @@ mod presence;
 mod session;
 mod stats;
 mod supervisor;
+mod verifier;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{FleetContext, FleetSettings, hash_enrollment_token};
@@ -22,3 +23,4 @@ pub use presence::{PresenceMsg, PresenceWriter};
 pub use session::{AgentSession, SessionArgs, SessionMsg};
 pub use stats::{FleetStats, StatsSnapshot};
 pub use supervisor::{SessionRegistry, SessionSupervisor, SupervisorArgs, SupervisorMsg};
+pub use verifier::{MAX_BATCH as MAX_SIGNATURE_BATCH, SignatureVerifier, VerifyError};

@@ -21,4 +21,7 @@ pub trait AgentLink: Send + Sync + 'static {
     fn open_job_stream(&self, envelope: Vec<u8>) -> Result<(), LinkError>;
     /// Remote address, for logs.
     fn remote(&self) -> String;
+    /// The session is past its handshake (live, or refused): whatever admission slot the
+    /// connection held can go to the next one. Called at most once per outcome; a no-op by default.
+    fn handshake_done(&self) {}
 }

@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 
 use crate::jobs::AgentJobEvent;
 use crate::{
-    AgentLink, FleetContext, FleetEvent, FleetStats, PresenceMsg, SessionRegistry,
+    AgentLink, FleetContext, FleetEvent, FleetStats, PresenceMsg, SessionRegistry, VerifyError,
     hash_enrollment_token,
 };
 
@@ -73,6 +73,8 @@ struct Live {
     org_id: Uuid,
     key: VerifyingKey,
     last_heard_ms: u64,
+    /// When this session last handed `last_seen` to the presence writer.
+    last_seen_sent_ms: u64,
 }
 
 pub struct SessionState {
@@ -165,7 +167,7 @@ impl Actor for AgentSession {
                 result
             }
             SessionMsg::Datagram(bytes, reply) => {
-                let result = state.on_datagram(bytes);
+                let result = state.on_datagram(bytes).await;
                 let _ = reply.send(result.is_ok());
                 result
             }
@@ -276,6 +278,7 @@ impl SessionState {
     }
 
     fn refuse(&mut self, refusal: Refusal) {
+        self.args.link.handshake_done();
         let stats = &self.ctx().stats;
         stats.count_close(refusal.code);
         match refusal.code {
@@ -306,7 +309,7 @@ impl SessionState {
                     format!("expected hello or enrolment, got {other:?}"),
                 )),
             },
-            Phase::Live(_) => self.on_live(env, Some(myself)),
+            Phase::Live(_) => self.on_live(env, Some(myself)).await,
             Phase::Enrolled { .. } => Err(Refusal::new(
                 CloseCode::ProtocolError,
                 "message after enrolment",
@@ -314,7 +317,7 @@ impl SessionState {
         }
     }
 
-    fn on_datagram(&mut self, bytes: Vec<u8>) -> Result<(), Refusal> {
+    async fn on_datagram(&mut self, bytes: Vec<u8>) -> Result<(), Refusal> {
         FleetStats::bump(&self.ctx().stats.messages_in);
         if !matches!(self.phase, Phase::Live(_)) {
             // Datagrams before hello carry nothing we can check; drop them.
@@ -328,27 +331,59 @@ impl SessionState {
                 "only heartbeats travel as datagrams",
             ));
         }
-        self.on_live(env, None)
+        self.on_live(env, None).await
     }
 
-    fn on_live(
+    /// Checks an envelope from the agent: session and replay state here, the signature in the
+    /// shared batch verifier. A sequence number is recorded only once its signature verified.
+    async fn accept(
+        &mut self,
+        env: Envelope<reap3r_wire::Unverified>,
+        sender: &[u8; 16],
+        key: VerifyingKey,
+    ) -> Result<Envelope<reap3r_wire::Verified>, Refusal> {
+        self.inbound.precheck(&env)?;
+        if &env.header().sender != sender {
+            return Err(WireError::WrongSender.into());
+        }
+        let verified = match self.ctx().verifier.verify(env, key).await {
+            Ok(verified) => verified,
+            Err(VerifyError::Wire(err)) => return Err(err.into()),
+            Err(err @ VerifyError::Stopped) => return Err(Refusal::internal(err)),
+        };
+        self.inbound.record_verified(&verified)?;
+        Ok(verified)
+    }
+
+    async fn on_live(
         &mut self,
         env: Envelope<reap3r_wire::Unverified>,
         myself: Option<&ActorRef<SessionMsg>>,
     ) -> Result<(), Refusal> {
-        let now = self.now();
-        let Phase::Live(live) = &mut self.phase else {
+        let Phase::Live(live) = &self.phase else {
             return Err(Refusal::new(CloseCode::ProtocolError, "not live"));
         };
-        let env = self
-            .inbound
-            .accept(env, live.agent_id.as_bytes(), &live.key)?;
-        live.last_heard_ms = now;
-        let agent_id = live.agent_id;
+        let (agent_id, key) = (live.agent_id, live.key);
+        let env = self.accept(env, agent_id.as_bytes(), key).await?;
+        let now = self.now();
+        let mut record_seen = false;
+        if let Phase::Live(live) = &mut self.phase {
+            live.last_heard_ms = now;
+            // `last_seen` needs no finer grain than half a heartbeat interval: an agent sending
+            // faster than its interval does not turn into a database write per message.
+            if now.saturating_sub(live.last_seen_sent_ms)
+                >= self.args.ctx.settings.last_seen_grain_ms()
+            {
+                live.last_seen_sent_ms = now;
+                record_seen = true;
+            }
+        }
         match env.into_message() {
             Message::Heartbeat(_) => {
                 FleetStats::bump(&self.args.ctx.stats.heartbeats);
-                let _ = self.args.presence.cast(PresenceMsg::Seen(agent_id, now));
+                if record_seen {
+                    let _ = self.args.presence.cast(PresenceMsg::Seen(agent_id, now));
+                }
                 Ok(())
             }
             Message::Metrics(_) | Message::Ack { .. } => Ok(()),
@@ -514,6 +549,7 @@ impl SessionState {
         }))
         .map_err(|e| Refusal::new(CloseCode::Internal, e.to_string()))?;
         self.phase = Phase::Enrolled { since_ms: now };
+        self.args.link.handshake_done();
         Ok(())
     }
 
@@ -538,7 +574,7 @@ impl SessionState {
             })?;
         let key = VerifyingKey::from_bytes(&agent.public_key).map_err(Refusal::internal)?;
         // Signature first: approval state is only revealed to the key holder.
-        let env = self.inbound.accept(env, &sender, &key)?;
+        let env = self.accept(env, &sender, key).await?;
         match agent.status() {
             AgentStatus::Revoked => {
                 return Err(Refusal::new(CloseCode::Revoked, "agent has been revoked"));
@@ -617,7 +653,10 @@ impl SessionState {
             org_id: agent.org_id,
             key,
             last_heard_ms: now,
+            // Hello just wrote `last_seen`.
+            last_seen_sent_ms: now,
         }));
+        self.args.link.handshake_done();
         self.send(Message::Welcome(Welcome {
             agent_id: sender,
             config: ctx.settings.agent_config,

@@ -27,6 +27,12 @@ pub struct FleetStats {
     pub job_refusals: AtomicU64,
     /// Dispatches an agent answered with `Duplicate` (it already had the job).
     pub job_duplicate_acks: AtomicU64,
+    /// Signature batches the verifier workers ran, and the signatures in them.
+    pub signature_batches: AtomicU64,
+    pub signatures_verified: AtomicU64,
+    /// Connections refused before the TLS handshake: they waited too long for admission, or
+    /// the admission queue was full.
+    pub handshakes_shed: AtomicU64,
     closes: [AtomicU64; CloseCode::ALL.len()],
 }
 

@@ -79,14 +79,16 @@ impl Rig {
             .await
             .unwrap();
         let clock = ManualClock::new(1_000_000);
+        let stats = Arc::new(FleetStats::default());
         let ctx = FleetContext {
             store: store.clone(),
             server_key: Arc::new(SigningKey::from_bytes(&[1; 32])),
             clock: Arc::new(clock.clone()),
             settings: Arc::new(FleetSettings::for_test()),
-            stats: Arc::new(FleetStats::default()),
+            stats: stats.clone(),
             events: EventBus::default(),
             jobs: Default::default(),
+            verifier: SignatureVerifier::start(1, stats).unwrap(),
         };
         let registry = SessionRegistry::default();
         let presence = PresenceWriter::start(ctx.clone(), registry.clone())

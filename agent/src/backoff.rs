@@ -2,11 +2,17 @@
 
 use std::time::Duration;
 
+/// Refusals in a row answered with a short retry before the exponential backoff takes over.
+pub const QUICK_RETRIES: u32 = 8;
+/// Upper bound of a short retry after a refusal.
+pub const QUICK_RETRY_MAX: Duration = Duration::from_millis(1000);
+
 #[derive(Debug, Clone)]
 pub struct Backoff {
     base: Duration,
     cap: Duration,
     attempt: u32,
+    refusals: u32,
 }
 
 impl Backoff {
@@ -15,7 +21,25 @@ impl Backoff {
             base,
             cap: cap.max(base),
             attempt: 0,
+            refusals: 0,
         }
+    }
+
+    /// The next delay after the server refused the connection outright (its endpoint is up but
+    /// not accepting: shutting down or starting). A restart takes seconds, so the first
+    /// [`QUICK_RETRIES`] refusals in a row are retried within [`QUICK_RETRY_MAX`] (jittered);
+    /// then the exponential backoff continues where it was.
+    pub fn next_delay_refused(&mut self, random: u64) -> Duration {
+        self.refusals = self.refusals.saturating_add(1);
+        if self.refusals > QUICK_RETRIES {
+            return self.next_delay(random);
+        }
+        Duration::from_millis(random % (QUICK_RETRY_MAX.as_millis() as u64 + 1))
+    }
+
+    /// [`next_delay_refused`](Self::next_delay_refused) drawn from the OS random source.
+    pub fn next_random_refused(&mut self) -> Duration {
+        self.next_delay_refused(os_random())
     }
 
     /// The next delay: uniform in `[0, min(cap, base * 2^attempt)]`, drawn from `random`.
@@ -28,14 +52,19 @@ impl Backoff {
 
     pub fn reset(&mut self) {
         self.attempt = 0;
+        self.refusals = 0;
     }
 
     /// A delay drawn from the OS random source.
     pub fn next_random(&mut self) -> Duration {
-        let mut bytes = [0u8; 8];
-        let _ = getrandom::fill(&mut bytes);
-        self.next_delay(u64::from_le_bytes(bytes))
+        self.next_delay(os_random())
     }
+}
+
+fn os_random() -> u64 {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    u64::from_le_bytes(bytes)
 }
 
 #[cfg(test)]
@@ -62,5 +91,22 @@ mod tests {
         c.reset();
         assert!(c.next_delay(10_000).as_millis() <= 500);
         assert_eq!(c.next_delay(0), Duration::ZERO);
+    }
+
+    #[test]
+    fn refusals_retry_quickly_then_fall_back_to_the_exponential_backoff() {
+        let mut b = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
+        // Two ordinary failures first: the exponential attempt count is kept across refusals.
+        b.next_delay(0);
+        b.next_delay(0);
+        for i in 0..QUICK_RETRIES {
+            let d = b.next_delay_refused(1_000);
+            assert_eq!(d, QUICK_RETRY_MAX, "refusal {i} is a short retry");
+        }
+        // The ninth refusal in a row backs off as the third failure: up to 500 ms × 2².
+        assert_eq!(b.next_delay_refused(2_000), Duration::from_millis(2_000));
+        assert_eq!(b.next_delay(4_000), Duration::from_millis(4_000));
+        b.reset();
+        assert_eq!(b.next_delay_refused(700), Duration::from_millis(700));
     }
 }

@@ -18,6 +18,10 @@ pub enum AgentError {
     Refused { code: CloseCode, reason: String },
     #[error("connection lost: {0}")]
     Lost(String),
+    /// The server's QUIC endpoint refused the connection before any TLS: it is shutting down,
+    /// or starting, so it is worth asking again soon.
+    #[error("server refused the connection (restarting?)")]
+    ConnectionRefused,
     #[error("protocol: {0}")]
     Protocol(#[from] WireError),
     #[error("io: {0}")]

@@ -10,7 +10,7 @@ use reap3r_wire::{
     Message, OutboundSession, SERVER_SENDER, SigningKey, VerifyingKey,
 };
 use tokio::sync::{mpsc, watch};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::identity::{AgentIdentity, IdentityStore};
 use crate::inventory::{self, Sampler};
@@ -23,6 +23,8 @@ use crate::{AGENT_VERSION, AgentError, Backoff, CAPABILITIES};
 const DISPATCH_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// QUIC stream error code for a job stream whose dispatch envelope was not accepted.
 const DISPATCH_REFUSED_CODE: u32 = CloseCode::ProtocolError as u32;
+/// From dialling to the server's welcome.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone)]
 pub struct EnrollOptions {
@@ -191,6 +193,7 @@ pub async fn run(opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> Resul
     let addr = transport::resolve(&identity.server).await?;
     let endpoint = transport::client_endpoint(addr)?;
     let mut backoff = Backoff::new(opts.base_backoff, opts.max_backoff);
+    let mut refused = false;
     let mut session = Session {
         endpoint: &endpoint,
         addr,
@@ -211,9 +214,17 @@ pub async fn run(opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> Resul
                 backoff.reset();
             }
             Err(err @ AgentError::Pin(_)) => warn!(%err, "refusing this server"),
+            Err(AgentError::ConnectionRefused) => {
+                debug!("server refused the connection; it may be restarting");
+                refused = true;
+            }
             Err(err) => warn!(%err, "session failed"),
         }
-        let delay = backoff.next_random();
+        let delay = if std::mem::take(&mut refused) {
+            backoff.next_random_refused()
+        } else {
+            backoff.next_random()
+        };
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
         // Offline, a config_update job is still applied (and persisted) at once.
@@ -262,15 +273,27 @@ impl Session<'_> {
         let identity = &mut *self.identity;
         let config = identity.config;
         let idle = Duration::from_secs(u64::from(config.heartbeat_interval_s) * 3 + 10);
-        let (conn, mut send, mut recv) = transport::connect(
-            self.endpoint,
-            self.addr,
-            transport::client_config(identity.fingerprint, idle)?,
+        // Until the welcome, an attempt has a deadline of its own: one stuck in QUIC's
+        // retransmission backoff (say, sent while the server restarted) is retried afresh.
+        let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+        let (conn, mut send, mut recv) = tokio::time::timeout_at(
+            deadline,
+            transport::connect(
+                self.endpoint,
+                self.addr,
+                transport::client_config(identity.fingerprint, idle)?,
+            ),
         )
-        .await?;
+        .await
+        .map_err(|_| AgentError::Lost("no connection within the connect timeout".into()))??;
         // However this connection ends, it is closed, and jobs stop using it.
         let _closer = CloseOnDrop(conn.clone());
-        let (mut inbound, _) = read_challenge(&conn, &mut recv, &identity.server_key).await?;
+        let (mut inbound, _) = tokio::time::timeout_at(
+            deadline,
+            read_challenge(&conn, &mut recv, &identity.server_key),
+        )
+        .await
+        .map_err(|_| AgentError::Lost("no challenge within the connect timeout".into()))??;
         let link = Link::new(
             conn.clone(),
             OutboundSession::new(
@@ -288,13 +311,12 @@ impl Session<'_> {
             inventory: inventory::summary(),
         };
         write_frame(&mut send, &link.seal(Message::Hello(hello))).await?;
-        let welcome = match read_server_message(
-            &conn,
-            &mut recv,
-            &mut inbound,
-            &identity.server_key,
+        let welcome = match tokio::time::timeout_at(
+            deadline,
+            read_server_message(&conn, &mut recv, &mut inbound, &identity.server_key),
         )
-        .await?
+        .await
+        .map_err(|_| AgentError::Lost("no welcome within the connect timeout".into()))??
         {
             Message::Welcome(w) => w,
             other => {

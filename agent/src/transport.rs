@@ -161,6 +161,11 @@ pub fn connection_error(err: quinn::ConnectionError) -> AgentError {
                 reason: String::from_utf8_lossy(&close.reason).into_owned(),
             }
         }
+        quinn::ConnectionError::ConnectionClosed(close)
+            if close.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
+        {
+            AgentError::ConnectionRefused
+        }
         quinn::ConnectionError::TransportError(e) if e.to_string().contains("certificate") => {
             AgentError::Pin("certificate")
         }

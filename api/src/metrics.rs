@@ -197,6 +197,21 @@ fn render_fleet(out: &mut String, fleet: &FleetStats) {
             "Job dispatches an agent already had.",
             get(&fleet.job_duplicate_acks),
         ),
+        (
+            "reap3r_signature_batches_total",
+            "Batches of agent signatures verified together.",
+            get(&fleet.signature_batches),
+        ),
+        (
+            "reap3r_signatures_verified_total",
+            "Agent signatures verified (in batches of any size).",
+            get(&fleet.signatures_verified),
+        ),
+        (
+            "reap3r_handshakes_shed_total",
+            "Agent connections refused before TLS: too long a wait for admission, or a full queue.",
+            get(&fleet.handshakes_shed),
+        ),
     ] {
         counter(out, name, help, value);
     }

@@ -105,7 +105,8 @@ fn fleet_config(opts: &Options) -> FleetConfig {
     FleetConfig {
         agents_per_endpoint: opts.agents_per_endpoint,
         ramp: opts.ramp,
-        handshake_timeout: Duration::from_secs(30),
+        // The real agent's connect deadline (dial → welcome).
+        handshake_timeout: Duration::from_secs(15),
         base_backoff: Duration::from_millis(500),
         max_backoff: Duration::from_millis(opts.max_backoff_ms.max(500)),
         idle_timeout: Duration::from_secs(u64::from(opts.heartbeat_interval_s) * 3 + 10),

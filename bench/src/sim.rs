@@ -23,9 +23,11 @@ use reap3r_wire::{
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
+use reap3r_agent::Backoff;
+
 use crate::stats::Rng;
 use crate::transport::{
-    Pins, client_config, client_endpoint, close_kind, read_frame, send_on_uni, write_frame,
+    Pins, REFUSED, client_config, client_endpoint, close_kind, read_frame, send_on_uni, write_frame,
 };
 
 /// What a simulated agent announces at hello: the real agent's capabilities plus what it needs
@@ -795,7 +797,9 @@ impl Fleet {
 
 async fn run_agent(agent: Arc<SimAgent>, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut rng = Rng::new();
-    let mut attempt: u32 = 0;
+    // The real agent's backoff: full jitter, reset after a live session (so a lost connection
+    // retries within 0–500 ms), short retries while the server refuses outright (restarting).
+    let mut backoff = Backoff::new(shared.cfg.base_backoff, shared.cfg.max_backoff);
     let mut ramped = false;
     loop {
         if *stop.borrow() {
@@ -809,26 +813,27 @@ async fn run_agent(agent: Arc<SimAgent>, shared: Arc<Shared>, mut stop: watch::R
         let result =
             tokio::time::timeout(shared.cfg.handshake_timeout, handshake(&agent, &shared)).await;
         drop(permit);
+        let mut refused = false;
         match result {
             Ok(Ok(h)) => {
                 ramped = true;
-                attempt = 0;
+                backoff.reset();
                 match live_loop(&agent, &shared, h, &mut stop, &mut rng).await {
                     Ended::Stopped => return,
                     Ended::Lost(kind) => shared.count_error(format!("lost:{kind}")),
                 }
             }
-            Ok(Err(kind)) => shared.count_error(format!("connect:{kind}")),
+            Ok(Err(kind)) => {
+                refused = kind == REFUSED;
+                shared.count_error(format!("connect:{kind}"));
+            }
             Err(_) => shared.count_error("connect:handshake_timeout".into()),
         }
-        // The real agent's backoff: uniform in [0, min(cap, base × 2^attempt)], reset after a
-        // live session (so a lost connection retries within 0–500 ms).
-        let exp = shared
-            .cfg
-            .base_backoff
-            .saturating_mul(1u32 << attempt.min(20));
-        let delay = rng.duration_up_to(exp.min(shared.cfg.max_backoff));
-        attempt = attempt.saturating_add(1);
+        let delay = if refused {
+            backoff.next_delay_refused(rng.next_u64())
+        } else {
+            backoff.next_delay(rng.next_u64())
+        };
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stop.changed() => {}

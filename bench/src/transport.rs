@@ -88,6 +88,9 @@ pub async fn send_on_uni(conn: &Connection, envelope: &[u8]) -> Result<()> {
 }
 
 /// A short name for why a connection ended, with the server's close code when it sent one.
+/// What [`close_kind`] calls a connection the server's endpoint refused before any TLS.
+pub const REFUSED: &str = "refused";
+
 pub fn close_kind(err: &quinn::ConnectionError) -> String {
     match err {
         quinn::ConnectionError::ApplicationClosed(close) => {
@@ -102,6 +105,11 @@ pub fn close_kind(err: &quinn::ConnectionError) -> String {
         quinn::ConnectionError::TimedOut => "timed_out".into(),
         quinn::ConnectionError::LocallyClosed => "locally_closed".into(),
         quinn::ConnectionError::Reset => "reset".into(),
+        quinn::ConnectionError::ConnectionClosed(close)
+            if close.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
+        {
+            REFUSED.into()
+        }
         quinn::ConnectionError::ConnectionClosed(_) => "transport_closed".into(),
         quinn::ConnectionError::TransportError(_) => "transport_error".into(),
         quinn::ConnectionError::VersionMismatch => "version_mismatch".into(),

@@ -3,14 +3,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use quinn::crypto::rustls::QuicServerConfig;
-use quinn::{Connection, Endpoint, EndpointConfig, RecvStream, SendStream, VarInt};
+use quinn::{Connection, Endpoint, EndpointConfig, Incoming, RecvStream, SendStream, VarInt};
 use ractor::ActorRef;
 use reap3r_actors::{AgentLink, FleetStats, LinkError, SessionMsg, SupervisorMsg};
 use reap3r_wire::{ALPN, CloseCode, MAX_FRAME_LEN, decode_frame_len, encode_frame};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{debug, warn};
 
 use crate::identity::ServerIdentity;
@@ -101,6 +101,9 @@ struct QuicLink {
     session: std::sync::OnceLock<ActorRef<SessionMsg>>,
     job_streams: Arc<Semaphore>,
     stats: Arc<FleetStats>,
+    /// The admission slot, held from the first packet until the session is live or refused, so
+    /// the hello's verification and database work count against the handshake limit too.
+    admission: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 impl AgentLink for QuicLink {
@@ -118,6 +121,12 @@ impl AgentLink for QuicLink {
 
     fn remote(&self) -> String {
         self.conn.remote_address().to_string()
+    }
+
+    fn handshake_done(&self) {
+        if let Ok(mut slot) = self.admission.lock() {
+            slot.take();
+        }
     }
 
     fn open_job_stream(&self, envelope: Vec<u8>) -> Result<(), LinkError> {
@@ -145,19 +154,51 @@ impl AgentLink for QuicLink {
     }
 }
 
+/// Connections waiting for admission, at most.
+const ACCEPT_QUEUE: usize = 16_384;
+/// A connection that waited longer than this for admission is refused instead of started: its
+/// agent (15 s connect deadline) would likely give up before the handshake and hello finished,
+/// and a half-done handshake with a departed agent holds an admission slot for nothing.
+const MAX_ADMISSION_WAIT: Duration = Duration::from_secs(5);
+
 /// Accepts connections until the endpoint is closed.
+///
+/// Admission control: at most `max_handshakes` connections are between their first packet and
+/// a live (or refused) session — the hello's verification and database work included. The rest
+/// wait in order in a bounded queue. One that waited more than [`MAX_ADMISSION_WAIT`], or finds
+/// the queue full, is refused before any TLS work; the agent retries shortly.
 pub async fn accept_loop(
     endpoint: Endpoint,
     supervisor: ActorRef<SupervisorMsg>,
     stats: Arc<FleetStats>,
     max_handshakes: usize,
 ) {
+    let (queue, mut waiting) = mpsc::channel::<(Instant, Incoming)>(ACCEPT_QUEUE);
+    let intake_stats = stats.clone();
+    // Ends with this loop, also when the loop's task is aborted at shutdown.
+    let _intake = AbortOnDrop(tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            if let Err(mpsc::error::TrySendError::Full((_, incoming))) =
+                queue.try_send((Instant::now(), incoming))
+            {
+                FleetStats::bump(&intake_stats.handshakes_shed);
+                incoming.refuse();
+            }
+        }
+    }));
     let admission = Arc::new(Semaphore::new(max_handshakes));
-    while let Some(incoming) = endpoint.accept().await {
-        // Admission control: a reconnect storm waits here instead of starving live sessions.
+    loop {
         let Ok(permit) = admission.clone().acquire_owned().await else {
             break;
         };
+        let Some((queued_at, incoming)) = waiting.recv().await else {
+            break;
+        };
+        if queued_at.elapsed() > MAX_ADMISSION_WAIT {
+            FleetStats::bump(&stats.handshakes_shed);
+            incoming.refuse();
+            continue;
+        }
         let supervisor = supervisor.clone();
         let stats = stats.clone();
         tokio::spawn(async move {
@@ -167,12 +208,18 @@ pub async fn accept_loop(
                 Err(_) => return debug!("handshake timed out"),
             };
             FleetStats::bump(&stats.connections_accepted);
-            let session = start_session(&conn, &supervisor, &stats).await;
-            drop(permit);
-            if let Some((session, recv)) = session {
+            if let Some((session, recv)) = start_session(&conn, &supervisor, &stats, permit).await {
                 serve_connection(conn, session, recv, stats).await;
             }
         });
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -180,6 +227,7 @@ async fn start_session(
     conn: &Connection,
     supervisor: &ActorRef<SupervisorMsg>,
     stats: &Arc<FleetStats>,
+    permit: OwnedSemaphorePermit,
 ) -> Option<(ActorRef<SessionMsg>, RecvStream)> {
     let (send, recv) = match conn.open_bi().await {
         Ok(streams) => streams,
@@ -196,6 +244,7 @@ async fn start_session(
         session: std::sync::OnceLock::new(),
         job_streams: Arc::new(Semaphore::new(MAX_JOB_STREAMS)),
         stats: stats.clone(),
+        admission: std::sync::Mutex::new(Some(permit)),
     });
     let link: Arc<dyn AgentLink> = quic_link.clone();
     match supervisor

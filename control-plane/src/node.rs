@@ -11,8 +11,8 @@ use ractor::ActorRef;
 use reap3r_actors::jobs::JobSupervisorMsg;
 use reap3r_actors::{
     Clock, EventBus, FleetContext, FleetSettings, FleetStats, JobRouter, JobService, JobSupervisor,
-    PresenceMsg, PresenceWriter, SessionMsg, SessionRegistry, SessionSupervisor, SupervisorMsg,
-    SystemClock,
+    PresenceMsg, PresenceWriter, SessionMsg, SessionRegistry, SessionSupervisor, SignatureVerifier,
+    SupervisorMsg, SystemClock,
 };
 use reap3r_api::metrics::HttpMetrics;
 use reap3r_api::{ApiContext, ApiSettings, EnrolmentInfo, NodeHooks};
@@ -133,14 +133,19 @@ impl Node {
             job_grace_ms: config.job_grace_s.saturating_mul(1000),
         };
         let idle = Duration::from_millis(settings.heartbeat_timeout_ms()) + Duration::from_secs(10);
+        let stats = Arc::new(FleetStats::default());
+        let verifier =
+            SignatureVerifier::start(SignatureVerifier::default_workers(), stats.clone())
+                .map_err(|e| NodeError::Actors(format!("signature verifier: {e}")))?;
         let ctx = FleetContext {
             store: store.clone(),
             server_key: Arc::new(identity.signing_key.clone()),
             clock,
             settings: Arc::new(settings),
-            stats: Arc::new(FleetStats::default()),
+            stats,
             events: EventBus::default(),
             jobs: JobRouter::default(),
+            verifier,
         };
         let registry = SessionRegistry::default();
         // Resumes jobs left active by the previous run; dispatch waits for agents to connect.
