@@ -71,6 +71,29 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// `n` rows of a multi-row VALUES list, one column per entry of `types`, numbered from
+/// `$first`: `(CAST($1 AS TEXT), CAST($2 AS BIGINT)), (CAST($3 AS TEXT), ...)`. The casts give
+/// PostgreSQL each column's type (a NULL parameter alone says nothing); SQLite accepts them.
+pub(crate) fn values_rows(first: usize, n: usize, types: &[&str]) -> String {
+    let mut sql = String::with_capacity(n * types.len() * 24);
+    let mut p = first;
+    for row in 0..n {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for (col, ty) in types.iter().enumerate() {
+            if col > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("CAST(${p} AS {ty})"));
+            p += 1;
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 /// Escapes `%`, `_` and `\` for a `LIKE ... ESCAPE '\'` pattern and wraps the text in `%` so it
 /// matches as a substring.
 pub(crate) fn like_substring(text: &str) -> String {
@@ -153,6 +176,16 @@ mod tests {
         assert_eq!(placeholders(1, 3), "$1, $2, $3");
         assert_eq!(placeholders(4, 1), "$4");
         assert_eq!(placeholders(1, 0), "");
+    }
+
+    #[test]
+    fn values_rows_are_numbered_and_cast() {
+        assert_eq!(
+            values_rows(2, 2, &["TEXT", "BIGINT"]),
+            "(CAST($2 AS TEXT), CAST($3 AS BIGINT)), (CAST($4 AS TEXT), CAST($5 AS BIGINT))"
+        );
+        assert_eq!(values_rows(1, 1, &["TEXT"]), "(CAST($1 AS TEXT))");
+        assert_eq!(values_rows(1, 0, &["TEXT"]), "");
     }
 
     #[test]

@@ -154,12 +154,7 @@ async fn job_with(store: &Store, org: Uuid, n: usize, at: i64) -> Result<(Job, V
 }
 
 fn step(job: &Job, agent_id: Uuid, to: TargetState, at_ms: i64) -> TargetTransition {
-    TargetTransition {
-        job_id: job.id,
-        agent_id,
-        to,
-        at_ms,
-    }
+    TargetTransition::new(job.id, agent_id, to, at_ms)
 }
 
 fn outcome(job: &Job, agent_id: Uuid, state: TargetState, at: i64) -> TargetOutcome {
@@ -178,6 +173,8 @@ fn outcome(job: &Job, agent_id: Uuid, state: TargetState, at: i64) -> TargetOutc
         stderr_truncated: false,
         data: Some(r#"{"k":1}"#.into()),
         error: (state != TargetState::Succeeded).then(|| "boom".to_owned()),
+        dispatched_at: None,
+        acked_at: None,
         started_at: Some(at - 10),
         finished_at: at,
     }
@@ -814,6 +811,495 @@ async fn concurrent_outcomes_apply_once() -> Result<()> {
             "counts",
             store.job_target_counts(job.id).await?,
             counts(&[(TargetState::Succeeded, 20), (TargetState::Failed, 20)]),
+        );
+        store.close().await;
+    }
+    Ok(())
+}
+
+/// A small deterministic pseudo-random sequence (no rand dependency), for mixed batches.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((self.0 >> 33) as usize) % n.max(1)
+    }
+}
+
+/// A target as the tests expect it after a batch: state and the step stamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Row {
+    state: TargetState,
+    dispatched_at: Option<i64>,
+    acked_at: Option<i64>,
+    started_at: Option<i64>,
+    updated_at: i64,
+}
+
+impl Row {
+    fn of(t: &JobTarget) -> Row {
+        Row {
+            state: t.state,
+            dispatched_at: t.dispatched_at,
+            acked_at: t.acked_at,
+            started_at: t.started_at,
+            updated_at: t.updated_at,
+        }
+    }
+}
+
+fn step_rank(s: TargetState) -> u8 {
+    use TargetState::*;
+    match s {
+        Queued => 0,
+        Dispatched => 1,
+        Acked => 2,
+        Running => 3,
+        _ => 4,
+    }
+}
+
+/// What `transition_targets` documents, one row after the other: whether `t` applies to `row`
+/// (`None`: unknown target), and the row afterwards.
+fn model_step(row: &mut Option<Row>, t: &TargetTransition) -> bool {
+    let Some(r) = row else {
+        return false;
+    };
+    if step_rank(t.to) <= step_rank(r.state) {
+        return false;
+    }
+    match t.to {
+        TargetState::Dispatched => r.dispatched_at = Some(t.at_ms),
+        TargetState::Acked => {
+            r.acked_at = Some(t.at_ms);
+            r.dispatched_at = r.dispatched_at.or(t.dispatched_at).or(Some(t.at_ms));
+        }
+        _ => {
+            r.started_at = Some(t.at_ms);
+            r.dispatched_at = r.dispatched_at.or(t.dispatched_at).or(Some(t.at_ms));
+            r.acked_at = r.acked_at.or(t.acked_at);
+        }
+    }
+    r.state = t.to;
+    r.updated_at = t.at_ms;
+    true
+}
+
+/// Every target of a job as the tests compare them, by agent.
+async fn rows_of(store: &Store, job: &Job) -> Result<std::collections::BTreeMap<Uuid, Row>> {
+    let mut rows = std::collections::BTreeMap::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_job_targets(job.org_id, job.id, None, after, 1_000)
+            .await?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = Some(last.agent_id);
+        for t in &page {
+            rows.insert(t.agent_id, Row::of(t));
+        }
+    }
+    Ok(rows)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_mixed_transition_batches_apply_row_by_row() -> Result<()> {
+    use TargetState::*;
+    for (db, store) in stores().await? {
+        let b = db.backend();
+        let org = store.create_org("acme", T0).await?;
+        // Many more targets than one multi-row statement takes (32 steps, 16 outcomes), with
+        // some already finished and some already dispatched.
+        let (job, a) = job_with(&store, org.id, 450, T0).await?;
+        let finished: Vec<TargetOutcome> = a[..150]
+            .iter()
+            .map(|x| outcome(&job, *x, Succeeded, T0 + 2))
+            .collect();
+        check(
+            b,
+            "setup: finish 150",
+            store.record_outcomes(&finished, T0 + 2).await?,
+            vec![true; 150],
+        );
+        let dispatched: Vec<TargetTransition> = a[150..250]
+            .iter()
+            .map(|x| step(&job, *x, Dispatched, T0 + 5))
+            .collect();
+        check(
+            b,
+            "setup: dispatch 100",
+            store.transition_targets(&dispatched).await?,
+            vec![true; 100],
+        );
+        let mut model: std::collections::HashMap<Uuid, Option<Row>> = rows_of(&store, &job)
+            .await?
+            .into_iter()
+            .map(|(agent, row)| (agent, Some(row)))
+            .collect();
+        let unknown = random_agents(20);
+
+        // 1,500 rows in random order: every step kind, repeats of a target (up to several per
+        // batch, forwards and backwards), carried stamps, unknown targets.
+        let mut rng = Lcg(0x5eed);
+        let mut batch = Vec::new();
+        for n in 0..1_500i64 {
+            let agent = if rng.below(25) == 0 {
+                unknown[rng.below(unknown.len())]
+            } else {
+                a[rng.below(a.len())]
+            };
+            let to = [Dispatched, Acked, Running][rng.below(3)];
+            let mut t = step(&job, agent, to, T0 + 100 + n);
+            if to != Dispatched && rng.below(2) == 0 {
+                t.dispatched_at = Some(T0 + 50 + n);
+            }
+            if to == Running && rng.below(2) == 0 {
+                t.acked_at = Some(T0 + 60 + n);
+            }
+            batch.push(t);
+        }
+        let want: Vec<bool> = batch
+            .iter()
+            .map(|t| model_step(model.entry(t.agent_id).or_insert(None), t))
+            .collect();
+        assert!(want.iter().any(|w| *w) && want.iter().any(|w| !*w));
+        let repeats = batch.len() - {
+            let mut seen = std::collections::HashSet::new();
+            batch.iter().filter(|t| seen.insert(t.agent_id)).count()
+        };
+        assert!(repeats > 500, "the batch repeats targets ({repeats})");
+        check(
+            b,
+            "applied row by row",
+            store.transition_targets(&batch).await?,
+            want,
+        );
+        let got = rows_of(&store, &job).await?;
+        for agent in &a {
+            let want = model.get(agent).copied().flatten();
+            check(b, &format!("target {agent}"), got.get(agent).copied(), want);
+        }
+        // The finished targets kept their results.
+        let kept = target(&store, &job, a[0]).await?;
+        check(
+            b,
+            "finished target untouched",
+            (kept.state, kept.exit_code, kept.updated_at),
+            (Succeeded, Some(0), T0 + 2),
+        );
+        store.close().await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn carried_step_times_fill_only_what_is_unset() -> Result<()> {
+    use TargetState::*;
+    for (db, store) in stores().await? {
+        let b = db.backend();
+        let org = store.create_org("acme", T0).await?;
+        let (job, a) = job_with(&store, org.id, 6, T0).await?;
+
+        // Queued -> running standing for dispatched and acked: every stamp is written.
+        let mut run = step(&job, a[0], Running, T0 + 30);
+        run.dispatched_at = Some(T0 + 10);
+        run.acked_at = Some(T0 + 20);
+        // Already dispatched -> acked carrying a later dispatch: the first dispatch stays.
+        store
+            .transition_targets(&[step(&job, a[1], Dispatched, T0 + 5)])
+            .await?;
+        let mut ack = step(&job, a[1], Acked, T0 + 30);
+        ack.dispatched_at = Some(T0 + 25);
+        check(
+            b,
+            "carried steps",
+            store.transition_targets(&[run, ack]).await?,
+            vec![true, true],
+        );
+        check(
+            b,
+            "queued -> running with carried stamps",
+            Row::of(&target(&store, &job, a[0]).await?),
+            Row {
+                state: Running,
+                dispatched_at: Some(T0 + 10),
+                acked_at: Some(T0 + 20),
+                started_at: Some(T0 + 30),
+                updated_at: T0 + 30,
+            },
+        );
+        check(
+            b,
+            "dispatched -> acked keeps the first dispatch",
+            Row::of(&target(&store, &job, a[1]).await?),
+            Row {
+                state: Acked,
+                dispatched_at: Some(T0 + 5),
+                acked_at: Some(T0 + 30),
+                started_at: None,
+                updated_at: T0 + 30,
+            },
+        );
+
+        // A stamp of a step that is not before `to` is refused, and nothing is written.
+        let mut bad = Vec::new();
+        let mut t = step(&job, a[2], Dispatched, T0 + 40);
+        t.dispatched_at = Some(T0 + 39);
+        bad.push(t);
+        let mut t = step(&job, a[2], Dispatched, T0 + 40);
+        t.acked_at = Some(T0 + 39);
+        bad.push(t);
+        let mut t = step(&job, a[2], Acked, T0 + 40);
+        t.acked_at = Some(T0 + 39);
+        bad.push(t);
+        for t in bad {
+            check(
+                b,
+                &format!("refuse {t:?}"),
+                kind(
+                    store
+                        .transition_targets(&[step(&job, a[2], Dispatched, T0 + 40), t])
+                        .await,
+                ),
+                "invalid",
+            );
+        }
+        check(
+            b,
+            "refused batches wrote nothing",
+            target(&store, &job, a[2]).await?.state,
+            Queued,
+        );
+
+        // An outcome carries the stamps of steps never written separately: queued -> result
+        // gets them all; a target that has them keeps its own.
+        let mut straight = outcome(&job, a[3], Succeeded, T0 + 100);
+        straight.dispatched_at = Some(T0 + 70);
+        straight.acked_at = Some(T0 + 80);
+        straight.started_at = Some(T0 + 90);
+        let mut late = outcome(&job, a[0], Succeeded, T0 + 100);
+        late.dispatched_at = Some(T0 + 71);
+        late.acked_at = Some(T0 + 81);
+        late.started_at = Some(T0 + 91);
+        check(
+            b,
+            "outcomes with stamps",
+            store.record_outcomes(&[straight, late], T0 + 101).await?,
+            vec![true, true],
+        );
+        check(
+            b,
+            "queued -> succeeded with carried stamps",
+            Row::of(&target(&store, &job, a[3]).await?),
+            Row {
+                state: Succeeded,
+                dispatched_at: Some(T0 + 70),
+                acked_at: Some(T0 + 80),
+                started_at: Some(T0 + 90),
+                updated_at: T0 + 101,
+            },
+        );
+        check(
+            b,
+            "running -> succeeded keeps its stamps",
+            Row::of(&target(&store, &job, a[0]).await?),
+            Row {
+                state: Succeeded,
+                dispatched_at: Some(T0 + 10),
+                acked_at: Some(T0 + 20),
+                started_at: Some(T0 + 30),
+                updated_at: T0 + 101,
+            },
+        );
+        store.close().await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_mixed_outcome_batches_apply_once() -> Result<()> {
+    use TargetState::*;
+    for (db, store) in stores().await? {
+        let b = db.backend();
+        let org = store.create_org("acme", T0).await?;
+        let (job, a) = job_with(&store, org.id, 300, T0).await?;
+        // 40 finished, 80 running, the rest queued.
+        let finished: Vec<TargetOutcome> = a[..40]
+            .iter()
+            .map(|x| outcome(&job, *x, Failed, T0 + 2))
+            .collect();
+        store.record_outcomes(&finished, T0 + 2).await?;
+        let running: Vec<TargetTransition> = a[40..120]
+            .iter()
+            .map(|x| {
+                let mut t = step(&job, *x, Running, T0 + 4);
+                t.dispatched_at = Some(T0 + 3);
+                t
+            })
+            .collect();
+        store.transition_targets(&running).await?;
+        let before = rows_of(&store, &job).await?;
+        let finished_before = target(&store, &job, a[0]).await?;
+
+        // Every target, backwards; then 30 repeats with another state; 10 unknown targets:
+        // 340 rows, many statements (16 outcomes each, the last ones smaller).
+        let mut batch: Vec<TargetOutcome> = a
+            .iter()
+            .rev()
+            .enumerate()
+            .map(|(n, x)| {
+                let mut o = outcome(&job, *x, Succeeded, T0 + 100 + n as i64);
+                o.dispatched_at = Some(T0 + 50);
+                o.acked_at = Some(T0 + 60);
+                o.started_at = Some(T0 + 70);
+                o
+            })
+            .collect();
+        if let Some(o) = batch.get_mut(250) {
+            o.stdout = "nul \0 in a later chunk".into();
+        }
+        for x in a.iter().step_by(10) {
+            batch.push(outcome(&job, *x, TimedOut, T0 + 500));
+        }
+        for x in random_agents(10) {
+            batch.push(outcome(&job, x, Failed, T0 + 600));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let want: Vec<bool> = batch
+            .iter()
+            .map(|o| {
+                seen.insert(o.agent_id)
+                    && before
+                        .get(&o.agent_id)
+                        .is_some_and(|r| !r.state.is_terminal())
+            })
+            .collect();
+        check(b, "rows applied", want.iter().filter(|w| **w).count(), 260);
+        check(
+            b,
+            "first of each open target applies",
+            store.record_outcomes(&batch, T0 + 1_000).await?,
+            want,
+        );
+        check(
+            b,
+            "counts",
+            store.job_target_counts(job.id).await?,
+            counts(&[(Failed, 40), (Succeeded, 260)]),
+        );
+        check(
+            b,
+            "finished target untouched",
+            target(&store, &job, a[0]).await?,
+            finished_before,
+        );
+        let after = rows_of(&store, &job).await?;
+        let run = after.get(&a[50]).copied();
+        check(
+            b,
+            "running target keeps its stamps",
+            run.map(|r| {
+                (
+                    r.state,
+                    r.dispatched_at,
+                    r.acked_at,
+                    r.started_at,
+                    r.updated_at,
+                )
+            }),
+            Some((
+                Succeeded,
+                Some(T0 + 3),
+                Some(T0 + 60),
+                Some(T0 + 4),
+                T0 + 1_000,
+            )),
+        );
+        let queued = after.get(&a[299]).copied();
+        check(
+            b,
+            "queued target takes the carried stamps",
+            queued.map(|r| (r.state, r.dispatched_at, r.acked_at, r.started_at)),
+            Some((Succeeded, Some(T0 + 50), Some(T0 + 60), Some(T0 + 70))),
+        );
+        let odd = target(&store, &job, a[299 - 250]).await?;
+        check(
+            b,
+            "nul replaced in a later statement",
+            (odd.stdout, odd.exit_code, odd.finished_at),
+            (
+                "nul \u{FFFD} in a later chunk".to_owned(),
+                Some(0),
+                Some(T0 + 350),
+            ),
+        );
+        store.close().await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overlapping_multi_statement_batches_apply_once() -> Result<()> {
+    use TargetState::*;
+    for (db, store) in stores().await? {
+        let b = db.backend();
+        let org = store.create_org("acme", T0).await?;
+        let (job, a) = job_with(&store, org.id, 900, T0).await?;
+        let (steps, results) = a.split_at(450);
+
+        // Two writers, each with every target of its half (several statements), in opposite
+        // orders, at once, three times over: no deadlock, every target applied exactly once.
+        for round in 0..3i64 {
+            let to = [Dispatched, Acked, Running][round as usize];
+            let forward: Vec<TargetTransition> = steps
+                .iter()
+                .map(|x| step(&job, *x, to, T0 + 10 + round))
+                .collect();
+            let backward: Vec<TargetTransition> = forward.iter().rev().copied().collect();
+            let (s1, s2) = (store.clone(), store.clone());
+            let (r1, r2) = tokio::join!(
+                tokio::spawn(async move { s1.transition_targets(&forward).await }),
+                tokio::spawn(async move { s2.transition_targets(&backward).await }),
+            );
+            let (r1, mut r2) = (r1??, r2??);
+            r2.reverse();
+            let once: Vec<u32> = r1
+                .iter()
+                .zip(&r2)
+                .map(|(x, y)| u32::from(*x) + u32::from(*y))
+                .collect();
+            check(b, &format!("steps to {to}: once each"), once, vec![1; 450]);
+        }
+
+        let forward: Vec<TargetOutcome> = results
+            .iter()
+            .map(|x| outcome(&job, *x, Succeeded, T0 + 100))
+            .collect();
+        let backward: Vec<TargetOutcome> = forward.iter().rev().cloned().collect();
+        let (s1, s2) = (store.clone(), store.clone());
+        let (r1, r2) = tokio::join!(
+            tokio::spawn(async move { s1.record_outcomes(&forward, T0 + 101).await }),
+            tokio::spawn(async move { s2.record_outcomes(&backward, T0 + 101).await }),
+        );
+        let (r1, mut r2) = (r1??, r2??);
+        r2.reverse();
+        let once: Vec<u32> = r1
+            .iter()
+            .zip(&r2)
+            .map(|(x, y)| u32::from(*x) + u32::from(*y))
+            .collect();
+        check(b, "outcomes: once each", once, vec![1; 450]);
+        check(
+            b,
+            "counts",
+            store.job_target_counts(job.id).await?,
+            counts(&[(Running, 450), (Succeeded, 450)]),
         );
         store.close().await;
     }

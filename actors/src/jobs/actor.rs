@@ -3,6 +3,7 @@
 //! cancellation and rolling batches, and finishes the job when every target is terminal.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -85,7 +86,10 @@ pub struct JobState {
     spec: Vec<u8>,
     targets: HashMap<Uuid, Target>,
     counts: TargetCounts,
-    transitions: Vec<TargetTransition>,
+    /// Steps not yet written: per target only the furthest since the last flush, carrying the
+    /// times of the steps it stands for. A target whose result is committed in the same flush
+    /// has its step folded into the result instead (one write per target, not two).
+    progress: HashMap<Uuid, TargetTransition>,
     pending: Vec<Pending>,
     flush_scheduled: bool,
     cancelled: bool,
@@ -235,7 +239,7 @@ impl JobState {
             spec,
             targets,
             counts,
-            transitions: Vec::new(),
+            progress: HashMap::new(),
             pending: Vec::new(),
             flush_scheduled: false,
         })
@@ -312,12 +316,17 @@ impl JobState {
         self.counts.remove(t.state);
         self.counts.add(to);
         t.state = to;
-        self.transitions.push(TargetTransition {
-            job_id: self.job.id,
-            agent_id,
-            to,
-            at_ms: at_ms as i64,
-        });
+        let step = TargetTransition::new(self.job.id, agent_id, to, at_ms as i64);
+        match self.progress.entry(agent_id) {
+            Entry::Vacant(e) => {
+                e.insert(step);
+            }
+            // The earlier step is not written yet: this one replaces it and carries its times.
+            Entry::Occupied(mut e) => {
+                let earlier = *e.get();
+                e.insert(supersede(earlier, step));
+            }
+        }
         self.publish_update(Some(agent_id), to.as_str());
     }
 
@@ -467,7 +476,7 @@ impl JobState {
         if self.flush_scheduled {
             return;
         }
-        if self.pending.is_empty() && self.transitions.is_empty() && !self.finished() {
+        if self.pending.is_empty() && self.progress.is_empty() && !self.finished() {
             return;
         }
         self.flush_scheduled = true;
@@ -481,8 +490,16 @@ impl JobState {
     /// Commits transitions and results; acks agents only after their result is committed.
     /// Returns false when the commit failed (everything stays queued for a retry).
     async fn flush(&mut self) -> bool {
-        if !self.transitions.is_empty() {
-            let batch = std::mem::take(&mut self.transitions);
+        if !self.progress.is_empty() {
+            // A result going out now writes its target's step times itself.
+            for p in self.pending.iter_mut().filter(|p| p.store) {
+                if let Some(step) = self.progress.remove(&p.outcome.agent_id) {
+                    fold_step(step, &mut p.outcome);
+                }
+            }
+        }
+        if !self.progress.is_empty() {
+            let batch: Vec<TargetTransition> = self.progress.drain().map(|(_, t)| t).collect();
             if let Err(err) = self.ctx.store.transition_targets(&batch).await {
                 // States before the result are informative; the result is what must not be lost.
                 warn!(job_id = %self.job.id, %err, "could not record job progress");
@@ -547,7 +564,7 @@ impl JobState {
 
     fn finished(&self) -> bool {
         self.pending.is_empty()
-            && self.transitions.is_empty()
+            && self.progress.is_empty()
             && self.counts.finished() == self.targets.len() as i64
     }
 
@@ -589,6 +606,39 @@ fn rank(s: TargetState) -> u8 {
     }
 }
 
+/// `later` (a further step of the same target) standing for `earlier` too: it carries the
+/// dispatch time and the ack time `earlier` would have written.
+fn supersede(earlier: TargetTransition, mut later: TargetTransition) -> TargetTransition {
+    later.dispatched_at = Some(earlier.dispatched_at.unwrap_or(earlier.at_ms));
+    later.acked_at = match earlier.to {
+        TargetState::Acked => Some(earlier.at_ms),
+        _ => earlier.acked_at,
+    };
+    later
+}
+
+/// Moves the times of an unwritten step into the result of the same target, which then writes
+/// them where the row has none: the dispatch and ack times, and the start time reported by
+/// `JobStarted` (which wins over the result's own, as it would had the step been written).
+fn fold_step(step: TargetTransition, outcome: &mut TargetOutcome) {
+    let (dispatched, acked, started) = match step.to {
+        TargetState::Dispatched => (Some(step.at_ms), None, None),
+        TargetState::Acked => (
+            step.dispatched_at.or(Some(step.at_ms)),
+            Some(step.at_ms),
+            None,
+        ),
+        _ => (
+            step.dispatched_at.or(Some(step.at_ms)),
+            step.acked_at,
+            Some(step.at_ms),
+        ),
+    };
+    outcome.dispatched_at = outcome.dispatched_at.or(dispatched);
+    outcome.acked_at = outcome.acked_at.or(acked);
+    outcome.started_at = started.or(outcome.started_at);
+}
+
 fn server_outcome(
     job_id: Uuid,
     agent_id: Uuid,
@@ -607,6 +657,8 @@ fn server_outcome(
         stderr_truncated: false,
         data: None,
         error: Some(error),
+        dispatched_at: None,
+        acked_at: None,
         started_at: None,
         finished_at: now as i64,
     }
@@ -635,6 +687,8 @@ pub(crate) fn agent_outcome(job_id: Uuid, agent_id: Uuid, r: &JobResult) -> Targ
         stderr_truncated: r.stderr_truncated,
         data: r.data.clone(),
         error,
+        dispatched_at: None,
+        acked_at: None,
         started_at: (r.started_at_ms > 0).then_some(r.started_at_ms as i64),
         finished_at: r.finished_at_ms as i64,
     }
@@ -644,4 +698,84 @@ pub(crate) fn agent_outcome(job_id: Uuid, agent_id: Uuid, r: &JobResult) -> Targ
 /// which the agent refuses.
 fn hex_bytes(text: &str) -> Vec<u8> {
     hex::decode(text).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(to: TargetState, at: i64) -> TargetTransition {
+        TargetTransition::new(Uuid::nil(), Uuid::nil(), to, at)
+    }
+
+    fn result(started_at: Option<i64>) -> TargetOutcome {
+        let mut o = server_outcome(
+            Uuid::nil(),
+            Uuid::nil(),
+            TargetState::Succeeded,
+            "".into(),
+            9,
+        );
+        o.started_at = started_at;
+        o
+    }
+
+    #[test]
+    fn a_later_step_carries_the_earlier_times() {
+        use TargetState::*;
+        let acked = supersede(step(Dispatched, 1), step(Acked, 2));
+        assert_eq!((acked.to, acked.at_ms), (Acked, 2));
+        assert_eq!((acked.dispatched_at, acked.acked_at), (Some(1), None));
+        let running = supersede(acked, step(Running, 3));
+        assert_eq!((running.to, running.at_ms), (Running, 3));
+        assert_eq!(
+            (running.dispatched_at, running.acked_at),
+            (Some(1), Some(2))
+        );
+        // Dispatched in an earlier flush: the ack's time is the fallback, as in the store.
+        let running = supersede(step(Acked, 5), step(Running, 6));
+        assert_eq!(
+            (running.dispatched_at, running.acked_at),
+            (Some(5), Some(5))
+        );
+        let running = supersede(step(Dispatched, 7), step(Running, 8));
+        assert_eq!((running.dispatched_at, running.acked_at), (Some(7), None));
+    }
+
+    #[test]
+    fn a_result_takes_the_times_of_its_unwritten_step() {
+        use TargetState::*;
+        let mut o = result(Some(50));
+        fold_step(step(Dispatched, 1), &mut o);
+        assert_eq!(
+            (o.dispatched_at, o.acked_at, o.started_at),
+            (Some(1), None, Some(50))
+        );
+
+        let mut o = result(Some(50));
+        fold_step(step(Acked, 2), &mut o);
+        assert_eq!(
+            (o.dispatched_at, o.acked_at, o.started_at),
+            (Some(2), Some(2), Some(50))
+        );
+
+        // JobStarted's time wins over the result's own, as when the step was written first.
+        let mut o = result(Some(50));
+        let running = supersede(
+            supersede(step(Dispatched, 1), step(Acked, 2)),
+            step(Running, 3),
+        );
+        fold_step(running, &mut o);
+        assert_eq!(
+            (o.dispatched_at, o.acked_at, o.started_at),
+            (Some(1), Some(2), Some(3))
+        );
+
+        let mut o = result(None);
+        fold_step(step(Running, 4), &mut o);
+        assert_eq!(
+            (o.dispatched_at, o.acked_at, o.started_at),
+            (Some(4), None, Some(4))
+        );
+    }
 }
