@@ -202,13 +202,10 @@ pub async fn accept_loop(
         let supervisor = supervisor.clone();
         let stats = stats.clone();
         tokio::spawn(async move {
-            let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(err)) => return debug!(%err, "handshake failed"),
-                Err(_) => return debug!("handshake timed out"),
-            };
-            FleetStats::bump(&stats.connections_accepted);
-            if let Some((session, recv)) = start_session(&conn, &supervisor, &stats, permit).await {
+            // Boxed: the handshake and session start run once, and inline they would size the
+            // task that lives as long as the connection.
+            let started = Box::pin(admit(incoming, &supervisor, &stats, permit)).await;
+            if let Some((conn, session, recv)) = started {
                 serve_connection(conn, session, recv, stats).await;
             }
         });
@@ -221,6 +218,29 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// Completes the QUIC handshake and starts the connection's session.
+async fn admit(
+    incoming: Incoming,
+    supervisor: &ActorRef<SupervisorMsg>,
+    stats: &Arc<FleetStats>,
+    permit: OwnedSemaphorePermit,
+) -> Option<(Connection, ActorRef<SessionMsg>, RecvStream)> {
+    let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(err)) => {
+            debug!(%err, "handshake failed");
+            return None;
+        }
+        Err(_) => {
+            debug!("handshake timed out");
+            return None;
+        }
+    };
+    FleetStats::bump(&stats.connections_accepted);
+    let (session, recv) = start_session(&conn, supervisor, stats, permit).await?;
+    Some((conn, session, recv))
 }
 
 async fn start_session(
