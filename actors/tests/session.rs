@@ -288,3 +288,32 @@ async fn handshake_without_hello_times_out_and_garbage_is_refused() {
         CloseCode::ProtocolError
     );
 }
+
+#[tokio::test]
+async fn last_seen_is_written_at_most_twice_per_heartbeat_interval() {
+    let rig = Rig::new().await;
+    let (session, _link, mut out) = rig.connect().await;
+    let last_seen = async || {
+        rig.store
+            .agent(rig.agent_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seen
+    };
+    // Hello recorded the connect time. The test interval is 1 s, so the grain is 500 ms.
+    assert_eq!(last_seen().await, Some(1_000_000));
+    for _ in 0..20 {
+        rig.clock.advance(20);
+        assert!(datagram(&session, out.seal(heartbeat(), 0)).await);
+    }
+    // 400 ms of heartbeats every 20 ms: verified and counted, none written. Two presence
+    // flushes (every 200 ms) pass before looking.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(rig.ctx.stats.snapshot().heartbeats, 20);
+    assert_eq!(last_seen().await, Some(1_000_000));
+    // Past the grain, the next heartbeat is written.
+    rig.clock.advance(100);
+    assert!(datagram(&session, out.seal(heartbeat(), 0)).await);
+    until(async || last_seen().await == Some(1_000_500)).await;
+}
