@@ -109,13 +109,14 @@ fn run_worker(mut rx: mpsc::Receiver<Request>, stats: &FleetStats) {
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let (items, replies): (Vec<_>, Vec<_>) =
             batch.drain(..).map(|r| ((r.env, r.key), r.reply)).unzip();
-        let verdicts = if items.len() == 1 {
-            items
-                .into_iter()
-                .map(|(env, key)| env.verify_with(&key))
-                .collect()
-        } else {
+        // Decoding runs here on untrusted bytes. It is fuzzed and must not panic, but if it ever
+        // did, this batch's callers get `Stopped` (their sessions close) and the worker lives on.
+        let verdicts = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             Envelope::verify_batch(items)
+        }));
+        let Ok(verdicts) = verdicts else {
+            warn!("signature verification panicked; its batch is refused");
+            continue;
         };
         if verdicts.len() != replies.len() {
             warn!("signature batch returned a verdict count that does not match; dropping it");

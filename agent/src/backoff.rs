@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-/// Refusals in a row answered with a short retry before the exponential backoff takes over.
+/// Refusals (since the last live session) answered with a short retry before the exponential
+/// backoff takes over.
 pub const QUICK_RETRIES: u32 = 8;
 /// Upper bound of a short retry after a refusal.
 pub const QUICK_RETRY_MAX: Duration = Duration::from_millis(1000);
@@ -26,9 +27,9 @@ impl Backoff {
     }
 
     /// The next delay after the server refused the connection outright (its endpoint is up but
-    /// not accepting: shutting down or starting). A restart takes seconds, so the first
-    /// [`QUICK_RETRIES`] refusals in a row are retried within [`QUICK_RETRY_MAX`] (jittered);
-    /// then the exponential backoff continues where it was.
+    /// not accepting: shutting down, starting, or shedding load). A restart takes seconds, so
+    /// the first [`QUICK_RETRIES`] refusals since the last [`reset`](Self::reset) are retried
+    /// within [`QUICK_RETRY_MAX`] (jittered); then the exponential backoff continues where it was.
     pub fn next_delay_refused(&mut self, random: u64) -> Duration {
         self.refusals = self.refusals.saturating_add(1);
         if self.refusals > QUICK_RETRIES {
@@ -103,7 +104,7 @@ mod tests {
             let d = b.next_delay_refused(1_000);
             assert_eq!(d, QUICK_RETRY_MAX, "refusal {i} is a short retry");
         }
-        // The ninth refusal in a row backs off as the third failure: up to 500 ms × 2².
+        // The ninth refusal backs off as the third failure: up to 500 ms × 2².
         assert_eq!(b.next_delay_refused(2_000), Duration::from_millis(2_000));
         assert_eq!(b.next_delay(4_000), Duration::from_millis(4_000));
         b.reset();

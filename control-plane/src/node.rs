@@ -238,6 +238,9 @@ impl Node {
         let _ = self.http.stop.send(());
         self.quic_listening.store(false, Ordering::Relaxed);
         self.endpoint.set_server_config(None);
+        // Nothing still waiting for admission is started now: it would be kicked at once, or
+        // come online after this node released its leases.
+        self.accept_task.abort();
         let told = self
             .supervisor
             .call(
@@ -281,7 +284,6 @@ impl Node {
         {
             warn!(%err, "could not release agent leases");
         }
-        self.accept_task.abort();
         // Lets CONNECTION_CLOSE frames reach the agents.
         let _ = tokio::time::timeout(
             deadline

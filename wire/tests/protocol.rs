@@ -391,3 +391,46 @@ fn datagram_size_is_enforced() {
     });
     assert!(out.seal_datagram(hb, u64::MAX).is_ok());
 }
+
+#[test]
+fn batch_verdicts_stay_in_order_whatever_fails() {
+    // Sizes around the single-check threshold and the halving; bad envelopes anywhere.
+    for (n, bad) in [
+        (1, vec![0]),
+        (7, vec![]),
+        (8, vec![7]),
+        (9, vec![0, 8]),
+        (100, vec![3, 50, 99]),
+        (257, vec![128]),
+        (64, (0..64).collect()),
+    ] {
+        let keys: Vec<_> = (0..n).map(|i| key(i as u8)).collect();
+        let items = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let ack = Message::Ack { seq: i as u64 };
+                let mut bytes = Envelope::seal(ack, [i as u8; 16], [0; 16], 1, 0, k).into_bytes();
+                if bad.contains(&i) {
+                    let last = bytes.len() - 1;
+                    bytes[last] ^= 0x40;
+                }
+                (Envelope::parse(bytes).unwrap(), k.verifying_key())
+            })
+            .collect();
+        let verdicts = Envelope::verify_batch(items);
+        assert_eq!(verdicts.len(), n);
+        for (i, v) in verdicts.iter().enumerate() {
+            match v {
+                Ok(env) => {
+                    assert!(!bad.contains(&i), "n={n}: envelope {i} forged but accepted");
+                    assert_eq!(env.header().sender, [i as u8; 16], "n={n}: order kept");
+                }
+                Err(e) => {
+                    assert!(bad.contains(&i), "n={n}: envelope {i} refused: {e}");
+                    assert_eq!(*e, WireError::BadSignature);
+                }
+            }
+        }
+    }
+}
