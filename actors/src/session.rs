@@ -349,10 +349,7 @@ impl SessionState {
         sender: &[u8; 16],
         key: VerifyingKey,
     ) -> Result<Envelope<reap3r_wire::Verified>, Refusal> {
-        self.inbound.precheck(&env)?;
-        if &env.header().sender != sender {
-            return Err(WireError::WrongSender.into());
-        }
+        self.inbound.precheck_from(&env, sender)?;
         let verified = match self.ctx().verifier.verify(env, key).await {
             Ok(verified) => verified,
             Err(VerifyError::Wire(err)) => return Err(err.into()),
@@ -373,23 +370,18 @@ impl SessionState {
         let (agent_id, key) = (live.agent_id, live.key);
         let env = self.accept(env, agent_id.as_bytes(), key).await?;
         let now = self.now();
-        let is_heartbeat = matches!(env.message(), Message::Heartbeat(_));
-        let mut record_seen = false;
-        if let Phase::Live(live) = &mut self.phase {
-            live.last_heard_ms = now;
-            // `last_seen` follows heartbeats, with no finer grain than half a heartbeat
-            // interval: an agent sending faster than its interval does not turn into a database
-            // write per message.
-            let grain = self.args.ctx.settings.last_seen_grain_ms();
-            if is_heartbeat && now.saturating_sub(live.last_seen_sent_ms) >= grain {
-                live.last_seen_sent_ms = now;
-                record_seen = true;
-            }
-        }
+        let grain = self.args.ctx.settings.last_seen_grain_ms();
+        let Phase::Live(live) = &mut self.phase else {
+            return Err(Refusal::new(CloseCode::ProtocolError, "not live"));
+        };
+        live.last_heard_ms = now;
         match env.into_message() {
             Message::Heartbeat(_) => {
                 FleetStats::bump(&self.args.ctx.stats.heartbeats);
-                if record_seen {
+                // `last_seen` follows heartbeats, no finer than half a heartbeat interval: an
+                // agent sending faster than its interval is not a database write per message.
+                if now.saturating_sub(live.last_seen_sent_ms) >= grain {
+                    live.last_seen_sent_ms = now;
                     let _ = self.args.presence.cast(PresenceMsg::Seen(agent_id, now));
                 }
                 Ok(())

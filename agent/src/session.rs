@@ -26,6 +26,17 @@ const DISPATCH_REFUSED_CODE: u32 = CloseCode::ProtocolError as u32;
 /// From dialling to the server's welcome.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Runs one step of the connect sequence, failing it as `Lost` once `deadline` has passed.
+async fn before<T>(
+    deadline: tokio::time::Instant,
+    what: &str,
+    step: impl std::future::Future<Output = Result<T, AgentError>>,
+) -> Result<T, AgentError> {
+    tokio::time::timeout_at(deadline, step)
+        .await
+        .map_err(|_| AgentError::Lost(format!("no {what} within the connect timeout")))?
+}
+
 #[derive(Debug, Clone)]
 pub struct EnrollOptions {
     pub server: String,
@@ -193,7 +204,6 @@ pub async fn run(opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> Resul
     let addr = transport::resolve(&identity.server).await?;
     let endpoint = transport::client_endpoint(addr)?;
     let mut backoff = Backoff::new(opts.base_backoff, opts.max_backoff);
-    let mut refused = false;
     let mut session = Session {
         endpoint: &endpoint,
         addr,
@@ -207,23 +217,25 @@ pub async fn run(opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> Resul
         if *session.shutdown.borrow() {
             break;
         }
-        match session.connected().await {
+        let delay = match session.connected().await {
             Ok(Ended::Shutdown) => break,
             Ok(Ended::Lost(reason)) => {
                 warn!(%reason, "connection lost; reconnecting");
                 backoff.reset();
+                backoff.next_random()
             }
-            Err(err @ AgentError::Pin(_)) => warn!(%err, "refusing this server"),
             Err(AgentError::ConnectionRefused) => {
                 debug!("server refused the connection; it may be restarting");
-                refused = true;
+                backoff.next_random_refused()
             }
-            Err(err) => warn!(%err, "session failed"),
-        }
-        let delay = if std::mem::take(&mut refused) {
-            backoff.next_random_refused()
-        } else {
-            backoff.next_random()
+            Err(err @ AgentError::Pin(_)) => {
+                warn!(%err, "refusing this server");
+                backoff.next_random()
+            }
+            Err(err) => {
+                warn!(%err, "session failed");
+                backoff.next_random()
+            }
         };
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
@@ -276,24 +288,24 @@ impl Session<'_> {
         // Until the welcome, an attempt has a deadline of its own: one stuck in QUIC's
         // retransmission backoff (say, sent while the server restarted) is retried afresh.
         let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
-        let (conn, mut send, mut recv) = tokio::time::timeout_at(
+        let (conn, mut send, mut recv) = before(
             deadline,
+            "connection",
             transport::connect(
                 self.endpoint,
                 self.addr,
                 transport::client_config(identity.fingerprint, idle)?,
             ),
         )
-        .await
-        .map_err(|_| AgentError::Lost("no connection within the connect timeout".into()))??;
+        .await?;
         // However this connection ends, it is closed, and jobs stop using it.
         let _closer = CloseOnDrop(conn.clone());
-        let (mut inbound, _) = tokio::time::timeout_at(
+        let (mut inbound, _) = before(
             deadline,
+            "challenge",
             read_challenge(&conn, &mut recv, &identity.server_key),
         )
-        .await
-        .map_err(|_| AgentError::Lost("no challenge within the connect timeout".into()))??;
+        .await?;
         let link = Link::new(
             conn.clone(),
             OutboundSession::new(
@@ -311,12 +323,12 @@ impl Session<'_> {
             inventory: inventory::summary(),
         };
         write_frame(&mut send, &link.seal(Message::Hello(hello))).await?;
-        let welcome = match tokio::time::timeout_at(
+        let welcome = match before(
             deadline,
+            "welcome",
             read_server_message(&conn, &mut recv, &mut inbound, &identity.server_key),
         )
-        .await
-        .map_err(|_| AgentError::Lost("no welcome within the connect timeout".into()))??
+        .await?
         {
             Message::Welcome(w) => w,
             other => {

@@ -813,8 +813,7 @@ async fn run_agent(agent: Arc<SimAgent>, shared: Arc<Shared>, mut stop: watch::R
         let result =
             tokio::time::timeout(shared.cfg.handshake_timeout, handshake(&agent, &shared)).await;
         drop(permit);
-        let mut refused = false;
-        match result {
+        let refused = match result {
             Ok(Ok(h)) => {
                 ramped = true;
                 backoff.reset();
@@ -822,13 +821,17 @@ async fn run_agent(agent: Arc<SimAgent>, shared: Arc<Shared>, mut stop: watch::R
                     Ended::Stopped => return,
                     Ended::Lost(kind) => shared.count_error(format!("lost:{kind}")),
                 }
+                false
             }
             Ok(Err(kind)) => {
-                refused = kind == REFUSED;
                 shared.count_error(format!("connect:{kind}"));
+                kind == REFUSED
             }
-            Err(_) => shared.count_error("connect:handshake_timeout".into()),
-        }
+            Err(_) => {
+                shared.count_error("connect:handshake_timeout".into());
+                false
+            }
+        };
         let delay = if refused {
             backoff.next_delay_refused(rng.next_u64())
         } else {

@@ -497,10 +497,7 @@ impl Store {
         batch.sort_unstable_by_key(|&(id, _)| id);
         let mut tx = self.begin_write().await?;
         for chunk in batch.chunks(CHUNK) {
-            let values = (0..chunk.len())
-                .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let values = crate::db::values_rows(1, chunk.len(), &["TEXT", "BIGINT"]);
             // VALUES columns are named column1, column2 by both SQLite and PostgreSQL.
             let sql = format!(
                 "UPDATE agents SET last_seen = v.column2 FROM (VALUES {values}) AS v \

@@ -54,14 +54,26 @@ impl InboundSession {
         sender: &[u8; 16],
         key: &VerifyingKey,
     ) -> Result<Envelope<Verified>, WireError> {
-        self.precheck(&env)?;
+        self.precheck_from(&env, sender)?;
+        let verified = env.verify_with(key)?;
+        self.record_verified(&verified)?;
+        Ok(verified)
+    }
+
+    /// The checks of [`accept`](Self::accept) that come before the signature, for a caller
+    /// that has the signature verified elsewhere (batched) and then calls
+    /// [`record_verified`](Self::record_verified): session nonce, replay window (read only),
+    /// sender.
+    pub fn precheck_from(
+        &self,
+        env: &Envelope<Unverified>,
+        sender: &[u8; 16],
+    ) -> Result<(), WireError> {
+        self.precheck(env)?;
         if &env.header().sender != sender {
             return Err(WireError::WrongSender);
         }
-        let seq = env.header().seq;
-        let verified = env.verify_with(key)?;
-        self.window.accept(seq)?;
-        Ok(verified)
+        Ok(())
     }
 
     /// Accepts an enrolment request, verified against the key it carries.

@@ -3,7 +3,6 @@
 //! cancellation and rolling batches, and finishes the job when every target is terminal.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -317,16 +316,11 @@ impl JobState {
         self.counts.add(to);
         t.state = to;
         let step = TargetTransition::new(self.job.id, agent_id, to, at_ms as i64);
-        match self.progress.entry(agent_id) {
-            Entry::Vacant(e) => {
-                e.insert(step);
-            }
-            // The earlier step is not written yet: this one replaces it and carries its times.
-            Entry::Occupied(mut e) => {
-                let earlier = *e.get();
-                e.insert(supersede(earlier, step));
-            }
-        }
+        // An earlier step not written yet is replaced by this one, which carries its times.
+        self.progress
+            .entry(agent_id)
+            .and_modify(|earlier| *earlier = supersede(*earlier, step))
+            .or_insert(step);
         self.publish_update(Some(agent_id), to.as_str());
     }
 
@@ -490,12 +484,10 @@ impl JobState {
     /// Commits transitions and results; acks agents only after their result is committed.
     /// Returns false when the commit failed (everything stays queued for a retry).
     async fn flush(&mut self) -> bool {
-        if !self.progress.is_empty() {
-            // A result going out now writes its target's step times itself.
-            for p in self.pending.iter_mut().filter(|p| p.store) {
-                if let Some(step) = self.progress.remove(&p.outcome.agent_id) {
-                    fold_step(step, &mut p.outcome);
-                }
+        // A result going out now writes its target's step times itself.
+        for p in self.pending.iter_mut().filter(|p| p.store) {
+            if let Some(step) = self.progress.remove(&p.outcome.agent_id) {
+                fold_step(step, &mut p.outcome);
             }
         }
         if !self.progress.is_empty() {
