@@ -1,10 +1,16 @@
-//! The Reap3r supervision tree: agent sessions, presence, and the shared fleet context.
+//! The Reap3r domain: one folder per feature (`access`, `audit`, `jobs`, …) holding its
+//! operations (typed, validated commands the API and the CLI both call), its pure state machines
+//! and the actors that drive them; plus the supervision tree of agent sessions and presence.
 //!
 //! Actors never touch sockets: a session talks to its agent through an [`AgentLink`], so the
 //! gateway supplies a QUIC link and tests supply an in-memory one. Time comes from a [`Clock`].
 
+pub mod access;
+pub mod audit;
 mod clock;
 mod context;
+mod domain;
+mod error;
 mod events;
 pub mod jobs;
 mod link;
@@ -16,6 +22,8 @@ mod verifier;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{FleetContext, FleetSettings, hash_enrollment_token};
+pub use domain::Domain;
+pub use error::{DomainError, DomainResult, optional_text, required_text};
 pub use events::{EventBus, FleetEvent};
 pub use jobs::{JobRouter, JobService, JobSupervisor};
 pub use link::{AgentLink, LinkError};

@@ -38,65 +38,7 @@ pub fn hash_secret(secret: &str) -> String {
     blake3::hash(secret.as_bytes()).to_hex().to_string()
 }
 
-/// How the caller proved who they are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Credential {
-    Session {
-        session_id: Uuid,
-    },
-    ApiKey {
-        key_id: Uuid,
-        scopes: Vec<Permission>,
-    },
-}
-
-/// An authenticated caller acting in one organisation with one role.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub user_id: Uuid,
-    pub email: String,
-    /// The organisation the user belongs to.
-    pub home_org: Uuid,
-    /// The organisation this request acts in; every query is scoped to it.
-    pub org_id: Uuid,
-    /// The role held in `org_id`.
-    pub role: Role,
-    pub credential: Credential,
-}
-
-impl Caller {
-    /// Whether the role holds the permission and, for API keys, the key's scopes include it.
-    pub fn allows(&self, p: Permission) -> bool {
-        self.role.grants(p)
-            && match &self.credential {
-                Credential::Session { .. } => true,
-                Credential::ApiKey { scopes, .. } => scopes.contains(&p),
-            }
-    }
-
-    pub fn require(&self, p: Permission) -> ApiResult<()> {
-        if self.allows(p) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!("requires permission {p}")))
-        }
-    }
-
-    /// How the caller is named in the audit log.
-    pub fn actor(&self) -> String {
-        match &self.credential {
-            Credential::Session { .. } => format!("user:{}", self.email),
-            Credential::ApiKey { key_id, .. } => format!("api_key:{key_id}:{}", self.email),
-        }
-    }
-
-    pub fn session_id(&self) -> Option<Uuid> {
-        match &self.credential {
-            Credential::Session { session_id } => Some(*session_id),
-            Credential::ApiKey { .. } => None,
-        }
-    }
-}
+pub use reap3r_actors::access::{Caller, Credential};
 
 /// A session access token in `Authorization: Bearer`.
 #[derive(SecurityScheme)]
@@ -270,7 +212,7 @@ pub async fn authenticate(ctx: &ApiContext, req: &Request, secret: &str) -> ApiR
     };
     let role = role_in_org(ctx, &user, org_id).await?;
     Ok(Caller {
-        user_id: user.id,
+        user_id: Some(user.id),
         email: user.email,
         home_org: user.org_id,
         org_id,
@@ -373,7 +315,7 @@ mod tests {
 
     fn caller(role: Role, credential: Credential) -> Caller {
         Caller {
-            user_id: Uuid::nil(),
+            user_id: Some(Uuid::nil()),
             email: "a@b".into(),
             home_org: Uuid::nil(),
             org_id: Uuid::nil(),

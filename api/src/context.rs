@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use reap3r_actors::{Clock, EventBus, FleetStats, JobService};
+use reap3r_actors::{Clock, Domain, EventBus, FleetStats, JobService};
 use reap3r_store::{Store, Uuid};
 
 use crate::metrics::HttpMetrics;
@@ -75,6 +75,8 @@ impl NodeHooks for NoNode {
 
 #[derive(Clone)]
 pub struct ApiContext {
+    /// Where every operation lives: handlers map HTTP to it.
+    pub domain: Domain,
     pub store: Store,
     pub clock: Arc<dyn Clock>,
     pub events: EventBus,

@@ -5,6 +5,7 @@ use poem::Response;
 use poem::http::StatusCode;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
+use reap3r_actors::DomainError;
 use reap3r_store::StoreError;
 
 /// The body of every error response.
@@ -141,6 +142,32 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %other, "store failure while serving a request");
                 ApiError::unavailable("the database is unavailable; try again")
             }
+        }
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(err: DomainError) -> Self {
+        match err {
+            DomainError::Invalid {
+                code,
+                message,
+                details,
+            } => ApiError::BadRequest(Json(ErrorBody {
+                code: code.to_owned(),
+                message,
+                details,
+            })),
+            DomainError::Unauthenticated { code, message } => ApiError::unauthorized(code, message),
+            DomainError::Forbidden { code, message } => ApiError::Forbidden(body(code, message)),
+            DomainError::NotFound(what) => ApiError::not_found(what),
+            DomainError::Conflict(message) => ApiError::conflict(message),
+            DomainError::TooMany { code, message } => ApiError::too_many(code, message),
+            DomainError::Unavailable(message) => {
+                tracing::error!(%message, "a part of the server failed while serving a request");
+                ApiError::unavailable(message)
+            }
+            DomainError::Store(err) => err.into(),
         }
     }
 }

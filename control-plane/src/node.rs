@@ -10,9 +10,9 @@ use quinn::Endpoint;
 use ractor::ActorRef;
 use reap3r_actors::jobs::JobSupervisorMsg;
 use reap3r_actors::{
-    Clock, EventBus, FleetContext, FleetSettings, FleetStats, JobRouter, JobService, JobSupervisor,
-    PresenceMsg, PresenceWriter, SessionMsg, SessionRegistry, SessionSupervisor, SignatureVerifier,
-    SupervisorMsg, SystemClock,
+    Clock, Domain, EventBus, FleetContext, FleetSettings, FleetStats, JobRouter, JobService,
+    JobSupervisor, PresenceMsg, PresenceWriter, SessionMsg, SessionRegistry, SessionSupervisor,
+    SignatureVerifier, SupervisorMsg, SystemClock,
 };
 use reap3r_api::metrics::HttpMetrics;
 use reap3r_api::{ApiContext, ApiSettings, EnrolmentInfo, NodeHooks};
@@ -179,6 +179,7 @@ impl Node {
             config.public_addr.clone()
         };
         let api = ApiContext {
+            domain: Domain::new(store.clone(), ctx.clock.clone(), ctx.events.clone()),
             store: store.clone(),
             clock: ctx.clock.clone(),
             events: ctx.events.clone(),

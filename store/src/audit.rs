@@ -9,7 +9,7 @@ use crate::db::{
     Conditions, get_i64, get_json, get_opt_str, get_opt_uuid, get_str, to_json_text, uuid_text,
 };
 use crate::error::{Result, StoreError};
-use crate::{Backend, Store};
+use crate::{Backend, Store, Tx};
 
 /// `prev_hash` of the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -137,11 +137,19 @@ fn record_from_row(row: &AnyRow) -> Result<AuditRecord> {
     })
 }
 
-impl Store {
-    /// Appends a record at the end of the chain. Appends are serialised (in this process by a
-    /// mutex, across processes by the database lock) because seq and prev_hash come from the
-    /// last record: two concurrent appends would otherwise fork the chain.
-    pub async fn append_audit(&self, entry: &NewAuditEntry, now_ms: i64) -> Result<AuditRecord> {
+impl Tx {
+    /// Appends a record at the end of the chain, inside this transaction: it commits with the
+    /// change it records or not at all. Appends are serialised across processes and nodes
+    /// because seq and prev_hash come from the last record (two concurrent appends would
+    /// otherwise fork the chain): on SQLite by the write lock the transaction took at BEGIN, on
+    /// PostgreSQL by an advisory lock held until commit. The lock is taken at the first append,
+    /// after the change's own writes, and nothing but the append follows it, so transactions
+    /// cannot deadlock over it.
+    pub async fn append_audit(
+        &mut self,
+        entry: &NewAuditEntry,
+        now_ms: i64,
+    ) -> Result<AuditRecord> {
         if entry.actor.is_empty() || entry.action.is_empty() {
             return Err(StoreError::Invalid(
                 "audit actor and action must not be empty".into(),
@@ -150,16 +158,15 @@ impl Store {
         let details = to_json_text(&entry.details, "audit details")?;
         let org_id = entry.org_id.map(uuid_text);
 
-        let _guard = self.audit_lock.lock().await;
-        let mut tx = self.begin_write().await?;
-        if self.backend() == Backend::Postgres {
+        if self.backend() == Backend::Postgres && !self.audit_locked {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(AUDIT_LOCK_KEY)
-                .execute(&mut *tx)
+                .execute(&mut *self.conn())
                 .await?;
+            self.audit_locked = true;
         }
         let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut *self.conn())
             .await?;
         let (seq, prev_hash) = match last {
             Some(row) => (get_i64(&row, "seq")? + 1, get_str(&row, "hash")?),
@@ -188,10 +195,9 @@ impl Store {
         .bind(details)
         .bind(&prev_hash)
         .bind(&hash)
-        .execute(&mut *tx)
+        .execute(&mut *self.conn())
         .await?;
-        tx.commit().await?;
-        Ok(AuditRecord {
+        let record = AuditRecord {
             seq,
             ts: now_ms,
             org_id: entry.org_id,
@@ -201,7 +207,20 @@ impl Store {
             details: entry.details.clone(),
             prev_hash,
             hash,
-        })
+        };
+        self.audited.push(record.clone());
+        Ok(record)
+    }
+}
+
+impl Store {
+    /// Appends one audit record in a transaction of its own. Only for records that stand alone
+    /// (no change goes with them); a change and its record go through one [`Tx`].
+    pub async fn append_audit(&self, entry: &NewAuditEntry, now_ms: i64) -> Result<AuditRecord> {
+        let mut tx = self.begin().await?;
+        let record = tx.append_audit(entry, now_ms).await?;
+        tx.commit().await?;
+        Ok(record)
     }
 
     /// The newest `limit` records (capped at [`MAX_AUDIT_PAGE`]), newest first; every

@@ -17,10 +17,11 @@ mod orgs;
 mod sessions;
 pub mod testing;
 mod tokens;
+mod tx;
 mod users;
 
 use std::path::Path;
-use std::sync::{Arc, Once};
+use std::sync::Once;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -50,6 +51,7 @@ pub use sessions::{
     AuthSession, ChallengeCheck, NewAuthSession, REFRESH_REUSE_REASON, RefreshOutcome,
 };
 pub use tokens::{EnrollmentToken, NewEnrollmentToken};
+pub use tx::Tx;
 pub use users::{NewUser, User, UserUpdate};
 pub use uuid::Uuid;
 
@@ -88,14 +90,11 @@ impl std::fmt::Display for Backend {
     }
 }
 
-/// Handle to the database. Cheap to clone: clones share the pool and the audit lock.
+/// Handle to the database. Cheap to clone: clones share the pool.
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// Serialises audit appends within this process; the database lock (advisory lock on
-    /// PostgreSQL, the write lock on SQLite) does the same across processes and nodes.
-    audit_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -140,11 +139,7 @@ impl Store {
             }
             Backend::Postgres => AnyPoolOptions::new().connect_with(options).await?,
         };
-        let store = Store {
-            pool,
-            backend,
-            audit_lock: Arc::new(tokio::sync::Mutex::new(())),
-        };
+        let store = Store { pool, backend };
         migrate::run(&store).await?;
         Ok(store)
     }

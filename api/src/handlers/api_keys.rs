@@ -131,7 +131,7 @@ impl ApiKeysApi {
             .create_api_key(
                 &NewApiKey {
                     org_id: caller.org_id,
-                    user_id: caller.user_id,
+                    user_id: caller.account()?,
                     name,
                     prefix: secret.chars().take(API_KEY_PREFIX.len() + 8).collect(),
                     key_hash: hash_secret(&secret),

@@ -655,7 +655,7 @@ pub fn user_target(id: Uuid) -> String {
 
 async fn own_user(ctx: &ApiContext, caller: &Caller) -> ApiResult<User> {
     ctx.store
-        .user_by_id(caller.user_id)
+        .user_by_id(caller.account()?)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))
 }

@@ -79,7 +79,7 @@ async fn visible_orgs(ctx: &ApiContext, caller: &Caller) -> ApiResult<Vec<Org>> 
         return Ok(ctx.store.list_orgs().await?);
     }
     let mut ids = vec![caller.home_org, caller.org_id];
-    for a in ctx.store.list_user_assignments(caller.user_id).await? {
+    for a in ctx.store.list_user_assignments(caller.account()?).await? {
         ids.push(a.org_id);
     }
     ids.sort();

@@ -307,7 +307,7 @@ impl UsersApi {
         body: Json<SuspendRequest>,
     ) -> ApiResult<Json<UserView>> {
         let caller = auth.caller();
-        if id.0 == caller.user_id {
+        if caller.user_id == Some(id.0) {
             return Err(ApiError::conflict("you cannot suspend yourself"));
         }
         target_user(&ctx, caller, id.0).await?;
@@ -353,7 +353,7 @@ impl UsersApi {
         body: Json<RoleRequest>,
     ) -> ApiResult<Json<UserView>> {
         let caller = auth.caller();
-        if id.0 == caller.user_id {
+        if caller.user_id == Some(id.0) {
             return Err(ApiError::conflict("you cannot change your own role"));
         }
         let role = Role::from(body.role);
