@@ -34,6 +34,17 @@ pub struct PresenceState {
 }
 
 impl PresenceWriter {
+    /// Starts the writer under `parent` (the root supervisor).
+    pub async fn spawn_linked(
+        ctx: FleetContext,
+        registry: SessionRegistry,
+        parent: ractor::ActorCell,
+    ) -> Result<ActorRef<PresenceMsg>, ractor::SpawnErr> {
+        let (actor, _) = Actor::spawn_linked(None, PresenceWriter, (ctx, registry), parent).await?;
+        Ok(actor)
+    }
+
+    /// Starts the writer on its own (tests that drive sessions without a node).
     pub async fn start(
         ctx: FleetContext,
         registry: SessionRegistry,

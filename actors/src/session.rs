@@ -32,7 +32,7 @@ pub struct SessionArgs {
     pub ctx: FleetContext,
     pub link: Arc<dyn AgentLink>,
     pub registry: SessionRegistry,
-    pub presence: ActorRef<PresenceMsg>,
+    pub presence: crate::slot::ActorSlot<PresenceMsg>,
 }
 
 // `InjectFault` is a hidden test hook, not a non-exhaustive marker.

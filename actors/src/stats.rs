@@ -33,6 +33,9 @@ pub struct FleetStats {
     /// Connections refused before the TLS handshake: they waited too long for admission, or
     /// the admission queue was full.
     pub handshakes_shed: AtomicU64,
+    /// Long-lived subsystems (presence writer, session or job supervisor) the root supervisor
+    /// restarted after a crash.
+    pub subsystem_restarts: AtomicU64,
     closes: [AtomicU64; CloseCode::ALL.len()],
 }
 

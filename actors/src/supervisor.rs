@@ -9,6 +9,7 @@ use reap3r_wire::CloseCode;
 use tracing::{error, info};
 
 use crate::session::mark_offline;
+use crate::slot::ActorSlot;
 use crate::{
     AgentLink, AgentSession, FleetContext, FleetStats, PresenceMsg, SessionArgs, SessionMsg,
 };
@@ -86,6 +87,8 @@ pub enum SupervisorMsg {
     ),
     /// Close every session (server shutdown); replies with how many were told.
     KickAll(CloseCode, String, RpcReplyPort<usize>),
+    /// Close every session and reply once the last one has stopped (its agent marked offline).
+    Drain(CloseCode, String, RpcReplyPort<usize>),
     /// Number of session actors (any phase).
     Count(RpcReplyPort<usize>),
 }
@@ -95,6 +98,7 @@ impl std::fmt::Debug for SupervisorMsg {
         match self {
             Self::Spawn(link, _) => write!(f, "Spawn({})", link.remote()),
             Self::KickAll(code, _, _) => write!(f, "KickAll({code})"),
+            Self::Drain(code, _, _) => write!(f, "Drain({code})"),
             Self::Count(_) => f.write_str("Count"),
         }
     }
@@ -103,19 +107,53 @@ impl std::fmt::Debug for SupervisorMsg {
 pub struct SupervisorArgs {
     pub ctx: FleetContext,
     pub registry: SessionRegistry,
-    pub presence: ActorRef<PresenceMsg>,
+    pub presence: ActorSlot<PresenceMsg>,
 }
 
 pub struct SupervisorState {
     args: SupervisorArgs,
     children: HashMap<ActorId, (ActorRef<SessionMsg>, Arc<dyn AgentLink>)>,
+    /// Waiting for the last session to stop: (sessions told, reply).
+    drained: Vec<(usize, RpcReplyPort<usize>)>,
+}
+
+impl SupervisorState {
+    fn answer_drained(&mut self) {
+        if self.children.is_empty() {
+            for (told, reply) in self.drained.drain(..) {
+                let _ = reply.send(told);
+            }
+        }
+    }
 }
 
 impl SessionSupervisor {
+    /// Starts the supervisor under `parent` (the root supervisor).
+    pub async fn spawn_linked(
+        ctx: FleetContext,
+        registry: SessionRegistry,
+        presence: ActorSlot<PresenceMsg>,
+        parent: ractor::ActorCell,
+    ) -> Result<ActorRef<SupervisorMsg>, ractor::SpawnErr> {
+        let (actor, _) = Actor::spawn_linked(
+            None,
+            SessionSupervisor,
+            SupervisorArgs {
+                ctx,
+                registry,
+                presence,
+            },
+            parent,
+        )
+        .await?;
+        Ok(actor)
+    }
+
+    /// Starts the supervisor on its own (tests that drive sessions without a node).
     pub async fn start(
         ctx: FleetContext,
         registry: SessionRegistry,
-        presence: ActorRef<PresenceMsg>,
+        presence: ActorSlot<PresenceMsg>,
     ) -> Result<(ActorRef<SupervisorMsg>, tokio::task::JoinHandle<()>), ractor::SpawnErr> {
         let (actor, handle) = Actor::spawn(
             None,
@@ -149,6 +187,7 @@ impl Actor for SessionSupervisor {
         Ok(SupervisorState {
             args,
             children: HashMap::new(),
+            drained: Vec::new(),
         })
     }
 
@@ -188,6 +227,13 @@ impl Actor for SessionSupervisor {
                 }
                 let _ = reply.send(state.children.len());
             }
+            SupervisorMsg::Drain(code, reason, reply) => {
+                for (session, _) in state.children.values() {
+                    let _ = session.cast(SessionMsg::Kick(code, reason.clone()));
+                }
+                state.drained.push((state.children.len(), reply));
+                state.answer_drained();
+            }
             SupervisorMsg::Count(reply) => {
                 let _ = reply.send(state.children.len());
             }
@@ -206,6 +252,7 @@ impl Actor for SessionSupervisor {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 state.children.remove(&cell.get_id());
+                state.answer_drained();
             }
             SupervisionEvent::ActorFailed(cell, err) => {
                 let id = cell.get_id();
@@ -227,6 +274,7 @@ impl Actor for SessionSupervisor {
                         mark_offline(&ctx, agent_id, Uuid::nil(), "session crashed").await;
                     });
                 }
+                state.answer_drained();
             }
             SupervisionEvent::ActorStarted(_) | SupervisionEvent::ProcessGroupChanged(_) => {}
             #[allow(unreachable_patterns)]

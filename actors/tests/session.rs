@@ -94,7 +94,9 @@ impl Rig {
         let presence = PresenceWriter::start(ctx.clone(), registry.clone())
             .await
             .unwrap();
-        let (supervisor, _) = SessionSupervisor::start(ctx.clone(), registry.clone(), presence)
+        let slot = reap3r_actors::ActorSlot::default();
+        slot.set(presence);
+        let (supervisor, _) = SessionSupervisor::start(ctx.clone(), registry.clone(), slot)
             .await
             .unwrap();
         Rig {

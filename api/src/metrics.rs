@@ -212,6 +212,11 @@ fn render_fleet(out: &mut String, fleet: &FleetStats) {
             "Agent connections refused before TLS: too long a wait for admission, or a full queue.",
             get(&fleet.handshakes_shed),
         ),
+        (
+            "reap3r_subsystem_restarts_total",
+            "Long-lived subsystems (presence writer, session or job supervisor) restarted after a crash.",
+            get(&fleet.subsystem_restarts),
+        ),
     ] {
         counter(out, name, help, value);
     }

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{Connection, Endpoint, EndpointConfig, Incoming, RecvStream, SendStream, VarInt};
 use ractor::ActorRef;
-use reap3r_actors::{AgentLink, FleetStats, LinkError, SessionMsg, SupervisorMsg};
+use reap3r_actors::{
+    ActorSlot, AgentLink, DrainSignal, FleetStats, LinkError, SessionMsg, SupervisorMsg,
+};
 use reap3r_wire::{ALPN, CloseCode, MAX_FRAME_LEN, decode_frame_len, encode_frame};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{debug, warn};
@@ -169,9 +171,10 @@ const MAX_ADMISSION_WAIT: Duration = Duration::from_secs(5);
 /// the queue full, is refused before any TLS work; the agent retries shortly.
 pub async fn accept_loop(
     endpoint: Endpoint,
-    supervisor: ActorRef<SupervisorMsg>,
+    supervisor: ActorSlot<SupervisorMsg>,
     stats: Arc<FleetStats>,
     max_handshakes: usize,
+    mut drain: DrainSignal,
 ) {
     let (queue, mut waiting) = mpsc::channel::<(Instant, Incoming)>(ACCEPT_QUEUE);
     let intake_stats = stats.clone();
@@ -187,11 +190,19 @@ pub async fn accept_loop(
         }
     }));
     let admission = Arc::new(Semaphore::new(max_handshakes));
+    // Ends at the drain signal: a connection admitted now would be kicked at once, or come
+    // online after this node released its leases.
     loop {
-        let Ok(permit) = admission.clone().acquire_owned().await else {
-            break;
+        let next = async {
+            let permit = admission.clone().acquire_owned().await.ok()?;
+            let (queued_at, incoming) = waiting.recv().await?;
+            Some((permit, queued_at, incoming))
         };
-        let Some((queued_at, incoming)) = waiting.recv().await else {
+        let admitted = tokio::select! {
+            next = next => next,
+            () = drain.started() => None,
+        };
+        let Some((permit, queued_at, incoming)) = admitted else {
             break;
         };
         if queued_at.elapsed() > MAX_ADMISSION_WAIT {
@@ -223,7 +234,7 @@ impl Drop for AbortOnDrop {
 /// Completes the QUIC handshake and starts the connection's session.
 async fn admit(
     incoming: Incoming,
-    supervisor: &ActorRef<SupervisorMsg>,
+    supervisor: &ActorSlot<SupervisorMsg>,
     stats: &Arc<FleetStats>,
     permit: OwnedSemaphorePermit,
 ) -> Option<(Connection, ActorRef<SessionMsg>, RecvStream)> {
@@ -245,7 +256,7 @@ async fn admit(
 
 async fn start_session(
     conn: &Connection,
-    supervisor: &ActorRef<SupervisorMsg>,
+    supervisor: &ActorSlot<SupervisorMsg>,
     stats: &Arc<FleetStats>,
     permit: OwnedSemaphorePermit,
 ) -> Option<(ActorRef<SessionMsg>, RecvStream)> {
@@ -267,6 +278,13 @@ async fn start_session(
         admission: std::sync::Mutex::new(Some(permit)),
     });
     let link: Arc<dyn AgentLink> = quic_link.clone();
+    let Some(supervisor) = supervisor.get() else {
+        link.close(
+            CloseCode::Internal,
+            "server restarting a subsystem; reconnect",
+        );
+        return None;
+    };
     match supervisor
         .call(|reply| SupervisorMsg::Spawn(link.clone(), reply), None)
         .await
@@ -304,7 +322,14 @@ async fn serve_connection(
         r = pump_datagrams(&conn, &session) => r,
         r = pump_uni_streams(&conn, &session, &stats) => r,
     };
-    let _ = session.cast(SessionMsg::LinkClosed(reason));
+    if session.cast(SessionMsg::LinkClosed(reason)).is_err() {
+        // The session is gone without closing its link (its supervisor was restarted): close
+        // the connection here so the agent reconnects to a fresh session.
+        conn.close(
+            VarInt::from_u32(CloseCode::Internal as u32),
+            b"session ended; reconnect",
+        );
+    }
 }
 
 async fn pump_stream(

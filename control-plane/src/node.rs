@@ -10,16 +10,15 @@ use quinn::Endpoint;
 use ractor::ActorRef;
 use reap3r_actors::jobs::JobSupervisorMsg;
 use reap3r_actors::{
-    Clock, Domain, EventBus, FleetContext, FleetSettings, FleetStats, JobRouter, JobService,
-    JobSupervisor, PresenceMsg, PresenceWriter, SessionMsg, SessionRegistry, SessionSupervisor,
-    SignatureVerifier, SupervisorMsg, SystemClock,
+    Clock, Domain, Drain, EventBus, FleetContext, FleetSettings, FleetStats, JobRouter, JobService,
+    RootArgs, RootMsg, RootSupervisor, SessionMsg, SessionRegistry, SignatureVerifier, Subsystems,
+    SystemClock,
 };
 use reap3r_api::metrics::HttpMetrics;
 use reap3r_api::{ApiContext, ApiSettings, EnrolmentInfo, NodeHooks};
 use reap3r_store::{Store, Uuid};
 use reap3r_wire::{AgentConfig, CloseCode};
 use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -65,9 +64,8 @@ impl NodeHooks for NodeLink {
     }
 }
 
-/// The HTTP server task and the switch that starts its graceful stop.
+/// The HTTP server task; it stops admitting requests at the drain signal.
 struct HttpServer {
-    stop: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
 }
 
@@ -91,9 +89,10 @@ pub struct Node {
     pub identity: Arc<ServerIdentity>,
     pub ctx: FleetContext,
     pub registry: SessionRegistry,
-    supervisor: ActorRef<SupervisorMsg>,
-    presence: ActorRef<PresenceMsg>,
-    pub job_supervisor: ActorRef<JobSupervisorMsg>,
+    /// Owns every long-lived actor; runs the shutdown sequence.
+    pub root: ActorRef<RootMsg>,
+    /// The one drain signal: raised once at shutdown, watched by every subsystem.
+    drain: Drain,
     endpoint: Endpoint,
     accept_task: JoinHandle<()>,
 }
@@ -148,17 +147,17 @@ impl Node {
             verifier,
         };
         let registry = SessionRegistry::default();
-        // Resumes jobs left active by the previous run; dispatch waits for agents to connect.
-        let job_supervisor = JobSupervisor::start(ctx.clone(), registry.clone())
-            .await
-            .map_err(|e| NodeError::Actors(e.to_string()))?;
-        let presence = PresenceWriter::start(ctx.clone(), registry.clone())
-            .await
-            .map_err(|e| NodeError::Actors(e.to_string()))?;
-        let (supervisor, _) =
-            SessionSupervisor::start(ctx.clone(), registry.clone(), presence.clone())
-                .await
-                .map_err(|e| NodeError::Actors(e.to_string()))?;
+        let subsystems = Subsystems::default();
+        // The job supervisor resumes jobs left active by the previous run; dispatch waits for
+        // agents to connect.
+        let root = RootSupervisor::start(RootArgs {
+            ctx: ctx.clone(),
+            registry: registry.clone(),
+            subsystems: subsystems.clone(),
+        })
+        .await
+        .map_err(|e| NodeError::Actors(e.to_string()))?;
+        let drain = Drain::default();
         let endpoint = gateway::bind_endpoint(config.quic_addr, &identity, idle)?;
         let quic_addr = endpoint.local_addr().map_err(|source| GatewayError::Bind {
             addr: config.quic_addr,
@@ -166,9 +165,10 @@ impl Node {
         })?;
         let accept_task = tokio::spawn(gateway::accept_loop(
             endpoint.clone(),
-            supervisor.clone(),
+            subsystems.sessions.clone(),
             ctx.stats.clone(),
             config.max_concurrent_handshakes,
+            drain.signal(),
         ));
         info!(%quic_addr, node = %config.node_id, fingerprint = %identity.fingerprint(), "QUIC gateway listening");
         let quic_listening = Arc::new(AtomicBool::new(true));
@@ -197,7 +197,7 @@ impl Node {
                 quic_listening: quic_listening.clone(),
             }),
         };
-        let (http, http_addr) = start_http(&config, api.clone()).await?;
+        let (http, http_addr) = start_http(&config, api.clone(), drain.signal()).await?;
         info!(%http_addr, "HTTP API listening (docs at /docs)");
         Ok(Self {
             config,
@@ -210,9 +210,8 @@ impl Node {
             identity,
             ctx,
             registry,
-            supervisor,
-            presence,
-            job_supervisor,
+            root,
+            drain,
             endpoint,
             accept_task,
         })
@@ -231,51 +230,38 @@ impl Node {
         &self.ctx.stats
     }
 
-    /// Stops accepting, tells every agent the server is shutting down, flushes presence and
-    /// waits (up to the grace period) for connections to close.
+    /// The job supervisor, where it runs (tests use it to inject faults).
+    pub fn job_supervisor(&self) -> Option<ActorRef<JobSupervisorMsg>> {
+        self.ctx.jobs.get()
+    }
+
+    /// Shuts down in one sequence over the drain signal, within the grace period:
+    /// 1. raise the drain signal: the QUIC gateway and the HTTP server stop admitting (HTTP
+    ///    requests in flight finish); the endpoint refuses new connections;
+    /// 2. the root supervisor drains: job actors commit and ack the results they hold while
+    ///    agents are still connected, then sessions tell their agents the server is shutting
+    ///    down and mark them offline, then presence flushes (see `RootSupervisor`);
+    /// 3. leases still held (sessions that outlived the grace) are released;
+    /// 4. CONNECTION_CLOSE frames get out, the endpoint closes, the store closes.
     pub async fn shutdown(self) {
         let deadline = Instant::now() + self.config.shutdown_grace;
-        // In-flight HTTP requests finish (within the grace period); new ones are refused.
-        let _ = self.http.stop.send(());
+        let left = |deadline: Instant| deadline.saturating_duration_since(Instant::now());
+        self.drain.start();
         self.quic_listening.store(false, Ordering::Relaxed);
         self.endpoint.set_server_config(None);
-        // Nothing still waiting for admission is started now: it would be kicked at once, or
-        // come online after this node released its leases.
-        self.accept_task.abort();
-        let told = self
-            .supervisor
+        match self
+            .root
             .call(
-                |r| {
-                    SupervisorMsg::KickAll(
-                        CloseCode::ServerShutdown,
-                        "server shutting down".into(),
-                        r,
-                    )
-                },
-                Some(Duration::from_secs(2)),
+                |r| RootMsg::Shutdown(left(deadline), r),
+                Some(left(deadline) + Duration::from_secs(6)),
             )
-            .await;
-        info!(?told, "told agents the server is shutting down");
-        while Instant::now() < deadline {
-            let left = self
-                .supervisor
-                .call(SupervisorMsg::Count, Some(Duration::from_secs(1)))
-                .await;
-            if matches!(left, Ok(ractor::rpc::CallResult::Success(0))) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if let Err(err) = self
-            .presence
-            .stop_and_wait(None, Some(Duration::from_secs(5)))
             .await
         {
-            warn!(%err, "presence writer did not stop cleanly");
+            Ok(ractor::rpc::CallResult::Success(())) => {}
+            other => warn!(?other, "shutdown sequence did not finish"),
         }
-        self.supervisor.stop(None);
-        // Job state is durable; actors resume from the database at the next start.
-        self.job_supervisor.stop(None);
+        self.root.stop(None);
+        let _ = self.accept_task.await;
         // Sessions that did not finish within the grace period still hold leases on this node.
         let now = self.ctx.clock.now_ms() as i64;
         if let Err(err) = self
@@ -287,9 +273,7 @@ impl Node {
         }
         // Lets CONNECTION_CLOSE frames reach the agents.
         let _ = tokio::time::timeout(
-            deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(200)),
+            left(deadline).max(Duration::from_millis(200)),
             self.endpoint.wait_idle(),
         )
         .await;
@@ -298,9 +282,7 @@ impl Node {
             b"server shutting down",
         );
         match tokio::time::timeout(
-            deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(200)),
+            left(deadline).max(Duration::from_millis(200)),
             self.http.task,
         )
         .await
@@ -319,6 +301,7 @@ impl Node {
 async fn start_http(
     config: &Config,
     api: ApiContext,
+    mut drain: reap3r_actors::DrainSignal,
 ) -> Result<(HttpServer, SocketAddr), NodeError> {
     let addr = config.http_addr;
     let acceptor = TcpListener::bind(addr)
@@ -330,16 +313,13 @@ async fn start_http(
         .first()
         .and_then(|a| a.as_socket_addr().copied())
         .unwrap_or(addr);
-    let (stop, stopped) = oneshot::channel::<()>();
     let grace = config.shutdown_grace;
     let task = tokio::spawn(
         poem::Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
             reap3r_api::app(api),
-            async move {
-                let _ = stopped.await;
-            },
+            async move { drain.started().await },
             Some(grace),
         ),
     );
-    Ok((HttpServer { stop, task }, bound))
+    Ok((HttpServer { task }, bound))
 }

@@ -41,6 +41,8 @@ pub enum JobMsg {
     Cancel,
     Tick(u64),
     Flush,
+    /// Shutdown: commit what is pending now (and ack it to agents still connected), then reply.
+    Drain(ractor::RpcReplyPort<()>),
     /// Test hook: makes the handler panic, to exercise supervision.
     #[doc(hidden)]
     InjectFault,
@@ -158,6 +160,14 @@ impl Actor for JobActor {
                     myself.stop(None);
                     return Ok(());
                 }
+            }
+            JobMsg::Drain(reply) => {
+                state.flush_scheduled = false;
+                if !state.flush().await {
+                    warn!(job_id = %state.job.id, "pending results not committed at shutdown; agents replay them");
+                }
+                let _ = reply.send(());
+                return Ok(());
             }
             JobMsg::InjectFault => {
                 #[allow(clippy::panic)]

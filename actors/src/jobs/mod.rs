@@ -5,8 +5,6 @@ mod actor;
 mod service;
 mod supervisor;
 
-use std::sync::{Arc, OnceLock};
-
 use ractor::ActorRef;
 use reap3r_store::Uuid;
 use reap3r_wire::{JobAckOutcome, JobOutput, JobResult};
@@ -16,6 +14,7 @@ pub use service::{JobError, JobService, NewJobRequest};
 pub use supervisor::{JobSupervisor, JobSupervisorArgs, JobSupervisorMsg};
 
 use crate::SessionMsg;
+use crate::slot::ActorSlot;
 
 /// What an agent said about one of its jobs, already verified by its session.
 #[derive(Debug)]
@@ -26,22 +25,17 @@ pub enum AgentJobEvent {
     Result(Box<JobResult>),
 }
 
-/// How sessions and the API reach the job supervisor, which starts after the context is built.
-#[derive(Clone, Default)]
-pub struct JobRouter(Arc<OnceLock<ActorRef<JobSupervisorMsg>>>);
-
-impl std::fmt::Debug for JobRouter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "JobRouter(set: {})", self.0.get().is_some())
-    }
-}
+/// How sessions and the API reach the job supervisor, which starts after the context is built
+/// and is started again by the root supervisor if it crashes.
+#[derive(Clone, Default, Debug)]
+pub struct JobRouter(ActorSlot<JobSupervisorMsg>);
 
 impl JobRouter {
     pub fn set(&self, supervisor: ActorRef<JobSupervisorMsg>) {
-        let _ = self.0.set(supervisor);
+        self.0.set(supervisor);
     }
 
-    pub fn get(&self) -> Option<&ActorRef<JobSupervisorMsg>> {
+    pub fn get(&self) -> Option<ActorRef<JobSupervisorMsg>> {
         self.0.get()
     }
 

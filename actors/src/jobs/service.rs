@@ -80,7 +80,7 @@ impl JobService {
     /// Validates, resolves targets, checks capabilities, signs and stores the job, and starts
     /// its actor. Returns the stored job.
     pub async fn create(&self, req: NewJobRequest) -> Result<Job, JobError> {
-        let supervisor = self.router().get().cloned().ok_or(JobError::Unavailable)?;
+        let supervisor = self.router().get().ok_or(JobError::Unavailable)?;
         let now = self.ctx.clock.now_ms();
         validate(&req, now)?;
         let agents = self

@@ -35,6 +35,8 @@ pub enum JobSupervisorMsg {
     Cancel(Uuid, RpcReplyPort<bool>),
     /// Live job actors.
     Count(RpcReplyPort<usize>),
+    /// Shutdown: every job actor commits and acks what it holds; replies when all have.
+    Drain(RpcReplyPort<()>),
     /// Test hook: crash the actor of this job.
     #[doc(hidden)]
     InjectFault(Uuid),
@@ -52,6 +54,7 @@ impl std::fmt::Debug for JobSupervisorMsg {
             }
             Self::Cancel(id, _) => write!(f, "Cancel({id})"),
             Self::Count(_) => f.write_str("Count"),
+            Self::Drain(_) => f.write_str("Drain"),
             Self::InjectFault(id) => write!(f, "InjectFault({id})"),
         }
     }
@@ -72,19 +75,21 @@ pub struct JobSupervisorState {
 }
 
 impl JobSupervisor {
-    /// Starts the supervisor, registers it with the context's router, and resumes every job
-    /// that is still active in the database.
-    pub async fn start(
+    /// Starts the supervisor under `parent` (the root supervisor), registers it with the
+    /// context's router, and resumes every job that is still active in the database.
+    pub async fn spawn_linked(
         ctx: FleetContext,
         registry: SessionRegistry,
+        parent: ractor::ActorCell,
     ) -> Result<ActorRef<JobSupervisorMsg>, ractor::SpawnErr> {
-        let (actor, _) = Actor::spawn(
+        let (actor, _) = Actor::spawn_linked(
             None,
             JobSupervisor,
             JobSupervisorArgs {
                 ctx: ctx.clone(),
                 registry,
             },
+            parent,
         )
         .await?;
         ctx.jobs.set(actor.clone());
@@ -165,6 +170,18 @@ impl Actor for JobSupervisor {
             }
             JobSupervisorMsg::Count(reply) => {
                 let _ = reply.send(state.jobs.len());
+            }
+            JobSupervisorMsg::Drain(reply) => {
+                let jobs: Vec<_> = state.jobs.values().cloned().collect();
+                // Each actor answers after its commit; they run concurrently, so the drain takes
+                // as long as the slowest commit, not the sum.
+                tokio::spawn(async move {
+                    let waits = jobs
+                        .iter()
+                        .map(|job| job.call(JobMsg::Drain, Some(Duration::from_secs(5))));
+                    futures::future::join_all(waits).await;
+                    let _ = reply.send(());
+                });
             }
             JobSupervisorMsg::InjectFault(job_id) => {
                 if let Some(job) = state.jobs.get(&job_id) {

@@ -3,22 +3,21 @@
 //! killed servers and agents, forged and replayed dispatches).
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use futures::StreamExt;
 use reap3r_actors::SessionMsg;
 use reap3r_store::{AgentStatus, Backend, Uuid};
 use reap3r_wire::{JobDispatch, JobGrant, JobSpec, SigningKey};
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 
-use crate::api_harness::{Api, PASSWORD, default_org, id_of, logged_in, now_ms};
-use crate::harness::{AgentProcess, SERVER_BIN, TestFleet, backends, eventually};
+use crate::api_harness::{Api, default_org, id_of, logged_in, now_ms};
+use crate::harness::{TestFleet, backends, eventually};
+use crate::server_process::{Heartbeats, ServerProcess};
 
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 struct Rig {
     fleet: TestFleet,
@@ -49,7 +48,7 @@ impl Rig {
     }
 }
 
-fn script_job(agents: &[Uuid], script: &str, timeout_s: u32) -> Value {
+pub(crate) fn script_job(agents: &[Uuid], script: &str, timeout_s: u32) -> Value {
     json!({
         "type": "run_script",
         "targets": { "agent_ids": agents },
@@ -58,12 +57,17 @@ fn script_job(agents: &[Uuid], script: &str, timeout_s: u32) -> Value {
     })
 }
 
-async fn create(api: &Api, body: Value) -> Result<Uuid> {
+pub(crate) async fn create(api: &Api, body: Value) -> Result<Uuid> {
     id_of(&api.post("/api/jobs", body).await?.expect(200)?)
 }
 
 /// Polls the job until `done` holds for it.
-async fn wait_job(api: &Api, id: Uuid, what: &str, done: impl Fn(&Value) -> bool) -> Result<Value> {
+pub(crate) async fn wait_job(
+    api: &Api,
+    id: Uuid,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Result<Value> {
     eventually(what, WAIT, || async {
         let job = api.get(&format!("/api/jobs/{id}")).await?.expect(200)?;
         Ok(done(&job).then_some(job))
@@ -71,7 +75,7 @@ async fn wait_job(api: &Api, id: Uuid, what: &str, done: impl Fn(&Value) -> bool
     .await
 }
 
-async fn result(api: &Api, job: Uuid, agent: Uuid) -> Result<Value> {
+pub(crate) async fn result(api: &Api, job: Uuid, agent: Uuid) -> Result<Value> {
     api.get(&format!("/api/jobs/{job}/results/{agent}"))
         .await?
         .expect(200)
@@ -85,13 +89,13 @@ async fn wait_state(api: &Api, job: Uuid, agent: Uuid, state: &str) -> Result<Va
     .await
 }
 
-fn lines(path: &Path) -> usize {
+pub(crate) fn lines(path: &Path) -> usize {
     std::fs::read_to_string(path)
         .map(|s| s.lines().count())
         .unwrap_or(0)
 }
 
-fn count(job: &Value, state: &str) -> i64 {
+pub(crate) fn count(job: &Value, state: &str) -> i64 {
     job["counts"][state].as_i64().unwrap_or(-1)
 }
 
@@ -479,7 +483,8 @@ async fn a_crashed_job_actor_resumes_from_the_database() -> Result<()> {
     let job = create(&rig.api, script_job(&ids, "sleep 1; echo ok", 30)).await?;
     wait_state(&rig.api, job, ids[0], "running").await?;
     let node = rig.fleet.server.node();
-    node.job_supervisor
+    node.job_supervisor()
+        .context("job supervisor")?
         .cast(reap3r_actors::jobs::JobSupervisorMsg::InjectFault(job))?;
     let done = wait_job(&rig.api, job, "job to complete", |j| {
         j["status"] == "completed"
@@ -490,141 +495,12 @@ async fn a_crashed_job_actor_resumes_from_the_database() -> Result<()> {
     Ok(())
 }
 
-/// A `reap3r serve` process (so it can be SIGKILLed) with fixed ports and data dir.
-struct ServerProcess {
-    data: PathBuf,
-    quic: String,
-    http: String,
-    child: Option<tokio::process::Child>,
-}
-
-impl ServerProcess {
-    fn command(&self) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(SERVER_BIN);
-        cmd.env("REAP3R_DATA_DIR", &self.data)
-            .env("REAP3R_QUIC_ADDR", &self.quic)
-            .env("REAP3R_HTTP_ADDR", &self.http)
-            .env("REAP3R_HEARTBEAT_INTERVAL_S", "1")
-            .env("REAP3R_JOB_GRACE_S", "2")
-            .env("REAP3R_LOG", "warn")
-            .env_remove("REAP3R_DATABASE_URL")
-            .kill_on_drop(true);
-        cmd
-    }
-
-    async fn start(&mut self) -> Result<()> {
-        let child = self
-            .command()
-            .arg("serve")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        self.child = Some(child);
-        let url = format!("http://{}/api/ready", self.http);
-        eventually("the server to be ready", WAIT, || async {
-            Ok(reqwest::get(&url)
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-                .map(|_| ()))
-        })
-        .await
-    }
-
-    async fn sigkill(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await?;
-        }
-        Ok(())
-    }
-
-    async fn cli(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
-        let mut cmd = self.command();
-        cmd.args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn()?;
-        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(text.as_bytes()).await?;
-        }
-        let out = child.wait_with_output().await?;
-        if !out.status.success() {
-            bail!("{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(String::from_utf8(out.stdout)?)
-    }
-}
-
-fn free_port(udp: bool) -> Result<String> {
-    Ok(if udp {
-        std::net::UdpSocket::bind("127.0.0.1:0")?
-            .local_addr()?
-            .to_string()
-    } else {
-        std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .to_string()
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_mid_job_delivers_every_result_exactly_once() -> Result<()> {
-    reap3r_control_plane::install_crypto_provider();
     let dir = tempfile::tempdir()?;
-    let mut server = ServerProcess {
-        data: dir.path().join("server"),
-        quic: free_port(true)?,
-        http: free_port(false)?,
-        child: None,
-    };
-    server.start().await?;
-    let token: reap3r_control_plane::cli::CreatedToken = serde_json::from_str(
-        &server
-            .cli(
-                &[
-                    "token",
-                    "create",
-                    "--expires",
-                    "1h",
-                    "--max-uses",
-                    "3",
-                    "--json",
-                ],
-                None,
-            )
-            .await?,
-    )?;
-    let mut agents = Vec::new();
-    for i in 0..3 {
-        let mut agent = AgentProcess::enroll(dir.path(), &format!("agent-{i}"), &token).await?;
-        agent.start()?;
-        agents.push(agent);
-    }
-    server
-        .cli(
-            &[
-                "user",
-                "create",
-                "--email",
-                "ops@example.com",
-                "--role",
-                "org_admin",
-                "--password-stdin",
-            ],
-            Some(&format!("{PASSWORD}\n")),
-        )
-        .await?;
-    let api = Api::from_base(&format!("http://{}", server.http))
-        .login("ops@example.com", PASSWORD)
-        .await?
-        .0;
+    let mut server = ServerProcess::new(dir.path(), Heartbeats::Quick)?;
+    let (api, mut agents) = server.start_with_fleet(3).await?;
     let ids: Vec<Uuid> = agents.iter().map(|a| a.id).collect();
-    eventually("agents online", WAIT, || async {
-        let stats = api.get("/api/agents/stats").await?.expect(200)?;
-        Ok((stats["online"] == 3).then_some(()))
-    })
-    .await?;
 
     let runs = dir.path().join("runs");
     let script = format!(
@@ -660,7 +536,7 @@ async fn a_server_killed_mid_job_delivers_every_result_exactly_once() -> Result<
     Ok(())
 }
 
-fn metric(text: &str, name: &str) -> Result<u64> {
+pub(crate) fn metric(text: &str, name: &str) -> Result<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
         .ok_or_else(|| anyhow!("no {name} in metrics"))

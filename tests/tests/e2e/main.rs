@@ -6,6 +6,8 @@ mod cli;
 mod pinning;
 mod presence;
 mod refusals;
+mod server_process;
+mod shutdown;
 mod supervision;
 
 mod api_harness;
