@@ -113,7 +113,7 @@ const SQLITE_BUSY_TIMEOUT_MS: u64 = 5_000;
 impl Store {
     /// Opens `sqlite://path?mode=rwc` or `postgres://...` and brings the schema up to date.
     pub async fn open(url: &str) -> Result<Store> {
-        INSTALL_DRIVERS.call_once(sqlx::any::install_default_drivers);
+        install_drivers();
         let backend = Backend::from_url(url)?;
         let options: AnyConnectOptions = url.parse()?;
         let pool = match backend {
@@ -233,9 +233,14 @@ fn is_sqlite_busy(err: &sqlx::Error) -> bool {
     }
 }
 
+/// Installs sqlx's `Any` drivers once per process (opening a store does it too).
+pub fn install_drivers() {
+    INSTALL_DRIVERS.call_once(sqlx::any::install_default_drivers);
+}
+
 /// Builds a `sqlite://` URL for a path, percent-encoding what would otherwise be read as URL
 /// syntax (sqlx decodes the path part again).
-pub(crate) fn sqlite_url(path: &Path) -> Result<String> {
+pub fn sqlite_url(path: &Path) -> Result<String> {
     let Some(text) = path.to_str() else {
         return Err(StoreError::Invalid(
             "sqlite path must be valid UTF-8".into(),
