@@ -17,5 +17,6 @@ mod api_input;
 mod api_rbac;
 mod api_tenancy;
 mod api_ws;
+mod clients;
 mod jobs;
 mod swagger;
