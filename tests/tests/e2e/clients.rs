@@ -440,6 +440,10 @@ async fn generated_typescript_types_compile_under_tsc_strict() -> Result<()> {
         "openapi-typescript",
     )
     .await?;
+    assert!(
+        !output.to_lowercase().contains("warn") && !output.to_lowercase().contains("error"),
+        "openapi-typescript complained:\n{output}"
+    );
     let types = std::fs::read_to_string(&schema)
         .with_context(|| format!("openapi-typescript wrote no types:\n{output}"))?;
     assert!(
