@@ -170,6 +170,7 @@ impl From<JobStatus> for JobStatusView {
     }
 }
 
+/// A job; `counts` (targets per state) is present in detail, create and cancel answers.
 #[derive(Debug, Object)]
 #[oai(skip_serializing_if_is_none)]
 pub struct JobView {
@@ -188,7 +189,7 @@ pub struct JobView {
     pub cancel_requested_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub total_targets: i64,
-    /// Per-state counts (detail, create and cancel answers).
+    // No doc comment: on a `$ref` field it becomes an `allOf` (see `RoleName`).
     pub counts: Option<TargetCountsView>,
 }
 
@@ -328,12 +329,13 @@ pub struct JobResultPage {
     pub next_cursor: Option<String>,
 }
 
+/// Jobs of the organisation by status; `targets` counts the targets of all of them by state.
 #[derive(Debug, Object)]
 pub struct JobStatsView {
     pub active: i64,
     pub completed: i64,
     pub cancelled: i64,
-    /// Targets of all the organisation's jobs, by state.
+    // No doc comment: on a `$ref` field it becomes an `allOf` (see `RoleName`).
     pub targets: TargetCountsView,
 }
 

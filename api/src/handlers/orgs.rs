@@ -64,11 +64,13 @@ impl From<OrgAssignment> for AssignmentView {
     }
 }
 
+/// Assigns a user to a customer organisation; `role` is the one they get there, never above the
+/// caller's.
 #[derive(Debug, Object)]
 pub struct AssignRequest {
     /// A user of the provider organisation (the one the request acts in).
     pub user_id: Uuid,
-    /// The role they get in the customer organisation; never above the caller's.
+    // No doc comment: on a `$ref` field it becomes an `allOf` (see `RoleName`).
     pub role: RoleName,
 }
 

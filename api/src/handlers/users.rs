@@ -47,6 +47,7 @@ impl From<User> for UserView {
     }
 }
 
+/// A new user in the acting organisation; `role` is never above the caller's own.
 #[derive(Debug, Object)]
 pub struct CreateUserRequest {
     #[oai(validator(max_length = 320, pattern = r"^[^@\s]+@[^@\s]+$"))]
@@ -54,7 +55,7 @@ pub struct CreateUserRequest {
     /// 12 to 256 characters.
     #[oai(validator(min_length = 12, max_length = 256))]
     pub password: String,
-    /// Never above the caller's own.
+    // No doc comment: on a `$ref` field it becomes an `allOf` (see `RoleName`).
     pub role: RoleName,
     #[oai(validator(max_length = 200))]
     pub display_name: Option<String>,

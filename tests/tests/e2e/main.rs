@@ -19,5 +19,6 @@ mod api_input;
 mod api_rbac;
 mod api_tenancy;
 mod api_ws;
+mod clients;
 mod jobs;
 mod swagger;
