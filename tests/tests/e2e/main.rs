@@ -3,6 +3,7 @@
 mod harness;
 
 mod cli;
+mod docs;
 mod pinning;
 mod presence;
 mod refusals;
