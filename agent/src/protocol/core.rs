@@ -190,7 +190,7 @@ impl<S: JobStore> AgentCore<S> {
             .accept(frame)?;
         Ok(match lane {
             Lane::Job(stream) => match message {
-                Message::JobDispatch(dispatch) => self.dispatch(conn, stream, &dispatch, now_ms),
+                Message::JobDispatch(dispatch) => self.on_dispatch(conn, stream, &dispatch, now_ms),
                 other => vec![Effect::ResetStream {
                     conn,
                     stream,
@@ -201,7 +201,8 @@ impl<S: JobStore> AgentCore<S> {
         })
     }
 
-    fn on_message(&mut self, message: Message) -> Vec<Effect> {
+    /// A verified message from the control stream.
+    pub fn on_message(&mut self, message: Message) -> Vec<Effect> {
         vec![match message {
             Message::ConfigUpdate(config) => Effect::ApplyConfig(config.clamped()),
             Message::JobCancel { job_id } => Effect::CancelJob { job_id },
@@ -215,8 +216,10 @@ impl<S: JobStore> AgentCore<S> {
         }]
     }
 
-    /// The ledger rules for one verified `JobDispatch` envelope.
-    fn dispatch(
+    /// The ledger rules for the `JobDispatch` of a verified envelope that opened job stream
+    /// `stream` of `conn`: refused (not recorded), duplicate (never run twice; the result
+    /// again if it is still in the outbox) or accepted (recorded, then started).
+    pub fn on_dispatch(
         &mut self,
         conn: ConnId,
         stream: StreamId,
