@@ -90,6 +90,13 @@ fn job_uuid(id: &[u8; 16]) -> uuid::Uuid {
     uuid::Uuid::from_bytes(*id)
 }
 
+/// The core's effects for a dispatch, with the accepted job (if any) taken out to be run, and
+/// its stop switch.
+type Admitted = (
+    Vec<Effect>,
+    Option<(VerifiedJob, watch::Receiver<Option<Stop>>)>,
+);
+
 /// The agent's job engine; one per `run`.
 pub(crate) struct JobEngine {
     shared: Arc<Shared>,
@@ -151,21 +158,13 @@ impl JobEngine {
         session: Session,
         welcome: &Welcome,
     ) -> (Link, AgentConfig) {
-        let (id, effects) = lock(&self.shared.core).welcomed(session, welcome);
-        let link = Link::new(conn, id, self.shared.core.clone());
+        let welcomed = lock(&self.shared.core).welcomed(session, welcome);
+        let link = Link::new(conn, welcomed.conn, self.shared.core.clone());
         *lock(&self.shared.link) = Some(link.clone());
-        let mut config = welcome.config.clamped();
-        let mut replay = Vec::new();
-        for effect in effects {
-            match effect {
-                Effect::ApplyConfig(c) => config = c,
-                Effect::Send {
-                    message: Message::JobResult(result),
-                    ..
-                } => replay.push(result),
-                other => log_effect(&other),
-            }
+        if let Some(err) = &welcomed.store_failed {
+            warn!(%err, "job ledger");
         }
+        let replay = welcomed.replay;
         if !replay.is_empty() {
             info!(count = replay.len(), "replaying results from the outbox");
             let sender = link.clone();
@@ -186,7 +185,7 @@ impl JobEngine {
                 old.abort();
             }
         }
-        (link, config)
+        (link, welcomed.config)
     }
 
     /// The connection ended: results wait in the outbox until the next `Welcome`.
@@ -302,20 +301,10 @@ impl Shared {
     /// Runs the core's dispatch rules (`rules`) and takes an accepted job's start out of the
     /// effects, its stop switch registered under the same lock as the ledger write, so a cancel
     /// can never find the job recorded but not cancellable.
-    #[expect(
-        clippy::type_complexity,
-        reason = "a one-off pair, named at its only use"
-    )]
     fn admit(
         &self,
         rules: impl FnOnce(&mut Core) -> Result<Vec<Effect>, FrameError>,
-    ) -> Result<
-        (
-            Vec<Effect>,
-            Option<(VerifiedJob, watch::Receiver<Option<Stop>>)>,
-        ),
-        FrameError,
-    > {
+    ) -> Result<Admitted, FrameError> {
         let mut running = lock(&self.running);
         let mut effects = rules(&mut lock(&self.core))?;
         let mut start = None;

@@ -78,6 +78,19 @@ pub enum Effect {
     StoreFailed(String),
 }
 
+/// What a `Welcome` leaves the driver to do.
+#[derive(Debug, Clone)]
+pub struct Welcomed {
+    /// The connection's id from now on.
+    pub conn: ConnId,
+    /// The server's config, clamped: adopt it, and persist it if it changed.
+    pub config: AgentConfig,
+    /// Every unacknowledged result, to send again on `conn`, each on its own uni stream.
+    pub replay: Vec<JobResult>,
+    /// The outbox could not be read (nothing is replayed this time). For the log.
+    pub store_failed: Option<String>,
+}
+
 /// Why a received frame was not taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
@@ -124,22 +137,22 @@ impl<S: JobStore> AgentCore<S> {
         self.live.as_ref().map(|(id, _)| *id)
     }
 
-    /// A connection was welcomed: it is the live one from now on. Returns its id, and the
-    /// config to adopt followed by every unacknowledged result to send again.
-    pub fn welcomed(&mut self, session: Session, welcome: &Welcome) -> (ConnId, Vec<Effect>) {
+    /// A connection was welcomed: it is the live one from now on. Returns its id, the config
+    /// to adopt and every unacknowledged result to send again.
+    pub fn welcomed(&mut self, session: Session, welcome: &Welcome) -> Welcomed {
         self.conns += 1;
         let conn = self.conns;
         self.live = Some((conn, session));
-        let mut effects = vec![Effect::ApplyConfig(welcome.config.clamped())];
-        match self.store.unacked() {
-            Ok(results) => effects.extend(results.into_iter().map(|r| Effect::Send {
-                conn,
-                lane: Lane::Uni,
-                message: Message::JobResult(r),
-            })),
-            Err(e) => effects.push(Effect::StoreFailed(format!("cannot read the outbox: {e}"))),
+        let (replay, store_failed) = match self.store.unacked() {
+            Ok(results) => (results, None),
+            Err(e) => (Vec::new(), Some(format!("cannot read the outbox: {e}"))),
+        };
+        Welcomed {
+            conn,
+            config: welcome.config.clamped(),
+            replay,
+            store_failed,
         }
-        (conn, effects)
     }
 
     /// The connection ended; results wait in the outbox until the next `Welcome`.

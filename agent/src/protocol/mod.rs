@@ -19,6 +19,8 @@ pub mod handshake;
 mod rig;
 pub mod store;
 
-pub use self::core::{AgentCore, ConnId, Effect, FrameError, GRANT_SKEW_MS, Lane, StreamId};
+pub use self::core::{
+    AgentCore, ConnId, Effect, FrameError, GRANT_SKEW_MS, Lane, StreamId, Welcomed,
+};
 pub use handshake::{Answer, Challenged, HandshakeError, Pending, ServerChannel, Session};
 pub use store::{JobStore, MemoryStore};

@@ -220,8 +220,15 @@ impl Rig {
         let Ok(Answer::Welcomed { session, welcome }) = pending.on_frame(frame) else {
             panic!("no welcome");
         };
-        let (conn, effects) = self.core.welcomed(session, &welcome);
+        let welcomed = self.core.welcomed(session, &welcome);
+        let conn = welcomed.conn;
         self.conn = conn;
+        let mut effects = vec![Effect::ApplyConfig(welcomed.config)];
+        effects.extend(welcomed.replay.into_iter().map(|r| Effect::Send {
+            conn,
+            lane: Lane::Uni,
+            message: Message::JobResult(r),
+        }));
         self.log(format!("welcome c{conn}"), &effects);
     }
 

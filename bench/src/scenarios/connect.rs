@@ -17,20 +17,9 @@ pub(super) async fn connect(opts: &Options, r: &mut Report) -> Result<()> {
     let me0 = self_cpu_seconds();
     let start = Instant::now();
     let prof = profile(opts, &bed.server, r);
-    let fleet = Fleet::start(
-        bed.ids.clone(),
-        direct_endpoints(opts, &bed.server)?,
-        bed.pins.clone(),
-        fleet_config(opts),
-    )?;
-    let online = wait_online(
-        &bed.api,
-        &fleet,
-        0,
-        start,
-        Duration::from_secs(opts.timeout_s),
-    )
-    .await;
+    let endpoints = direct_endpoints(opts, &bed.server)?;
+    let (fleet, online) =
+        start_fleet(opts, (&bed.ids, &bed.pins), &bed.api, endpoints, start).await?;
     stop_profile(prof).await;
     let cpu1 = bed.server.cpu_seconds();
     let me1 = self_cpu_seconds();

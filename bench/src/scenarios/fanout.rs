@@ -213,13 +213,7 @@ pub(super) async fn fanout(
     let mut api = bed.api.clone();
     log_in(&bed.server, &mut api).await?;
     let start = Instant::now();
-    let fleet = Fleet::start(
-        bed.ids.clone(),
-        endpoints,
-        bed.pins.clone(),
-        fleet_config(opts),
-    )?;
-    let online = wait_online(&api, &fleet, 0, start, Duration::from_secs(opts.timeout_s)).await;
+    let (fleet, online) = start_fleet(opts, (&bed.ids, &bed.pins), &api, endpoints, start).await?;
     if let Some(ms) = online.server_ms {
         r.fig("online_s", "time to all online", ms / 1000.0, "s");
     }

@@ -264,6 +264,20 @@ async fn wait_online(
     online
 }
 
+/// Starts a fleet of `ids` on `endpoints` and waits until it is online (see [`wait_online`]);
+/// `start` is where the online figures count from.
+async fn start_fleet(
+    opts: &Options,
+    (ids, pins): (&[Identity], &Pins),
+    api: &Api,
+    endpoints: Endpoints,
+    start: Instant,
+) -> Result<(Fleet, Online)> {
+    let fleet = Fleet::start(ids.to_vec(), endpoints, pins.clone(), fleet_config(opts))?;
+    let online = wait_online(api, &fleet, 0, start, Duration::from_secs(opts.timeout_s)).await;
+    Ok((fleet, online))
+}
+
 fn online_checks(r: &mut Report, online: &Online, n: usize, what: &str) -> bool {
     r.check(
         format!("server sees all agents {what}"),

@@ -18,20 +18,9 @@ pub(super) async fn steady(opts: &Options, r: &mut Report) -> Result<()> {
     r.param("duration_s", opts.duration_s);
     let bed = prepare(opts, r).await?;
     let start = Instant::now();
-    let fleet = Fleet::start(
-        bed.ids.clone(),
-        direct_endpoints(opts, &bed.server)?,
-        bed.pins.clone(),
-        fleet_config(opts),
-    )?;
-    let online = wait_online(
-        &bed.api,
-        &fleet,
-        0,
-        start,
-        Duration::from_secs(opts.timeout_s),
-    )
-    .await;
+    let endpoints = direct_endpoints(opts, &bed.server)?;
+    let (fleet, online) =
+        start_fleet(opts, (&bed.ids, &bed.pins), &bed.api, endpoints, start).await?;
     if !online_checks(r, &online, n, "online") {
         finish_checks(r, &fleet);
         teardown(fleet, bed.server).await;

@@ -28,13 +28,8 @@ pub(super) async fn storm(opts: &Options, r: &mut Report) -> Result<()> {
     let mut api = bed.api.clone();
     log_in(&server, &mut api).await?;
     let start = Instant::now();
-    let fleet = Fleet::start(
-        bed.ids.clone(),
-        direct_endpoints(opts, &server)?,
-        bed.pins.clone(),
-        fleet_config(opts),
-    )?;
-    let online = wait_online(&api, &fleet, 0, start, Duration::from_secs(opts.timeout_s)).await;
+    let endpoints = direct_endpoints(opts, &server)?;
+    let (fleet, online) = start_fleet(opts, (&bed.ids, &bed.pins), &api, endpoints, start).await?;
     if !online_checks(r, &online, n, "online before the restart") {
         finish_checks(r, &fleet);
         teardown(fleet, server).await;

@@ -320,29 +320,17 @@ impl SimAgent {
         let now = now_ms();
         let mut st = self.state();
         st.presigned.clear();
-        let (id, effects) = st.core.welcomed(session, welcome);
+        let welcomed = st.core.welcomed(session, welcome);
+        let id = welcomed.conn;
         st.live = Some(Live { conn, id });
-        let mut config = welcome.config.clamped();
         let mut replay = Vec::new();
-        for effect in effects {
-            match effect {
-                Effect::ApplyConfig(c) => config = c,
-                Effect::Send {
-                    conn,
-                    message: message @ Message::JobResult(_),
-                    ..
-                } => {
-                    if let Message::JobResult(r) = &message {
-                        let t = st.jobs.entry(r.job_id).or_default();
-                        t.results_sent += 1;
-                        t.results_replayed += 1;
-                    }
-                    replay.extend(st.core.seal(conn, message, now));
-                }
-                _ => {}
-            }
+        for result in welcomed.replay {
+            let t = st.jobs.entry(result.job_id).or_default();
+            t.results_sent += 1;
+            t.results_replayed += 1;
+            replay.extend(st.core.seal(id, Message::JobResult(result), now));
         }
-        (config, replay)
+        (welcomed.config, replay)
     }
 
     pub(super) fn uninstall(&self, conn: &Connection) {
