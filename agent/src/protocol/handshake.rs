@@ -156,6 +156,10 @@ pub struct Pending {
 
 /// The server's answer to the opening.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "made once per connection and taken apart at once"
+)]
 pub enum Answer {
     /// The hello was accepted: the session is live.
     Welcomed { session: Session, welcome: Welcome },

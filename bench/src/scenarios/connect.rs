@@ -1,9 +1,5 @@
 //! `connect`: enrol and connect N agents; time to all online, server RSS per agent, CPU.
 
-#[expect(
-    clippy::wildcard_imports,
-    reason = "the scenarios share their module's helpers and imports"
-)]
 use super::*;
 
 pub(super) async fn connect(opts: &Options, r: &mut Report) -> Result<()> {

@@ -1,10 +1,6 @@
 //! `fanout` and `lossy`: a no-op job to all N agents (through a UDP impairment relay for
 //! lossy), with optional link cuts; every result exactly once, p50/p99, nats-server peer.
 
-#[expect(
-    clippy::wildcard_imports,
-    reason = "the scenarios share their module's helpers and imports"
-)]
 use super::*;
 
 #[derive(Debug, Default)]

@@ -1,10 +1,6 @@
 //! `steady`: heartbeats and metrics at a fixed rate from pre-signed envelopes; messages/s
 //! ingested, CPU per message, p99 latency; optionally the same load against nats-server.
 
-#[expect(
-    clippy::wildcard_imports,
-    reason = "the scenarios share their module's helpers and imports"
-)]
 use super::*;
 
 pub(super) async fn steady(opts: &Options, r: &mut Report) -> Result<()> {

@@ -1,10 +1,6 @@
 //! `storm`: restart the server under N connected agents; time until all are back and API
 //! latency meanwhile.
 
-#[expect(
-    clippy::wildcard_imports,
-    reason = "the scenarios share their module's helpers and imports"
-)]
 use super::*;
 
 #[derive(Debug, Clone, Copy)]
