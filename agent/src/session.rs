@@ -16,7 +16,7 @@ use crate::identity::{AgentIdentity, IdentityStore};
 use crate::inventory::{self, Sampler};
 use crate::jobs::{ConfigRequest, EngineOptions, JobEngine};
 use crate::link::now_ms;
-use crate::protocol::{Answer, Challenged, Effect, FrameError, HandshakeError};
+use crate::protocol::{Challenged, Effect, FrameError};
 use crate::transport::{self, connection_error, read_frame, write_frame};
 use crate::{AGENT_VERSION, AgentError, Backoff, CAPABILITIES};
 
@@ -91,13 +91,7 @@ pub async fn enroll(opts: &EnrollOptions) -> Result<EnrollOutcome, AgentError> {
         };
         let (frame, pending) = challenged.enroll(&signing_key, request, now_ms());
         write_frame(&mut send, &frame).await?;
-        match pending.on_frame(read_or_close_reason(&conn, &mut recv).await?)? {
-            Answer::Enrolled(r) => Ok(r),
-            Answer::Welcomed { .. } => Err(AgentError::Refused {
-                code: CloseCode::ProtocolError,
-                reason: "unexpected Welcome".into(),
-            }),
-        }
+        Ok::<_, AgentError>(pending.enrolled(read_or_close_reason(&conn, &mut recv).await?)?)
     }
     .await;
     conn.close(VarInt::from_u32(CloseCode::Normal as u32), b"enrolled");
@@ -296,16 +290,7 @@ impl Session<'_> {
             challenged.hello(identity.agent_id, &identity.signing_key, hello, now_ms());
         write_frame(&mut send, &frame).await?;
         let reply = before(deadline, "welcome", read_or_close_reason(&conn, &mut recv)).await?;
-        let (session, welcome) = match pending.on_frame(reply)? {
-            Answer::Welcomed { session, welcome } => (session, welcome),
-            Answer::Enrolled(_) => {
-                return Err(HandshakeError::Unexpected {
-                    expected: reap3r_wire::MessageKind::Welcome,
-                    got: reap3r_wire::MessageKind::EnrollResult,
-                }
-                .into());
-            }
-        };
+        let (session, welcome) = pending.welcome(reply)?;
         // From here on results go to this connection; the outbox is replayed on it.
         let (link, config) = self.engine.link_up(conn.clone(), session, &welcome);
         let _link_guard = LinkDown(self.engine);

@@ -189,6 +189,28 @@ impl Pending {
         }
     }
 
+    /// [`on_frame`](Self::on_frame) after a hello: the welcome and the live session.
+    pub fn welcome(self, frame: Vec<u8>) -> Result<(Session, Welcome), HandshakeError> {
+        match self.on_frame(frame)? {
+            Answer::Welcomed { session, welcome } => Ok((session, welcome)),
+            Answer::Enrolled(_) => Err(HandshakeError::Unexpected {
+                expected: MessageKind::Welcome,
+                got: MessageKind::EnrollResult,
+            }),
+        }
+    }
+
+    /// [`on_frame`](Self::on_frame) after an enrolment: the enrolment result.
+    pub fn enrolled(self, frame: Vec<u8>) -> Result<EnrollResult, HandshakeError> {
+        match self.on_frame(frame)? {
+            Answer::Enrolled(result) => Ok(result),
+            Answer::Welcomed { .. } => Err(HandshakeError::Unexpected {
+                expected: MessageKind::EnrollResult,
+                got: MessageKind::Welcome,
+            }),
+        }
+    }
+
     /// The server side of this session, for a client that reads what it likes.
     pub fn channel_mut(&mut self) -> &mut ServerChannel {
         &mut self.channel

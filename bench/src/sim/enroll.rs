@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Result, anyhow};
 use futures::StreamExt;
 use quinn::{Endpoint, VarInt};
-use reap3r_agent::protocol::{Answer, Challenged};
+use reap3r_agent::protocol::Challenged;
 use reap3r_wire::{CloseCode, EnrollRequest, SERVER_NAME, SigningKey};
 
 use super::{AGENT_VERSION, now_ms};
@@ -134,13 +134,11 @@ async fn enroll_one(
         };
         let (frame, pending) = challenged.enroll(&key, request, now_ms());
         write_frame(&mut send, &frame).await?;
-        match pending.on_frame(read_frame(&mut recv).await?)? {
-            Answer::Enrolled(r) => Ok(Identity {
-                id: r.agent_id,
-                key: key.clone(),
-            }),
-            Answer::Welcomed { .. } => Err(anyhow!("expected EnrollResult, got Welcome")),
-        }
+        let result = pending.enrolled(read_frame(&mut recv).await?)?;
+        Ok(Identity {
+            id: result.agent_id,
+            key: key.clone(),
+        })
     }
     .await;
     let result = result.map_err(|e: anyhow::Error| match conn.close_reason() {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
 use quinn::{Connection, RecvStream, SendStream, VarInt};
-use reap3r_agent::protocol::{Answer, Challenged, Session};
+use reap3r_agent::protocol::{Challenged, Session};
 use reap3r_wire::{CloseCode, Hello, SERVER_NAME, Welcome};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -311,19 +311,14 @@ async fn handshake(agent: &SimAgent, shared: &Shared) -> Result<Handshaken, Stri
     let frame = read_frame(&mut recv)
         .await
         .map_err(|_| fail(&conn, "no_welcome"))?;
-    match pending
-        .on_frame(frame)
-        .map_err(|e| format!("welcome:{e}"))?
-    {
-        Answer::Welcomed { session, welcome } => Ok(Handshaken {
-            conn,
-            send,
-            recv,
-            session,
-            welcome,
-        }),
-        Answer::Enrolled(_) => Err("expected welcome, got EnrollResult".into()),
-    }
+    let (session, welcome) = pending.welcome(frame).map_err(|e| format!("welcome:{e}"))?;
+    Ok(Handshaken {
+        conn,
+        send,
+        recv,
+        session,
+        welcome,
+    })
 }
 
 enum Ended {
