@@ -27,3 +27,17 @@ pub enum AgentError {
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }
+
+impl From<crate::protocol::HandshakeError> for AgentError {
+    fn from(err: crate::protocol::HandshakeError) -> Self {
+        use crate::protocol::HandshakeError;
+        match err {
+            HandshakeError::ServerKey => Self::Pin("server key"),
+            HandshakeError::Wire(e) => Self::Protocol(e),
+            unexpected @ HandshakeError::Unexpected { .. } => Self::Refused {
+                code: CloseCode::ProtocolError,
+                reason: unexpected.to_string(),
+            },
+        }
+    }
+}

@@ -9,6 +9,7 @@ mod identity;
 mod inventory;
 mod jobs;
 mod link;
+pub mod protocol;
 mod session;
 pub mod transport;
 

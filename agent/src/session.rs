@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use reap3r_wire::{
-    AgentConfig, Approval, CloseCode, CloseReason, EnrollRequest, Envelope, Hello, InboundSession,
-    Message, OutboundSession, SERVER_SENDER, SigningKey, VerifyingKey,
+    AgentConfig, Approval, CloseCode, CloseReason, EnrollRequest, Hello, Message, SigningKey,
+    VerifyingKey,
 };
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
@@ -15,14 +15,13 @@ use tracing::{debug, info, warn};
 use crate::identity::{AgentIdentity, IdentityStore};
 use crate::inventory::{self, Sampler};
 use crate::jobs::{ConfigRequest, EngineOptions, JobEngine};
-use crate::link::{Link, now_ms};
+use crate::link::now_ms;
+use crate::protocol::{Challenged, Effect, FrameError};
 use crate::transport::{self, connection_error, read_frame, write_frame};
 use crate::{AGENT_VERSION, AgentError, Backoff, CAPABILITIES};
 
 /// How long the server has to send the dispatch envelope on a job stream it opened.
 const DISPATCH_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// QUIC stream error code for a job stream whose dispatch envelope was not accepted.
-const DISPATCH_REFUSED_CODE: u32 = CloseCode::ProtocolError as u32;
 /// From dialling to the server's welcome.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -80,8 +79,7 @@ pub async fn enroll(opts: &EnrollOptions) -> Result<EnrollOutcome, AgentError> {
     )
     .await?;
     let result = async {
-        let (mut inbound, _) = read_challenge(&conn, &mut recv, &server_key).await?;
-        let mut outbound = OutboundSession::new([0; 16], inbound.nonce(), signing_key.clone());
+        let challenged = read_challenge(&conn, &mut recv, &server_key).await?;
         let summary = inventory::summary();
         let request = EnrollRequest {
             token: opts.token.clone(),
@@ -91,18 +89,9 @@ pub async fn enroll(opts: &EnrollOptions) -> Result<EnrollOutcome, AgentError> {
             arch: summary.arch,
             agent_version: AGENT_VERSION.into(),
         };
-        write_frame(
-            &mut send,
-            &outbound.seal(Message::Enroll(request), now_ms()),
-        )
-        .await?;
-        match read_server_message(&conn, &mut recv, &mut inbound, &server_key).await? {
-            Message::EnrollResult(r) => Ok(r),
-            other => Err(AgentError::Refused {
-                code: CloseCode::ProtocolError,
-                reason: format!("unexpected {:?}", other.kind()),
-            }),
-        }
+        let (frame, pending) = challenged.enroll(&signing_key, request, now_ms());
+        write_frame(&mut send, &frame).await?;
+        Ok::<_, AgentError>(pending.enrolled(read_or_close_reason(&conn, &mut recv).await?)?)
     }
     .await;
     conn.close(VarInt::from_u32(CloseCode::Normal as u32), b"enrolled");
@@ -128,26 +117,9 @@ async fn read_challenge(
     conn: &Connection,
     recv: &mut quinn::RecvStream,
     server_key: &VerifyingKey,
-) -> Result<(InboundSession, u64), AgentError> {
+) -> Result<Challenged, AgentError> {
     let frame = read_or_close_reason(conn, recv).await?;
-    let (session, challenge) = InboundSession::from_challenge(Envelope::parse(frame)?, server_key)
-        .map_err(|e| match e {
-            reap3r_wire::WireError::BadSignature => AgentError::Pin("server key"),
-            other => AgentError::Protocol(other),
-        })?;
-    Ok((session, challenge.server_time_ms))
-}
-
-async fn read_server_message(
-    conn: &Connection,
-    recv: &mut quinn::RecvStream,
-    inbound: &mut InboundSession,
-    server_key: &VerifyingKey,
-) -> Result<Message, AgentError> {
-    let frame = read_or_close_reason(conn, recv).await?;
-    Ok(inbound
-        .accept(Envelope::parse(frame)?, &SERVER_SENDER, server_key)?
-        .into_message())
+    Ok(Challenged::from_frame(frame, server_key)?)
 }
 
 /// Reads a frame; if the stream ends because the server closed the connection, reports the
@@ -300,20 +272,12 @@ impl Session<'_> {
         .await?;
         // However this connection ends, it is closed, and jobs stop using it.
         let _closer = CloseOnDrop(conn.clone());
-        let (mut inbound, _) = before(
+        let challenged = before(
             deadline,
             "challenge",
             read_challenge(&conn, &mut recv, &identity.server_key),
         )
         .await?;
-        let link = Link::new(
-            conn.clone(),
-            OutboundSession::new(
-                identity.agent_id,
-                inbound.nonce(),
-                identity.signing_key.clone(),
-            ),
-        );
         let mut capabilities: Vec<String> = CAPABILITIES.iter().map(|c| c.to_string()).collect();
         capabilities.extend(self.engine.capabilities());
         let hello = Hello {
@@ -322,32 +286,21 @@ impl Session<'_> {
             capabilities,
             inventory: inventory::summary(),
         };
-        write_frame(&mut send, &link.seal(Message::Hello(hello))).await?;
-        let welcome = match before(
-            deadline,
-            "welcome",
-            read_server_message(&conn, &mut recv, &mut inbound, &identity.server_key),
-        )
-        .await?
-        {
-            Message::Welcome(w) => w,
-            other => {
-                return Err(AgentError::Refused {
-                    code: CloseCode::ProtocolError,
-                    reason: format!("expected welcome, got {:?}", other.kind()),
-                });
-            }
-        };
-        if let Err(err) = apply_config(identity, self.store, welcome.config) {
+        let (frame, pending) =
+            challenged.hello(identity.agent_id, &identity.signing_key, hello, now_ms());
+        write_frame(&mut send, &frame).await?;
+        let reply = before(deadline, "welcome", read_or_close_reason(&conn, &mut recv)).await?;
+        let (session, welcome) = pending.welcome(reply)?;
+        // From here on results go to this connection; the outbox is replayed on it.
+        let (link, config) = self.engine.link_up(conn.clone(), session, &welcome);
+        let _link_guard = LinkDown(self.engine);
+        if let Err(err) = apply_config(identity, self.store, config) {
             warn!(%err, "could not persist config");
         }
         info!(
             heartbeat_s = identity.config.heartbeat_interval_s,
             "connected"
         );
-        // From here on results go to this connection; the outbox is replayed on it.
-        self.engine.link_up(link.clone());
-        let _link_guard = LinkDown(self.engine);
 
         // Frames are read by their own task: reading is not cancel-safe inside select!.
         let (frames_tx, mut frames) = mpsc::channel::<Result<Vec<u8>, AgentError>>(16);
@@ -392,36 +345,42 @@ impl Session<'_> {
                         Some(Err(err)) => break Ended::Lost(err.to_string()),
                         None => break Ended::Lost("control stream closed".into()),
                     };
-                    match inbound.accept(Envelope::parse(frame)?, &SERVER_SENDER, &identity.server_key)?.into_message() {
-                        Message::ConfigUpdate(cfg) => {
-                            if let Err(err) = apply_config(identity, self.store, cfg) {
-                                warn!(%err, "could not persist config");
+                    let effects = match link.on_control(frame) {
+                        Ok(effects) => effects,
+                        Err(FrameError::Wire(err)) => return Err(err.into()),
+                        Err(err @ FrameError::NotLive) => break Ended::Lost(err.to_string()),
+                    };
+                    let mut closed = None;
+                    for effect in effects {
+                        match effect {
+                            Effect::ApplyConfig(cfg) => {
+                                if let Err(err) = apply_config(identity, self.store, cfg) {
+                                    warn!(%err, "could not persist config");
+                                }
+                                heartbeat = interval(identity.config.heartbeat_interval_s);
+                                metrics = interval(identity.config.metrics_interval_s);
                             }
-                            heartbeat = interval(identity.config.heartbeat_interval_s);
-                            metrics = interval(identity.config.metrics_interval_s);
+                            Effect::CancelJob { job_id } => self.engine.cancel(job_id),
+                            Effect::Acked { job_id, kept } => {
+                                let job_id = uuid::Uuid::from_bytes(job_id);
+                                if kept {
+                                    info!(%job_id, "result acknowledged");
+                                } else {
+                                    debug!(%job_id, "ack for a result not in the outbox");
+                                }
+                            }
+                            Effect::Closed(reason) => closed = Some(format!("{}: {}", reason.code, reason.message)),
+                            Effect::Ignored(kind) => warn!(?kind, "ignoring unexpected server message"),
+                            other => crate::jobs::log_effect(&other),
                         }
-                        Message::JobCancel { job_id } => self.engine.cancel(job_id),
-                        Message::JobResultAck { job_id } => self.engine.result_acked(job_id),
-                        Message::Close(reason) => break Ended::Lost(format!("{}: {}", reason.code, reason.message)),
-                        Message::Ack { .. } => {}
-                        other => warn!(kind = ?other.kind(), "ignoring unexpected server message"),
+                    }
+                    if let Some(reason) = closed {
+                        break Ended::Lost(reason);
                     }
                 }
                 Some(stream) = job_streams.recv() => {
-                    let JobStream { frame, mut send, recv } = stream;
-                    let accepted = Envelope::parse(frame)
-                        .and_then(|env| inbound.accept(env, &SERVER_SENDER, &identity.server_key));
-                    match accepted.map(|env| env.into_message()) {
-                        Ok(Message::JobDispatch(dispatch)) => self.engine.dispatch(dispatch, send, recv, link.clone()),
-                        Ok(other) => {
-                            warn!(kind = ?other.kind(), "job stream did not start with a dispatch; dropped");
-                            let _ = send.reset(VarInt::from_u32(DISPATCH_REFUSED_CODE));
-                        }
-                        Err(err) => {
-                            warn!(%err, "job stream envelope refused; dropped");
-                            let _ = send.reset(VarInt::from_u32(DISPATCH_REFUSED_CODE));
-                        }
-                    }
+                    let JobStream { frame, send, recv } = stream;
+                    self.engine.dispatch(frame, send, recv, link.clone());
                 }
                 Some(req) = self.config_rx.recv() => {
                     // A config_update job: applied like a ConfigUpdate message.
@@ -433,8 +392,9 @@ impl Session<'_> {
                 _ = self.shutdown.changed() => {
                     // Running jobs are stopped first, so their results can still go out here.
                     self.engine.shutdown().await;
-                    let bye = link.seal(Message::Close(CloseReason { code: CloseCode::Normal, message: "agent stopping".into() }));
-                    let _ = write_frame(&mut send, &bye).await;
+                    if let Some(bye) = link.seal(Message::Close(CloseReason { code: CloseCode::Normal, message: "agent stopping".into() })) {
+                        let _ = write_frame(&mut send, &bye).await;
+                    }
                     let _ = send.finish();
                     // Give the goodbye a moment to be delivered before closing.
                     let _ = tokio::time::timeout(Duration::from_millis(500), conn.closed()).await;

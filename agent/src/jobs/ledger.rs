@@ -6,12 +6,14 @@
 //!   the server acknowledges it.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use reap3r_wire::JobResult;
+use reap3r_wire::{JobResult, VerifiedJob};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::AgentError;
+use crate::protocol::JobStore;
 
 const LEDGER: TableDefinition<&[u8], &[u8]> = TableDefinition::new("ledger");
 const OUTBOX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("outbox");
@@ -266,6 +268,45 @@ impl Ledger {
         };
         tx.commit().map_err(store_err)?;
         Ok(removed)
+    }
+}
+
+/// The redb ledger as the protocol core's [`JobStore`]: the rules are the core's, the
+/// transactions are here.
+pub(crate) struct LedgerStore {
+    pub ledger: Arc<Ledger>,
+    /// The kernel's boot id, recorded with each accepted job (see `recover`).
+    pub boot_id: String,
+}
+
+impl JobStore for LedgerStore {
+    type Error = AgentError;
+
+    fn record(&mut self, job: &VerifiedJob, now_ms: u64) -> Result<bool, AgentError> {
+        let entry = Entry {
+            job_type: job.spec.payload.type_name().into(),
+            accepted_at_ms: now_ms,
+            expires_at_ms: job.grant.expires_at_ms,
+            boot_id: self.boot_id.clone(),
+            state: JobState::Accepted,
+        };
+        self.ledger.accept(&job.job_id, &entry)
+    }
+
+    fn keep_result(&mut self, result: &JobResult) -> Result<(), AgentError> {
+        self.ledger.finish(result)
+    }
+
+    fn kept_result(&self, job_id: &[u8; 16]) -> Result<Option<JobResult>, AgentError> {
+        self.ledger.outbox_get(job_id)
+    }
+
+    fn drop_result(&mut self, job_id: &[u8; 16]) -> Result<bool, AgentError> {
+        self.ledger.ack(job_id)
+    }
+
+    fn unacked(&self) -> Result<Vec<JobResult>, AgentError> {
+        self.ledger.outbox()
     }
 }
 

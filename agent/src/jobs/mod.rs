@@ -1,5 +1,6 @@
-//! The agent side of the job engine (docs/JOBS.md): grant verification, the ledger and outbox,
-//! running jobs, and getting their results to the server exactly once.
+//! The agent side of the job engine (docs/JOBS.md): running jobs and carrying their results
+//! to the server. The rules (grant verification, the ledger, the outbox, replay) are the
+//! protocol core's ([`crate::protocol::AgentCore`]); this module drives it over redb and QUIC.
 //!
 //! A job outlives the connection it was dispatched on: jobs run in tasks owned by the
 //! [`JobEngine`] (created by `run`), not by the connection. Its live output goes to the stream
@@ -15,29 +16,31 @@ mod types;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use quinn::{RecvStream, SendStream};
+use quinn::{RecvStream, SendStream, VarInt};
 use reap3r_wire::{
-    AgentConfig, JobAck, JobAckOutcome, JobDispatch, JobOutput, JobResult, Message, VerifiedJob,
-    VerifyingKey,
+    AgentConfig, CloseCode, JobAckOutcome, JobOutput, JobResult, Message, VerifiedJob,
+    VerifyingKey, Welcome,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::{debug, info, warn};
 
 use crate::AgentError;
-use crate::link::{Link, now_ms};
+use crate::link::{Core, Link, lock, now_ms};
+use crate::protocol::{AgentCore, Effect, FrameError, Lane, Session};
 use crate::transport::write_frame;
 use caps::Capabilities;
 use ctx::{JobCtx, Outcome};
-use ledger::{Entry, JobState, Ledger, ProcessRecord};
+pub(crate) use ledger::LedgerStore;
+use ledger::{JobState, Ledger, ProcessRecord};
 use runner::{JobEvent, Stop};
 
-/// Clock difference allowed when checking a grant's expiry.
-const GRANT_SKEW_MS: u64 = 300_000;
+/// QUIC stream error code for a job stream whose dispatch envelope was not accepted.
+const DISPATCH_REFUSED_CODE: u32 = CloseCode::ProtocolError as u32;
 /// Most `JobOutput` frames sent live for one job (the server reads at most 1024 frames from a
 /// job stream); the output past it is still in the result.
 const MAX_LIVE_OUTPUT_FRAMES: usize = 900;
@@ -65,13 +68,13 @@ pub(crate) struct EngineOptions {
 
 /// State shared by the engine and its job tasks.
 pub(crate) struct Shared {
-    pub ledger: Ledger,
+    pub ledger: Arc<Ledger>,
     pub caps: Capabilities,
     pub data_dir: PathBuf,
     pub power_command: String,
     pub config_tx: mpsc::UnboundedSender<ConfigRequest>,
-    agent_id: [u8; 16],
-    server_key: VerifyingKey,
+    /// The protocol core: the live session and the ledger rules, over `ledger`.
+    core: Arc<Mutex<Core>>,
     boot_id: String,
     /// Stop switches of the jobs accepted and not yet finished.
     running: Mutex<HashMap<[u8; 16], watch::Sender<Option<Stop>>>>,
@@ -79,37 +82,24 @@ pub(crate) struct Shared {
     link: Mutex<Option<Link>>,
     replay: Mutex<Option<AbortHandle>>,
     tasks: Mutex<JoinSet<()>>,
-    stopping: AtomicBool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    /// Numbers the job streams for the core.
+    streams: AtomicU64,
 }
 
 fn job_uuid(id: &[u8; 16]) -> uuid::Uuid {
     uuid::Uuid::from_bytes(*id)
 }
 
+/// The core's effects for a dispatch, with the accepted job (if any) taken out to be run, and
+/// its stop switch.
+type Admitted = (
+    Vec<Effect>,
+    Option<(VerifiedJob, watch::Receiver<Option<Stop>>)>,
+);
+
 /// The agent's job engine; one per `run`.
 pub(crate) struct JobEngine {
     shared: Arc<Shared>,
-}
-
-/// What to do with a dispatch.
-#[derive(Debug)]
-enum Decision {
-    Refused {
-        job_id: [u8; 16],
-        reason: String,
-    },
-    Duplicate {
-        job_id: [u8; 16],
-        result: Option<JobResult>,
-    },
-    Accepted {
-        job: VerifiedJob,
-        stop: watch::Receiver<Option<Stop>>,
-    },
 }
 
 impl JobEngine {
@@ -119,23 +109,31 @@ impl JobEngine {
         opts: EngineOptions,
         config_tx: mpsc::UnboundedSender<ConfigRequest>,
     ) -> Result<Self, AgentError> {
-        let ledger = Ledger::open(&opts.data_dir)?;
+        let ledger = Arc::new(Ledger::open(&opts.data_dir)?);
         let caps = Capabilities::detect();
         info!(capabilities = ?caps.advertised(), "job capabilities");
+        let boot_id = runner::boot_id();
+        let store = LedgerStore {
+            ledger: ledger.clone(),
+            boot_id: boot_id.clone(),
+        };
         let shared = Arc::new(Shared {
             ledger,
             caps,
             data_dir: opts.data_dir,
             power_command: opts.power_command,
             config_tx,
-            agent_id: opts.agent_id,
-            server_key: opts.server_key,
-            boot_id: runner::boot_id(),
+            core: Arc::new(Mutex::new(AgentCore::new(
+                opts.agent_id,
+                opts.server_key,
+                store,
+            ))),
+            boot_id,
             running: Mutex::new(HashMap::new()),
             link: Mutex::new(None),
             replay: Mutex::new(None),
             tasks: Mutex::new(JoinSet::new()),
-            stopping: AtomicBool::new(false),
+            streams: AtomicU64::new(0),
         });
         shared.recover(now_ms())?;
         match shared.ledger.prune(now_ms()) {
@@ -151,86 +149,94 @@ impl JobEngine {
         self.shared.caps.advertised()
     }
 
-    /// A connection is live (after `Welcome`): results go to it from now on, and everything in
-    /// the outbox is sent again, each on its own uni stream.
-    pub(crate) fn link_up(&self, link: Link) {
+    /// A connection was welcomed: it is the live one from now on, and everything in the
+    /// outbox is sent again, each on its own uni stream. Returns the connection's link and the
+    /// config the welcome carries.
+    pub(crate) fn link_up(
+        &self,
+        conn: quinn::Connection,
+        session: Session,
+        welcome: &Welcome,
+    ) -> (Link, AgentConfig) {
+        let welcomed = lock(&self.shared.core).welcomed(session, welcome);
+        let link = Link::new(conn, welcomed.conn, self.shared.core.clone());
         *lock(&self.shared.link) = Some(link.clone());
-        let results = match self.shared.ledger.outbox() {
-            Ok(results) => results,
-            Err(err) => {
-                warn!(%err, "cannot read the outbox");
-                return;
-            }
-        };
-        if results.is_empty() {
-            return;
+        if let Some(err) = &welcomed.store_failed {
+            warn!(%err, "job ledger");
         }
-        info!(count = results.len(), "replaying results from the outbox");
-        let task = tokio::spawn(async move {
-            for result in results {
-                let job_id = job_uuid(&result.job_id);
-                let end = result.end.as_str();
-                match link.send_uni(Message::JobResult(result)).await {
-                    Ok(()) => info!(%job_id, end, "result replayed"),
-                    Err(err) => {
-                        warn!(%job_id, %err, "result replay interrupted; it stays in the outbox");
-                        return;
+        let replay = welcomed.replay;
+        if !replay.is_empty() {
+            info!(count = replay.len(), "replaying results from the outbox");
+            let sender = link.clone();
+            let task = tokio::spawn(async move {
+                for result in replay {
+                    let job_id = job_uuid(&result.job_id);
+                    let end = result.end.as_str();
+                    match sender.send_uni(Message::JobResult(result)).await {
+                        Ok(()) => info!(%job_id, end, "result replayed"),
+                        Err(err) => {
+                            warn!(%job_id, %err, "result replay interrupted; it stays in the outbox");
+                            return;
+                        }
                     }
                 }
+            });
+            if let Some(old) = lock(&self.shared.replay).replace(task.abort_handle()) {
+                old.abort();
             }
-        });
-        if let Some(old) = lock(&self.shared.replay).replace(task.abort_handle()) {
-            old.abort();
         }
+        (link, welcomed.config)
     }
 
     /// The connection ended: results wait in the outbox until the next `Welcome`.
     pub(crate) fn link_down(&self) {
-        *lock(&self.shared.link) = None;
+        if let Some(link) = lock(&self.shared.link).take() {
+            lock(&self.shared.core).disconnected(link.id());
+        }
         if let Some(task) = lock(&self.shared.replay).take() {
             task.abort();
         }
     }
 
-    /// Handles a verified `JobDispatch` envelope that arrived on `send`'s stream.
+    /// Handles the first frame of a job stream the server opened: the core verifies it and
+    /// applies the ledger rules; the answers go back on the stream, and an accepted job runs.
     pub(crate) fn dispatch(
         &self,
-        dispatch: JobDispatch,
-        send: SendStream,
+        frame: Vec<u8>,
+        mut send: SendStream,
         recv: RecvStream,
         link: Link,
     ) {
         let shared = self.shared.clone();
         shared.clone().spawn(async move {
-            let mut sink = StreamSink::new(send, recv, link);
-            match shared.decide(&dispatch, now_ms()) {
-                Decision::Refused { job_id, reason } => {
-                    warn!(job_id = %job_uuid(&job_id), %reason, "job refused");
-                    sink.ack(job_id, JobAckOutcome::Refused(reason)).await;
-                    sink.finish();
+            let stream = shared.streams.fetch_add(1, Ordering::Relaxed);
+            let admitted =
+                shared.admit(|core| core.on_frame(link.id(), Lane::Job(stream), frame, now_ms()));
+            let (effects, start) = match admitted {
+                Ok(admitted) => admitted,
+                Err(err) => {
+                    warn!(%err, "job stream envelope refused; dropped");
+                    let _ = send.reset(VarInt::from_u32(DISPATCH_REFUSED_CODE));
+                    return;
                 }
-                Decision::Duplicate { job_id, result } => {
-                    info!(
-                        job_id = %job_uuid(&job_id),
-                        result_in_outbox = result.is_some(),
-                        "duplicate dispatch; not running it again"
-                    );
-                    sink.ack(job_id, JobAckOutcome::Duplicate).await;
-                    if let Some(result) = result {
-                        let _ = sink.send(Message::JobResult(result)).await;
+            };
+            let mut sink = StreamSink::new(send, recv, link, stream);
+            for effect in effects {
+                match effect {
+                    Effect::Send { message, .. } => {
+                        log_answer(&message);
+                        let _ = sink.send(message).await;
                     }
-                    sink.finish();
+                    Effect::FinishStream { .. } => sink.finish(),
+                    Effect::ResetStream { reason, .. } => {
+                        warn!(%reason, "job stream did not start with a dispatch; dropped");
+                        sink.reset();
+                    }
+                    other => log_effect(&other),
                 }
-                Decision::Accepted { job, stop } => {
-                    info!(
-                        job_id = %job_uuid(&job.job_id),
-                        job_type = job.spec.payload.type_name(),
-                        timeout_s = job.spec.timeout_s,
-                        "job accepted"
-                    );
-                    sink.ack(job.job_id, JobAckOutcome::Accepted).await;
-                    shared.run_job(job, stop, Some(sink)).await;
-                }
+            }
+            if let Some((job, stop)) = start {
+                shared.run_job(job, stop, Some(sink)).await;
             }
         });
     }
@@ -248,22 +254,11 @@ impl JobEngine {
         }
     }
 
-    /// `JobResultAck` from the server: the result is committed; drop it from the outbox.
-    pub(crate) fn result_acked(&self, job_id: [u8; 16]) {
-        match self.shared.ledger.ack(&job_id) {
-            Ok(true) => info!(job_id = %job_uuid(&job_id), "result acknowledged"),
-            Ok(false) => debug!(job_id = %job_uuid(&job_id), "ack for a result not in the outbox"),
-            Err(err) => {
-                warn!(job_id = %job_uuid(&job_id), %err, "cannot drop an acknowledged result")
-            }
-        }
-    }
-
     /// Stops every running job (each ends `Failed`, "agent stopped") and waits a little for
     /// their results to reach the outbox (and the server, if a connection is still up). New
     /// dispatches are refused from now on.
     pub(crate) async fn shutdown(&self) {
-        self.shared.stopping.store(true, Ordering::SeqCst);
+        lock(&self.shared.core).stop_accepting();
         let stops: Vec<_> = lock(&self.shared.running).values().cloned().collect();
         if !stops.is_empty() {
             info!(count = stops.len(), "stopping running jobs");
@@ -303,50 +298,26 @@ impl Shared {
         lock(&self.link).clone().filter(|l| !l.is_closed())
     }
 
-    /// Verifies the grant and records the job, or says why not.
-    fn decide(&self, dispatch: &JobDispatch, now_ms: u64) -> Decision {
-        let claimed = dispatch.claimed_job_id().unwrap_or_default();
-        let job = match dispatch.verify(&self.server_key, &self.agent_id, now_ms, GRANT_SKEW_MS) {
-            Ok(job) => job,
-            Err(refusal) => {
-                return Decision::Refused {
-                    job_id: claimed,
-                    reason: refusal.to_string(),
-                };
-            }
-        };
-        let job_id = job.job_id;
-        if self.stopping.load(Ordering::SeqCst) {
-            return Decision::Refused {
-                job_id,
-                reason: "the agent is stopping".into(),
-            };
-        }
-        let entry = Entry {
-            job_type: job.spec.payload.type_name().into(),
-            accepted_at_ms: now_ms,
-            expires_at_ms: job.grant.expires_at_ms,
-            boot_id: self.boot_id.clone(),
-            state: JobState::Accepted,
-        };
-        // The stop switch is registered under the same lock as the ledger write, so a cancel
-        // can never find the job recorded but not cancellable.
+    /// Runs the core's dispatch rules (`rules`) and takes an accepted job's start out of the
+    /// effects, its stop switch registered under the same lock as the ledger write, so a cancel
+    /// can never find the job recorded but not cancellable.
+    fn admit(
+        &self,
+        rules: impl FnOnce(&mut Core) -> Result<Vec<Effect>, FrameError>,
+    ) -> Result<Admitted, FrameError> {
         let mut running = lock(&self.running);
-        match self.ledger.accept(&job_id, &entry) {
-            Ok(true) => {
+        let mut effects = rules(&mut lock(&self.core))?;
+        let mut start = None;
+        effects.retain(|effect| match effect {
+            Effect::StartJob { job, .. } => {
                 let (tx, stop) = watch::channel(None);
-                running.insert(job_id, tx);
-                Decision::Accepted { job, stop }
+                running.insert(job.job_id, tx);
+                start = Some((job.clone(), stop));
+                false
             }
-            Ok(false) => Decision::Duplicate {
-                job_id,
-                result: self.ledger.outbox_get(&job_id).ok().flatten(),
-            },
-            Err(err) => Decision::Refused {
-                job_id,
-                reason: format!("cannot record the job: {err}"),
-            },
-        }
+            _ => true,
+        });
+        Ok((effects, start))
     }
 
     /// Runs an accepted job to its result, streaming to `sink` while it can, then delivers the
@@ -358,6 +329,12 @@ impl Shared {
         sink: Option<StreamSink>,
     ) -> JobResult {
         let job_id = job.job_id;
+        info!(
+            job_id = %job_uuid(&job_id),
+            job_type = job.spec.payload.type_name(),
+            timeout_s = job.spec.timeout_s,
+            "job accepted"
+        );
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let exec = async {
             let mut ctx = JobCtx::new(self, job_id, job.spec.timeout_s, stop, events_tx);
@@ -373,13 +350,16 @@ impl Shared {
         result
     }
 
-    /// Puts the result in the outbox, then sends it on the job's stream, or on the current
-    /// connection if that stream is gone. Unsent, it waits in the outbox for the next `Welcome`.
-    async fn deliver(&self, result: JobResult, sink: Option<StreamSink>) {
+    /// Hands the result to the core, which puts it in the outbox and says where to send it: on
+    /// the job's stream, or on the current connection if that stream is gone. Unsent, it waits
+    /// in the outbox for the next `Welcome`.
+    async fn deliver(&self, result: JobResult, mut sink: Option<StreamSink>) {
         let job_id = job_uuid(&result.job_id);
-        if let Err(err) = self.ledger.finish(&result) {
-            warn!(%job_id, %err, "cannot persist the result; sending it anyway");
-        }
+        let stream = sink
+            .as_ref()
+            .filter(|s| s.alive)
+            .map(|s| (s.link.id(), s.stream));
+        let effects = lock(&self.core).job_finished(result.clone(), stream);
         info!(
             %job_id,
             end = result.end.as_str(),
@@ -389,15 +369,37 @@ impl Shared {
             stderr_bytes = result.stderr.len(),
             "job finished"
         );
-        if let Some(mut sink) = sink {
-            let sent = sink.send(Message::JobResult(result.clone())).await;
-            sink.finish();
-            if sent {
-                return;
+        // Where the result goes if not on its own stream: a uni stream of this connection.
+        let mut uni = None;
+        for effect in effects {
+            match effect {
+                Effect::Send {
+                    lane: Lane::Job(_),
+                    message,
+                    ..
+                } => {
+                    if let Some(s) = sink.as_mut()
+                        && s.send(message).await
+                    {
+                        s.finish();
+                        return;
+                    }
+                    uni = lock(&self.core).reroute(result.clone()).into_iter().next();
+                }
+                Effect::Send { .. } => uni = Some(effect),
+                Effect::FinishStream { .. } => {}
+                other => log_effect(&other),
             }
         }
-        match self.current_link() {
-            Some(link) => match link.send_uni(Message::JobResult(result)).await {
+        if let Some(s) = sink.as_mut() {
+            s.finish();
+        }
+        let Some(Effect::Send { conn, message, .. }) = uni else {
+            info!(%job_id, "offline; the result waits in the outbox");
+            return;
+        };
+        match self.current_link().filter(|l| l.id() == conn) {
+            Some(link) => match link.send_uni(message).await {
                 Ok(()) => info!(%job_id, "result sent on a new stream"),
                 Err(err) => warn!(%job_id, %err, "result not sent; it waits in the outbox"),
             },
@@ -465,15 +467,22 @@ struct StreamSink {
     /// would tell the server to stop sending.
     _recv: RecvStream,
     link: Link,
+    stream: crate::protocol::StreamId,
     alive: bool,
 }
 
 impl StreamSink {
-    fn new(send: SendStream, recv: RecvStream, link: Link) -> Self {
+    fn new(
+        send: SendStream,
+        recv: RecvStream,
+        link: Link,
+        stream: crate::protocol::StreamId,
+    ) -> Self {
         Self {
             send,
             _recv: recv,
             link,
+            stream,
             alive: true,
         }
     }
@@ -483,21 +492,29 @@ impl StreamSink {
         if !self.alive {
             return false;
         }
-        if let Err(err) = write_frame(&mut self.send, &self.link.seal(message)).await {
+        let Some(frame) = self.link.seal(message) else {
+            debug!("job stream's session ended");
+            self.alive = false;
+            return false;
+        };
+        if let Err(err) = write_frame(&mut self.send, &frame).await {
             debug!(%err, "job stream gone");
             self.alive = false;
         }
         self.alive
     }
 
-    async fn ack(&mut self, job_id: [u8; 16], outcome: JobAckOutcome) -> bool {
-        self.send(Message::JobAck(JobAck { job_id, outcome })).await
-    }
-
+    /// Ends the stream cleanly (once).
     fn finish(&mut self) {
         if self.alive {
             let _ = self.send.finish();
+            self.alive = false;
         }
+    }
+
+    fn reset(&mut self) {
+        let _ = self.send.reset(VarInt::from_u32(DISPATCH_REFUSED_CODE));
+        self.alive = false;
     }
 }
 
@@ -542,6 +559,34 @@ async fn forward_events(
         }
     }
     sink
+}
+
+/// Logs what the core said about a dispatch, as it goes back on the job stream.
+fn log_answer(message: &Message) {
+    match message {
+        Message::JobAck(ack) => match &ack.outcome {
+            JobAckOutcome::Refused(reason) => {
+                warn!(job_id = %job_uuid(&ack.job_id), %reason, "job refused")
+            }
+            JobAckOutcome::Duplicate => info!(
+                job_id = %job_uuid(&ack.job_id),
+                "duplicate dispatch; not running it again"
+            ),
+            JobAckOutcome::Accepted => {}
+        },
+        Message::JobResult(r) => {
+            info!(job_id = %job_uuid(&r.job_id), "result still in the outbox; sent again")
+        }
+        _ => {}
+    }
+}
+
+/// Logs an effect the job engine has nothing else to do with.
+pub(crate) fn log_effect(effect: &Effect) {
+    match effect {
+        Effect::StoreFailed(err) => warn!(%err, "job ledger"),
+        other => debug!(effect = ?other, "ignored"),
+    }
 }
 
 #[cfg(test)]

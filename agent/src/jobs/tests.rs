@@ -11,9 +11,77 @@ use reap3r_wire::{
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use super::ledger::Entry;
 use super::*;
 
 const AGENT: [u8; 16] = [1; 16];
+
+/// What the core's rules made of a dispatch, as the engine carries it out.
+#[derive(Debug)]
+enum Decision {
+    Refused {
+        #[expect(dead_code, reason = "shown in failure messages")]
+        job_id: [u8; 16],
+        reason: String,
+    },
+    Duplicate {
+        job_id: [u8; 16],
+        result: Option<JobResult>,
+    },
+    Accepted {
+        job: VerifiedJob,
+        stop: watch::Receiver<Option<Stop>>,
+    },
+}
+
+impl Shared {
+    /// A verified dispatch through the core's rules, as a job stream's first frame goes.
+    fn decide(&self, d: &JobDispatch, now_ms: u64) -> Decision {
+        let (effects, start) = self
+            .admit(|core| Ok(core.on_dispatch(1, 1, d, now_ms)))
+            .unwrap();
+        if let Some((job, stop)) = start {
+            return Decision::Accepted { job, stop };
+        }
+        let mut decision = None;
+        for effect in effects {
+            match effect {
+                Effect::Send {
+                    message: Message::JobAck(ack),
+                    ..
+                } => {
+                    decision = Some(match ack.outcome {
+                        JobAckOutcome::Refused(reason) => Decision::Refused {
+                            job_id: ack.job_id,
+                            reason,
+                        },
+                        _ => Decision::Duplicate {
+                            job_id: ack.job_id,
+                            result: None,
+                        },
+                    })
+                }
+                Effect::Send {
+                    message: Message::JobResult(r),
+                    ..
+                } => {
+                    if let Some(Decision::Duplicate { result, .. }) = decision.as_mut() {
+                        *result = Some(r);
+                    }
+                }
+                _ => {}
+            }
+        }
+        decision.unwrap()
+    }
+}
+
+impl JobEngine {
+    /// `JobResultAck` from the server, as the control stream hands it to the core.
+    fn result_acked(&self, job_id: [u8; 16]) {
+        lock(&self.shared.core).on_message(Message::JobResultAck { job_id });
+    }
+}
 
 fn server_key() -> SigningKey {
     SigningKey::from_bytes(&[7; 32])

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
+use reap3r_agent::protocol::{Answer, Challenged, Pending, ServerChannel, Session};
 use reap3r_control_plane::cli::{CreatedToken, TokenCreate, create_token};
 use reap3r_control_plane::{Config, Node};
 use reap3r_store::testing::TestDatabase;
 use reap3r_store::{Agent, AgentStatus, Backend, Uuid};
 use reap3r_wire::{
-    CloseCode, Envelope, InboundSession, Message, OutboundSession, SigningKey, encode_frame,
+    CloseCode, EnrollRequest, Hello, Message, OutboundSession, SigningKey, encode_frame,
 };
 use tempfile::TempDir;
 
@@ -275,14 +276,25 @@ impl FleetBuilder {
     }
 }
 
-/// A hand-driven protocol client for hostile input: it can sign with any key, replay, and send
-/// raw bytes.
+/// A hand-driven protocol client. The normal path (hello or enrolment, then signing) goes
+/// through the agent's protocol core; the hostile path can sign as anyone with any key, replay,
+/// and send raw bytes.
 pub struct RawClient {
     pub conn: Connection,
     pub send: SendStream,
     pub recv: RecvStream,
-    pub inbound: InboundSession,
+    phase: Phase,
+    nonce: [u8; 16],
     _endpoint: Endpoint,
+}
+
+/// Where the client is in the core's handshake.
+enum Phase {
+    Challenged(Challenged),
+    Pending(Pending),
+    Live(Session),
+    /// A step failed; nothing more to verify with.
+    Spent,
 }
 
 impl RawClient {
@@ -296,21 +308,66 @@ impl RawClient {
         let (conn, send, mut recv) =
             reap3r_agent::transport::connect(&endpoint, node.quic_addr, config).await?;
         let frame = reap3r_agent::transport::read_frame(&mut recv).await?;
-        let (inbound, _) = InboundSession::from_challenge(
-            Envelope::parse(frame)?,
-            &node.identity.signing_key.verifying_key(),
-        )?;
+        let challenged = Challenged::from_frame(frame, &node.identity.signing_key.verifying_key())?;
         Ok(Self {
             conn,
             send,
             recv,
-            inbound,
+            nonce: challenged.nonce(),
+            phase: Phase::Challenged(challenged),
             _endpoint: endpoint,
         })
     }
 
+    /// Hostile path: a signer for this session as `sender` with `key`.
     pub fn outbound(&self, sender: [u8; 16], key: &SigningKey) -> OutboundSession {
-        OutboundSession::new(sender, self.inbound.nonce(), key.clone())
+        OutboundSession::new(sender, self.nonce, key.clone())
+    }
+
+    fn challenged(&mut self) -> Result<Challenged> {
+        match std::mem::replace(&mut self.phase, Phase::Spent) {
+            Phase::Challenged(c) => Ok(c),
+            _ => bail!("the opening was sent already"),
+        }
+    }
+
+    /// Normal path: says hello as agent `id` (signed with `key`) through the core.
+    pub async fn hello(&mut self, id: Uuid, key: &SigningKey, hello: Hello) -> Result<()> {
+        let (frame, pending) = self.challenged()?.hello(id.into_bytes(), key, hello, 0);
+        self.phase = Phase::Pending(pending);
+        self.send_envelope(&frame).await
+    }
+
+    /// Normal path: enrols `key` with the request's token through the core.
+    pub async fn enroll(&mut self, key: &SigningKey, request: EnrollRequest) -> Result<()> {
+        let (frame, pending) = self.challenged()?.enroll(key, request, 0);
+        self.phase = Phase::Pending(pending);
+        self.send_envelope(&frame).await
+    }
+
+    /// Normal path: the server's answer to the hello (`Welcome`, after which [`seal`](Self::seal)
+    /// signs for the live session) or to the enrolment (`EnrollResult`).
+    pub async fn read_answer(&mut self) -> Result<Message> {
+        let Phase::Pending(pending) = std::mem::replace(&mut self.phase, Phase::Spent) else {
+            bail!("no hello or enrolment is waiting for an answer");
+        };
+        let frame = reap3r_agent::transport::read_frame(&mut self.recv).await?;
+        Ok(match pending.on_frame(frame)? {
+            Answer::Welcomed { session, welcome } => {
+                self.phase = Phase::Live(session);
+                Message::Welcome(welcome)
+            }
+            Answer::Enrolled(result) => Message::EnrollResult(result),
+        })
+    }
+
+    /// Normal path: signs `message` for the live session (after [`read_answer`](Self::read_answer)
+    /// returned a welcome).
+    pub fn seal(&mut self, message: Message) -> Result<Vec<u8>> {
+        match &mut self.phase {
+            Phase::Live(session) => Ok(session.seal(message, 1)),
+            _ => bail!("the session is not live"),
+        }
     }
 
     pub async fn send_envelope(&mut self, bytes: &[u8]) -> Result<()> {
@@ -322,14 +379,19 @@ impl RawClient {
         Ok(())
     }
 
-    /// Reads the next server message, verified.
-    pub async fn read_message(&mut self, server: &TestServer) -> Result<Message> {
+    fn channel(&mut self) -> Result<&mut ServerChannel> {
+        Ok(match &mut self.phase {
+            Phase::Challenged(c) => c.channel_mut(),
+            Phase::Pending(p) => p.channel_mut(),
+            Phase::Live(s) => s.channel_mut(),
+            Phase::Spent => bail!("no session to verify with"),
+        })
+    }
+
+    /// Reads the next server message, verified against the server key pinned at connect.
+    pub async fn read_message(&mut self, _server: &TestServer) -> Result<Message> {
         let frame = reap3r_agent::transport::read_frame(&mut self.recv).await?;
-        let key = server.node().identity.signing_key.verifying_key();
-        Ok(self
-            .inbound
-            .accept(Envelope::parse(frame)?, &reap3r_wire::SERVER_SENDER, &key)?
-            .into_message())
+        Ok(self.channel()?.accept(frame)?)
     }
 
     /// Waits for the server to close the connection and returns its close code and reason.

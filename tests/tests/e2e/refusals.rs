@@ -16,24 +16,24 @@ fn key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])
 }
 
-fn enroll_request(token: &str, key: &SigningKey) -> Message {
-    Message::Enroll(EnrollRequest {
+fn enroll_request(token: &str, key: &SigningKey) -> EnrollRequest {
+    EnrollRequest {
         token: token.into(),
         public_key: key.verifying_key().to_bytes(),
         hostname: "raw-client".into(),
         os: "linux".into(),
         arch: "x86_64".into(),
         agent_version: "test".into(),
-    })
+    }
 }
 
-fn hello() -> Message {
-    Message::Hello(Hello {
+fn hello() -> Hello {
+    Hello {
         agent_version: "test".into(),
         hostname: "raw-client".into(),
         capabilities: vec!["heartbeat".into()],
         inventory: InventorySummary::default(),
-    })
+    }
 }
 
 fn heartbeat() -> Message {
@@ -47,25 +47,18 @@ fn heartbeat() -> Message {
 /// Enrols over a raw connection with `key`; returns the agent id.
 async fn enrol_raw(server: &TestServer, token: &str, key: &SigningKey) -> Result<Uuid> {
     let mut c = RawClient::connect(server).await?;
-    let mut out = c.outbound([0; 16], key);
-    c.send_envelope(&out.seal(enroll_request(token, key), 0))
-        .await?;
-    match c.read_message(server).await? {
+    c.enroll(key, enroll_request(token, key)).await?;
+    match c.read_answer().await? {
         Message::EnrollResult(r) => Ok(Uuid::from_bytes(r.agent_id)),
         other => bail!("expected an enrolment result, got {other:?}"),
     }
 }
 
-/// Sends a hello as `id` signed with `key`; returns the client and its outbound session.
-async fn hello_raw(
-    server: &TestServer,
-    id: Uuid,
-    key: &SigningKey,
-) -> Result<(RawClient, reap3r_wire::OutboundSession)> {
+/// Sends a hello as `id` signed with `key`; returns the client, waiting for the answer.
+async fn hello_raw(server: &TestServer, id: Uuid, key: &SigningKey) -> Result<RawClient> {
     let mut c = RawClient::connect(server).await?;
-    let mut out = c.outbound(id.into_bytes(), key);
-    c.send_envelope(&out.seal(hello(), 0)).await?;
-    Ok((c, out))
+    c.hello(id, key, hello()).await?;
+    Ok(c)
 }
 
 async fn expect_close(
@@ -109,11 +102,11 @@ async fn hello_is_refused_for_unknown_pending_rejected_revoked_and_forged_agents
     let open = server.token(false, None, "1h").await?;
     let gated = server.token(true, None, "1h").await?;
 
-    let (c, _) = hello_raw(server, Uuid::new_v4(), &key(1)).await?;
+    let c = hello_raw(server, Uuid::new_v4(), &key(1)).await?;
     expect_close(server, &c, CloseCode::UnknownAgent, "not enrolled").await?;
 
     let pending = enrol_raw(server, &gated.token, &key(2)).await?;
-    let (c, _) = hello_raw(server, pending, &key(2)).await?;
+    let c = hello_raw(server, pending, &key(2)).await?;
     expect_close(server, &c, CloseCode::PendingApproval, "approval").await?;
 
     let rejected = enrol_raw(server, &gated.token, &key(3)).await?;
@@ -122,17 +115,17 @@ async fn hello_is_refused_for_unknown_pending_rejected_revoked_and_forged_agents
         .store
         .set_agent_approval(rejected, AgentApproval::Rejected)
         .await?;
-    let (c, _) = hello_raw(server, rejected, &key(3)).await?;
+    let c = hello_raw(server, rejected, &key(3)).await?;
     expect_close(server, &c, CloseCode::Rejected, "rejected").await?;
 
     let revoked = enrol_raw(server, &open.token, &key(4)).await?;
     server.node().store.revoke_agent(revoked).await?;
-    let (c, _) = hello_raw(server, revoked, &key(4)).await?;
+    let c = hello_raw(server, revoked, &key(4)).await?;
     expect_close(server, &c, CloseCode::Revoked, "revoked").await?;
 
     // Someone who knows an agent's id but not its key.
     let victim = enrol_raw(server, &open.token, &key(5)).await?;
-    let (c, _) = hello_raw(server, victim, &key(6)).await?;
+    let c = hello_raw(server, victim, &key(6)).await?;
     expect_close(server, &c, CloseCode::BadSignature, "signature").await?;
     assert_ne!(server.agent(victim).await?.status(), AgentStatus::Online);
 
@@ -173,9 +166,7 @@ async fn enrolment_is_refused_for_unknown_expired_used_up_and_revoked_tokens() -
         (revoked.token.as_str(), "revoked"),
     ] {
         let mut c = RawClient::connect(server).await?;
-        let mut out = c.outbound([0; 16], &key(11));
-        c.send_envelope(&out.seal(enroll_request(token, &key(11)), 0))
-            .await?;
+        c.enroll(&key(11), enroll_request(token, &key(11))).await?;
         expect_close(server, &c, CloseCode::TokenInvalid, needle).await?;
     }
     assert_eq!(
@@ -195,16 +186,16 @@ async fn replays_forgeries_oversized_frames_and_garbage_close_only_that_connecti
     let id = enrol_raw(server, &token.token, &agent_key).await?;
 
     // Replay: the same signed heartbeat twice in one session.
-    let (mut c, mut out) = hello_raw(server, id, &agent_key).await?;
-    assert!(matches!(c.read_message(server).await?, Message::Welcome(_)));
-    let hb = out.seal(heartbeat(), 1);
+    let mut c = hello_raw(server, id, &agent_key).await?;
+    assert!(matches!(c.read_answer().await?, Message::Welcome(_)));
+    let hb = c.seal(heartbeat())?;
     c.send_envelope(&hb).await?;
     c.send_envelope(&hb).await?;
     expect_close(server, &c, CloseCode::Replay, "already seen").await?;
 
     // A live session, then an envelope signed by another key.
-    let (mut c, _) = hello_raw(server, id, &agent_key).await?;
-    assert!(matches!(c.read_message(server).await?, Message::Welcome(_)));
+    let mut c = hello_raw(server, id, &agent_key).await?;
+    assert!(matches!(c.read_answer().await?, Message::Welcome(_)));
     let mut forger = c.outbound(id.into_bytes(), &key(21));
     let forged = {
         // Skip past the sequence numbers the genuine session used.
@@ -227,7 +218,9 @@ async fn replays_forgeries_oversized_frames_and_garbage_close_only_that_connecti
 
     // A hello captured from one session and replayed into another.
     let mut first = RawClient::connect(server).await?;
-    let captured = first.outbound(id.into_bytes(), &agent_key).seal(hello(), 0);
+    let captured = first
+        .outbound(id.into_bytes(), &agent_key)
+        .seal(Message::Hello(hello()), 0);
     first.send_envelope(&captured).await?;
     assert!(matches!(
         first.read_message(server).await?,
