@@ -174,8 +174,16 @@ async fn reused_refresh_token_revokes_the_session() {
             code_of(authenticate(&rig.domain, &second.access_token, None).await),
             "unauthenticated"
         );
-        let session = rig.store.auth_session(first.session_id).await.unwrap().unwrap();
-        assert_eq!(session.revoked_reason.as_deref(), Some("refresh_token_reuse"));
+        let session = rig
+            .store
+            .auth_session(first.session_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            session.revoked_reason.as_deref(),
+            Some("refresh_token_reuse")
+        );
         assert_eq!(
             rig.actions().await,
             ["user.create", "auth.login", "auth.refresh_reuse"]
@@ -234,7 +242,12 @@ async fn mfa_challenges_allow_few_attempts_and_codes_work_once() {
         );
         let wrong = |secret: &str| {
             let right = totp::code_at(secret, rig.domain.now_ms()).unwrap();
-            if right == "000000" { "111111" } else { "000000" }.to_owned()
+            if right == "000000" {
+                "111111"
+            } else {
+                "000000"
+            }
+            .to_owned()
         };
         assert_eq!(
             code_of(second_step(c.clone(), wrong(&enrolment.secret)).await),

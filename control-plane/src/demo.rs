@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use reap3r_agent::{EnrollOptions, RunOptions};
 use reap3r_actors::access::{Caller, CreateUser, Role};
 use reap3r_actors::{Domain, EventBus, SystemClock};
+use reap3r_agent::{EnrollOptions, RunOptions};
 use reap3r_store::AgentStatus;
 use tokio::sync::watch;
 

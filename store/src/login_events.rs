@@ -126,7 +126,11 @@ where
 impl Tx {
     /// [`Store::record_login_event`] inside this transaction (a successful login, committed with
     /// its session and audit record).
-    pub async fn record_login_event(&mut self, new: &NewLoginEvent, now_ms: i64) -> Result<LoginEvent> {
+    pub async fn record_login_event(
+        &mut self,
+        new: &NewLoginEvent,
+        now_ms: i64,
+    ) -> Result<LoginEvent> {
         insert_login_event(&mut *self.conn(), new, now_ms).await
     }
 }

@@ -3,13 +3,13 @@
 //! hashes of the secrets are stored.
 
 use serde::{Deserialize, Serialize};
-use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
 use uuid::Uuid;
 
-use crate::{Store, Tx};
 use crate::db::{get_i64, get_opt_i64, get_opt_str, get_uuid, uuid_text};
 use crate::error::{Result, StoreError, map_constraint};
+use crate::{Store, Tx};
 
 /// Longest user agent kept; the rest is cut off.
 const MAX_USER_AGENT_CHARS: usize = 500;
@@ -106,12 +106,7 @@ fn require_hash(hash: &str, what: &str) -> Result<()> {
 }
 
 /// Revokes a session inside the caller's transaction; true if it was not revoked before.
-async fn revoke_in(
-    conn: &mut AnyConnection,
-    id: Uuid,
-    reason: &str,
-    now_ms: i64,
-) -> Result<bool> {
+async fn revoke_in(conn: &mut AnyConnection, id: Uuid, reason: &str, now_ms: i64) -> Result<bool> {
     let done = sqlx::query(
         "UPDATE auth_sessions SET revoked_at = $2, revoked_reason = $3 \
          WHERE id = $1 AND revoked_at IS NULL",
@@ -415,7 +410,12 @@ impl Tx {
     }
 
     /// Revokes a session; false if it was already revoked or does not exist.
-    pub async fn revoke_auth_session(&mut self, id: Uuid, reason: &str, now_ms: i64) -> Result<bool> {
+    pub async fn revoke_auth_session(
+        &mut self,
+        id: Uuid,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<bool> {
         revoke_in(self.conn(), id, reason, now_ms).await
     }
 

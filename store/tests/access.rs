@@ -56,8 +56,12 @@ trait InTx {
         refresh_expires_at: i64,
         now: i64,
     ) -> Result<RefreshOutcome, StoreError>;
-    async fn revoke_auth_session(&self, id: Uuid, reason: &str, now: i64)
-    -> Result<bool, StoreError>;
+    async fn revoke_auth_session(
+        &self,
+        id: Uuid,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
     async fn revoke_user_sessions(
         &self,
         user: Uuid,
@@ -125,10 +129,20 @@ impl InTx for Store {
     ) -> Result<RefreshOutcome, StoreError> {
         let mut tx = self.begin().await?;
         let out = tx
-            .rotate_refresh_token(old, access, access_expires_at, refresh, refresh_expires_at, now)
+            .rotate_refresh_token(
+                old,
+                access,
+                access_expires_at,
+                refresh,
+                refresh_expires_at,
+                now,
+            )
             .await?;
         // Like the refresh operation: only a rotation or a reuse's revocation is committed.
-        if matches!(out, RefreshOutcome::Rotated(_) | RefreshOutcome::Reused { .. }) {
+        if matches!(
+            out,
+            RefreshOutcome::Rotated(_) | RefreshOutcome::Reused { .. }
+        ) {
             tx.commit().await?;
         }
         Ok(out)

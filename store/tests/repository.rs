@@ -227,7 +227,11 @@ async fn orgs() -> Result<()> {
 }
 
 /// Creates a user in a transaction of its own (the operation commits it with its audit record).
-async fn create_user(store: &Store, new: &NewUser, now: i64) -> Result<reap3r_store::User, StoreError> {
+async fn create_user(
+    store: &Store,
+    new: &NewUser,
+    now: i64,
+) -> Result<reap3r_store::User, StoreError> {
     let mut tx = store.begin().await?;
     let user = tx.create_user(new, now).await?;
     tx.commit().await?;

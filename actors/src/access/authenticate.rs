@@ -202,7 +202,10 @@ mod tests {
         assert_eq!(acting_org(&u, None, None).unwrap(), home);
         assert_eq!(acting_org(&u, None, Some(other)).unwrap(), other);
         assert_eq!(acting_org(&u, Some(key_org), None).unwrap(), key_org);
-        assert_eq!(acting_org(&u, Some(key_org), Some(key_org)).unwrap(), key_org);
+        assert_eq!(
+            acting_org(&u, Some(key_org), Some(key_org)).unwrap(),
+            key_org
+        );
         assert!(matches!(
             acting_org(&u, Some(key_org), Some(other)),
             Err(DomainError::Forbidden { .. })

@@ -179,7 +179,11 @@ pub struct Login {
 }
 
 impl Login {
-    pub async fn run(self, domain: &Domain, settings: &AccessSettings) -> DomainResult<LoginOutcome> {
+    pub async fn run(
+        self,
+        domain: &Domain,
+        settings: &AccessSettings,
+    ) -> DomainResult<LoginOutcome> {
         let attempt = Attempt {
             store: &domain.store,
             settings,
@@ -226,8 +230,11 @@ impl Login {
             });
         }
         let mut tx = domain.begin().await?;
-        tx.record_login_event(&attempt.event(Some(&user), true, "success", None), attempt.now)
-            .await?;
+        tx.record_login_event(
+            &attempt.event(Some(&user), true, "success", None),
+            attempt.now,
+        )
+        .await?;
         let tokens = open_session(&mut tx, settings, &user, &self.origin, attempt.now).await?;
         domain.commit(tx).await?;
         Ok(LoginOutcome::Tokens(tokens))
@@ -250,18 +257,27 @@ mod tests {
         assert_eq!(Lockout::Account.outcome(), "account_locked");
         assert!(matches!(
             Lockout::Account.error(),
-            DomainError::TooMany { code: "account_locked", .. }
+            DomainError::TooMany {
+                code: "account_locked",
+                ..
+            }
         ));
         assert!(matches!(
             Lockout::Address.error(),
-            DomainError::TooMany { code: "too_many_attempts", .. }
+            DomainError::TooMany {
+                code: "too_many_attempts",
+                ..
+            }
         ));
     }
 
     #[test]
     fn lockout_window_reaches_back_its_length() {
         let s = AccessSettings::default();
-        assert_eq!(s.lockout_window_start(1_000_000_000), 1_000_000_000 - 15 * 60 * 1000);
+        assert_eq!(
+            s.lockout_window_start(1_000_000_000),
+            1_000_000_000 - 15 * 60 * 1000
+        );
         assert_eq!(s.lockout_window_start(i64::MIN), i64::MIN);
     }
 
@@ -269,6 +285,9 @@ mod tests {
     fn origins_default_and_cap() {
         let o = Origin::new(None, Some(&"x".repeat(1000)));
         assert_eq!(o.source_ip, "unknown");
-        assert_eq!(o.user_agent.map(|u| u.chars().count()), Some(MAX_USER_AGENT_CHARS));
+        assert_eq!(
+            o.user_agent.map(|u| u.chars().count()),
+            Some(MAX_USER_AGENT_CHARS)
+        );
     }
 }

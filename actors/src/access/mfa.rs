@@ -29,11 +29,9 @@ pub fn challenge_verdict(check: ChallengeCheck) -> DomainResult<reap3r_store::Uu
             "too_many_attempts",
             "too many codes tried for this challenge; log in again",
         )),
-        ChallengeCheck::Unknown | ChallengeCheck::Expired | ChallengeCheck::Used => {
-            Err(invalid_challenge(
-                "the MFA challenge is unknown, used or expired; log in again",
-            ))
-        }
+        ChallengeCheck::Unknown | ChallengeCheck::Expired | ChallengeCheck::Used => Err(
+            invalid_challenge("the MFA challenge is unknown, used or expired; log in again"),
+        ),
     }
 }
 
@@ -78,13 +76,18 @@ impl LoginMfa {
             .ok_or_else(|| invalid_challenge("MFA is not enabled"))?;
         let Some(step) = totp::matching_step(&secret, &self.code, now)? else {
             attempt.record(Some(&user), false, "mfa_failed").await?;
-            return Err(DomainError::unauthenticated("invalid_code", "wrong MFA code"));
+            return Err(DomainError::unauthenticated(
+                "invalid_code",
+                "wrong MFA code",
+            ));
         };
         let mut tx = domain.begin().await?;
         if !tx.accept_totp_step(user.id, step).await? {
             // Nothing was written; the failure is recorded once the transaction is gone.
             drop(tx);
-            attempt.record(Some(&user), false, "mfa_code_reused").await?;
+            attempt
+                .record(Some(&user), false, "mfa_code_reused")
+                .await?;
             return Err(DomainError::unauthenticated(
                 "code_already_used",
                 "this MFA code was already used; wait for the next one",
@@ -124,7 +127,13 @@ async fn own_user(tx: &mut Tx, caller: &Caller) -> DomainResult<User> {
 }
 
 /// Checks a code from a signed-in user's app and uses up its time step, so it works once.
-async fn spend_code(tx: &mut Tx, user: &User, secret: &str, code: &str, now: i64) -> DomainResult<()> {
+async fn spend_code(
+    tx: &mut Tx,
+    user: &User,
+    secret: &str,
+    code: &str,
+    now: i64,
+) -> DomainResult<()> {
     let step = totp::matching_step(secret, code, now)?
         .ok_or_else(|| DomainError::bad_request("invalid_code", "wrong MFA code"))?;
     if !tx.accept_totp_step(user.id, step).await? {

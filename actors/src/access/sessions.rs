@@ -106,10 +106,9 @@ impl RefreshVerdict {
                 "refresh_token_expired",
                 "the refresh token has expired; log in again",
             ),
-            RefreshOutcome::Unknown | RefreshOutcome::Revoked => RefreshVerdict::Refuse(
-                "invalid_refresh_token",
-                "unknown or revoked refresh token",
-            ),
+            RefreshOutcome::Unknown | RefreshOutcome::Revoked => {
+                RefreshVerdict::Refuse("invalid_refresh_token", "unknown or revoked refresh token")
+            }
         }
     }
 }

@@ -162,7 +162,11 @@ impl SetSuspended {
         let now = domain.now_ms();
         let mut tx = domain.begin().await?;
         target_user(&mut tx, caller, self.user_id).await?;
-        let status = if self.suspended { "suspended" } else { "active" };
+        let status = if self.suspended {
+            "suspended"
+        } else {
+            "active"
+        };
         let update = UserUpdate {
             status: Some(status.into()),
             ..UserUpdate::default()

@@ -6,8 +6,7 @@ use poem::web::{Data, RemoteAddr};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use reap3r_actors::access::{
-    DisableMfa, EnableMfa, Login, LoginMfa, LoginOutcome, Logout, Origin, Refresh, SetupMfa,
-    Tokens,
+    DisableMfa, EnableMfa, Login, LoginMfa, LoginOutcome, Logout, Origin, Refresh, SetupMfa, Tokens,
 };
 use reap3r_actors::{DomainError, DomainResult};
 use reap3r_store::Uuid;
@@ -305,5 +304,121 @@ impl AuthApi {
             .run(&ctx.domain, auth.caller())
             .await?;
         Ok(done())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use reap3r_actors::access::{
+        MAX_API_KEY_LIFETIME_S, MAX_API_KEY_NAME_CHARS, MAX_API_KEY_SCOPES,
+        MAX_CHALLENGE_TOKEN_CHARS, MAX_CODE_CHARS, MAX_DISPLAY_NAME_CHARS, MAX_EMAIL_CHARS,
+        MAX_LOGIN_EMAIL_CHARS, MAX_LOGIN_PASSWORD_BYTES, MAX_PASSWORD_CHARS,
+        MAX_REFRESH_TOKEN_CHARS, MIN_API_KEY_LIFETIME_S, MIN_PASSWORD_CHARS,
+    };
+
+    /// The access bounds in the spec are literals (poem-openapi validators take no paths); they
+    /// must say what the domain's constants say.
+    #[test]
+    fn spec_bounds_are_the_domain_limits() {
+        let spec: serde_json::Value = serde_json::from_str(&crate::openapi_json()).unwrap();
+        let prop = |schema: &str, field: &str, bound: &str| {
+            // Numeric bounds are written as floats (`60.0`), lengths as integers.
+            let v = &spec["components"]["schemas"][schema]["properties"][field][bound];
+            v.as_i64()
+                .or_else(|| v.as_f64().map(|f| f as i64))
+                .unwrap_or_else(|| panic!("{schema}.{field} has no {bound}"))
+        };
+        let n = |v: usize| i64::try_from(v).unwrap();
+        let cases = [
+            (
+                "LoginRequest",
+                "email",
+                "maxLength",
+                n(MAX_LOGIN_EMAIL_CHARS),
+            ),
+            (
+                "LoginRequest",
+                "password",
+                "maxLength",
+                n(MAX_LOGIN_PASSWORD_BYTES),
+            ),
+            (
+                "MfaLoginRequest",
+                "challenge_token",
+                "maxLength",
+                n(MAX_CHALLENGE_TOKEN_CHARS),
+            ),
+            ("MfaLoginRequest", "code", "maxLength", n(MAX_CODE_CHARS)),
+            ("MfaCodeRequest", "code", "maxLength", n(MAX_CODE_CHARS)),
+            (
+                "RefreshRequest",
+                "refresh_token",
+                "maxLength",
+                n(MAX_REFRESH_TOKEN_CHARS),
+            ),
+            (
+                "CreateUserRequest",
+                "email",
+                "maxLength",
+                n(MAX_EMAIL_CHARS),
+            ),
+            (
+                "CreateUserRequest",
+                "password",
+                "minLength",
+                n(MIN_PASSWORD_CHARS),
+            ),
+            (
+                "CreateUserRequest",
+                "password",
+                "maxLength",
+                n(MAX_PASSWORD_CHARS),
+            ),
+            (
+                "CreateUserRequest",
+                "display_name",
+                "maxLength",
+                n(MAX_DISPLAY_NAME_CHARS),
+            ),
+            (
+                "UpdateUserRequest",
+                "email",
+                "maxLength",
+                n(MAX_EMAIL_CHARS),
+            ),
+            (
+                "UpdateUserRequest",
+                "display_name",
+                "maxLength",
+                n(MAX_DISPLAY_NAME_CHARS),
+            ),
+            (
+                "CreateApiKeyRequest",
+                "name",
+                "maxLength",
+                n(MAX_API_KEY_NAME_CHARS),
+            ),
+            (
+                "CreateApiKeyRequest",
+                "scopes",
+                "maxItems",
+                n(MAX_API_KEY_SCOPES),
+            ),
+            (
+                "CreateApiKeyRequest",
+                "expires_in_s",
+                "minimum",
+                MIN_API_KEY_LIFETIME_S,
+            ),
+            (
+                "CreateApiKeyRequest",
+                "expires_in_s",
+                "maximum",
+                MAX_API_KEY_LIFETIME_S,
+            ),
+        ];
+        for (schema, field, bound, want) in cases {
+            assert_eq!(prop(schema, field, bound), want, "{schema}.{field} {bound}");
+        }
     }
 }

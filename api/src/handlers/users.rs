@@ -7,8 +7,8 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use reap3r_actors::access::{
-    ChangeRole, CreateUser, ResetMfa, RevokeSession, RevokeUserSessions, SetSuspended,
-    UpdateUser, user_sessions,
+    ChangeRole, CreateUser, ResetMfa, RevokeSession, RevokeUserSessions, SetSuspended, UpdateUser,
+    user_sessions,
 };
 use reap3r_store::{AuthSession, LoginEvent, LoginEventFilter, User, Uuid};
 
