@@ -1,43 +1,22 @@
-//! Who is calling: bearer session tokens and API keys turned into a [`Caller`] bound to one
-//! organisation and one role, plus the random secrets and hashes behind them.
+//! Who is calling, as HTTP sees it: the security schemes of the spec, finding the credential a
+//! request carries and the `X-Reap3r-Org` header; the domain (`reap3r_actors::access`) turns
+//! them into a [`Caller`] bound to one organisation and one role.
 
 use poem::Request;
 use poem_openapi::SecurityScheme;
 use poem_openapi::auth::{ApiKey, Bearer};
-use reap3r_store::{ApiKey as StoredApiKey, AuthSession, User, Uuid};
+use reap3r_actors::access;
+use reap3r_store::Uuid;
 
 use crate::context::ApiContext;
 use crate::error::{ApiError, ApiResult};
-use crate::rbac::{Permission, Role};
 
 /// Header that selects the organisation a request acts in (default: the caller's own).
 pub const ORG_HEADER: &str = "X-Reap3r-Org";
 
-/// Prefixes make leaked secrets recognisable (and greppable by secret scanners).
-pub const ACCESS_PREFIX: &str = "r3a_";
-pub const REFRESH_PREFIX: &str = "r3r_";
-pub const API_KEY_PREFIX: &str = "r3k_";
-pub const CHALLENGE_PREFIX: &str = "r3c_";
-
-/// How often a session's or key's last-used stamp is written at most.
-const TOUCH_INTERVAL_MS: i64 = 60_000;
-
-/// Longest credential looked at; anything longer is refused before hashing.
-const MAX_CREDENTIAL_LEN: usize = 256;
-
-/// A fresh random secret: prefix + 32 random bytes in hex.
-pub fn new_secret(prefix: &str) -> ApiResult<String> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)
-        .map_err(|_| ApiError::unavailable("the system random source failed"))?;
-    Ok(format!("{prefix}{}", hex::encode(bytes)))
-}
-
-/// Secrets are 256-bit random, so a fast hash is enough; only the hash is stored.
-pub fn hash_secret(secret: &str) -> String {
-    blake3::hash(secret.as_bytes()).to_hex().to_string()
-}
-
+pub use reap3r_actors::access::{
+    ACCESS_PREFIX, API_KEY_PREFIX, CHALLENGE_PREFIX, REFRESH_PREFIX, hash_secret, new_secret,
+};
 pub use reap3r_actors::access::{Caller, Credential};
 
 /// A session access token in `Authorization: Bearer`.
@@ -140,124 +119,11 @@ pub fn presented_credential(req: &Request, allow_query: bool) -> Option<String> 
     None
 }
 
-/// Resolves a presented credential to a caller, or answers 401/403.
+/// Resolves a presented credential to a caller acting in the organisation the `X-Reap3r-Org`
+/// header names (if any), or answers 400/401/403/404.
 pub async fn authenticate(ctx: &ApiContext, req: &Request, secret: &str) -> ApiResult<Caller> {
-    if secret.len() > MAX_CREDENTIAL_LEN {
-        return Err(bad_credential());
-    }
-    let now = ctx.now_ms();
-    let hash = hash_secret(secret);
-    let (user, credential, key_role_cap) = if secret.starts_with(API_KEY_PREFIX) {
-        let key = ctx
-            .store
-            .api_key_by_hash(&hash)
-            .await?
-            .ok_or_else(bad_credential)?;
-        check_api_key(&key, now)?;
-        // The stamp was just read; skip the write (a write lock on SQLite) while it is fresh.
-        if key
-            .last_used_at
-            .is_none_or(|t| now - t >= TOUCH_INTERVAL_MS)
-        {
-            ctx.store
-                .touch_api_key(key.id, now, TOUCH_INTERVAL_MS)
-                .await?;
-        }
-        let user = active_user(ctx, key.user_id).await?;
-        let scopes = key
-            .scopes
-            .iter()
-            .filter_map(|s| s.parse::<Permission>().ok())
-            .collect();
-        (
-            user,
-            Credential::ApiKey {
-                key_id: key.id,
-                scopes,
-            },
-            Some(key.org_id),
-        )
-    } else {
-        let session = ctx
-            .store
-            .session_by_access_hash(&hash)
-            .await?
-            .ok_or_else(bad_credential)?;
-        check_session(&session, now)?;
-        if now - session.last_used_at >= TOUCH_INTERVAL_MS {
-            ctx.store
-                .touch_auth_session(session.id, now, TOUCH_INTERVAL_MS)
-                .await?;
-        }
-        let user = active_user(ctx, session.user_id).await?;
-        (
-            user,
-            Credential::Session {
-                session_id: session.id,
-            },
-            None,
-        )
-    };
     let requested = requested_org(req)?;
-    // An API key belongs to one organisation and acts only there.
-    let org_id = match (key_role_cap, requested) {
-        (Some(key_org), Some(org)) if org != key_org => {
-            return Err(ApiError::forbidden(
-                "this API key acts only in its own organisation",
-            ));
-        }
-        (Some(key_org), _) => key_org,
-        (None, Some(org)) => org,
-        (None, None) => user.org_id,
-    };
-    let role = role_in_org(ctx, &user, org_id).await?;
-    Ok(Caller {
-        user_id: Some(user.id),
-        email: user.email,
-        home_org: user.org_id,
-        org_id,
-        role,
-        credential,
-    })
-}
-
-fn bad_credential() -> ApiError {
-    ApiError::unauthorized(
-        "unauthenticated",
-        "missing, unknown, expired or revoked credential",
-    )
-}
-
-fn check_session(session: &AuthSession, now: i64) -> ApiResult<()> {
-    if session.revoked_at.is_some() || session.access_expires_at <= now {
-        return Err(bad_credential());
-    }
-    Ok(())
-}
-
-fn check_api_key(key: &StoredApiKey, now: i64) -> ApiResult<()> {
-    if key.expires_at.is_some_and(|t| t <= now) {
-        return Err(ApiError::unauthorized(
-            "api_key_expired",
-            "the API key has expired",
-        ));
-    }
-    Ok(())
-}
-
-async fn active_user(ctx: &ApiContext, user_id: Uuid) -> ApiResult<User> {
-    let user = ctx
-        .store
-        .user_by_id(user_id)
-        .await?
-        .ok_or_else(bad_credential)?;
-    if user.status != "active" {
-        return Err(ApiError::unauthorized(
-            "account_suspended",
-            "the account is suspended",
-        ));
-    }
-    Ok(user)
+    Ok(access::authenticate(&ctx.domain, secret, requested).await?)
 }
 
 fn requested_org(req: &Request) -> ApiResult<Option<Uuid>> {
@@ -272,46 +138,10 @@ fn requested_org(req: &Request) -> ApiResult<Option<Uuid>> {
     }
 }
 
-/// The user's role in an organisation: their own role at home, everywhere for super admins,
-/// and the assigned role in customer organisations (MSSP).
-pub async fn role_in_org(ctx: &ApiContext, user: &User, org_id: Uuid) -> ApiResult<Role> {
-    let home_role: Role = user
-        .role
-        .parse()
-        .map_err(|_| ApiError::forbidden("the account has an unknown role"))?;
-    if org_id == user.org_id {
-        return Ok(home_role);
-    }
-    if home_role == Role::SuperAdmin {
-        return match ctx.store.org(org_id).await? {
-            Some(_) => Ok(Role::SuperAdmin),
-            None => Err(ApiError::not_found("organisation")),
-        };
-    }
-    match ctx.store.user_org_role(user.id, org_id).await? {
-        Some(role) => role
-            .parse()
-            .map_err(|_| ApiError::forbidden("the assignment has an unknown role")),
-        None => Err(ApiError::forbidden(
-            "no access to the requested organisation",
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secrets_are_prefixed_random_and_hash_stably() {
-        let a = new_secret(ACCESS_PREFIX).unwrap();
-        let b = new_secret(ACCESS_PREFIX).unwrap();
-        assert!(a.starts_with(ACCESS_PREFIX));
-        assert_eq!(a.len(), ACCESS_PREFIX.len() + 64);
-        assert_ne!(a, b);
-        assert_eq!(hash_secret(&a), hash_secret(&a));
-        assert_ne!(hash_secret(&a), hash_secret(&b));
-    }
+    use crate::rbac::{Permission, Role};
 
     fn caller(role: Role, credential: Credential) -> Caller {
         Caller {

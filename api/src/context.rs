@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use reap3r_actors::access::AccessSettings;
 use reap3r_actors::{Clock, Domain, EventBus, FleetStats, JobService};
 use reap3r_store::{Store, Uuid};
 
@@ -11,34 +12,17 @@ use crate::metrics::HttpMetrics;
 /// Security and limit settings of the API.
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
-    pub access_ttl_ms: i64,
-    pub refresh_ttl_ms: i64,
-    pub mfa_challenge_ttl_ms: i64,
-    /// Wrong codes allowed per MFA challenge before it is spent.
-    pub mfa_max_attempts: i64,
-    /// Failed logins per account within the window before the account is locked out.
-    pub lockout_account_failures: u64,
-    /// Failed logins per source address within the window before that address is refused.
-    pub lockout_ip_failures: u64,
-    pub lockout_window_ms: i64,
+    /// Token lifetimes, MFA and lockout policy, handed to the access operations.
+    pub access: AccessSettings,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
-    /// Issuer shown in authenticator apps.
-    pub totp_issuer: String,
 }
 
 impl Default for ApiSettings {
     fn default() -> Self {
         Self {
-            access_ttl_ms: 15 * 60 * 1000,
-            refresh_ttl_ms: 7 * 24 * 3600 * 1000,
-            mfa_challenge_ttl_ms: 5 * 60 * 1000,
-            mfa_max_attempts: 5,
-            lockout_account_failures: 5,
-            lockout_ip_failures: 20,
-            lockout_window_ms: 15 * 60 * 1000,
+            access: AccessSettings::default(),
             max_body_bytes: 256 * 1024,
-            totp_issuer: "Reap3r".into(),
         }
     }
 }

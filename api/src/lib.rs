@@ -12,10 +12,8 @@ pub mod error;
 pub mod guard;
 pub mod handlers;
 pub mod metrics;
-pub mod password;
 pub mod rbac;
 pub mod routes;
-pub mod totp;
 
 use poem::endpoint::make_sync;
 use poem::web::Data;

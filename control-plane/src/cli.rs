@@ -3,12 +3,14 @@
 
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
-use reap3r_actors::{Clock, SystemClock, hash_enrollment_token};
-use reap3r_store::{Agent, AgentApproval, NewAuditEntry, NewEnrollmentToken, NewUser, Store, Uuid};
+use reap3r_actors::access::{Caller, CreateUser, Role};
+use reap3r_actors::{Clock, Domain, EventBus, SystemClock, hash_enrollment_token};
+use reap3r_store::{Agent, AgentApproval, NewAuditEntry, NewEnrollmentToken, Store, Uuid};
 use serde::Serialize;
 
 use crate::config::Config;
@@ -339,37 +341,23 @@ async fn admin(store: &Store, config: &Config, command: Command) -> Result<Strin
         Command::User(UserCommand::Create {
             email, role, org, ..
         }) => {
-            if !ROLES.contains(&role.as_str()) {
-                bail!("unknown role '{role}'; roles are {}", ROLES.join(", "));
-            }
-            if !email.contains('@') || email.len() > 254 {
-                bail!("'{email}' is not an email address");
-            }
+            let role: Role = role
+                .parse()
+                .map_err(|_| anyhow!("unknown role '{role}'; roles are {}", ROLES.join(", ")))?;
             let mut password = String::new();
             std::io::stdin()
                 .read_to_string(&mut password)
                 .context("reading the password from stdin")?;
-            let password = password.trim_end_matches(['\n', '\r']);
-            let hash = reap3r_api::password::hash_password(password)?;
+            let password = password.trim_end_matches(['\n', '\r']).to_owned();
             let org = resolve_org(store, org.as_deref()).await?;
-            let user = store
-                .create_user(
-                    &NewUser {
-                        org_id: org.id,
-                        email,
-                        password_hash: hash,
-                        role,
-                    },
-                    now_ms(),
-                )
-                .await?;
-            audit(
-                store,
-                Some(org.id),
-                "user.create",
-                format!("user:{}", user.id),
-                serde_json::json!({ "email": user.email, "role": user.role }),
-            )
+            let domain = Domain::new(store.clone(), Arc::new(SystemClock), EventBus::new(16));
+            let user = CreateUser {
+                email,
+                password,
+                role,
+                display_name: None,
+            }
+            .run(&domain, &Caller::cli(org.id))
             .await?;
             Ok(format!(
                 "user {} created ({}, role {})\n",

@@ -1,11 +1,14 @@
 //! `reap3r demo`: a whole fleet on one machine — server on the embedded store, an admin user,
 //! and local agents enrolled and connected over real QUIC.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use reap3r_actors::access::{Caller, CreateUser, Role};
+use reap3r_actors::{Domain, EventBus, SystemClock};
 use reap3r_agent::{EnrollOptions, RunOptions};
-use reap3r_store::{AgentStatus, NewUser};
+use reap3r_store::AgentStatus;
 use tokio::sync::watch;
 
 use crate::cli::{TokenCreate, create_token};
@@ -25,21 +28,18 @@ pub async fn run(mut config: Config, agents: usize) -> Result<()> {
 
     let password = random_password()?;
     let org = node.store.default_org(now_ms()).await?;
-    let hash = reap3r_api::password::hash_password(&password)?;
     let email = "admin@reap3r.local";
     let created = node.store.user_by_email(email).await?.is_none();
     if created {
-        node.store
-            .create_user(
-                &NewUser {
-                    org_id: org.id,
-                    email: email.into(),
-                    password_hash: hash,
-                    role: "super_admin".into(),
-                },
-                now_ms(),
-            )
-            .await?;
+        let domain = Domain::new(node.store.clone(), Arc::new(SystemClock), EventBus::new(16));
+        CreateUser {
+            email: email.into(),
+            password: password.clone(),
+            role: Role::SuperAdmin,
+            display_name: None,
+        }
+        .run(&domain, &Caller::cli(org.id))
+        .await?;
     }
     let password = if created {
         format!("{password}   (shown once)")

@@ -5,9 +5,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
-use crate::Store;
 use crate::db::{get_i64, get_json, get_opt_i64, get_str, get_uuid, to_json_text, uuid_text};
 use crate::error::{Result, StoreError, map_constraint};
+use crate::{Store, Tx};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewApiKey {
@@ -52,43 +52,6 @@ fn key_from_row(row: &AnyRow) -> Result<ApiKey> {
 }
 
 impl Store {
-    /// Stores a key. `Conflict` if the hash exists, `Invalid` for an empty name or hash or an
-    /// unknown organisation or user.
-    pub async fn create_api_key(&self, new: &NewApiKey, now_ms: i64) -> Result<ApiKey> {
-        let name = new.name.trim();
-        if name.is_empty() {
-            return Err(StoreError::Invalid("API key name is empty".into()));
-        }
-        if new.key_hash.is_empty() {
-            return Err(StoreError::Invalid("API key hash is empty".into()));
-        }
-        let sql = format!(
-            "INSERT INTO api_keys (id, org_id, user_id, name, prefix, key_hash, scopes, \
-             expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             RETURNING {KEY_COLS}"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(uuid_text(Uuid::new_v4()))
-            .bind(uuid_text(new.org_id))
-            .bind(uuid_text(new.user_id))
-            .bind(name)
-            .bind(&new.prefix)
-            .bind(&new.key_hash)
-            .bind(to_json_text(&new.scopes, "scopes")?)
-            .bind(new.expires_at)
-            .bind(now_ms)
-            .fetch_one(self.pool())
-            .await
-            .map_err(|e| {
-                map_constraint(
-                    e,
-                    "API key already exists",
-                    "organisation or user does not exist",
-                )
-            })?;
-        key_from_row(&row)
-    }
-
     /// The key with this hash, whatever its expiry: the caller checks `expires_at`.
     pub async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>> {
         let sql = format!("SELECT {KEY_COLS} FROM api_keys WHERE key_hash = $1");
@@ -111,19 +74,6 @@ impl Store {
         rows.iter().map(key_from_row).collect()
     }
 
-    /// Deletes a key of `org_id`; `NotFound` if it is not one of that organisation's.
-    pub async fn delete_api_key(&self, org_id: Uuid, id: Uuid) -> Result<()> {
-        let done = sqlx::query("DELETE FROM api_keys WHERE id = $1 AND org_id = $2")
-            .bind(uuid_text(id))
-            .bind(uuid_text(org_id))
-            .execute(self.pool())
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
-    }
-
     /// Moves `last_used_at` to `now_ms` when it is unset or older than `now_ms -
     /// min_interval_ms`.
     pub async fn touch_api_key(&self, id: Uuid, now_ms: i64, min_interval_ms: i64) -> Result<()> {
@@ -136,6 +86,58 @@ impl Store {
         .bind(now_ms.saturating_sub(min_interval_ms.max(0)))
         .execute(self.pool())
         .await?;
+        Ok(())
+    }
+}
+
+impl Tx {
+    /// Stores a key. `Conflict` if the hash exists, `Invalid` for an empty name or hash or an
+    /// unknown organisation or user.
+    pub async fn create_api_key(&mut self, new: &NewApiKey, now_ms: i64) -> Result<ApiKey> {
+        let name = new.name.trim();
+        if name.is_empty() {
+            return Err(StoreError::Invalid("API key name is empty".into()));
+        }
+        if new.key_hash.is_empty() {
+            return Err(StoreError::Invalid("API key hash is empty".into()));
+        }
+        let sql = format!(
+            "INSERT INTO api_keys (id, org_id, user_id, name, prefix, key_hash, scopes, \
+             expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             RETURNING {KEY_COLS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(uuid_text(Uuid::new_v4()))
+            .bind(uuid_text(new.org_id))
+            .bind(uuid_text(new.user_id))
+            .bind(name)
+            .bind(&new.prefix)
+            .bind(&new.key_hash)
+            .bind(to_json_text(&new.scopes, "scopes")?)
+            .bind(new.expires_at)
+            .bind(now_ms)
+            .fetch_one(&mut *self.conn())
+            .await
+            .map_err(|e| {
+                map_constraint(
+                    e,
+                    "API key already exists",
+                    "organisation or user does not exist",
+                )
+            })?;
+        key_from_row(&row)
+    }
+
+    /// Deletes a key of `org_id`; `NotFound` if it is not one of that organisation's.
+    pub async fn delete_api_key(&mut self, org_id: Uuid, id: Uuid) -> Result<()> {
+        let done = sqlx::query("DELETE FROM api_keys WHERE id = $1 AND org_id = $2")
+            .bind(uuid_text(id))
+            .bind(uuid_text(org_id))
+            .execute(&mut *self.conn())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
         Ok(())
     }
 }

@@ -5,12 +5,12 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
-use crate::Store;
 use crate::db::{
     Conditions, bool_int, get_bool, get_i64, get_opt_str, get_opt_uuid, get_str, get_uuid,
     uuid_text,
 };
 use crate::error::{Result, StoreError};
+use crate::{Store, Tx};
 
 /// Longest email kept (the RFC 5321 path limit is 256; anything longer is junk anyway).
 pub const MAX_LOGIN_EMAIL_CHARS: usize = 320;
@@ -82,43 +82,64 @@ fn event_from_row(row: &AnyRow) -> Result<LoginEvent> {
     })
 }
 
+/// Inserts a login event, on the pool (failed attempts, which must count whatever happens next)
+/// or inside the transaction of the session the login opens.
+async fn insert_login_event<'e, E>(exec: E, new: &NewLoginEvent, now_ms: i64) -> Result<LoginEvent>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    if new.outcome.trim().is_empty() {
+        return Err(StoreError::Invalid("login outcome is empty".into()));
+    }
+    let event = LoginEvent {
+        id: Uuid::new_v4(),
+        ts: now_ms,
+        org_id: new.org_id,
+        user_id: new.user_id,
+        email: stored_email(&new.email),
+        source_ip: new.source_ip.clone(),
+        success: new.success,
+        outcome: new.outcome.clone(),
+        detail: new
+            .detail
+            .as_deref()
+            .map(|d| d.chars().take(MAX_LOGIN_DETAIL_CHARS).collect()),
+    };
+    let sql = format!(
+        "INSERT INTO login_events ({EVENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(uuid_text(event.id))
+        .bind(event.ts)
+        .bind(event.org_id.map(uuid_text))
+        .bind(event.user_id.map(uuid_text))
+        .bind(&event.email)
+        .bind(&event.source_ip)
+        .bind(bool_int(event.success))
+        .bind(&event.outcome)
+        .bind(event.detail.clone())
+        .execute(exec)
+        .await?;
+    Ok(event)
+}
+
+impl Tx {
+    /// [`Store::record_login_event`] inside this transaction (a successful login, committed with
+    /// its session and audit record).
+    pub async fn record_login_event(
+        &mut self,
+        new: &NewLoginEvent,
+        now_ms: i64,
+    ) -> Result<LoginEvent> {
+        insert_login_event(&mut *self.conn(), new, now_ms).await
+    }
+}
+
 impl Store {
     /// Records a login attempt at `now_ms`. The email is stored trimmed and lower-cased; email
     /// and detail are cut to [`MAX_LOGIN_EMAIL_CHARS`] and [`MAX_LOGIN_DETAIL_CHARS`].
     pub async fn record_login_event(&self, new: &NewLoginEvent, now_ms: i64) -> Result<LoginEvent> {
-        if new.outcome.trim().is_empty() {
-            return Err(StoreError::Invalid("login outcome is empty".into()));
-        }
-        let event = LoginEvent {
-            id: Uuid::new_v4(),
-            ts: now_ms,
-            org_id: new.org_id,
-            user_id: new.user_id,
-            email: stored_email(&new.email),
-            source_ip: new.source_ip.clone(),
-            success: new.success,
-            outcome: new.outcome.clone(),
-            detail: new
-                .detail
-                .as_deref()
-                .map(|d| d.chars().take(MAX_LOGIN_DETAIL_CHARS).collect()),
-        };
-        let sql = format!(
-            "INSERT INTO login_events ({EVENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-        );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(uuid_text(event.id))
-            .bind(event.ts)
-            .bind(event.org_id.map(uuid_text))
-            .bind(event.user_id.map(uuid_text))
-            .bind(&event.email)
-            .bind(&event.source_ip)
-            .bind(bool_int(event.success))
-            .bind(&event.outcome)
-            .bind(event.detail.clone())
-            .execute(self.pool())
-            .await?;
-        Ok(event)
+        insert_login_event(self.pool(), new, now_ms).await
     }
 
     /// Failed attempts for `email` (any letter case) at or after `since_ms`.

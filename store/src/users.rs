@@ -4,11 +4,11 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
-use crate::Store;
 use crate::db::{
     bool_int, get_bool, get_i64, get_opt_i64, get_opt_str, get_str, get_uuid, uuid_text,
 };
 use crate::error::{Result, StoreError, map_constraint};
+use crate::{Store, Tx};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewUser {
@@ -16,6 +16,8 @@ pub struct NewUser {
     pub email: String,
     pub password_hash: String,
     pub role: String,
+    /// Shown instead of the email where there is one.
+    pub display_name: Option<String>,
 }
 
 /// A stored account. `Debug` hides the password hash and the TOTP secret.
@@ -35,7 +37,7 @@ pub struct User {
     pub mfa_secret: Option<String>,
     #[serde(default)]
     pub mfa_enabled: bool,
-    /// The last TOTP time step accepted (see [`Store::accept_totp_step`]).
+    /// The last TOTP time step accepted (see [`Tx::accept_totp_step`]).
     #[serde(default)]
     pub mfa_last_step: Option<i64>,
     #[serde(default)]
@@ -96,36 +98,34 @@ fn user_from_row(row: &AnyRow) -> Result<User> {
     })
 }
 
-impl Store {
-    /// Creates a user; `Conflict` if the email (in any letter case) is taken, `Invalid` if the
-    /// organisation does not exist.
-    pub async fn create_user(&self, new: &NewUser, now_ms: i64) -> Result<User> {
-        let email = normalise_email(&new.email);
-        if email.is_empty() {
-            return Err(StoreError::Invalid("email is empty".into()));
-        }
-        if new.role.trim().is_empty() {
-            return Err(StoreError::Invalid("role is empty".into()));
-        }
-        let sql = format!(
-            "INSERT INTO users (id, org_id, email, password_hash, role, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {USER_COLS}"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(uuid_text(Uuid::new_v4()))
-            .bind(uuid_text(new.org_id))
-            .bind(email)
-            .bind(&new.password_hash)
-            .bind(&new.role)
-            .bind(now_ms)
-            .fetch_one(self.pool())
-            .await
-            .map_err(|e| {
-                map_constraint(e, "email already registered", "organisation does not exist")
-            })?;
-        user_from_row(&row)
-    }
+/// One user by id, on the pool or inside a transaction.
+async fn fetch_user_by_id<'e, E>(exec: E, id: Uuid) -> Result<Option<User>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let sql = format!("SELECT {USER_COLS} FROM users WHERE id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(uuid_text(id))
+        .fetch_optional(exec)
+        .await?;
+    row.as_ref().map(user_from_row).transpose()
+}
 
+/// One user of `org_id` by id, on the pool or inside a transaction.
+async fn fetch_user_in_org<'e, E>(exec: E, org_id: Uuid, id: Uuid) -> Result<Option<User>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let sql = format!("SELECT {USER_COLS} FROM users WHERE id = $1 AND org_id = $2");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(uuid_text(id))
+        .bind(uuid_text(org_id))
+        .fetch_optional(exec)
+        .await?;
+    row.as_ref().map(user_from_row).transpose()
+}
+
+impl Store {
     pub async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
         let sql = format!("SELECT {USER_COLS} FROM users WHERE email = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -136,25 +136,14 @@ impl Store {
     }
 
     /// Any organisation's user by id; for authentication, where the id comes from a verified
-    /// credential. Request handlers acting within an organisation use [`Store::user_in_org`].
+    /// credential. Operations acting within an organisation use [`Store::user_in_org`].
     pub async fn user_by_id(&self, id: Uuid) -> Result<Option<User>> {
-        let sql = format!("SELECT {USER_COLS} FROM users WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(uuid_text(id))
-            .fetch_optional(self.pool())
-            .await?;
-        row.as_ref().map(user_from_row).transpose()
+        fetch_user_by_id(self.pool(), id).await
     }
 
     /// The user, if it belongs to `org_id`.
     pub async fn user_in_org(&self, org_id: Uuid, id: Uuid) -> Result<Option<User>> {
-        let sql = format!("SELECT {USER_COLS} FROM users WHERE id = $1 AND org_id = $2");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(uuid_text(id))
-            .bind(uuid_text(org_id))
-            .fetch_optional(self.pool())
-            .await?;
-        row.as_ref().map(user_from_row).transpose()
+        fetch_user_in_org(self.pool(), org_id, id).await
     }
 
     /// The organisation's users ordered by email (byte order on both backends).
@@ -169,12 +158,54 @@ impl Store {
         users.sort_by(|a, b| a.email.cmp(&b.email));
         Ok(users)
     }
+}
+
+impl Tx {
+    /// [`Store::user_by_id`] inside this transaction.
+    pub async fn user_by_id(&mut self, id: Uuid) -> Result<Option<User>> {
+        fetch_user_by_id(&mut *self.conn(), id).await
+    }
+
+    /// [`Store::user_in_org`] inside this transaction.
+    pub async fn user_in_org(&mut self, org_id: Uuid, id: Uuid) -> Result<Option<User>> {
+        fetch_user_in_org(&mut *self.conn(), org_id, id).await
+    }
+
+    /// Creates a user with its display name in one write; `Conflict` if the email (in any letter
+    /// case) is taken, `Invalid` if the organisation does not exist.
+    pub async fn create_user(&mut self, new: &NewUser, now_ms: i64) -> Result<User> {
+        let email = normalise_email(&new.email);
+        if email.is_empty() {
+            return Err(StoreError::Invalid("email is empty".into()));
+        }
+        if new.role.trim().is_empty() {
+            return Err(StoreError::Invalid("role is empty".into()));
+        }
+        let sql = format!(
+            "INSERT INTO users (id, org_id, email, password_hash, role, created_at, display_name) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {USER_COLS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(uuid_text(Uuid::new_v4()))
+            .bind(uuid_text(new.org_id))
+            .bind(email)
+            .bind(&new.password_hash)
+            .bind(&new.role)
+            .bind(now_ms)
+            .bind(new.display_name.clone())
+            .fetch_one(&mut *self.conn())
+            .await
+            .map_err(|e| {
+                map_constraint(e, "email already registered", "organisation does not exist")
+            })?;
+        user_from_row(&row)
+    }
 
     /// Applies `update` to a user of `org_id` and stamps `updated_at`. `NotFound` if the user is
     /// not in that organisation, `Conflict` if the new email is taken, `Invalid` for an empty
     /// email, role or status.
     pub async fn update_user(
-        &self,
+        &mut self,
         org_id: Uuid,
         id: Uuid,
         update: &UserUpdate,
@@ -207,7 +238,7 @@ impl Store {
             .bind(role.map(str::to_owned))
             .bind(status.map(str::to_owned))
             .bind(now_ms)
-            .fetch_optional(self.pool())
+            .fetch_optional(&mut *self.conn())
             .await
             .map_err(|e| map_constraint(e, "email already registered", "bad user"))?
             .ok_or(StoreError::NotFound)?;
@@ -216,7 +247,7 @@ impl Store {
 
     /// Replaces the password hash; `NotFound` if there is no such user.
     pub async fn set_user_password(
-        &self,
+        &mut self,
         id: Uuid,
         password_hash: &str,
         now_ms: i64,
@@ -229,7 +260,7 @@ impl Store {
                 .bind(uuid_text(id))
                 .bind(password_hash)
                 .bind(now_ms)
-                .execute(self.pool())
+                .execute(&mut *self.conn())
                 .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
@@ -242,7 +273,7 @@ impl Store {
     /// last accepted step. `Invalid` for `enabled` without a secret, `NotFound` if there is no
     /// such user.
     pub async fn set_user_mfa(
-        &self,
+        &mut self,
         id: Uuid,
         secret: Option<&str>,
         enabled: bool,
@@ -268,7 +299,7 @@ impl Store {
         .bind(bool_int(enabled))
         .bind(bool_int(secret.is_none()))
         .bind(now_ms)
-        .execute(self.pool())
+        .execute(&mut *self.conn())
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
@@ -280,14 +311,14 @@ impl Store {
     /// step was accepted before. One conditional UPDATE, so of two concurrent logins with the same
     /// code exactly one gets `true` (the row lock on PostgreSQL, the write lock on SQLite). `false`
     /// also for an unknown user.
-    pub async fn accept_totp_step(&self, user_id: Uuid, step: i64) -> Result<bool> {
+    pub async fn accept_totp_step(&mut self, user_id: Uuid, step: i64) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE users SET mfa_last_step = $2 \
              WHERE id = $1 AND (mfa_last_step IS NULL OR mfa_last_step < $2)",
         )
         .bind(uuid_text(user_id))
         .bind(step)
-        .execute(self.pool())
+        .execute(&mut *self.conn())
         .await?;
         Ok(done.rows_affected() == 1)
     }

@@ -14,10 +14,165 @@ use reap3r_store::{
     NewAgent, NewApiKey, NewAuditEntry, NewAuthSession, NewEnrollmentToken, NewGroup,
     NewLoginEvent, NewUser, Org, RefreshOutcome, Store, StoreError, User, UserUpdate, Uuid,
 };
+use reap3r_store::{ApiKey, AuthSession};
 use serde_json::json;
 use sqlx::Connection;
 
 const T0: i64 = 1_700_000_000_000;
+
+/// The access mutations are [`reap3r_store::Tx`] methods (an operation commits them with its
+/// audit record). These tests exercise each one in a transaction of its own, committed when the
+/// change took effect, through the same names the methods have.
+trait InTx {
+    async fn create_user(&self, new: &NewUser, now: i64) -> Result<User, StoreError>;
+    async fn update_user(
+        &self,
+        org: Uuid,
+        id: Uuid,
+        update: &UserUpdate,
+        now: i64,
+    ) -> Result<User, StoreError>;
+    async fn set_user_password(&self, id: Uuid, hash: &str, now: i64) -> Result<(), StoreError>;
+    async fn set_user_mfa(
+        &self,
+        id: Uuid,
+        secret: Option<&str>,
+        enabled: bool,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    async fn accept_totp_step(&self, user: Uuid, step: i64) -> Result<bool, StoreError>;
+    async fn create_auth_session(
+        &self,
+        new: &NewAuthSession,
+        now: i64,
+    ) -> Result<AuthSession, StoreError>;
+    #[allow(clippy::too_many_arguments)]
+    async fn rotate_refresh_token(
+        &self,
+        old: &str,
+        access: &str,
+        access_expires_at: i64,
+        refresh: &str,
+        refresh_expires_at: i64,
+        now: i64,
+    ) -> Result<RefreshOutcome, StoreError>;
+    async fn revoke_auth_session(
+        &self,
+        id: Uuid,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    async fn revoke_user_sessions(
+        &self,
+        user: Uuid,
+        reason: &str,
+        now: i64,
+    ) -> Result<u64, StoreError>;
+    async fn consume_mfa_challenge(&self, hash: &str, now: i64) -> Result<bool, StoreError>;
+    async fn create_api_key(&self, new: &NewApiKey, now: i64) -> Result<ApiKey, StoreError>;
+    async fn delete_api_key(&self, org: Uuid, id: Uuid) -> Result<(), StoreError>;
+}
+
+/// Runs one Tx method and commits what it did.
+macro_rules! in_tx {
+    ($store:expr, $method:ident($($arg:expr),* $(,)?)) => {{
+        let mut tx = $store.begin().await?;
+        let out = tx.$method($($arg),*).await?;
+        tx.commit().await?;
+        Ok(out)
+    }};
+}
+
+impl InTx for Store {
+    async fn create_user(&self, new: &NewUser, now: i64) -> Result<User, StoreError> {
+        in_tx!(self, create_user(new, now))
+    }
+    async fn update_user(
+        &self,
+        org: Uuid,
+        id: Uuid,
+        update: &UserUpdate,
+        now: i64,
+    ) -> Result<User, StoreError> {
+        in_tx!(self, update_user(org, id, update, now))
+    }
+    async fn set_user_password(&self, id: Uuid, hash: &str, now: i64) -> Result<(), StoreError> {
+        in_tx!(self, set_user_password(id, hash, now))
+    }
+    async fn set_user_mfa(
+        &self,
+        id: Uuid,
+        secret: Option<&str>,
+        enabled: bool,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        in_tx!(self, set_user_mfa(id, secret, enabled, now))
+    }
+    async fn accept_totp_step(&self, user: Uuid, step: i64) -> Result<bool, StoreError> {
+        in_tx!(self, accept_totp_step(user, step))
+    }
+    async fn create_auth_session(
+        &self,
+        new: &NewAuthSession,
+        now: i64,
+    ) -> Result<AuthSession, StoreError> {
+        in_tx!(self, create_auth_session(new, now))
+    }
+    async fn rotate_refresh_token(
+        &self,
+        old: &str,
+        access: &str,
+        access_expires_at: i64,
+        refresh: &str,
+        refresh_expires_at: i64,
+        now: i64,
+    ) -> Result<RefreshOutcome, StoreError> {
+        let mut tx = self.begin().await?;
+        let out = tx
+            .rotate_refresh_token(
+                old,
+                access,
+                access_expires_at,
+                refresh,
+                refresh_expires_at,
+                now,
+            )
+            .await?;
+        // Like the refresh operation: only a rotation or a reuse's revocation is committed.
+        if matches!(
+            out,
+            RefreshOutcome::Rotated(_) | RefreshOutcome::Reused { .. }
+        ) {
+            tx.commit().await?;
+        }
+        Ok(out)
+    }
+    async fn revoke_auth_session(
+        &self,
+        id: Uuid,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        in_tx!(self, revoke_auth_session(id, reason, now))
+    }
+    async fn revoke_user_sessions(
+        &self,
+        user: Uuid,
+        reason: &str,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        in_tx!(self, revoke_user_sessions(user, reason, now))
+    }
+    async fn consume_mfa_challenge(&self, hash: &str, now: i64) -> Result<bool, StoreError> {
+        in_tx!(self, consume_mfa_challenge(hash, now))
+    }
+    async fn create_api_key(&self, new: &NewApiKey, now: i64) -> Result<ApiKey, StoreError> {
+        in_tx!(self, create_api_key(new, now))
+    }
+    async fn delete_api_key(&self, org: Uuid, id: Uuid) -> Result<(), StoreError> {
+        in_tx!(self, delete_api_key(org, id))
+    }
+}
 
 fn check<T: PartialEq + Debug>(backend: Backend, case: &str, got: T, want: T) {
     assert_eq!(got, want, "[{backend}] {case}");
@@ -97,6 +252,7 @@ async fn user(store: &Store, org: &Org, email: &str) -> Result<User> {
                 email: email.into(),
                 password_hash: "$argon2id$v=19$stub".into(),
                 role: "operator".into(),
+                display_name: None,
             },
             T0,
         )

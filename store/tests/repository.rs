@@ -226,6 +226,18 @@ async fn orgs() -> Result<()> {
     Ok(())
 }
 
+/// Creates a user in a transaction of its own (the operation commits it with its audit record).
+async fn create_user(
+    store: &Store,
+    new: &NewUser,
+    now: i64,
+) -> Result<reap3r_store::User, StoreError> {
+    let mut tx = store.begin().await?;
+    let user = tx.create_user(new, now).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn users() -> Result<()> {
     for (db, store) in stores().await? {
@@ -236,8 +248,9 @@ async fn users() -> Result<()> {
             email: "Alice@Example.COM".into(),
             password_hash: "$argon2id$v=19$stub".into(),
             role: "admin".into(),
+            display_name: None,
         };
-        let alice = store.create_user(&new, T0).await?;
+        let alice = create_user(&store, &new, T0).await?;
         check(
             b,
             "email lower-cased",
@@ -272,16 +285,16 @@ async fn users() -> Result<()> {
             ("empty email", " ", org.id, "invalid"),
         ];
         for (case, email, org_id, want) in cases {
-            let got = match store
-                .create_user(
-                    &NewUser {
-                        org_id,
-                        email: email.into(),
-                        ..new.clone()
-                    },
-                    T0,
-                )
-                .await
+            let got = match create_user(
+                &store,
+                &NewUser {
+                    org_id,
+                    email: email.into(),
+                    ..new.clone()
+                },
+                T0,
+            )
+            .await
             {
                 Err(StoreError::Conflict(_)) => "conflict",
                 Err(StoreError::Invalid(_)) => "invalid",

@@ -1,21 +1,19 @@
 //! API keys for integrations: scoped to permissions the creator holds, optionally expiring,
-//! shown once and stored as a hash. A key acts as its owner, narrowed to its scopes.
+//! shown once and stored as a hash. A key acts as its owner, narrowed to its scopes. HTTP
+//! mapped to the operations of `reap3r_actors::access`.
 
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
-use reap3r_store::{ApiKey, NewApiKey, Uuid};
-use serde_json::json;
+use reap3r_actors::access::{CreateApiKey, DeleteApiKey};
+use reap3r_store::{ApiKey, Uuid};
 
+use super::ApiTags;
 use super::auth::{Done, done};
-use super::{ApiTags, audit, required_text};
-use crate::auth::{API_KEY_PREFIX, Auth, hash_secret, new_secret};
+use crate::auth::Auth;
 use crate::context::ApiContext;
-use crate::error::{ApiError, ApiResult};
-use crate::rbac::Permission;
-
-const MAX_LIFETIME_S: i64 = 2 * 365 * 24 * 3600;
+use crate::error::ApiResult;
 
 #[derive(Debug, Object)]
 #[oai(skip_serializing_if_is_none)]
@@ -88,70 +86,16 @@ impl ApiKeysApi {
         auth: Auth,
         body: Json<CreateApiKeyRequest>,
     ) -> ApiResult<Json<CreatedApiKeyView>> {
-        let caller = auth.caller();
-        if caller.session_id().is_none() {
-            return Err(ApiError::forbidden(
-                "API keys are created from a login session",
-            ));
+        let created = CreateApiKey {
+            name: body.0.name,
+            scopes: body.0.scopes,
+            expires_in_s: body.0.expires_in_s,
         }
-        let name = required_text("name", &body.name, 200)?;
-        if body.scopes.is_empty() {
-            return Err(ApiError::invalid(
-                "scopes must name at least one permission",
-            ));
-        }
-        let mut scopes = Vec::with_capacity(body.scopes.len());
-        for s in &body.scopes {
-            let p: Permission = s
-                .trim()
-                .parse()
-                .map_err(|_| ApiError::invalid(format!("unknown permission {s:?}")))?;
-            if !caller.allows(p) {
-                return Err(ApiError::forbidden(format!(
-                    "you cannot give a key {p}, which you do not hold"
-                )));
-            }
-            scopes.push(p.as_str().to_owned());
-        }
-        scopes.sort();
-        scopes.dedup();
-        let now = ctx.now_ms();
-        let expires_at = match body.expires_in_s {
-            None => None,
-            Some(s) if (60..=MAX_LIFETIME_S).contains(&s) => Some(now + s * 1000),
-            Some(_) => {
-                return Err(ApiError::invalid(format!(
-                    "expires_in_s must be between 60 and {MAX_LIFETIME_S}"
-                )));
-            }
-        };
-        let secret = new_secret(API_KEY_PREFIX)?;
-        let key = ctx
-            .store
-            .create_api_key(
-                &NewApiKey {
-                    org_id: caller.org_id,
-                    user_id: caller.account()?,
-                    name,
-                    prefix: secret.chars().take(API_KEY_PREFIX.len() + 8).collect(),
-                    key_hash: hash_secret(&secret),
-                    scopes,
-                    expires_at,
-                },
-                now,
-            )
-            .await?;
-        audit(
-            &ctx,
-            caller,
-            "api_key.create",
-            Some(format!("api_key:{}", key.id)),
-            json!({ "name": key.name, "scopes": key.scopes, "expires_at": key.expires_at }),
-        )
+        .run(&ctx.domain, auth.caller())
         .await?;
         Ok(Json(CreatedApiKeyView {
-            key: key.into(),
-            secret,
+            key: created.key.into(),
+            secret: created.secret,
         }))
     }
 
@@ -167,19 +111,9 @@ impl ApiKeysApi {
         auth: Auth,
         id: Path<Uuid>,
     ) -> ApiResult<Json<Done>> {
-        let caller = auth.caller();
-        ctx.store
-            .delete_api_key(caller.org_id, id.0)
-            .await
-            .map_err(|e| ApiError::from_store(e, "API key"))?;
-        audit(
-            &ctx,
-            caller,
-            "api_key.delete",
-            Some(format!("api_key:{}", id.0)),
-            json!({}),
-        )
-        .await?;
+        DeleteApiKey { key_id: id.0 }
+            .run(&ctx.domain, auth.caller())
+            .await?;
         Ok(done())
     }
 }

@@ -1,23 +1,21 @@
 //! `/api/auth/*`: password login with lockout, the TOTP second step, refresh-token rotation with
-//! reuse detection, logout, the caller's own account and self-service MFA.
-
-use std::sync::OnceLock;
+//! reuse detection, logout, the caller's own account and self-service MFA — HTTP mapped to the
+//! access operations of `reap3r_actors::access`.
 
 use poem::web::{Data, RemoteAddr};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
-use reap3r_store::{ChallengeCheck, NewAuthSession, NewLoginEvent, RefreshOutcome, User, Uuid};
-use serde_json::json;
-
-use super::{ApiTags, audit, audit_as};
-use crate::auth::{
-    ACCESS_PREFIX, Auth, CHALLENGE_PREFIX, Caller, REFRESH_PREFIX, hash_secret, new_secret,
+use reap3r_actors::access::{
+    DisableMfa, EnableMfa, Login, LoginMfa, LoginOutcome, Logout, Origin, Refresh, SetupMfa, Tokens,
 };
+use reap3r_actors::{DomainError, DomainResult};
+use reap3r_store::Uuid;
+
+use super::ApiTags;
+use crate::auth::Auth;
 use crate::context::ApiContext;
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::HttpMetrics;
-use crate::password::{hash_password, verify_password};
-use crate::totp;
 
 #[derive(Debug, Object)]
 pub struct LoginRequest {
@@ -103,153 +101,38 @@ pub fn done() -> Json<Done> {
     Json(Done { ok: true })
 }
 
-fn source_ip(remote: &RemoteAddr) -> String {
-    remote
-        .as_socket_addr()
-        .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string())
-}
-
-/// Argon2 is deliberately slow, so it runs off the async workers.
-async fn verify_off_thread(password: String, phc: String) -> bool {
-    tokio::task::spawn_blocking(move || verify_password(&password, &phc))
-        .await
-        .unwrap_or(false)
-}
-
-/// A valid hash of nothing anyone knows, verified against for unknown emails so the answer takes
-/// as long as for a wrong password.
-fn decoy_hash() -> &'static str {
-    static DECOY: OnceLock<String> = OnceLock::new();
-    DECOY.get_or_init(|| hash_password("decoy-password-never-matches").unwrap_or_default())
-}
-
-struct Attempt<'a> {
-    ctx: &'a ApiContext,
-    email: String,
-    ip: String,
-}
-
-impl Attempt<'_> {
-    async fn record(
-        &self,
-        user: Option<&User>,
-        success: bool,
-        outcome: &str,
-        detail: Option<String>,
-    ) -> ApiResult<()> {
-        if !success {
-            HttpMetrics::bump(&self.ctx.metrics.auth_failures);
-        }
-        self.ctx
-            .store
-            .record_login_event(
-                &NewLoginEvent {
-                    org_id: user.map(|u| u.org_id),
-                    user_id: user.map(|u| u.id),
-                    email: self.email.clone(),
-                    source_ip: self.ip.clone(),
-                    success,
-                    outcome: outcome.to_owned(),
-                    detail,
-                },
-                self.ctx.now_ms(),
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// Refuses an address or an account that failed too often within the window.
-    async fn check_lockout(&self, user: Option<&User>) -> ApiResult<()> {
-        let s = &self.ctx.settings;
-        let since = self.ctx.now_ms() - s.lockout_window_ms;
-        let by_ip = self
-            .ctx
-            .store
-            .count_login_failures_for_ip(&self.ip, since)
-            .await?;
-        if by_ip >= s.lockout_ip_failures {
-            self.record(user, false, "ip_locked", None).await?;
-            return Err(ApiError::too_many(
-                "too_many_attempts",
-                "too many failed logins from this address; try again later",
-            ));
-        }
-        let by_email = self
-            .ctx
-            .store
-            .count_login_failures_for_email(&self.email, since)
-            .await?;
-        if by_email >= s.lockout_account_failures {
-            self.record(user, false, "account_locked", None).await?;
-            return Err(ApiError::too_many(
-                "account_locked",
-                "too many failed logins for this account; try again later",
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// A new session row and its first token pair.
-async fn open_session(
-    ctx: &ApiContext,
-    user: &User,
-    ip: &str,
-    user_agent: Option<String>,
-) -> ApiResult<LoginResponse> {
-    let access = new_secret(ACCESS_PREFIX)?;
-    let refresh = new_secret(REFRESH_PREFIX)?;
-    let now = ctx.now_ms();
-    let s = &ctx.settings;
-    let session = ctx
-        .store
-        .create_auth_session(
-            &NewAuthSession {
-                user_id: user.id,
-                org_id: user.org_id,
-                access_hash: hash_secret(&access),
-                access_expires_at: now + s.access_ttl_ms,
-                refresh_hash: hash_secret(&refresh),
-                refresh_expires_at: now + s.refresh_ttl_ms,
-                source_ip: Some(ip.to_owned()),
-                user_agent,
-            },
-            now,
-        )
-        .await?;
-    HttpMetrics::bump(&ctx.metrics.logins);
-    audit_as(
-        ctx,
-        Some(user.org_id),
-        &format!("user:{}", user.email),
-        "auth.login",
-        Some(format!("session:{}", session.id)),
-        json!({ "source_ip": ip }),
+fn origin(remote: &RemoteAddr, req: &poem::Request) -> Origin {
+    Origin::new(
+        remote.as_socket_addr().map(|a| a.ip().to_string()),
+        req.headers()
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok()),
     )
-    .await?;
-    Ok(tokens(ctx, access, refresh))
 }
 
-fn tokens(ctx: &ApiContext, access: String, refresh: String) -> LoginResponse {
+fn tokens(t: Tokens) -> LoginResponse {
     LoginResponse {
         mfa_required: false,
-        access_token: Some(access),
-        refresh_token: Some(refresh),
-        expires_in: Some(ctx.settings.access_ttl_ms / 1000),
+        access_token: Some(t.access_token),
+        refresh_token: Some(t.refresh_token),
+        expires_in: Some(t.expires_in_s),
         token_type: Some("Bearer".into()),
         challenge_token: None,
     }
 }
 
-fn user_agent(req: &poem::Request) -> Option<String> {
-    req.headers()
-        .get("user-agent")
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(256).collect())
-}
-
-fn invalid_credentials() -> ApiError {
-    ApiError::unauthorized("invalid_credentials", "wrong email or password")
+/// Counts a refused login (or refresh) as an auth failure, and a new session as a login.
+fn count<T>(ctx: &ApiContext, result: &DomainResult<T>, session: impl Fn(&T) -> bool) {
+    match result {
+        Ok(out) if session(out) => HttpMetrics::bump(&ctx.metrics.logins),
+        Ok(_) => {}
+        Err(
+            DomainError::Unauthenticated { .. }
+            | DomainError::Forbidden { .. }
+            | DomainError::TooMany { .. },
+        ) => HttpMetrics::bump(&ctx.metrics.auth_failures),
+        Err(_) => {}
+    }
 }
 
 pub struct AuthApi;
@@ -268,61 +151,21 @@ impl AuthApi {
         req: &poem::Request,
         body: Json<LoginRequest>,
     ) -> ApiResult<Json<LoginResponse>> {
-        let attempt = Attempt {
-            ctx: &ctx,
-            email: body.email.trim().to_lowercase(),
-            ip: source_ip(remote),
+        let login = Login {
+            email: body.0.email,
+            password: body.0.password,
+            origin: origin(remote, req),
         };
-        let user = ctx.store.user_by_email(&attempt.email).await?;
-        attempt.check_lockout(user.as_ref()).await?;
-        let phc = user
-            .as_ref()
-            .map_or_else(|| decoy_hash().to_owned(), |u| u.password_hash.clone());
-        let password_ok = verify_off_thread(body.password.clone(), phc).await;
-        let user = match user {
-            Some(user) if password_ok => user,
-            Some(user) => {
-                attempt
-                    .record(Some(&user), false, "bad_password", None)
-                    .await?;
-                return Err(invalid_credentials());
-            }
-            None => {
-                attempt.record(None, false, "unknown_user", None).await?;
-                return Err(invalid_credentials());
-            }
-        };
-        if user.status != "active" {
-            attempt
-                .record(Some(&user), false, "suspended", None)
-                .await?;
-            return Err(ApiError::forbidden("the account is suspended"));
-        }
-        if user.mfa_enabled {
-            let challenge = new_secret(CHALLENGE_PREFIX)?;
-            let now = ctx.now_ms();
-            ctx.store
-                .create_mfa_challenge(
-                    &hash_secret(&challenge),
-                    user.id,
-                    &attempt.ip,
-                    now + ctx.settings.mfa_challenge_ttl_ms,
-                    now,
-                )
-                .await?;
-            attempt
-                .record(Some(&user), true, "mfa_required", None)
-                .await?;
-            return Ok(Json(LoginResponse {
+        let result = login.run(&ctx.domain, &ctx.settings.access).await;
+        count(&ctx, &result, |o| matches!(o, LoginOutcome::Tokens(_)));
+        Ok(Json(match result? {
+            LoginOutcome::Tokens(t) => tokens(t),
+            LoginOutcome::MfaRequired { challenge_token } => LoginResponse {
                 mfa_required: true,
-                challenge_token: Some(challenge),
+                challenge_token: Some(challenge_token),
                 ..LoginResponse::default()
-            }));
-        }
-        attempt.record(Some(&user), true, "success", None).await?;
-        Ok(Json(
-            open_session(&ctx, &user, &attempt.ip, user_agent(req)).await?,
-        ))
+            },
+        }))
     }
 
     /// Finish an MFA login with the challenge and a TOTP code.
@@ -340,74 +183,14 @@ impl AuthApi {
         req: &poem::Request,
         body: Json<MfaLoginRequest>,
     ) -> ApiResult<Json<LoginResponse>> {
-        let now = ctx.now_ms();
-        let hash = hash_secret(body.challenge_token.trim());
-        let user_id = match ctx
-            .store
-            .mfa_challenge_attempt(&hash, ctx.settings.mfa_max_attempts, now)
-            .await?
-        {
-            ChallengeCheck::Open { user_id, .. } => user_id,
-            ChallengeCheck::TooManyAttempts => {
-                return Err(ApiError::too_many(
-                    "too_many_attempts",
-                    "too many codes tried for this challenge; log in again",
-                ));
-            }
-            _ => {
-                HttpMetrics::bump(&ctx.metrics.auth_failures);
-                return Err(ApiError::unauthorized(
-                    "invalid_challenge",
-                    "the MFA challenge is unknown, used or expired; log in again",
-                ));
-            }
+        let login = LoginMfa {
+            challenge_token: body.0.challenge_token,
+            code: body.0.code,
+            origin: origin(remote, req),
         };
-        let user = ctx
-            .store
-            .user_by_id(user_id)
-            .await?
-            .ok_or_else(invalid_credentials)?;
-        let attempt = Attempt {
-            ctx: &ctx,
-            email: user.email.clone(),
-            ip: source_ip(remote),
-        };
-        attempt.check_lockout(Some(&user)).await?;
-        let secret = user
-            .mfa_secret
-            .clone()
-            .filter(|_| user.mfa_enabled)
-            .ok_or_else(|| ApiError::unauthorized("invalid_challenge", "MFA is not enabled"))?;
-        let Some(step) = totp::matching_step(&secret, &body.code, now)? else {
-            attempt
-                .record(Some(&user), false, "mfa_failed", None)
-                .await?;
-            return Err(ApiError::unauthorized("invalid_code", "wrong MFA code"));
-        };
-        if !ctx.store.accept_totp_step(user.id, step).await? {
-            attempt
-                .record(Some(&user), false, "mfa_code_reused", None)
-                .await?;
-            return Err(ApiError::unauthorized(
-                "code_already_used",
-                "this MFA code was already used; wait for the next one",
-            ));
-        }
-        if !ctx.store.consume_mfa_challenge(&hash, now).await? {
-            return Err(ApiError::unauthorized(
-                "invalid_challenge",
-                "the MFA challenge was already used",
-            ));
-        }
-        if user.status != "active" {
-            return Err(ApiError::forbidden("the account is suspended"));
-        }
-        attempt
-            .record(Some(&user), true, "success", Some("mfa".into()))
-            .await?;
-        Ok(Json(
-            open_session(&ctx, &user, &attempt.ip, user_agent(req)).await?,
-        ))
+        let result = login.run(&ctx.domain, &ctx.settings.access).await;
+        count(&ctx, &result, |_| true);
+        Ok(Json(tokens(result?)))
     }
 
     /// Exchange a refresh token for a new token pair.
@@ -424,77 +207,18 @@ impl AuthApi {
         ctx: Data<&ApiContext>,
         body: Json<RefreshRequest>,
     ) -> ApiResult<Json<LoginResponse>> {
-        let access = new_secret(ACCESS_PREFIX)?;
-        let refresh = new_secret(REFRESH_PREFIX)?;
-        let now = ctx.now_ms();
-        let s = &ctx.settings;
-        let outcome = ctx
-            .store
-            .rotate_refresh_token(
-                &hash_secret(body.refresh_token.trim()),
-                &hash_secret(&access),
-                now + s.access_ttl_ms,
-                &hash_secret(&refresh),
-                now + s.refresh_ttl_ms,
-                now,
-            )
-            .await?;
-        if !matches!(outcome, RefreshOutcome::Rotated(_)) {
-            HttpMetrics::bump(&ctx.metrics.auth_failures);
-        }
-        match outcome {
-            RefreshOutcome::Rotated(_) => Ok(Json(tokens(&ctx, access, refresh))),
-            RefreshOutcome::Reused {
-                session_id,
-                user_id,
-            } => {
-                let org = ctx.store.user_by_id(user_id).await?.map(|u| u.org_id);
-                audit_as(
-                    &ctx,
-                    org,
-                    "system",
-                    "auth.refresh_reuse",
-                    Some(format!("session:{session_id}")),
-                    json!({ "user_id": user_id, "revoked": true }),
-                )
-                .await?;
-                Err(ApiError::unauthorized(
-                    "refresh_token_reused",
-                    "this refresh token was already used; the session has been revoked",
-                ))
-            }
-            RefreshOutcome::Expired => Err(ApiError::unauthorized(
-                "refresh_token_expired",
-                "the refresh token has expired; log in again",
-            )),
-            RefreshOutcome::Unknown | RefreshOutcome::Revoked => Err(ApiError::unauthorized(
-                "invalid_refresh_token",
-                "unknown or revoked refresh token",
-            )),
-        }
+        let refresh = Refresh {
+            refresh_token: body.0.refresh_token,
+        };
+        let result = refresh.run(&ctx.domain, &ctx.settings.access).await;
+        count(&ctx, &result, |_| false);
+        Ok(Json(tokens(result?)))
     }
 
     /// Log out: revoke the current session at once.
     #[oai(path = "/api/auth/logout", method = "post", operation_id = "logout")]
     async fn logout(&self, ctx: Data<&ApiContext>, auth: Auth) -> ApiResult<Json<Done>> {
-        let caller = auth.caller();
-        let Some(session_id) = caller.session_id() else {
-            return Err(ApiError::bad_request(
-                "not_a_session",
-                "API keys have no session; delete the key instead",
-            ));
-        };
-        ctx.store
-            .revoke_auth_session(session_id, "logout", ctx.now_ms())
-            .await?;
-        audit(
-            &ctx,
-            caller,
-            "auth.logout",
-            Some(format!("session:{session_id}")),
-            json!({}),
-        )
-        .await?;
+        Logout.run(&ctx.domain, auth.caller()).await?;
         Ok(done())
     }
 
@@ -502,7 +226,11 @@ impl AuthApi {
     #[oai(path = "/api/auth/me", method = "get", operation_id = "getMe")]
     async fn me(&self, ctx: Data<&ApiContext>, auth: Auth) -> ApiResult<Json<MeView>> {
         let caller = auth.caller();
-        let user = own_user(&ctx, caller).await?;
+        let user = ctx
+            .store
+            .user_by_id(caller.account()?)
+            .await?
+            .ok_or_else(|| ApiError::not_found("user"))?;
         let permissions = crate::rbac::Permission::ALL
             .iter()
             .filter(|p| caller.allows(**p))
@@ -533,29 +261,12 @@ impl AuthApi {
         operation_id = "setupMfa"
     )]
     async fn mfa_setup(&self, ctx: Data<&ApiContext>, auth: Auth) -> ApiResult<Json<MfaSetupView>> {
-        let caller = session_only(auth.caller())?;
-        let user = own_user(&ctx, caller).await?;
-        if user.mfa_enabled {
-            return Err(ApiError::conflict(
-                "MFA is already enabled; disable it first",
-            ));
-        }
-        let secret = totp::new_secret()?;
-        let url = totp::otpauth_url(&secret, &user.email, &ctx.settings.totp_issuer)?;
-        ctx.store
-            .set_user_mfa(user.id, Some(&secret), false, ctx.now_ms())
+        let enrolment = SetupMfa
+            .run(&ctx.domain, auth.caller(), &ctx.settings.access)
             .await?;
-        audit(
-            &ctx,
-            caller,
-            "user.mfa_setup",
-            Some(user_target(user.id)),
-            json!({}),
-        )
-        .await?;
         Ok(Json(MfaSetupView {
-            secret,
-            otpauth_url: url,
+            secret: enrolment.secret,
+            otpauth_url: enrolment.otpauth_url,
         }))
     }
 
@@ -571,28 +282,9 @@ impl AuthApi {
         auth: Auth,
         body: Json<MfaCodeRequest>,
     ) -> ApiResult<Json<Done>> {
-        let caller = session_only(auth.caller())?;
-        let user = own_user(&ctx, caller).await?;
-        if user.mfa_enabled {
-            return Err(ApiError::conflict("MFA is already enabled"));
-        }
-        let secret = user
-            .mfa_secret
-            .clone()
-            .ok_or_else(|| ApiError::conflict("call /api/auth/mfa/setup first"))?;
-        let now = ctx.now_ms();
-        spend_code(&ctx, &user, &secret, &body.code, now).await?;
-        ctx.store
-            .set_user_mfa(user.id, Some(&secret), true, now)
+        EnableMfa { code: body.0.code }
+            .run(&ctx.domain, auth.caller())
             .await?;
-        audit(
-            &ctx,
-            caller,
-            "user.mfa_enable",
-            Some(user_target(user.id)),
-            json!({}),
-        )
-        .await?;
         Ok(done())
     }
 
@@ -608,64 +300,125 @@ impl AuthApi {
         auth: Auth,
         body: Json<MfaCodeRequest>,
     ) -> ApiResult<Json<Done>> {
-        let caller = session_only(auth.caller())?;
-        let user = own_user(&ctx, caller).await?;
-        let secret = user
-            .mfa_secret
-            .clone()
-            .filter(|_| user.mfa_enabled)
-            .ok_or_else(|| ApiError::conflict("MFA is not enabled"))?;
-        let now = ctx.now_ms();
-        spend_code(&ctx, &user, &secret, &body.code, now).await?;
-        ctx.store.set_user_mfa(user.id, None, false, now).await?;
-        audit(
-            &ctx,
-            caller,
-            "user.mfa_disable",
-            Some(user_target(user.id)),
-            json!({}),
-        )
-        .await?;
+        DisableMfa { code: body.0.code }
+            .run(&ctx.domain, auth.caller())
+            .await?;
         Ok(done())
     }
 }
 
-/// Checks a code from a signed-in user's app and uses up its time step, so it works once.
-async fn spend_code(
-    ctx: &ApiContext,
-    user: &User,
-    secret: &str,
-    code: &str,
-    now: i64,
-) -> ApiResult<()> {
-    let step = totp::matching_step(secret, code, now)?
-        .ok_or_else(|| ApiError::bad_request("invalid_code", "wrong MFA code"))?;
-    if !ctx.store.accept_totp_step(user.id, step).await? {
-        return Err(ApiError::bad_request(
-            "code_already_used",
-            "this code was already used",
-        ));
+#[cfg(test)]
+mod tests {
+    use reap3r_actors::access::{
+        MAX_API_KEY_LIFETIME_S, MAX_API_KEY_NAME_CHARS, MAX_API_KEY_SCOPES,
+        MAX_CHALLENGE_TOKEN_CHARS, MAX_CODE_CHARS, MAX_DISPLAY_NAME_CHARS, MAX_EMAIL_CHARS,
+        MAX_LOGIN_EMAIL_CHARS, MAX_LOGIN_PASSWORD_BYTES, MAX_PASSWORD_CHARS,
+        MAX_REFRESH_TOKEN_CHARS, MIN_API_KEY_LIFETIME_S, MIN_PASSWORD_CHARS,
+    };
+
+    /// The access bounds in the spec are literals (poem-openapi validators take no paths); they
+    /// must say what the domain's constants say.
+    #[test]
+    fn spec_bounds_are_the_domain_limits() {
+        let spec: serde_json::Value = serde_json::from_str(&crate::openapi_json()).unwrap();
+        let prop = |schema: &str, field: &str, bound: &str| {
+            // Numeric bounds are written as floats (`60.0`), lengths as integers.
+            let v = &spec["components"]["schemas"][schema]["properties"][field][bound];
+            v.as_i64()
+                .or_else(|| v.as_f64().map(|f| f as i64))
+                .unwrap_or_else(|| panic!("{schema}.{field} has no {bound}"))
+        };
+        let n = |v: usize| i64::try_from(v).unwrap();
+        let cases = [
+            (
+                "LoginRequest",
+                "email",
+                "maxLength",
+                n(MAX_LOGIN_EMAIL_CHARS),
+            ),
+            (
+                "LoginRequest",
+                "password",
+                "maxLength",
+                n(MAX_LOGIN_PASSWORD_BYTES),
+            ),
+            (
+                "MfaLoginRequest",
+                "challenge_token",
+                "maxLength",
+                n(MAX_CHALLENGE_TOKEN_CHARS),
+            ),
+            ("MfaLoginRequest", "code", "maxLength", n(MAX_CODE_CHARS)),
+            ("MfaCodeRequest", "code", "maxLength", n(MAX_CODE_CHARS)),
+            (
+                "RefreshRequest",
+                "refresh_token",
+                "maxLength",
+                n(MAX_REFRESH_TOKEN_CHARS),
+            ),
+            (
+                "CreateUserRequest",
+                "email",
+                "maxLength",
+                n(MAX_EMAIL_CHARS),
+            ),
+            (
+                "CreateUserRequest",
+                "password",
+                "minLength",
+                n(MIN_PASSWORD_CHARS),
+            ),
+            (
+                "CreateUserRequest",
+                "password",
+                "maxLength",
+                n(MAX_PASSWORD_CHARS),
+            ),
+            (
+                "CreateUserRequest",
+                "display_name",
+                "maxLength",
+                n(MAX_DISPLAY_NAME_CHARS),
+            ),
+            (
+                "UpdateUserRequest",
+                "email",
+                "maxLength",
+                n(MAX_EMAIL_CHARS),
+            ),
+            (
+                "UpdateUserRequest",
+                "display_name",
+                "maxLength",
+                n(MAX_DISPLAY_NAME_CHARS),
+            ),
+            (
+                "CreateApiKeyRequest",
+                "name",
+                "maxLength",
+                n(MAX_API_KEY_NAME_CHARS),
+            ),
+            (
+                "CreateApiKeyRequest",
+                "scopes",
+                "maxItems",
+                n(MAX_API_KEY_SCOPES),
+            ),
+            (
+                "CreateApiKeyRequest",
+                "expires_in_s",
+                "minimum",
+                MIN_API_KEY_LIFETIME_S,
+            ),
+            (
+                "CreateApiKeyRequest",
+                "expires_in_s",
+                "maximum",
+                MAX_API_KEY_LIFETIME_S,
+            ),
+        ];
+        for (schema, field, bound, want) in cases {
+            assert_eq!(prop(schema, field, bound), want, "{schema}.{field} {bound}");
+        }
     }
-    Ok(())
-}
-
-pub fn user_target(id: Uuid) -> String {
-    format!("user:{id}")
-}
-
-async fn own_user(ctx: &ApiContext, caller: &Caller) -> ApiResult<User> {
-    ctx.store
-        .user_by_id(caller.account()?)
-        .await?
-        .ok_or_else(|| ApiError::not_found("user"))
-}
-
-/// MFA changes need a person at a session, not an integration's key.
-fn session_only(caller: &Caller) -> ApiResult<&Caller> {
-    if caller.session_id().is_none() {
-        return Err(ApiError::forbidden(
-            "MFA can only be changed from a login session",
-        ));
-    }
-    Ok(caller)
 }

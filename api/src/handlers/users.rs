@@ -1,19 +1,22 @@
 //! Operator accounts in the caller's organisation: create, update, suspend, role changes,
-//! sessions, MFA reset, login events and the role catalogue.
+//! sessions, MFA reset, login events and the role catalogue — HTTP mapped to the access
+//! operations of `reap3r_actors::access`.
 
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
-use reap3r_store::{AuthSession, LoginEvent, LoginEventFilter, NewUser, User, UserUpdate, Uuid};
-use serde_json::json;
+use reap3r_actors::access::{
+    ChangeRole, CreateUser, ResetMfa, RevokeSession, RevokeUserSessions, SetSuspended, UpdateUser,
+    user_sessions,
+};
+use reap3r_store::{AuthSession, LoginEvent, LoginEventFilter, User, Uuid};
 
-use super::auth::{Done, done, user_target};
-use super::{ApiTags, audit, optional_text, page_limit, required_text};
-use crate::auth::{Auth, Caller};
+use super::auth::{Done, done};
+use super::{ApiTags, page_limit};
+use crate::auth::Auth;
 use crate::context::ApiContext;
 use crate::error::{ApiError, ApiResult};
-use crate::password::hash_password;
 use crate::rbac::{Role, RoleName};
 
 #[derive(Debug, Object)]
@@ -154,30 +157,6 @@ pub struct RoleView {
     pub permissions: Vec<String>,
 }
 
-/// Nobody hands out, or acts on holders of, a role above their own.
-fn check_grant(caller: &Caller, role: Role) -> ApiResult<()> {
-    if caller.role.may_grant(role) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(format!(
-            "a {} cannot manage a {}",
-            caller.role, role
-        )))
-    }
-}
-
-async fn target_user(ctx: &ApiContext, caller: &Caller, id: Uuid) -> ApiResult<User> {
-    let user = ctx
-        .store
-        .user_in_org(caller.org_id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("user"))?;
-    if let Ok(role) = user.role.parse::<Role>() {
-        check_grant(caller, role)?;
-    }
-    Ok(user)
-}
-
 pub struct UsersApi;
 
 #[OpenApi(tag = "ApiTags::Users")]
@@ -197,48 +176,13 @@ impl UsersApi {
         auth: Auth,
         body: Json<CreateUserRequest>,
     ) -> ApiResult<Json<UserView>> {
-        let caller = auth.caller();
-        let role = Role::from(body.role);
-        check_grant(caller, role)?;
-        let email = valid_email(&body.email)?;
-        let display_name = optional_text("display_name", body.display_name.as_deref(), 200)?;
-        let password = body.password.clone();
-        let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-            .await
-            .map_err(|_| ApiError::unavailable("password hashing failed"))?
-            .map_err(|e| ApiError::invalid(e.to_string()))?;
-        let now = ctx.now_ms();
-        let user = ctx
-            .store
-            .create_user(
-                &NewUser {
-                    org_id: caller.org_id,
-                    email,
-                    password_hash: hash,
-                    role: role.as_str().into(),
-                },
-                now,
-            )
-            .await?;
-        let user = match display_name {
-            Some(name) => {
-                let update = UserUpdate {
-                    display_name: Some(Some(name)),
-                    ..UserUpdate::default()
-                };
-                ctx.store
-                    .update_user(caller.org_id, user.id, &update, now)
-                    .await?
-            }
-            None => user,
-        };
-        audit(
-            &ctx,
-            caller,
-            "user.create",
-            Some(user_target(user.id)),
-            json!({ "email": user.email, "role": user.role }),
-        )
+        let user = CreateUser {
+            email: body.0.email,
+            password: body.0.password,
+            role: body.0.role.into(),
+            display_name: body.0.display_name,
+        }
+        .run(&ctx.domain, auth.caller())
         .await?;
         Ok(Json(user.into()))
     }
@@ -268,28 +212,12 @@ impl UsersApi {
         id: Path<Uuid>,
         body: Json<UpdateUserRequest>,
     ) -> ApiResult<Json<UserView>> {
-        let caller = auth.caller();
-        target_user(&ctx, caller, id.0).await?;
-        let update = UserUpdate {
-            email: body.email.as_deref().map(valid_email).transpose()?,
-            display_name: body
-                .display_name
-                .as_deref()
-                .map(|d| optional_text("display_name", Some(d), 200))
-                .transpose()?,
-            ..UserUpdate::default()
-        };
-        let user = ctx
-            .store
-            .update_user(caller.org_id, id.0, &update, ctx.now_ms())
-            .await?;
-        audit(
-            &ctx,
-            caller,
-            "user.update",
-            Some(user_target(user.id)),
-            json!({ "email": user.email, "display_name": user.display_name }),
-        )
+        let user = UpdateUser {
+            user_id: id.0,
+            email: body.0.email,
+            display_name: body.0.display_name,
+        }
+        .run(&ctx.domain, auth.caller())
         .await?;
         Ok(Json(user.into()))
     }
@@ -307,36 +235,12 @@ impl UsersApi {
         id: Path<Uuid>,
         body: Json<SuspendRequest>,
     ) -> ApiResult<Json<UserView>> {
-        let caller = auth.caller();
-        if caller.user_id == Some(id.0) {
-            return Err(ApiError::conflict("you cannot suspend yourself"));
+        let user = SetSuspended {
+            user_id: id.0,
+            suspended: body.suspended,
         }
-        target_user(&ctx, caller, id.0).await?;
-        let now = ctx.now_ms();
-        let status = if body.suspended {
-            "suspended"
-        } else {
-            "active"
-        };
-        let update = UserUpdate {
-            status: Some(status.into()),
-            ..UserUpdate::default()
-        };
-        let user = ctx
-            .store
-            .update_user(caller.org_id, id.0, &update, now)
-            .await?;
-        if body.suspended {
-            ctx.store
-                .revoke_user_sessions(id.0, "suspended", now)
-                .await?;
-        }
-        let action = if body.suspended {
-            "user.suspend"
-        } else {
-            "user.reactivate"
-        };
-        audit(&ctx, caller, action, Some(user_target(id.0)), json!({})).await?;
+        .run(&ctx.domain, auth.caller())
+        .await?;
         Ok(Json(user.into()))
     }
 
@@ -353,28 +257,11 @@ impl UsersApi {
         id: Path<Uuid>,
         body: Json<RoleRequest>,
     ) -> ApiResult<Json<UserView>> {
-        let caller = auth.caller();
-        if caller.user_id == Some(id.0) {
-            return Err(ApiError::conflict("you cannot change your own role"));
+        let user = ChangeRole {
+            user_id: id.0,
+            role: body.role.into(),
         }
-        let role = Role::from(body.role);
-        check_grant(caller, role)?;
-        let before = target_user(&ctx, caller, id.0).await?;
-        let update = UserUpdate {
-            role: Some(role.as_str().into()),
-            ..UserUpdate::default()
-        };
-        let user = ctx
-            .store
-            .update_user(caller.org_id, id.0, &update, ctx.now_ms())
-            .await?;
-        audit(
-            &ctx,
-            caller,
-            "user.role_change",
-            Some(user_target(id.0)),
-            json!({ "from": before.role, "to": user.role }),
-        )
+        .run(&ctx.domain, auth.caller())
         .await?;
         Ok(Json(user.into()))
     }
@@ -391,11 +278,7 @@ impl UsersApi {
         auth: Auth,
         id: Path<Uuid>,
     ) -> ApiResult<Json<Vec<SessionView>>> {
-        ctx.store
-            .user_in_org(auth.caller().org_id, id.0)
-            .await?
-            .ok_or_else(|| ApiError::not_found("user"))?;
-        let sessions = ctx.store.list_user_sessions(id.0).await?;
+        let sessions = user_sessions(&ctx.domain, auth.caller(), id.0).await?;
         Ok(Json(sessions.into_iter().map(SessionView::from).collect()))
     }
 
@@ -411,25 +294,9 @@ impl UsersApi {
         auth: Auth,
         id: Path<Uuid>,
     ) -> ApiResult<Json<Done>> {
-        let caller = auth.caller();
-        let session = ctx
-            .store
-            .auth_session(id.0)
-            .await?
-            .filter(|s| s.org_id == caller.org_id)
-            .ok_or_else(|| ApiError::not_found("session"))?;
-        target_user(&ctx, caller, session.user_id).await?;
-        ctx.store
-            .revoke_auth_session(id.0, "revoked_by_admin", ctx.now_ms())
+        RevokeSession { session_id: id.0 }
+            .run(&ctx.domain, auth.caller())
             .await?;
-        audit(
-            &ctx,
-            caller,
-            "session.revoke",
-            Some(format!("session:{}", id.0)),
-            json!({ "user_id": session.user_id }),
-        )
-        .await?;
         Ok(done())
     }
 
@@ -445,20 +312,9 @@ impl UsersApi {
         auth: Auth,
         id: Path<Uuid>,
     ) -> ApiResult<Json<RevokedCount>> {
-        let caller = auth.caller();
-        target_user(&ctx, caller, id.0).await?;
-        let revoked = ctx
-            .store
-            .revoke_user_sessions(id.0, "revoked_by_admin", ctx.now_ms())
+        let revoked = RevokeUserSessions { user_id: id.0 }
+            .run(&ctx.domain, auth.caller())
             .await?;
-        audit(
-            &ctx,
-            caller,
-            "session.revoke_all",
-            Some(user_target(id.0)),
-            json!({ "revoked": revoked }),
-        )
-        .await?;
         Ok(Json(RevokedCount { revoked }))
     }
 
@@ -474,19 +330,9 @@ impl UsersApi {
         auth: Auth,
         id: Path<Uuid>,
     ) -> ApiResult<Json<Done>> {
-        let caller = auth.caller();
-        target_user(&ctx, caller, id.0).await?;
-        ctx.store
-            .set_user_mfa(id.0, None, false, ctx.now_ms())
+        ResetMfa { user_id: id.0 }
+            .run(&ctx.domain, auth.caller())
             .await?;
-        audit(
-            &ctx,
-            caller,
-            "user.mfa_reset",
-            Some(user_target(id.0)),
-            json!({}),
-        )
-        .await?;
         Ok(done())
     }
 
@@ -546,18 +392,5 @@ impl UsersApi {
                 })
                 .collect(),
         ))
-    }
-}
-
-/// A plausible email: trimmed, one `@` with text either side, no spaces, at most 320 chars.
-pub fn valid_email(email: &str) -> ApiResult<String> {
-    let email = required_text("email", email, 320)?.to_lowercase();
-    let ok = email.split_once('@').is_some_and(|(local, domain)| {
-        !local.is_empty() && !domain.is_empty() && !domain.contains('@')
-    }) && !email.chars().any(char::is_whitespace);
-    if ok {
-        Ok(email)
-    } else {
-        Err(ApiError::invalid("email is not a valid address"))
     }
 }

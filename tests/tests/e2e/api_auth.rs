@@ -2,7 +2,7 @@
 //! detection, and revocation taking effect on the very next request.
 
 use anyhow::Result;
-use reap3r_api::totp;
+use reap3r_actors::access::totp;
 use reap3r_store::Backend;
 use serde_json::json;
 

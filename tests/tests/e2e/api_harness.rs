@@ -3,7 +3,7 @@
 //! very first admin of an installation comes from the CLI, then everything else over HTTP).
 
 use anyhow::{Context, Result, anyhow, bail};
-use reap3r_api::password::hash_password;
+use reap3r_actors::access::password::hash_password;
 use reap3r_store::{NewUser, Org, Uuid};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -190,21 +190,22 @@ impl Api {
     }
 }
 
-/// Puts a user straight into the store (like `reap3r user create`).
+/// Puts a user straight into the store, without an audit record (fixtures, not operations).
 pub async fn seed_user(server: &TestServer, org: Uuid, email: &str, role: &str) -> Result<Uuid> {
-    let user = server
-        .node()
-        .store
+    let mut tx = server.node().store.begin().await?;
+    let user = tx
         .create_user(
             &NewUser {
                 org_id: org,
                 email: email.into(),
                 password_hash: hash_password(PASSWORD)?,
                 role: role.into(),
+                display_name: None,
             },
             now_ms(),
         )
         .await?;
+    tx.commit().await?;
     Ok(user.id)
 }
 

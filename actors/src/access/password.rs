@@ -1,7 +1,12 @@
-//! Password hashing with argon2id (PHC strings); plaintext never leaves this module.
+//! Password hashing with argon2id (PHC strings); plaintext never leaves this module. Argon2 is
+//! deliberately slow, so operations hash and verify off the async workers.
+
+use std::sync::OnceLock;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
+
+use crate::error::{DomainError, DomainResult};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
@@ -11,8 +16,10 @@ pub enum PasswordError {
     Hash(String),
 }
 
-pub const MIN_LEN: usize = 12;
-pub const MAX_LEN: usize = 256;
+/// Shortest password accepted, in characters (the API schema says the same number).
+pub const MIN_PASSWORD_CHARS: usize = 12;
+/// Longest password accepted, in characters (the API schema says the same number).
+pub const MAX_PASSWORD_CHARS: usize = 256;
 
 fn hasher() -> Argon2<'static> {
     // OWASP's second argon2id profile: 19 MiB, 2 passes, 1 lane.
@@ -23,10 +30,10 @@ fn hasher() -> Argon2<'static> {
 /// Hashes a password into a PHC string after checking its length.
 pub fn hash_password(password: &str) -> Result<String, PasswordError> {
     let len = password.chars().count();
-    if !(MIN_LEN..=MAX_LEN).contains(&len) {
+    if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&len) {
         return Err(PasswordError::Length {
-            min: MIN_LEN,
-            max: MAX_LEN,
+            min: MIN_PASSWORD_CHARS,
+            max: MAX_PASSWORD_CHARS,
         });
     }
     let mut salt = [0u8; 16];
@@ -43,10 +50,35 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
     let Ok(parsed) = PasswordHash::new(phc) else {
         return false;
     };
-    password.len() <= MAX_LEN * 4
+    password.len() <= MAX_PASSWORD_CHARS * 4
         && hasher()
             .verify_password(password.as_bytes(), &parsed)
             .is_ok()
+}
+
+/// [`hash_password`] on a blocking thread; a bad length is `invalid_input`.
+pub async fn hash_off_thread(password: String) -> DomainResult<String> {
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|_| DomainError::unavailable("password hashing failed"))?
+        .map_err(|e| match e {
+            PasswordError::Length { .. } => DomainError::invalid(e.to_string()),
+            PasswordError::Hash(_) => DomainError::unavailable(e.to_string()),
+        })
+}
+
+/// [`verify_password`] on a blocking thread.
+pub async fn verify_off_thread(password: String, phc: String) -> bool {
+    tokio::task::spawn_blocking(move || verify_password(&password, &phc))
+        .await
+        .unwrap_or(false)
+}
+
+/// A valid hash of nothing anyone knows, verified against for unknown emails so the answer takes
+/// as long as for a wrong password.
+pub(crate) fn decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| hash_password("decoy-password-never-matches").unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -3,16 +3,16 @@
 
 use totp_rs::{Algorithm, Builder, Secret, Totp};
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{DomainError, DomainResult};
 
 const DIGITS: u8 = 6;
 const STEP_S: u64 = 30;
 /// One step either side, for phones whose clocks drift a little.
 const SKEW: u16 = 1;
 
-fn totp(secret_base32: &str, account: &str, issuer: &str) -> ApiResult<Totp> {
+fn totp(secret_base32: &str, account: &str, issuer: &str) -> DomainResult<Totp> {
     let secret = Secret::try_from_base32(secret_base32)
-        .map_err(|_| ApiError::conflict("stored MFA secret is unreadable; reset MFA"))?;
+        .map_err(|_| DomainError::conflict("stored MFA secret is unreadable; reset MFA"))?;
     Builder::new()
         .with_algorithm(Algorithm::SHA1)
         .with_digits(DIGITS)
@@ -22,26 +22,26 @@ fn totp(secret_base32: &str, account: &str, issuer: &str) -> ApiResult<Totp> {
         .with_account_name(account)
         .with_issuer(Some(issuer))
         .build()
-        .map_err(|e| ApiError::invalid(format!("cannot set up MFA for this account: {e}")))
+        .map_err(|e| DomainError::invalid(format!("cannot set up MFA for this account: {e}")))
 }
 
 /// A new random 160-bit secret, base32.
-pub fn new_secret() -> ApiResult<String> {
+pub fn new_secret() -> DomainResult<String> {
     let mut bytes = [0u8; 20];
     getrandom::fill(&mut bytes)
-        .map_err(|_| ApiError::unavailable("the system random source failed"))?;
+        .map_err(|_| DomainError::unavailable("the system random source failed"))?;
     Ok(Secret::from(bytes.to_vec()).to_base32())
 }
 
 /// The `otpauth://` URL authenticator apps import.
-pub fn otpauth_url(secret_base32: &str, account: &str, issuer: &str) -> ApiResult<String> {
+pub fn otpauth_url(secret_base32: &str, account: &str, issuer: &str) -> DomainResult<String> {
     totp(secret_base32, account, issuer)?
         .to_url()
-        .map_err(|e| ApiError::invalid(format!("cannot build the otpauth URL: {e}")))
+        .map_err(|e| DomainError::invalid(format!("cannot build the otpauth URL: {e}")))
 }
 
 /// The time step the code is valid for at `now_ms`, if it is valid.
-pub fn matching_step(secret_base32: &str, code: &str, now_ms: i64) -> ApiResult<Option<i64>> {
+pub fn matching_step(secret_base32: &str, code: &str, now_ms: i64) -> DomainResult<Option<i64>> {
     let code = code.trim();
     if code.len() != usize::from(DIGITS) || !code.bytes().all(|b| b.is_ascii_digit()) {
         return Ok(None);
@@ -52,7 +52,7 @@ pub fn matching_step(secret_base32: &str, code: &str, now_ms: i64) -> ApiResult<
 }
 
 /// The current code, for tests and tools.
-pub fn code_at(secret_base32: &str, now_ms: i64) -> ApiResult<String> {
+pub fn code_at(secret_base32: &str, now_ms: i64) -> DomainResult<String> {
     let now_s = u64::try_from(now_ms / 1000).unwrap_or(0);
     Ok(totp(secret_base32, "user", "Reap3r")?
         .generate(now_s)
