@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+pub use reap3r_actors::enrolment::EnrolmentInfo;
 use reap3r_actors::{Clock, Domain, EventBus, FleetStats, JobService};
 use reap3r_store::{Store, Uuid};
 
@@ -41,17 +42,6 @@ impl Default for ApiSettings {
             totp_issuer: "Reap3r".into(),
         }
     }
-}
-
-/// What an agent needs to enrol with this server; shown with enrolment tokens.
-#[derive(Debug, Clone, Default)]
-pub struct EnrolmentInfo {
-    /// `host:port` agents dial.
-    pub server_addr: String,
-    /// SHA-256 of the server certificate, hex.
-    pub cert_fingerprint: String,
-    /// Ed25519 server key, hex.
-    pub server_key: String,
 }
 
 /// Hooks into the running node, so the API never talks to agents itself.
