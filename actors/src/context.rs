@@ -5,7 +5,7 @@ use std::sync::Arc;
 use reap3r_store::Store;
 use reap3r_wire::{AgentConfig, SigningKey};
 
-use crate::{Clock, EventBus, FleetStats, JobRouter, SignatureVerifier};
+use crate::{Clock, Domain, EventBus, FleetStats, JobRouter, SignatureVerifier};
 
 /// Settings the fleet layer needs from the server configuration.
 #[derive(Debug, Clone)]
@@ -74,7 +74,9 @@ impl std::fmt::Debug for FleetContext {
     }
 }
 
-/// Enrolment tokens are high-entropy secrets, so a fast hash is enough; only the hash is stored.
-pub fn hash_enrollment_token(token: &str) -> String {
-    blake3::hash(token.as_bytes()).to_hex().to_string()
+impl FleetContext {
+    /// The domain operations see: this context's store, clock and events.
+    pub fn domain(&self) -> Domain {
+        Domain::new(self.store.clone(), self.clock.clone(), self.events.clone())
+    }
 }

@@ -1,6 +1,7 @@
-//! The Reap3r domain: one folder per feature (`access`, `audit`, `jobs`, …) holding its
-//! operations (typed, validated commands the API and the CLI both call), its pure state machines
-//! and the actors that drive them; plus the supervision tree of agent sessions and presence.
+//! The Reap3r domain: one folder per feature (`access`, `audit`, `enrolment`, `groups`, `orgs`,
+//! `jobs`, …) holding its operations (typed, validated commands the API and the CLI both call),
+//! its pure state machines and the actors that drive them; plus the supervision tree of agent
+//! sessions and presence.
 //!
 //! Actors never touch sockets: a session talks to its agent through an [`AgentLink`], so the
 //! gateway supplies a QUIC link and tests supply an in-memory one. Time comes from a [`Clock`].
@@ -11,10 +12,13 @@ mod clock;
 mod context;
 mod domain;
 mod drain;
+pub mod enrolment;
 mod error;
 mod events;
+pub mod groups;
 pub mod jobs;
 mod link;
+pub mod orgs;
 mod presence;
 mod root;
 mod session;
@@ -24,7 +28,7 @@ mod supervisor;
 mod verifier;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use context::{FleetContext, FleetSettings, hash_enrollment_token};
+pub use context::{FleetContext, FleetSettings};
 pub use domain::Domain;
 pub use drain::{Drain, DrainSignal};
 pub use error::{DomainError, DomainResult, optional_text, required_text};

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use ractor::ActorRef;
 use ractor::rpc::CallResult;
+use reap3r_actors::access::Caller;
+use reap3r_actors::enrolment::{CreateEnrollmentToken, EnrolAgent, EnrolmentInfo};
 use reap3r_actors::*;
 use reap3r_store::testing::TestDatabase;
-use reap3r_store::{AgentStatus, NewAgent, NewEnrollmentToken, Store, Uuid};
+use reap3r_store::{AgentStatus, NewAgent, Store, Uuid};
 use reap3r_wire::*;
 
 #[derive(Default)]
@@ -56,28 +58,30 @@ impl Rig {
         let db = TestDatabase::sqlite().await.unwrap();
         let store = db.open().await.unwrap();
         let org = store.default_org(0).await.unwrap();
-        let token = NewEnrollmentToken {
-            org_id: org.id,
-            token_hash: hash_enrollment_token("t"),
-            label: None,
-            expires_at: None,
-            max_uses: None,
-            require_approval: false,
-            created_by: None,
-        };
-        store.create_enrollment_token(&token, 0).await.unwrap();
-        let agent_key = SigningKey::from_bytes(&[3; 32]);
-        let new = NewAgent {
-            hostname: "h".into(),
-            os: "linux".into(),
-            arch: "x86_64".into(),
-            agent_version: "0".into(),
-            public_key: agent_key.verifying_key().to_bytes(),
-        };
-        let agent = store
-            .enroll_agent(&hash_enrollment_token("t"), &new, 0)
+        let domain = Domain::new(
+            store.clone(),
+            Arc::new(ManualClock::new(0)),
+            EventBus::default(),
+        );
+        let token = CreateEnrollmentToken::default()
+            .run(&domain, &Caller::cli(org.id), &EnrolmentInfo::default())
             .await
             .unwrap();
+        let agent_key = SigningKey::from_bytes(&[3; 32]);
+        let agent = EnrolAgent {
+            token: token.secret,
+            agent: NewAgent {
+                hostname: "h".into(),
+                os: "linux".into(),
+                arch: "x86_64".into(),
+                agent_version: "0".into(),
+                public_key: agent_key.verifying_key().to_bytes(),
+            },
+            remote: "memory".into(),
+        }
+        .run(&domain)
+        .await
+        .unwrap();
         let clock = ManualClock::new(1_000_000);
         let stats = Arc::new(FleetStats::default());
         let ctx = FleetContext {

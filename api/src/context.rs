@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use reap3r_actors::access::AccessSettings;
+pub use reap3r_actors::enrolment::EnrolmentInfo;
 use reap3r_actors::{Clock, Domain, EventBus, FleetStats, JobService};
 use reap3r_store::{Store, Uuid};
 
@@ -25,17 +26,6 @@ impl Default for ApiSettings {
             max_body_bytes: 256 * 1024,
         }
     }
-}
-
-/// What an agent needs to enrol with this server; shown with enrolment tokens.
-#[derive(Debug, Clone, Default)]
-pub struct EnrolmentInfo {
-    /// `host:port` agents dial.
-    pub server_addr: String,
-    /// SHA-256 of the server certificate, hex.
-    pub cert_fingerprint: String,
-    /// Ed25519 server key, hex.
-    pub server_key: String,
 }
 
 /// Hooks into the running node, so the API never talks to agents itself.

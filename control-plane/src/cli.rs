@@ -9,8 +9,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use reap3r_actors::access::{Caller, CreateUser, Role};
-use reap3r_actors::{Clock, Domain, EventBus, SystemClock, hash_enrollment_token};
-use reap3r_store::{Agent, AgentApproval, NewAuditEntry, NewEnrollmentToken, Store, Uuid};
+use reap3r_actors::enrolment::{
+    CreateEnrollmentToken, EnrolmentInfo, ListEnrollmentTokens, MAX_TOKEN_LIFETIME_S,
+    MIN_TOKEN_LIFETIME_S, RevokeAgent, RevokeEnrollmentToken, SetAgentApproval,
+};
+use reap3r_actors::{Clock, Domain, EventBus, SystemClock};
+use reap3r_store::{Agent, AgentApproval, Store, Uuid};
 use serde::Serialize;
 
 use crate::config::Config;
@@ -143,8 +147,10 @@ pub fn parse_lifetime(text: &str) -> Result<Duration> {
         "d" => n * 86_400,
         _ => bail!("'{text}': unit must be s, m, h or d"),
     };
-    if secs == 0 || secs > 365 * 86_400 {
-        bail!("'{text}': lifetime must be between 1 second and 365 days");
+    if !(MIN_TOKEN_LIFETIME_S..=MAX_TOKEN_LIFETIME_S)
+        .contains(&i64::try_from(secs).unwrap_or(i64::MAX))
+    {
+        bail!("'{text}': lifetime must be between 1 minute and 365 days");
     }
     Ok(Duration::from_secs(secs))
 }
@@ -159,30 +165,10 @@ async fn resolve_org(store: &Store, org: Option<&str>) -> Result<reap3r_store::O
     }
 }
 
-async fn audit(
-    store: &Store,
-    org_id: Option<Uuid>,
-    action: &str,
-    target: String,
-    details: serde_json::Value,
-) -> Result<()> {
-    let actor = format!(
-        "cli:{}",
-        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-    );
-    store
-        .append_audit(
-            &NewAuditEntry {
-                org_id,
-                actor,
-                action: action.into(),
-                target: Some(target),
-                details,
-            },
-            now_ms(),
-        )
-        .await?;
-    Ok(())
+/// The admin CLI acting in `org_id`, named in the audit log by the operating-system user who
+/// ran it (`cli:<user>`).
+fn cli_caller(org_id: Uuid) -> Caller {
+    Caller::cli(org_id).run_by(&std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
 }
 
 /// A freshly created enrolment token, as printed by `token create --json`.
@@ -200,7 +186,12 @@ pub struct CreatedToken {
     pub command: String,
 }
 
-/// Creates a token; shared by the CLI and the demo.
+/// The domain over the CLI's store: operations run here without a running node.
+fn domain(store: &Store) -> Domain {
+    Domain::new(store.clone(), Arc::new(SystemClock), EventBus::new(16))
+}
+
+/// Creates a token through the enrolment operation; shared by the CLI, the demo and tests.
 pub async fn create_token(
     store: &Store,
     identity: &ServerIdentity,
@@ -209,36 +200,30 @@ pub async fn create_token(
 ) -> Result<CreatedToken> {
     let org = resolve_org(store, args.org.as_deref()).await?;
     let lifetime = parse_lifetime(&args.expires)?;
-    let mut secret = [0u8; 24];
-    getrandom::fill(&mut secret).map_err(|e| anyhow!("no randomness: {e}"))?;
-    let token = format!("r3t_{}", hex::encode(secret));
-    let now = now_ms();
-    let new = NewEnrollmentToken {
-        org_id: org.id,
-        token_hash: hash_enrollment_token(&token),
+    let info = EnrolmentInfo {
+        server_addr: server.to_owned(),
+        cert_fingerprint: identity.fingerprint(),
+        server_key: identity.public_key_hex(),
+    };
+    let created = CreateEnrollmentToken {
         label: args.label.clone(),
-        expires_at: Some(now + lifetime.as_millis() as i64),
+        lifetime_s: Some(i64::try_from(lifetime.as_secs())?),
         max_uses: args.max_uses.map(i64::from),
         require_approval: args.require_approval,
-        created_by: Some("cli".into()),
-    };
-    let created = store.create_enrollment_token(&new, now).await?;
-    audit(store, Some(org.id), "enrollment_token.create", format!("enrollment_token:{}", created.id), serde_json::json!({ "max_uses": created.max_uses, "expires_at": created.expires_at, "require_approval": created.require_approval })).await?;
-    let (fingerprint, server_key) = (identity.fingerprint(), identity.public_key_hex());
-    let command = format!(
-        "reap3r-agent enroll --server {server} --token {token} --fingerprint {fingerprint} --server-key {server_key} --data-dir /var/lib/reap3r-agent"
-    );
+    }
+    .run(&domain(store), &cli_caller(org.id), &info)
+    .await?;
     Ok(CreatedToken {
-        id: created.id,
-        token,
+        id: created.token.id,
+        token: created.secret,
         org_id: org.id,
-        expires_at: created.expires_at,
-        max_uses: created.max_uses,
-        require_approval: created.require_approval,
-        server: server.to_string(),
-        fingerprint,
-        server_key,
-        command,
+        expires_at: created.token.expires_at,
+        max_uses: created.token.max_uses,
+        require_approval: created.token.require_approval,
+        server: created.commands.server,
+        fingerprint: created.commands.fingerprint,
+        server_key: created.commands.server_key,
+        command: created.commands.unix,
     })
 }
 
@@ -301,7 +286,10 @@ async fn admin(store: &Store, config: &Config, command: Command) -> Result<Strin
             ))
         }
         Command::Token(TokenCommand::List { json }) => {
-            let tokens = store.list_enrollment_tokens(None).await?;
+            let org = resolve_org(store, None).await?;
+            let tokens = ListEnrollmentTokens { all_orgs: true }
+                .run(&domain(store), &cli_caller(org.id))
+                .await?;
             if json {
                 return Ok(serde_json::to_string_pretty(&tokens)?);
             }
@@ -324,18 +312,16 @@ async fn admin(store: &Store, config: &Config, command: Command) -> Result<Strin
             Ok(out)
         }
         Command::Token(TokenCommand::Revoke { id }) => {
-            store
-                .revoke_enrollment_token(id)
+            let token = store
+                .list_enrollment_tokens(None)
+                .await?
+                .into_iter()
+                .find(|t| t.id == id)
+                .ok_or_else(|| anyhow!("token {id}: not found"))?;
+            RevokeEnrollmentToken { id }
+                .run(&domain(store), &cli_caller(token.org_id))
                 .await
                 .with_context(|| format!("token {id}"))?;
-            audit(
-                store,
-                None,
-                "enrollment_token.revoke",
-                format!("enrollment_token:{id}"),
-                serde_json::json!({}),
-            )
-            .await?;
             Ok(format!("token {id} revoked\n"))
         }
         Command::User(UserCommand::Create {
@@ -357,7 +343,7 @@ async fn admin(store: &Store, config: &Config, command: Command) -> Result<Strin
                 role,
                 display_name: None,
             }
-            .run(&domain, &Caller::cli(org.id))
+            .run(&domain, &cli_caller(org.id))
             .await?;
             Ok(format!(
                 "user {} created ({}, role {})\n",
@@ -409,25 +395,38 @@ enum Access {
 }
 
 async fn set_agent_access(store: &Store, id: Uuid, access: Access) -> Result<String> {
-    let (action, verb) = match access {
-        Access::Approve => ("agent.approve", "approved"),
-        Access::Reject => ("agent.reject", "rejected"),
-        Access::Revoke => ("agent.revoke", "revoked"),
+    let found = store
+        .agent(id)
+        .await?
+        .ok_or_else(|| anyhow!("agent {id}: not found"))?;
+    let (domain, caller) = (domain(store), cli_caller(found.org_id));
+    // The CLI holds no live sessions: the node holding one drops it at its next revocation check.
+    let withdraw = |_: Uuid, _: &str| {};
+    let (agent, verb) = match access {
+        Access::Approve => (
+            SetAgentApproval {
+                id,
+                approval: AgentApproval::Approved,
+            }
+            .run(&domain, &caller, &withdraw)
+            .await,
+            "approved",
+        ),
+        Access::Reject => (
+            SetAgentApproval {
+                id,
+                approval: AgentApproval::Rejected,
+            }
+            .run(&domain, &caller, &withdraw)
+            .await,
+            "rejected",
+        ),
+        Access::Revoke => (
+            RevokeAgent { id }.run(&domain, &caller, &withdraw).await,
+            "revoked",
+        ),
     };
-    let agent = match access {
-        Access::Approve => store.set_agent_approval(id, AgentApproval::Approved).await,
-        Access::Reject => store.set_agent_approval(id, AgentApproval::Rejected).await,
-        Access::Revoke => store.revoke_agent(id).await,
-    }
-    .with_context(|| format!("agent {id}"))?;
-    audit(
-        store,
-        Some(agent.org_id),
-        action,
-        format!("agent:{id}"),
-        serde_json::json!({ "hostname": agent.hostname }),
-    )
-    .await?;
+    let agent = agent.with_context(|| format!("agent {id}"))?;
     Ok(format!("agent {id} ({}) {verb}\n", agent.hostname))
 }
 

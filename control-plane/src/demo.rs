@@ -38,7 +38,7 @@ pub async fn run(mut config: Config, agents: usize) -> Result<()> {
             role: Role::SuperAdmin,
             display_name: None,
         }
-        .run(&domain, &Caller::cli(org.id))
+        .run(&domain, &Caller::cli(org.id).run_by("demo"))
         .await?;
     }
     let password = if created {

@@ -6,15 +6,15 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
-use sqlx::{Any, Transaction};
+use sqlx::{Any, AnyConnection};
 use uuid::Uuid;
 
-use crate::Store;
 use crate::db::{
     Conditions, bool_int, get_bool, get_i64, get_json, get_opt_i64, get_opt_str, get_opt_uuid,
     get_str, get_uuid, like_substring, parse_uuid, placeholders, to_json_text, uuid_text,
 };
 use crate::error::{Result, StoreError};
+use crate::{Store, Tx};
 
 /// Whether an operator has let the agent in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -289,7 +289,7 @@ fn agent_from_row(row: &AnyRow) -> Result<Agent> {
 
 /// Inserts a freshly enrolled agent inside the caller's transaction.
 pub(crate) async fn insert_agent(
-    tx: &mut Transaction<'static, Any>,
+    conn: &mut AnyConnection,
     org_id: Uuid,
     token_id: Option<Uuid>,
     approval: AgentApproval,
@@ -342,9 +342,84 @@ pub(crate) async fn insert_agent(
     .bind(agent.folder_id.map(uuid_text))
     .bind(agent.site_id.map(uuid_text))
     .bind(agent.company_id.map(uuid_text))
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     Ok(agent)
+}
+
+/// The agent, if it belongs to `org_id`: on the pool or inside a transaction.
+async fn agent_in_org<'e, E>(executor: E, org_id: Uuid, id: Uuid) -> Result<Option<Agent>>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        agent_cols!(),
+        " FROM agents WHERE id = $1 AND org_id = $2"
+    ))
+    .bind(uuid_text(id))
+    .bind(uuid_text(org_id))
+    .fetch_optional(executor)
+    .await?;
+    row.as_ref().map(agent_from_row).transpose()
+}
+
+/// Operators' changes to an agent: approval, revocation, deletion. Each is scoped to the
+/// organisation; another organisation's agent is `NotFound`.
+impl Tx {
+    /// The agent, if it belongs to `org_id`, read inside this transaction.
+    pub async fn agent_in_org(&mut self, org_id: Uuid, id: Uuid) -> Result<Option<Agent>> {
+        agent_in_org(&mut *self.conn(), org_id, id).await
+    }
+
+    /// Approves, rejects or sends back to pending an agent of `org_id`.
+    pub async fn set_agent_approval(
+        &mut self,
+        org_id: Uuid,
+        id: Uuid,
+        approval: AgentApproval,
+    ) -> Result<Agent> {
+        let row = sqlx::query(concat!(
+            "UPDATE agents SET approval = $3 WHERE id = $1 AND org_id = $2 RETURNING ",
+            agent_cols!()
+        ))
+        .bind(uuid_text(id))
+        .bind(uuid_text(org_id))
+        .bind(approval.as_str())
+        .fetch_optional(&mut *self.conn())
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        agent_from_row(&row)
+    }
+
+    /// Revokes an agent of `org_id` for good. The live connection, if any, is dropped by
+    /// whoever holds it (see [`Store::agents_no_longer_allowed`]).
+    pub async fn revoke_agent(&mut self, org_id: Uuid, id: Uuid) -> Result<Agent> {
+        let row = sqlx::query(concat!(
+            "UPDATE agents SET revoked = 1 WHERE id = $1 AND org_id = $2 RETURNING ",
+            agent_cols!()
+        ))
+        .bind(uuid_text(id))
+        .bind(uuid_text(org_id))
+        .fetch_optional(&mut *self.conn())
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        agent_from_row(&row)
+    }
+
+    /// Deletes an agent of `org_id` (its tags go with it). A live connection is dropped by
+    /// whoever holds it (see [`Store::agents_no_longer_allowed`], which reports deleted agents).
+    pub async fn delete_agent(&mut self, org_id: Uuid, id: Uuid) -> Result<()> {
+        let done = sqlx::query("DELETE FROM agents WHERE id = $1 AND org_id = $2")
+            .bind(uuid_text(id))
+            .bind(uuid_text(org_id))
+            .execute(&mut *self.conn())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
 }
 
 impl Store {
@@ -392,34 +467,6 @@ impl Store {
         // callers see the same order whichever backend is configured.
         agents.sort_by(|a, b| a.hostname.cmp(&b.hostname).then(a.id.cmp(&b.id)));
         Ok(agents)
-    }
-
-    /// Approves, rejects or sends back to pending; `NotFound` if there is no such agent.
-    pub async fn set_agent_approval(&self, id: Uuid, approval: AgentApproval) -> Result<Agent> {
-        let row = sqlx::query(concat!(
-            "UPDATE agents SET approval = $2 WHERE id = $1 RETURNING ",
-            agent_cols!()
-        ))
-        .bind(uuid_text(id))
-        .bind(approval.as_str())
-        .fetch_optional(self.pool())
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        agent_from_row(&row)
-    }
-
-    /// Revokes the agent for good; `NotFound` if there is no such agent. The live connection,
-    /// if any, is dropped by whoever holds it (see [`Store::agents_no_longer_allowed`]).
-    pub async fn revoke_agent(&self, id: Uuid) -> Result<Agent> {
-        let row = sqlx::query(concat!(
-            "UPDATE agents SET revoked = 1 WHERE id = $1 RETURNING ",
-            agent_cols!()
-        ))
-        .bind(uuid_text(id))
-        .fetch_optional(self.pool())
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        agent_from_row(&row)
     }
 
     /// Records a hello: the agent is now connected through `node_id`. `NotFound` if the agent
@@ -548,16 +595,7 @@ impl Store {
 impl Store {
     /// The agent, if it belongs to `org_id`.
     pub async fn agent_in_org(&self, org_id: Uuid, id: Uuid) -> Result<Option<Agent>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            agent_cols!(),
-            " FROM agents WHERE id = $1 AND org_id = $2"
-        ))
-        .bind(uuid_text(id))
-        .bind(uuid_text(org_id))
-        .fetch_optional(self.pool())
-        .await?;
-        row.as_ref().map(agent_from_row).transpose()
+        agent_in_org(self.pool(), org_id, id).await
     }
 
     /// One page of an organisation's agents matching `filter`, in (enrolled_at, id) order,
@@ -669,21 +707,6 @@ impl Store {
             .by_os
             .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         Ok(stats)
-    }
-
-    /// Deletes an agent of `org_id` (its tags go with it); `NotFound` if it is not one of that
-    /// organisation's. A live connection is dropped by whoever holds it (see
-    /// [`Store::agents_no_longer_allowed`], which reports deleted agents).
-    pub async fn delete_agent(&self, org_id: Uuid, id: Uuid) -> Result<()> {
-        let done = sqlx::query("DELETE FROM agents WHERE id = $1 AND org_id = $2")
-            .bind(uuid_text(id))
-            .bind(uuid_text(org_id))
-            .execute(self.pool())
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
     }
 }
 

@@ -5,8 +5,8 @@
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Transaction};
 use uuid::Uuid;
 
 use crate::agents::Agent;
@@ -14,7 +14,7 @@ use crate::db::{
     bool_int, get_i64, get_opt_i64, get_opt_str, get_opt_uuid, get_str, get_uuid, uuid_text,
 };
 use crate::error::{Result, StoreError, map_constraint};
-use crate::{Backend, Store};
+use crate::{Backend, Store, Tx};
 
 /// Longest group name, in characters.
 pub const MAX_GROUP_NAME_CHARS: usize = 200;
@@ -116,7 +116,7 @@ pub struct GroupUpdate {
     pub parent_id: Option<Option<Uuid>>,
 }
 
-/// Where [`Store::move_agent`] files an agent: `None` leaves a field as it is, `Some(None)`
+/// Where [`Tx::move_agent`] files an agent: `None` leaves a field as it is, `Some(None)`
 /// clears it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AgentPlacement {
@@ -159,7 +159,7 @@ fn duplicate(kind: GroupKind) -> String {
 
 /// Whether a row with `id` exists in `kind`'s table and belongs to `org_id`.
 async fn exists_in_org(
-    tx: &mut Transaction<'static, Any>,
+    conn: &mut AnyConnection,
     table: &'static str,
     org_id: Uuid,
     id: Uuid,
@@ -168,13 +168,13 @@ async fn exists_in_org(
     Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(uuid_text(id))
         .bind(uuid_text(org_id))
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *conn)
         .await?
         .is_some())
 }
 
 async fn group_in(
-    tx: &mut Transaction<'static, Any>,
+    conn: &mut AnyConnection,
     kind: GroupKind,
     org_id: Uuid,
     id: Uuid,
@@ -186,7 +186,7 @@ async fn group_in(
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(uuid_text(id))
         .bind(uuid_text(org_id))
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *conn)
         .await?;
     row.as_ref().map(|r| group_from_row(kind, r)).transpose()
 }
@@ -194,7 +194,7 @@ async fn group_in(
 /// Checks a parent for a group of `kind`: only folders have one, and it must be a folder of the
 /// same organisation.
 async fn check_parent(
-    tx: &mut Transaction<'static, Any>,
+    conn: &mut AnyConnection,
     kind: GroupKind,
     org_id: Uuid,
     parent_id: Uuid,
@@ -204,27 +204,26 @@ async fn check_parent(
             "a {kind} cannot have a parent"
         )));
     }
-    if !exists_in_org(tx, GroupKind::Folder.table(), org_id, parent_id).await? {
+    if !exists_in_org(conn, GroupKind::Folder.table(), org_id, parent_id).await? {
         return Err(StoreError::Invalid("parent folder not found".into()));
     }
     Ok(())
 }
 
-impl Store {
+impl Tx {
     /// Creates a group. `Invalid` for an empty or over-long name, a parent on anything but a
     /// folder, or a parent that is not a folder of the same organisation; `Conflict` if the
     /// organisation already has a group of this kind with that name.
     pub async fn create_group(
-        &self,
+        &mut self,
         kind: GroupKind,
         org_id: Uuid,
         new: &NewGroup,
         now_ms: i64,
     ) -> Result<Group> {
         let name = valid_name(&new.name)?;
-        let mut tx = self.begin_write().await?;
         if let Some(parent) = new.parent_id {
-            check_parent(&mut tx, kind, org_id, parent).await?;
+            check_parent(self.conn(), kind, org_id, parent).await?;
         }
         let sql = format!(
             "INSERT INTO {} (id, org_id, name, description, parent_id, created_at) \
@@ -243,14 +242,199 @@ impl Store {
             .bind(new.description.clone())
             .bind(new.parent_id.map(uuid_text))
             .bind(now_ms)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut *self.conn())
             .await
             .map_err(|e| map_constraint(e, &duplicate(kind), missing))?;
         let group = group_from_row(kind, &row)?;
-        tx.commit().await?;
         Ok(group)
     }
 
+    /// Applies `update` and stamps `updated_at`. `NotFound` if the group is not `org_id`'s;
+    /// otherwise the checks of [`Tx::create_group`], and `Invalid("folder cycle")` if a
+    /// folder would become its own ancestor.
+    pub async fn update_group(
+        &mut self,
+        kind: GroupKind,
+        org_id: Uuid,
+        id: Uuid,
+        update: &GroupUpdate,
+        now_ms: i64,
+    ) -> Result<Group> {
+        let name = update.name.as_deref().map(valid_name).transpose()?;
+        if let Some(Some(parent)) = update.parent_id {
+            if kind == GroupKind::Folder && self.backend() == Backend::Postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(FOLDER_LOCK_KEY)
+                    .execute(&mut *self.conn())
+                    .await?;
+            }
+            if group_in(self.conn(), kind, org_id, id).await?.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            if kind == GroupKind::Folder && parent == id {
+                return Err(StoreError::Invalid("folder cycle".into()));
+            }
+            check_parent(self.conn(), kind, org_id, parent).await?;
+            // Walk up from the new parent; reaching the folder itself means a cycle. UNION (not
+            // UNION ALL) stops even on a corrupted, already cyclic tree.
+            let cycle = sqlx::query(
+                "WITH RECURSIVE ancestors (id, parent_id) AS ( \
+                     SELECT id, parent_id FROM folders WHERE id = $1 \
+                     UNION \
+                     SELECT f.id, f.parent_id FROM folders f \
+                     JOIN ancestors a ON f.id = a.parent_id \
+                 ) SELECT 1 AS one FROM ancestors WHERE id = $2",
+            )
+            .bind(uuid_text(parent))
+            .bind(uuid_text(id))
+            .fetch_optional(&mut *self.conn())
+            .await?
+            .is_some();
+            if cycle {
+                return Err(StoreError::Invalid("folder cycle".into()));
+            }
+        }
+        let sql = format!(
+            "UPDATE {} SET name = COALESCE($3, name), \
+             description = CASE WHEN $4 = 1 THEN $5 ELSE description END, \
+             parent_id = CASE WHEN $6 = 1 THEN $7 ELSE parent_id END, updated_at = $8 \
+             WHERE id = $1 AND org_id = $2 RETURNING {GROUP_COLS}",
+            kind.table()
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(uuid_text(id))
+            .bind(uuid_text(org_id))
+            .bind(name)
+            .bind(bool_int(update.description.is_some()))
+            .bind(update.description.clone().flatten())
+            .bind(bool_int(update.parent_id.is_some()))
+            .bind(update.parent_id.flatten().map(uuid_text))
+            .bind(now_ms)
+            .fetch_optional(&mut *self.conn())
+            .await
+            .map_err(|e| map_constraint(e, &duplicate(kind), "parent folder not found"))?
+            .ok_or(StoreError::NotFound)?;
+        let group = group_from_row(kind, &row)?;
+        Ok(group)
+    }
+
+    /// Deletes a group of `org_id`; `NotFound` if it is not one of that organisation's,
+    /// `Conflict` for a folder that still has sub-folders. Agents filed under it become unfiled
+    /// and its tag links go (both by foreign key).
+    pub async fn delete_group(&mut self, kind: GroupKind, org_id: Uuid, id: Uuid) -> Result<()> {
+        if kind == GroupKind::Folder {
+            let children = sqlx::query("SELECT 1 AS one FROM folders WHERE parent_id = $1 LIMIT 1")
+                .bind(uuid_text(id))
+                .fetch_optional(&mut *self.conn())
+                .await?;
+            if children.is_some() {
+                return Err(StoreError::Conflict("folder has sub-folders".into()));
+            }
+        }
+        let sql = format!("DELETE FROM {} WHERE id = $1 AND org_id = $2", kind.table());
+        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(uuid_text(id))
+            .bind(uuid_text(org_id))
+            .execute(&mut *self.conn())
+            .await
+            // A sub-folder created concurrently trips the foreign key instead.
+            .map_err(|e| match map_constraint(e, "", "") {
+                StoreError::Invalid(_) => StoreError::Conflict("folder has sub-folders".into()),
+                other => other,
+            })?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Tags an agent (idempotent). `NotFound` unless both the agent and the tag are `org_id`'s.
+    pub async fn tag_agent(&mut self, org_id: Uuid, agent_id: Uuid, tag_id: Uuid) -> Result<()> {
+        if !exists_in_org(self.conn(), "agents", org_id, agent_id).await?
+            || !exists_in_org(self.conn(), GroupKind::Tag.table(), org_id, tag_id).await?
+        {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query(
+            "INSERT INTO agent_tags (agent_id, tag_id) VALUES ($1, $2) \
+             ON CONFLICT (agent_id, tag_id) DO NOTHING",
+        )
+        .bind(uuid_text(agent_id))
+        .bind(uuid_text(tag_id))
+        .execute(&mut *self.conn())
+        .await
+        .map_err(|e| match map_constraint(e, "", "") {
+            // Deleted concurrently.
+            StoreError::Invalid(_) => StoreError::NotFound,
+            other => other,
+        })?;
+        Ok(())
+    }
+
+    /// Removes a tag from an agent (idempotent). `NotFound` unless both the agent and the tag
+    /// are `org_id`'s.
+    pub async fn untag_agent(&mut self, org_id: Uuid, agent_id: Uuid, tag_id: Uuid) -> Result<()> {
+        if !exists_in_org(self.conn(), "agents", org_id, agent_id).await?
+            || !exists_in_org(self.conn(), GroupKind::Tag.table(), org_id, tag_id).await?
+        {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query("DELETE FROM agent_tags WHERE agent_id = $1 AND tag_id = $2")
+            .bind(uuid_text(agent_id))
+            .bind(uuid_text(tag_id))
+            .execute(&mut *self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Files an agent of `org_id` under a folder, site and company. `NotFound` if the agent is
+    /// not that organisation's; `Invalid("folder not found")` (or site, company) if a target is
+    /// not.
+    pub async fn move_agent(
+        &mut self,
+        org_id: Uuid,
+        agent_id: Uuid,
+        placement: &AgentPlacement,
+    ) -> Result<Agent> {
+        if !exists_in_org(self.conn(), "agents", org_id, agent_id).await? {
+            return Err(StoreError::NotFound);
+        }
+        for (kind, target) in [
+            (GroupKind::Folder, placement.folder_id),
+            (GroupKind::Site, placement.site_id),
+            (GroupKind::Company, placement.company_id),
+        ] {
+            if let Some(Some(id)) = target
+                && !exists_in_org(self.conn(), kind.table(), org_id, id).await?
+            {
+                return Err(StoreError::Invalid(format!("{kind} not found")));
+            }
+        }
+        sqlx::query(
+            "UPDATE agents SET \
+             folder_id = CASE WHEN $3 = 1 THEN $4 ELSE folder_id END, \
+             site_id = CASE WHEN $5 = 1 THEN $6 ELSE site_id END, \
+             company_id = CASE WHEN $7 = 1 THEN $8 ELSE company_id END \
+             WHERE id = $1 AND org_id = $2",
+        )
+        .bind(uuid_text(agent_id))
+        .bind(uuid_text(org_id))
+        .bind(bool_int(placement.folder_id.is_some()))
+        .bind(placement.folder_id.flatten().map(uuid_text))
+        .bind(bool_int(placement.site_id.is_some()))
+        .bind(placement.site_id.flatten().map(uuid_text))
+        .bind(bool_int(placement.company_id.is_some()))
+        .bind(placement.company_id.flatten().map(uuid_text))
+        .execute(&mut *self.conn())
+        .await
+        .map_err(|e| map_constraint(e, "conflict", "group not found"))?;
+        self.agent_in_org(org_id, agent_id)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+}
+
+impl Store {
     /// An organisation's groups of one kind, ordered by name (byte order on both backends).
     pub async fn list_groups(&self, kind: GroupKind, org_id: Uuid) -> Result<Vec<Group>> {
         let sql = format!(
@@ -283,152 +467,6 @@ impl Store {
         row.as_ref().map(|r| group_from_row(kind, r)).transpose()
     }
 
-    /// Applies `update` and stamps `updated_at`. `NotFound` if the group is not `org_id`'s;
-    /// otherwise the checks of [`Store::create_group`], and `Invalid("folder cycle")` if a
-    /// folder would become its own ancestor.
-    pub async fn update_group(
-        &self,
-        kind: GroupKind,
-        org_id: Uuid,
-        id: Uuid,
-        update: &GroupUpdate,
-        now_ms: i64,
-    ) -> Result<Group> {
-        let name = update.name.as_deref().map(valid_name).transpose()?;
-        let mut tx = self.begin_write().await?;
-        if let Some(Some(parent)) = update.parent_id {
-            if kind == GroupKind::Folder && self.backend() == Backend::Postgres {
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(FOLDER_LOCK_KEY)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            if group_in(&mut tx, kind, org_id, id).await?.is_none() {
-                return Err(StoreError::NotFound);
-            }
-            if kind == GroupKind::Folder && parent == id {
-                return Err(StoreError::Invalid("folder cycle".into()));
-            }
-            check_parent(&mut tx, kind, org_id, parent).await?;
-            // Walk up from the new parent; reaching the folder itself means a cycle. UNION (not
-            // UNION ALL) stops even on a corrupted, already cyclic tree.
-            let cycle = sqlx::query(
-                "WITH RECURSIVE ancestors (id, parent_id) AS ( \
-                     SELECT id, parent_id FROM folders WHERE id = $1 \
-                     UNION \
-                     SELECT f.id, f.parent_id FROM folders f \
-                     JOIN ancestors a ON f.id = a.parent_id \
-                 ) SELECT 1 AS one FROM ancestors WHERE id = $2",
-            )
-            .bind(uuid_text(parent))
-            .bind(uuid_text(id))
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
-            if cycle {
-                return Err(StoreError::Invalid("folder cycle".into()));
-            }
-        }
-        let sql = format!(
-            "UPDATE {} SET name = COALESCE($3, name), \
-             description = CASE WHEN $4 = 1 THEN $5 ELSE description END, \
-             parent_id = CASE WHEN $6 = 1 THEN $7 ELSE parent_id END, updated_at = $8 \
-             WHERE id = $1 AND org_id = $2 RETURNING {GROUP_COLS}",
-            kind.table()
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(uuid_text(id))
-            .bind(uuid_text(org_id))
-            .bind(name)
-            .bind(bool_int(update.description.is_some()))
-            .bind(update.description.clone().flatten())
-            .bind(bool_int(update.parent_id.is_some()))
-            .bind(update.parent_id.flatten().map(uuid_text))
-            .bind(now_ms)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| map_constraint(e, &duplicate(kind), "parent folder not found"))?
-            .ok_or(StoreError::NotFound)?;
-        let group = group_from_row(kind, &row)?;
-        tx.commit().await?;
-        Ok(group)
-    }
-
-    /// Deletes a group of `org_id`; `NotFound` if it is not one of that organisation's,
-    /// `Conflict` for a folder that still has sub-folders. Agents filed under it become unfiled
-    /// and its tag links go (both by foreign key).
-    pub async fn delete_group(&self, kind: GroupKind, org_id: Uuid, id: Uuid) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        if kind == GroupKind::Folder {
-            let children = sqlx::query("SELECT 1 AS one FROM folders WHERE parent_id = $1 LIMIT 1")
-                .bind(uuid_text(id))
-                .fetch_optional(&mut *tx)
-                .await?;
-            if children.is_some() {
-                return Err(StoreError::Conflict("folder has sub-folders".into()));
-            }
-        }
-        let sql = format!("DELETE FROM {} WHERE id = $1 AND org_id = $2", kind.table());
-        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(uuid_text(id))
-            .bind(uuid_text(org_id))
-            .execute(&mut *tx)
-            .await
-            // A sub-folder created concurrently trips the foreign key instead.
-            .map_err(|e| match map_constraint(e, "", "") {
-                StoreError::Invalid(_) => StoreError::Conflict("folder has sub-folders".into()),
-                other => other,
-            })?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Tags an agent (idempotent). `NotFound` unless both the agent and the tag are `org_id`'s.
-    pub async fn tag_agent(&self, org_id: Uuid, agent_id: Uuid, tag_id: Uuid) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        if !exists_in_org(&mut tx, "agents", org_id, agent_id).await?
-            || !exists_in_org(&mut tx, GroupKind::Tag.table(), org_id, tag_id).await?
-        {
-            return Err(StoreError::NotFound);
-        }
-        sqlx::query(
-            "INSERT INTO agent_tags (agent_id, tag_id) VALUES ($1, $2) \
-             ON CONFLICT (agent_id, tag_id) DO NOTHING",
-        )
-        .bind(uuid_text(agent_id))
-        .bind(uuid_text(tag_id))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| match map_constraint(e, "", "") {
-            // Deleted concurrently.
-            StoreError::Invalid(_) => StoreError::NotFound,
-            other => other,
-        })?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Removes a tag from an agent (idempotent). `NotFound` unless both the agent and the tag
-    /// are `org_id`'s.
-    pub async fn untag_agent(&self, org_id: Uuid, agent_id: Uuid, tag_id: Uuid) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        if !exists_in_org(&mut tx, "agents", org_id, agent_id).await?
-            || !exists_in_org(&mut tx, GroupKind::Tag.table(), org_id, tag_id).await?
-        {
-            return Err(StoreError::NotFound);
-        }
-        sqlx::query("DELETE FROM agent_tags WHERE agent_id = $1 AND tag_id = $2")
-            .bind(uuid_text(agent_id))
-            .bind(uuid_text(tag_id))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// The tags of an agent of `org_id`, by name; empty for another organisation's agent.
     pub async fn agent_tags(&self, org_id: Uuid, agent_id: Uuid) -> Result<Vec<Group>> {
         let rows = sqlx::query(
@@ -450,54 +488,6 @@ impl Store {
             .collect::<Result<Vec<_>>>()?;
         tags.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
         Ok(tags)
-    }
-
-    /// Files an agent of `org_id` under a folder, site and company. `NotFound` if the agent is
-    /// not that organisation's; `Invalid("folder not found")` (or site, company) if a target is
-    /// not.
-    pub async fn move_agent(
-        &self,
-        org_id: Uuid,
-        agent_id: Uuid,
-        placement: &AgentPlacement,
-    ) -> Result<Agent> {
-        let mut tx = self.begin_write().await?;
-        if !exists_in_org(&mut tx, "agents", org_id, agent_id).await? {
-            return Err(StoreError::NotFound);
-        }
-        for (kind, target) in [
-            (GroupKind::Folder, placement.folder_id),
-            (GroupKind::Site, placement.site_id),
-            (GroupKind::Company, placement.company_id),
-        ] {
-            if let Some(Some(id)) = target
-                && !exists_in_org(&mut tx, kind.table(), org_id, id).await?
-            {
-                return Err(StoreError::Invalid(format!("{kind} not found")));
-            }
-        }
-        sqlx::query(
-            "UPDATE agents SET \
-             folder_id = CASE WHEN $3 = 1 THEN $4 ELSE folder_id END, \
-             site_id = CASE WHEN $5 = 1 THEN $6 ELSE site_id END, \
-             company_id = CASE WHEN $7 = 1 THEN $8 ELSE company_id END \
-             WHERE id = $1 AND org_id = $2",
-        )
-        .bind(uuid_text(agent_id))
-        .bind(uuid_text(org_id))
-        .bind(bool_int(placement.folder_id.is_some()))
-        .bind(placement.folder_id.flatten().map(uuid_text))
-        .bind(bool_int(placement.site_id.is_some()))
-        .bind(placement.site_id.flatten().map(uuid_text))
-        .bind(bool_int(placement.company_id.is_some()))
-        .bind(placement.company_id.flatten().map(uuid_text))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| map_constraint(e, "conflict", "group not found"))?;
-        tx.commit().await?;
-        self.agent_in_org(org_id, agent_id)
-            .await?
-            .ok_or(StoreError::NotFound)
     }
 }
 

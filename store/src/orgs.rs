@@ -5,9 +5,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
-use crate::Store;
 use crate::db::{get_i64, get_opt_uuid, get_str, get_uuid, uuid_text};
 use crate::error::{Result, StoreError, map_constraint};
+use crate::{Store, Tx};
 
 /// Name of the organisation single-tenant installs put everything in.
 pub const DEFAULT_ORG_NAME: &str = "default";
@@ -52,16 +52,11 @@ fn assignment_from_row(row: &AnyRow) -> Result<OrgAssignment> {
     })
 }
 
-impl Store {
-    /// Creates an organisation; `Conflict` if the name is taken.
-    pub async fn create_org(&self, name: &str, now_ms: i64) -> Result<Org> {
-        self.create_org_under(name, None, now_ms).await
-    }
-
+impl Tx {
     /// Creates an organisation, as a customer of `parent_org_id` when given. `Conflict` if the
     /// name is taken, `Invalid` if the name is empty or the parent does not exist.
-    pub async fn create_org_under(
-        &self,
+    pub async fn create_org(
+        &mut self,
         name: &str,
         parent_org_id: Option<Uuid>,
         now_ms: i64,
@@ -83,7 +78,7 @@ impl Store {
         .bind(&org.name)
         .bind(org.created_at)
         .bind(org.parent_org_id.map(uuid_text))
-        .execute(self.pool())
+        .execute(&mut *self.conn())
         .await
         .map_err(|e| {
             map_constraint(
@@ -95,6 +90,58 @@ impl Store {
         Ok(org)
     }
 
+    /// Gives `user_id` `role` in `org_id`, replacing the role of an existing assignment (which
+    /// keeps its `created_at`). `Invalid` if the role is empty or the user or organisation does
+    /// not exist.
+    pub async fn assign_user_to_org(
+        &mut self,
+        user_id: Uuid,
+        org_id: Uuid,
+        role: &str,
+        now_ms: i64,
+    ) -> Result<OrgAssignment> {
+        let role = role.trim();
+        if role.is_empty() {
+            return Err(StoreError::Invalid("role is empty".into()));
+        }
+        let sql = format!(
+            "INSERT INTO user_org_roles (user_id, org_id, role, created_at) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (user_id, org_id) DO UPDATE SET role = excluded.role \
+             RETURNING {ASSIGNMENT_COLS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(uuid_text(user_id))
+            .bind(uuid_text(org_id))
+            .bind(role)
+            .bind(now_ms)
+            .fetch_one(&mut *self.conn())
+            .await
+            .map_err(|e| {
+                map_constraint(
+                    e,
+                    "assignment already exists",
+                    "user or organisation does not exist",
+                )
+            })?;
+        assignment_from_row(&row)
+    }
+
+    /// Removes an assignment; `NotFound` if there is none.
+    pub async fn unassign_user_from_org(&mut self, user_id: Uuid, org_id: Uuid) -> Result<()> {
+        let done = sqlx::query("DELETE FROM user_org_roles WHERE user_id = $1 AND org_id = $2")
+            .bind(uuid_text(user_id))
+            .bind(uuid_text(org_id))
+            .execute(&mut *self.conn())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}
+
+impl Store {
     /// The organisation named "default", created on first use. Safe to race: the insert is a
     /// no-op when another caller got there first, and both then read the same row.
     pub async fn default_org(&self, now_ms: i64) -> Result<Org> {
@@ -153,56 +200,6 @@ impl Store {
         let mut orgs = rows.iter().map(org_from_row).collect::<Result<Vec<_>>>()?;
         orgs.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(orgs)
-    }
-
-    /// Gives `user_id` `role` in `org_id`, replacing the role of an existing assignment (which
-    /// keeps its `created_at`). `Invalid` if the role is empty or the user or organisation does
-    /// not exist.
-    pub async fn assign_user_to_org(
-        &self,
-        user_id: Uuid,
-        org_id: Uuid,
-        role: &str,
-        now_ms: i64,
-    ) -> Result<OrgAssignment> {
-        let role = role.trim();
-        if role.is_empty() {
-            return Err(StoreError::Invalid("role is empty".into()));
-        }
-        let sql = format!(
-            "INSERT INTO user_org_roles (user_id, org_id, role, created_at) \
-             VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (user_id, org_id) DO UPDATE SET role = excluded.role \
-             RETURNING {ASSIGNMENT_COLS}"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(uuid_text(user_id))
-            .bind(uuid_text(org_id))
-            .bind(role)
-            .bind(now_ms)
-            .fetch_one(self.pool())
-            .await
-            .map_err(|e| {
-                map_constraint(
-                    e,
-                    "assignment already exists",
-                    "user or organisation does not exist",
-                )
-            })?;
-        assignment_from_row(&row)
-    }
-
-    /// Removes an assignment; `NotFound` if there is none.
-    pub async fn unassign_user_from_org(&self, user_id: Uuid, org_id: Uuid) -> Result<()> {
-        let done = sqlx::query("DELETE FROM user_org_roles WHERE user_id = $1 AND org_id = $2")
-            .bind(uuid_text(user_id))
-            .bind(uuid_text(org_id))
-            .execute(self.pool())
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
     }
 
     /// The role assigned to `user_id` in `org_id`, if any. (A user's role in their own

@@ -5,10 +5,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
-use crate::Store;
 use crate::agents::{Agent, AgentApproval, NewAgent, insert_agent};
 use crate::db::{bool_int, get_bool, get_i64, get_opt_i64, get_opt_str, get_uuid, uuid_text};
 use crate::error::{Result, StoreError, TokenRefusal, map_constraint};
+use crate::{Store, Tx};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewEnrollmentToken {
@@ -78,9 +78,11 @@ impl EnrollmentToken {
     }
 }
 
-impl Store {
+impl Tx {
+    /// Stores a new token (only its hash). `Invalid` for a hash that is not 64 hex digits or a
+    /// `max_uses` below 1, `Conflict` if the hash exists, `Invalid` for an unknown organisation.
     pub async fn create_enrollment_token(
-        &self,
+        &mut self,
         new: &NewEnrollmentToken,
         now_ms: i64,
     ) -> Result<EnrollmentToken> {
@@ -107,7 +109,7 @@ impl Store {
             .bind(bool_int(new.require_approval))
             .bind(new.created_by.clone())
             .bind(now_ms)
-            .fetch_one(self.pool())
+            .fetch_one(&mut *self.conn())
             .await
             .map_err(|e| {
                 map_constraint(
@@ -119,6 +121,111 @@ impl Store {
         token_from_row(&row)
     }
 
+    /// Revokes a token of `org_id` (idempotent) and returns it; `NotFound` if it is not one of
+    /// that organisation's.
+    pub async fn revoke_enrollment_token(
+        &mut self,
+        org_id: Uuid,
+        id: Uuid,
+    ) -> Result<EnrollmentToken> {
+        let sql = format!(
+            "UPDATE enrollment_tokens SET revoked = 1 WHERE id = $1 AND org_id = $2 \
+             RETURNING {TOKEN_COLS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(uuid_text(id))
+            .bind(uuid_text(org_id))
+            .fetch_optional(&mut *self.conn())
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        token_from_row(&row)
+    }
+
+    /// Deletes a token of `org_id`; `NotFound` if it is not one of that organisation's. Agents
+    /// it enrolled stay, with `token_id` cleared.
+    pub async fn delete_enrollment_token(&mut self, org_id: Uuid, id: Uuid) -> Result<()> {
+        let done = sqlx::query("DELETE FROM enrollment_tokens WHERE id = $1 AND org_id = $2")
+            .bind(uuid_text(id))
+            .bind(uuid_text(org_id))
+            .execute(&mut *self.conn())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Consumes one use of the token whose hash is `token_hash` and creates the agent, in this
+    /// transaction (so the enrolment's audit record commits with both). The agent joins the
+    /// token's organisation, pending if the token requires approval, approved otherwise.
+    pub async fn enroll_agent(
+        &mut self,
+        token_hash: &str,
+        new: &NewAgent,
+        now_ms: i64,
+    ) -> Result<Agent> {
+        // A malformed hash cannot match anything; answer exactly as for an unknown token.
+        let Some(hash) = normalise_hash(token_hash) else {
+            return Err(StoreError::Token(TokenRefusal::Unknown));
+        };
+        let select = format!("SELECT {TOKEN_COLS} FROM enrollment_tokens WHERE token_hash = $1");
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(select.clone()))
+            .bind(hash.clone())
+            .fetch_optional(&mut *self.conn())
+            .await?
+        else {
+            return Err(StoreError::Token(TokenRefusal::Unknown));
+        };
+        let token = token_from_row(&row)?;
+        if let Some(refusal) = token.refusal(now_ms) {
+            return Err(StoreError::Token(refusal));
+        }
+        // The guard repeats the checks in the UPDATE itself: on PostgreSQL a concurrent
+        // enrolment may have consumed the last use since our SELECT, and the row lock makes this
+        // UPDATE re-evaluate the condition against the committed row. (SQLite already holds the
+        // write lock from BEGIN IMMEDIATE, so there the guard is belt and braces.)
+        let consumed = sqlx::query(
+            "UPDATE enrollment_tokens SET uses = uses + 1 \
+             WHERE id = $1 AND revoked = 0 \
+               AND (expires_at IS NULL OR expires_at > $2) \
+               AND (max_uses IS NULL OR uses < max_uses)",
+        )
+        .bind(uuid_text(token.id))
+        .bind(now_ms)
+        .execute(&mut *self.conn())
+        .await?;
+        if consumed.rows_affected() == 0 {
+            // Someone else won the race (or revoked the token) since our SELECT; re-read to
+            // report the cause they left behind.
+            let refusal = sqlx::query(sqlx::AssertSqlSafe(select))
+                .bind(hash)
+                .fetch_optional(&mut *self.conn())
+                .await?
+                .as_ref()
+                .map(token_from_row)
+                .transpose()?
+                .and_then(|t| t.refusal(now_ms))
+                .unwrap_or(TokenRefusal::UsedUp);
+            return Err(StoreError::Token(refusal));
+        }
+        let approval = if token.require_approval {
+            AgentApproval::Pending
+        } else {
+            AgentApproval::Approved
+        };
+        insert_agent(
+            self.conn(),
+            token.org_id,
+            Some(token.id),
+            approval,
+            new,
+            now_ms,
+        )
+        .await
+    }
+}
+
+impl Store {
     /// Tokens, oldest first; all organisations when `org_id` is `None`.
     pub async fn list_enrollment_tokens(
         &self,
@@ -146,18 +253,6 @@ impl Store {
         rows.iter().map(token_from_row).collect()
     }
 
-    /// Revokes a token (idempotent); `NotFound` if there is no such token.
-    pub async fn revoke_enrollment_token(&self, id: Uuid) -> Result<()> {
-        let done = sqlx::query("UPDATE enrollment_tokens SET revoked = 1 WHERE id = $1")
-            .bind(uuid_text(id))
-            .execute(self.pool())
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
-    }
-
     /// A token of `org_id`, if it is one of that organisation's.
     pub async fn enrollment_token(
         &self,
@@ -172,85 +267,6 @@ impl Store {
             .fetch_optional(self.pool())
             .await?;
         row.as_ref().map(token_from_row).transpose()
-    }
-
-    /// Deletes a token of `org_id`; `NotFound` if it is not one of that organisation's. Agents
-    /// it enrolled stay, with `token_id` cleared.
-    pub async fn delete_enrollment_token(&self, org_id: Uuid, id: Uuid) -> Result<()> {
-        let done = sqlx::query("DELETE FROM enrollment_tokens WHERE id = $1 AND org_id = $2")
-            .bind(uuid_text(id))
-            .bind(uuid_text(org_id))
-            .execute(self.pool())
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
-    }
-
-    /// Consumes one use of the token whose hash is `token_hash` and creates the agent, in one
-    /// transaction. The agent joins the token's organisation, pending if the token requires
-    /// approval, approved otherwise.
-    pub async fn enroll_agent(
-        &self,
-        token_hash: &str,
-        new: &NewAgent,
-        now_ms: i64,
-    ) -> Result<Agent> {
-        // A malformed hash cannot match anything; answer exactly as for an unknown token.
-        let Some(hash) = normalise_hash(token_hash) else {
-            return Err(StoreError::Token(TokenRefusal::Unknown));
-        };
-        let mut tx = self.begin_write().await?;
-        let select = format!("SELECT {TOKEN_COLS} FROM enrollment_tokens WHERE token_hash = $1");
-        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(select.clone()))
-            .bind(hash.clone())
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
-            return Err(StoreError::Token(TokenRefusal::Unknown));
-        };
-        let token = token_from_row(&row)?;
-        if let Some(refusal) = token.refusal(now_ms) {
-            return Err(StoreError::Token(refusal));
-        }
-        // The guard repeats the checks in the UPDATE itself: on PostgreSQL a concurrent
-        // enrolment may have consumed the last use since our SELECT, and the row lock makes this
-        // UPDATE re-evaluate the condition against the committed row. (SQLite already holds the
-        // write lock from BEGIN IMMEDIATE, so there the guard is belt and braces.)
-        let consumed = sqlx::query(
-            "UPDATE enrollment_tokens SET uses = uses + 1 \
-             WHERE id = $1 AND revoked = 0 \
-               AND (expires_at IS NULL OR expires_at > $2) \
-               AND (max_uses IS NULL OR uses < max_uses)",
-        )
-        .bind(uuid_text(token.id))
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
-        if consumed.rows_affected() == 0 {
-            // Someone else won the race (or revoked the token) since our SELECT; re-read to
-            // report the cause they left behind.
-            let refusal = sqlx::query(sqlx::AssertSqlSafe(select))
-                .bind(hash)
-                .fetch_optional(&mut *tx)
-                .await?
-                .as_ref()
-                .map(token_from_row)
-                .transpose()?
-                .and_then(|t| t.refusal(now_ms))
-                .unwrap_or(TokenRefusal::UsedUp);
-            return Err(StoreError::Token(refusal));
-        }
-        let approval = if token.require_approval {
-            AgentApproval::Pending
-        } else {
-            AgentApproval::Approved
-        };
-        let agent =
-            insert_agent(&mut tx, token.org_id, Some(token.id), approval, new, now_ms).await?;
-        tx.commit().await?;
-        Ok(agent)
     }
 }
 

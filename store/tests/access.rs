@@ -18,6 +18,9 @@ use reap3r_store::{ApiKey, AuthSession};
 use serde_json::json;
 use sqlx::Connection;
 
+mod support;
+use support::*;
+
 const T0: i64 = 1_700_000_000_000;
 
 /// The access mutations are [`reap3r_store::Tx`] methods (an operation commits them with its
@@ -236,12 +239,8 @@ fn token(org_id: Uuid, secret: &str) -> NewEnrollmentToken {
 
 async fn enrolled(store: &Store, org: Uuid, hostname: &str, at: i64) -> Result<Agent> {
     let secret = format!("secret-{hostname}-{}", Uuid::new_v4());
-    store
-        .create_enrollment_token(&token(org, &secret), T0)
-        .await?;
-    Ok(store
-        .enroll_agent(&hash_of(&secret), &new_agent(hostname, "linux"), at)
-        .await?)
+    create_enrollment_token(&store, &token(org, &secret), T0).await?;
+    Ok(enroll_agent(&store, &hash_of(&secret), &new_agent(hostname, "linux"), at).await?)
 }
 
 async fn user(store: &Store, org: &Org, email: &str) -> Result<User> {
@@ -324,8 +323,8 @@ async fn upgrade_from_0001_keeps_data() -> Result<()> {
 async fn users_are_scoped_and_updatable() -> Result<()> {
     for (db, store) in stores().await? {
         let b = db.backend();
-        let acme = store.create_org("acme", T0).await?;
-        let other = store.create_org("other", T0).await?;
+        let acme = create_org(&store, "acme", T0).await?;
+        let other = create_org(&store, "other", T0).await?;
         let carol = user(&store, &acme, "carol@example.com").await?;
         let alice = user(&store, &acme, "Alice@example.com").await?;
         let mallory = user(&store, &other, "mallory@example.com").await?;
@@ -615,23 +614,21 @@ async fn mfa_state_and_single_use_totp_steps() -> Result<()> {
 async fn mssp_orgs_and_assignments() -> Result<()> {
     for (db, store) in stores().await? {
         let b = db.backend();
-        let provider = store.create_org("provider", T0).await?;
-        let customer = store
-            .create_org_under(" customer ", Some(provider.id), T0 + 1)
-            .await?;
+        let provider = create_org(&store, "provider", T0).await?;
+        let customer = create_org_under(&store, " customer ", Some(provider.id), T0 + 1).await?;
         check(b, "name trimmed", customer.name.as_str(), "customer");
         check(b, "parent", customer.parent_org_id, Some(provider.id));
         check(b, "plain org has no parent", provider.parent_org_id, None);
         check(
             b,
             "unknown parent",
-            kind(store.create_org_under("x", Some(Uuid::new_v4()), T0).await),
+            kind(create_org_under(&store, "x", Some(Uuid::new_v4()), T0).await),
             "invalid",
         );
         check(
             b,
             "duplicate name",
-            kind(store.create_org_under("customer", None, T0).await),
+            kind(create_org_under(&store, "customer", None, T0).await),
             "conflict",
         );
         check(
@@ -647,7 +644,7 @@ async fn mssp_orgs_and_assignments() -> Result<()> {
             store.find_org("customer").await?,
             Some(customer.clone()),
         );
-        let zeta = store.create_org("Zeta", T0).await?;
+        let zeta = create_org(&store, "Zeta", T0).await?;
         check(
             b,
             "list by name",
@@ -656,14 +653,10 @@ async fn mssp_orgs_and_assignments() -> Result<()> {
         );
 
         let staff = user(&store, &provider, "staff@provider.example").await?;
-        let a = store
-            .assign_user_to_org(staff.id, customer.id, "operator", T0 + 10)
-            .await?;
+        let a = assign_user_to_org(&store, staff.id, customer.id, "operator", T0 + 10).await?;
         check(b, "assignment role", a.role.as_str(), "operator");
         check(b, "assignment created", a.created_at, T0 + 10);
-        let again = store
-            .assign_user_to_org(staff.id, customer.id, "admin", T0 + 20)
-            .await?;
+        let again = assign_user_to_org(&store, staff.id, customer.id, "admin", T0 + 20).await?;
         check(b, "upsert role", again.role.as_str(), "admin");
         check(b, "upsert keeps created_at", again.created_at, T0 + 10);
         check(
@@ -678,9 +671,7 @@ async fn mssp_orgs_and_assignments() -> Result<()> {
             store.user_org_role(staff.id, zeta.id).await?,
             None,
         );
-        let z = store
-            .assign_user_to_org(staff.id, zeta.id, "viewer", T0 + 30)
-            .await?;
+        let z = assign_user_to_org(&store, staff.id, zeta.id, "viewer", T0 + 30).await?;
         check(
             b,
             "user's assignments",
@@ -696,34 +687,26 @@ async fn mssp_orgs_and_assignments() -> Result<()> {
         check(
             b,
             "unknown user",
-            kind(
-                store
-                    .assign_user_to_org(Uuid::new_v4(), customer.id, "viewer", T0)
-                    .await,
-            ),
+            kind(assign_user_to_org(&store, Uuid::new_v4(), customer.id, "viewer", T0).await),
             "invalid",
         );
         check(
             b,
             "unknown org",
-            kind(
-                store
-                    .assign_user_to_org(staff.id, Uuid::new_v4(), "viewer", T0)
-                    .await,
-            ),
+            kind(assign_user_to_org(&store, staff.id, Uuid::new_v4(), "viewer", T0).await),
             "invalid",
         );
         check(
             b,
             "empty role",
-            kind(store.assign_user_to_org(staff.id, zeta.id, " ", T0).await),
+            kind(assign_user_to_org(&store, staff.id, zeta.id, " ", T0).await),
             "invalid",
         );
-        store.unassign_user_from_org(staff.id, zeta.id).await?;
+        unassign_user_from_org(&store, staff.id, zeta.id).await?;
         check(
             b,
             "unassign twice",
-            kind(store.unassign_user_from_org(staff.id, zeta.id).await),
+            kind(unassign_user_from_org(&store, staff.id, zeta.id).await),
             "not_found",
         );
         check(
@@ -1232,8 +1215,8 @@ async fn mfa_challenges_count_attempts() -> Result<()> {
 async fn login_events_count_and_list() -> Result<()> {
     for (db, store) in stores().await? {
         let b = db.backend();
-        let org = store.create_org("acme", T0).await?;
-        let other = store.create_org("other", T0).await?;
+        let org = create_org(&store, "acme", T0).await?;
+        let other = create_org(&store, "other", T0).await?;
         let u = user(&store, &org, "victim@example.com").await?;
         let ev = |email: &str, ip: &str, success: bool, org_id: Option<Uuid>| NewLoginEvent {
             org_id,
@@ -1461,8 +1444,8 @@ async fn login_events_count_and_list() -> Result<()> {
 async fn api_keys_are_scoped() -> Result<()> {
     for (db, store) in stores().await? {
         let b = db.backend();
-        let org = store.create_org("acme", T0).await?;
-        let other = store.create_org("other", T0).await?;
+        let org = create_org(&store, "acme", T0).await?;
+        let other = create_org(&store, "other", T0).await?;
         let u = user(&store, &org, "k@example.com").await?;
         let new = |n: u32| NewApiKey {
             org_id: org.id,
@@ -1571,8 +1554,8 @@ async fn api_keys_are_scoped() -> Result<()> {
 async fn groups_of_every_kind() -> Result<()> {
     for (db, store) in stores().await? {
         let b = db.backend();
-        let org = store.create_org("acme", T0).await?;
-        let other = store.create_org("other", T0).await?;
+        let org = create_org(&store, "acme", T0).await?;
+        let other = create_org(&store, "other", T0).await?;
         for k in [
             GroupKind::Site,
             GroupKind::Company,
@@ -1585,17 +1568,17 @@ async fn groups_of_every_kind() -> Result<()> {
                 description: None,
                 parent_id: None,
             };
-            let beta = store
-                .create_group(
-                    k,
-                    org.id,
-                    &NewGroup {
-                        description: Some("second".into()),
-                        ..named(" beta ")
-                    },
-                    T0,
-                )
-                .await?;
+            let beta = create_group(
+                &store,
+                k,
+                org.id,
+                &NewGroup {
+                    description: Some("second".into()),
+                    ..named(" beta ")
+                },
+                T0,
+            )
+            .await?;
             check(b, &case("kind"), beta.kind, k);
             check(b, &case("trimmed"), beta.name.as_str(), "beta");
             check(
@@ -1608,9 +1591,9 @@ async fn groups_of_every_kind() -> Result<()> {
             check(b, &case("no parent"), beta.parent_id, None);
             check(b, &case("created"), beta.created_at, T0);
             check(b, &case("not updated"), beta.updated_at, None);
-            let alpha = store.create_group(k, org.id, &named("alpha"), T0).await?;
+            let alpha = create_group(&store, k, org.id, &named("alpha"), T0).await?;
             // The same name is fine in another organisation, and for another kind.
-            let theirs = store.create_group(k, other.id, &named("alpha"), T0).await?;
+            let theirs = create_group(&store, k, other.id, &named("alpha"), T0).await?;
             for (what, new, want) in [
                 ("duplicate", named("alpha"), "conflict"),
                 ("empty", named("  "), "invalid"),
@@ -1620,7 +1603,7 @@ async fn groups_of_every_kind() -> Result<()> {
                 check(
                     b,
                     &case(what),
-                    kind(store.create_group(k, org.id, &new, T0).await),
+                    kind(create_group(&store, k, org.id, &new, T0).await),
                     want,
                 );
             }
@@ -1648,19 +1631,19 @@ async fn groups_of_every_kind() -> Result<()> {
                 store.group(k, org.id, theirs.id).await?,
                 None,
             );
-            let renamed = store
-                .update_group(
-                    k,
-                    org.id,
-                    alpha.id,
-                    &GroupUpdate {
-                        name: Some("gamma".into()),
-                        description: Some(Some("third".into())),
-                        parent_id: None,
-                    },
-                    T0 + 5,
-                )
-                .await?;
+            let renamed = update_group(
+                &store,
+                k,
+                org.id,
+                alpha.id,
+                &GroupUpdate {
+                    name: Some("gamma".into()),
+                    description: Some(Some("third".into())),
+                    parent_id: None,
+                },
+                T0 + 5,
+            )
+            .await?;
             check(b, &case("renamed"), renamed.name.as_str(), "gamma");
             check(
                 b,
@@ -1669,18 +1652,18 @@ async fn groups_of_every_kind() -> Result<()> {
                 Some("third"),
             );
             check(b, &case("updated"), renamed.updated_at, Some(T0 + 5));
-            let cleared = store
-                .update_group(
-                    k,
-                    org.id,
-                    alpha.id,
-                    &GroupUpdate {
-                        description: Some(None),
-                        ..GroupUpdate::default()
-                    },
-                    T0 + 6,
-                )
-                .await?;
+            let cleared = update_group(
+                &store,
+                k,
+                org.id,
+                alpha.id,
+                &GroupUpdate {
+                    description: Some(None),
+                    ..GroupUpdate::default()
+                },
+                T0 + 6,
+            )
+            .await?;
             check(b, &case("description cleared"), cleared.description, None);
             check(b, &case("name kept"), cleared.name.as_str(), "gamma");
             for (what, org_id, id, update, want) in [
@@ -1718,7 +1701,7 @@ async fn groups_of_every_kind() -> Result<()> {
                 check(
                     b,
                     &case(what),
-                    kind(store.update_group(k, org_id, id, &update, T0).await),
+                    kind(update_group(&store, k, org_id, id, &update, T0).await),
                     want,
                 );
             }
@@ -1727,17 +1710,17 @@ async fn groups_of_every_kind() -> Result<()> {
                     b,
                     &case("parent refused"),
                     kind(
-                        store
-                            .create_group(
-                                k,
-                                org.id,
-                                &NewGroup {
-                                    parent_id: Some(beta.id),
-                                    ..named("child")
-                                },
-                                T0,
-                            )
-                            .await,
+                        create_group(
+                            &store,
+                            k,
+                            org.id,
+                            &NewGroup {
+                                parent_id: Some(beta.id),
+                                ..named("child")
+                            },
+                            T0,
+                        )
+                        .await,
                     ),
                     "invalid",
                 );
@@ -1745,18 +1728,18 @@ async fn groups_of_every_kind() -> Result<()> {
                     b,
                     &case("parent refused on update"),
                     kind(
-                        store
-                            .update_group(
-                                k,
-                                org.id,
-                                alpha.id,
-                                &GroupUpdate {
-                                    parent_id: Some(Some(beta.id)),
-                                    ..GroupUpdate::default()
-                                },
-                                T0,
-                            )
-                            .await,
+                        update_group(
+                            &store,
+                            k,
+                            org.id,
+                            alpha.id,
+                            &GroupUpdate {
+                                parent_id: Some(Some(beta.id)),
+                                ..GroupUpdate::default()
+                            },
+                            T0,
+                        )
+                        .await,
                     ),
                     "invalid",
                 );
@@ -1764,10 +1747,10 @@ async fn groups_of_every_kind() -> Result<()> {
             check(
                 b,
                 &case("delete other org's"),
-                kind(store.delete_group(k, org.id, theirs.id).await),
+                kind(delete_group(&store, k, org.id, theirs.id).await),
                 "not_found",
             );
-            store.delete_group(k, org.id, alpha.id).await?;
+            delete_group(&store, k, org.id, alpha.id).await?;
             check(
                 b,
                 &case("deleted"),
@@ -1777,7 +1760,7 @@ async fn groups_of_every_kind() -> Result<()> {
             check(
                 b,
                 &case("delete twice"),
-                kind(store.delete_group(k, org.id, alpha.id).await),
+                kind(delete_group(&store, k, org.id, alpha.id).await),
                 "not_found",
             );
             check(
@@ -1796,37 +1779,25 @@ async fn groups_of_every_kind() -> Result<()> {
 async fn folders_nest_without_cycles() -> Result<()> {
     for (db, store) in stores().await? {
         let b = db.backend();
-        let org = store.create_org("acme", T0).await?;
-        let other = store.create_org("other", T0).await?;
+        let org = create_org(&store, "acme", T0).await?;
+        let other = create_org(&store, "other", T0).await?;
         let folder = |name: &str, parent: Option<Uuid>| NewGroup {
             name: name.into(),
             description: None,
             parent_id: parent,
         };
         let f = GroupKind::Folder;
-        let a = store
-            .create_group(f, org.id, &folder("a", None), T0)
-            .await?;
-        let bf = store
-            .create_group(f, org.id, &folder("b", Some(a.id)), T0)
-            .await?;
-        let c = store
-            .create_group(f, org.id, &folder("c", Some(bf.id)), T0)
-            .await?;
-        let d = store
-            .create_group(f, org.id, &folder("d", None), T0)
-            .await?;
-        let theirs = store
-            .create_group(f, other.id, &folder("t", None), T0)
-            .await?;
+        let a = create_group(&store, f, org.id, &folder("a", None), T0).await?;
+        let bf = create_group(&store, f, org.id, &folder("b", Some(a.id)), T0).await?;
+        let c = create_group(&store, f, org.id, &folder("c", Some(bf.id)), T0).await?;
+        let d = create_group(&store, f, org.id, &folder("d", None), T0).await?;
+        let theirs = create_group(&store, f, other.id, &folder("t", None), T0).await?;
         check(b, "nested", c.parent_id, Some(bf.id));
         check(
             b,
             "parent in other org",
             invalid_message(
-                store
-                    .create_group(f, org.id, &folder("x", Some(theirs.id)), T0)
-                    .await,
+                create_group(&store, f, org.id, &folder("x", Some(theirs.id)), T0).await,
             ),
             "parent folder not found".to_owned(),
         );
@@ -1834,16 +1805,15 @@ async fn folders_nest_without_cycles() -> Result<()> {
             b,
             "parent missing",
             invalid_message(
-                store
-                    .create_group(f, org.id, &folder("x", Some(Uuid::new_v4())), T0)
-                    .await,
+                create_group(&store, f, org.id, &folder("x", Some(Uuid::new_v4())), T0).await,
             ),
             "parent folder not found".to_owned(),
         );
         let reparent = |id: Uuid, parent: Option<Uuid>| {
             let s = store.clone();
             async move {
-                s.update_group(
+                update_group(
+                    &s,
                     f,
                     org.id,
                     id,
@@ -1892,28 +1862,28 @@ async fn folders_nest_without_cycles() -> Result<()> {
         check(
             b,
             "has sub-folders",
-            kind(store.delete_group(f, org.id, a.id).await),
+            kind(delete_group(&store, f, org.id, a.id).await),
             "conflict",
         );
         let agent = enrolled(&store, org.id, "filed", T0).await?;
-        store
-            .move_agent(
-                org.id,
-                agent.id,
-                &AgentPlacement {
-                    folder_id: Some(Some(c.id)),
-                    ..AgentPlacement::default()
-                },
-            )
-            .await?;
-        store.delete_group(f, org.id, c.id).await?;
+        move_agent(
+            &store,
+            org.id,
+            agent.id,
+            &AgentPlacement {
+                folder_id: Some(Some(c.id)),
+                ..AgentPlacement::default()
+            },
+        )
+        .await?;
+        delete_group(&store, f, org.id, c.id).await?;
         check(
             b,
             "agent unfiled",
             store.agent(agent.id).await?.and_then(|a| a.folder_id),
             None,
         );
-        store.delete_group(f, org.id, a.id).await?;
+        delete_group(&store, f, org.id, a.id).await?;
         store.close().await;
     }
     Ok(())
@@ -1923,13 +1893,14 @@ async fn folders_nest_without_cycles() -> Result<()> {
 async fn agents_are_tagged_and_placed_within_their_org() -> Result<()> {
     for (db, store) in stores().await? {
         let b = db.backend();
-        let org = store.create_org("acme", T0).await?;
-        let other = store.create_org("other", T0).await?;
+        let org = create_org(&store, "acme", T0).await?;
+        let other = create_org(&store, "other", T0).await?;
         let group = |k: GroupKind, org_id: Uuid, name: &str| {
             let s = store.clone();
             let name = name.to_owned();
             async move {
-                s.create_group(
+                create_group(
+                    &s,
                     k,
                     org_id,
                     &NewGroup {
@@ -1952,9 +1923,9 @@ async fn agents_are_tagged_and_placed_within_their_org() -> Result<()> {
         let agent = enrolled(&store, org.id, "web-1", T0).await?;
         let theirs = enrolled(&store, other.id, "their-1", T0).await?;
 
-        store.tag_agent(org.id, agent.id, web.id).await?;
-        store.tag_agent(org.id, agent.id, web.id).await?;
-        store.tag_agent(org.id, agent.id, db_tag.id).await?;
+        tag_agent(&store, org.id, agent.id, web.id).await?;
+        tag_agent(&store, org.id, agent.id, web.id).await?;
+        tag_agent(&store, org.id, agent.id, db_tag.id).await?;
         let names = |tags: Vec<reap3r_store::Group>| -> Vec<String> {
             tags.into_iter().map(|t| t.name).collect()
         };
@@ -1978,25 +1949,25 @@ async fn agents_are_tagged_and_placed_within_their_org() -> Result<()> {
             check(
                 b,
                 case,
-                kind(store.tag_agent(org.id, agent_id, tag_id).await),
+                kind(tag_agent(&store, org.id, agent_id, tag_id).await),
                 "not_found",
             );
             check(
                 b,
                 case,
-                kind(store.untag_agent(org.id, agent_id, tag_id).await),
+                kind(untag_agent(&store, org.id, agent_id, tag_id).await),
                 "not_found",
             );
         }
-        store.untag_agent(org.id, agent.id, db_tag.id).await?;
-        store.untag_agent(org.id, agent.id, db_tag.id).await?;
+        untag_agent(&store, org.id, agent.id, db_tag.id).await?;
+        untag_agent(&store, org.id, agent.id, db_tag.id).await?;
         check(
             b,
             "untagged",
             names(store.agent_tags(org.id, agent.id).await?),
             vec!["web".to_owned()],
         );
-        store.delete_group(GroupKind::Tag, org.id, web.id).await?;
+        delete_group(&store, GroupKind::Tag, org.id, web.id).await?;
         check(
             b,
             "deleting the tag unlinks it",
@@ -2004,33 +1975,33 @@ async fn agents_are_tagged_and_placed_within_their_org() -> Result<()> {
             vec![],
         );
 
-        let placed = store
-            .move_agent(
-                org.id,
-                agent.id,
-                &AgentPlacement {
-                    folder_id: Some(Some(folder.id)),
-                    site_id: Some(Some(site.id)),
-                    company_id: Some(Some(company.id)),
-                },
-            )
-            .await?;
+        let placed = move_agent(
+            &store,
+            org.id,
+            agent.id,
+            &AgentPlacement {
+                folder_id: Some(Some(folder.id)),
+                site_id: Some(Some(site.id)),
+                company_id: Some(Some(company.id)),
+            },
+        )
+        .await?;
         check(
             b,
             "placed",
             (placed.folder_id, placed.site_id, placed.company_id),
             (Some(folder.id), Some(site.id), Some(company.id)),
         );
-        let partly = store
-            .move_agent(
-                org.id,
-                agent.id,
-                &AgentPlacement {
-                    site_id: Some(None),
-                    ..AgentPlacement::default()
-                },
-            )
-            .await?;
+        let partly = move_agent(
+            &store,
+            org.id,
+            agent.id,
+            &AgentPlacement {
+                site_id: Some(None),
+                ..AgentPlacement::default()
+            },
+        )
+        .await?;
         check(
             b,
             "only the site cleared",
@@ -2041,16 +2012,16 @@ async fn agents_are_tagged_and_placed_within_their_org() -> Result<()> {
             b,
             "other org's folder",
             invalid_message(
-                store
-                    .move_agent(
-                        org.id,
-                        agent.id,
-                        &AgentPlacement {
-                            folder_id: Some(Some(their_folder.id)),
-                            ..AgentPlacement::default()
-                        },
-                    )
-                    .await,
+                move_agent(
+                    &store,
+                    org.id,
+                    agent.id,
+                    &AgentPlacement {
+                        folder_id: Some(Some(their_folder.id)),
+                        ..AgentPlacement::default()
+                    },
+                )
+                .await,
             ),
             "folder not found".to_owned(),
         );
@@ -2058,16 +2029,16 @@ async fn agents_are_tagged_and_placed_within_their_org() -> Result<()> {
             b,
             "a folder id is not a site",
             invalid_message(
-                store
-                    .move_agent(
-                        org.id,
-                        agent.id,
-                        &AgentPlacement {
-                            site_id: Some(Some(folder.id)),
-                            ..AgentPlacement::default()
-                        },
-                    )
-                    .await,
+                move_agent(
+                    &store,
+                    org.id,
+                    agent.id,
+                    &AgentPlacement {
+                        site_id: Some(Some(folder.id)),
+                        ..AgentPlacement::default()
+                    },
+                )
+                .await,
             ),
             "site not found".to_owned(),
         );
@@ -2075,16 +2046,16 @@ async fn agents_are_tagged_and_placed_within_their_org() -> Result<()> {
             b,
             "other org's agent",
             kind(
-                store
-                    .move_agent(
-                        org.id,
-                        theirs.id,
-                        &AgentPlacement {
-                            folder_id: Some(Some(folder.id)),
-                            ..AgentPlacement::default()
-                        },
-                    )
-                    .await,
+                move_agent(
+                    &store,
+                    org.id,
+                    theirs.id,
+                    &AgentPlacement {
+                        folder_id: Some(Some(folder.id)),
+                        ..AgentPlacement::default()
+                    },
+                )
+                .await,
             ),
             "not_found",
         );
@@ -2097,9 +2068,7 @@ async fn agents_are_tagged_and_placed_within_their_org() -> Result<()> {
                 .map(|a| (a.folder_id, a.site_id)),
             Some((Some(folder.id), None)),
         );
-        store
-            .delete_group(GroupKind::Company, org.id, company.id)
-            .await?;
+        delete_group(&store, GroupKind::Company, org.id, company.id).await?;
         check(
             b,
             "company deleted, agent unfiled",
@@ -2115,9 +2084,7 @@ async fn agents_are_tagged_and_placed_within_their_org() -> Result<()> {
 /// millisecond so the id tie-break matters.
 async fn fleet(store: &Store, org: Uuid, other: Uuid) -> Result<Vec<Agent>> {
     let secret = format!("fleet-{}", Uuid::new_v4());
-    store
-        .create_enrollment_token(&token(org, &secret), T0)
-        .await?;
+    create_enrollment_token(&store, &token(org, &secret), T0).await?;
     let hello = |hostname: &str| AgentHello {
         hostname: hostname.into(),
         agent_version: "0.1.0".into(),
@@ -2131,9 +2098,13 @@ async fn fleet(store: &Store, org: Uuid, other: Uuid) -> Result<Vec<Agent>> {
             4 => "100x-load-box".to_owned(),
             _ => format!("Host-{i:02}"),
         };
-        let a = store
-            .enroll_agent(&hash_of(&secret), &new_agent(&hostname, os), T0 + i / 3)
-            .await?;
+        let a = enroll_agent(
+            &store,
+            &hash_of(&secret),
+            &new_agent(&hostname, os),
+            T0 + i / 3,
+        )
+        .await?;
         match i % 5 {
             0 => {
                 store
@@ -2142,24 +2113,18 @@ async fn fleet(store: &Store, org: Uuid, other: Uuid) -> Result<Vec<Agent>> {
             }
             1 => {}
             2 => {
-                store
-                    .set_agent_approval(a.id, AgentApproval::Pending)
-                    .await?;
+                set_agent_approval(&store, a.id, AgentApproval::Pending).await?;
             }
             3 => {
-                store
-                    .set_agent_approval(a.id, AgentApproval::Rejected)
-                    .await?;
+                set_agent_approval(&store, a.id, AgentApproval::Rejected).await?;
             }
             _ => {
                 // Revoked outranks approval and connection.
                 store
                     .mark_agent_online(a.id, "node-a", &hello(&hostname), T0 + 100)
                     .await?;
-                store
-                    .set_agent_approval(a.id, AgentApproval::Rejected)
-                    .await?;
-                store.revoke_agent(a.id).await?;
+                set_agent_approval(&store, a.id, AgentApproval::Rejected).await?;
+                revoke_agent(&store, a.id).await?;
             }
         }
     }
@@ -2171,8 +2136,8 @@ async fn fleet(store: &Store, org: Uuid, other: Uuid) -> Result<Vec<Agent>> {
 async fn agent_pages_filters_and_stats() -> Result<()> {
     for (db, store) in stores().await? {
         let b = db.backend();
-        let org = store.create_org("acme", T0).await?;
-        let other = store.create_org("other", T0).await?;
+        let org = create_org(&store, "acme", T0).await?;
+        let other = create_org(&store, "other", T0).await?;
         let agents = fleet(&store, org.id, other.id).await?;
         check(b, "fleet", agents.len(), 25);
 
@@ -2278,7 +2243,8 @@ async fn agent_pages_filters_and_stats() -> Result<()> {
             let s = store.clone();
             let name = name.to_owned();
             async move {
-                s.create_group(
+                create_group(
+                    &s,
                     k,
                     org.id,
                     &NewGroup {
@@ -2297,18 +2263,18 @@ async fn agent_pages_filters_and_stats() -> Result<()> {
         let company = mk(GroupKind::Company, "c").await?;
         let picked: Vec<&Agent> = agents.iter().step_by(3).collect();
         for a in &picked {
-            store.tag_agent(org.id, a.id, tag.id).await?;
-            store
-                .move_agent(
-                    org.id,
-                    a.id,
-                    &AgentPlacement {
-                        folder_id: Some(Some(folder.id)),
-                        site_id: Some(Some(site.id)),
-                        company_id: Some(Some(company.id)),
-                    },
-                )
-                .await?;
+            tag_agent(&store, org.id, a.id, tag.id).await?;
+            move_agent(
+                &store,
+                org.id,
+                a.id,
+                &AgentPlacement {
+                    folder_id: Some(Some(folder.id)),
+                    site_id: Some(Some(site.id)),
+                    company_id: Some(Some(company.id)),
+                },
+            )
+            .await?;
         }
         let picked_ids: HashSet<Uuid> = picked.iter().map(|a| a.id).collect();
         for (case, filter) in [
@@ -2431,15 +2397,15 @@ async fn agent_pages_filters_and_stats() -> Result<()> {
         check(
             b,
             "delete from other org",
-            kind(store.delete_agent(other.id, victim).await),
+            kind(delete_agent(&store, other.id, victim).await),
             "not_found",
         );
-        store.delete_agent(org.id, victim).await?;
+        delete_agent(&store, org.id, victim).await?;
         check(b, "deleted", store.agent(victim).await?, None);
         check(
             b,
             "delete twice",
-            kind(store.delete_agent(org.id, victim).await),
+            kind(delete_agent(&store, org.id, victim).await),
             "not_found",
         );
         check(
@@ -2457,11 +2423,9 @@ async fn agent_pages_filters_and_stats() -> Result<()> {
 async fn enrollment_tokens_are_scoped() -> Result<()> {
     for (db, store) in stores().await? {
         let b = db.backend();
-        let org = store.create_org("acme", T0).await?;
-        let other = store.create_org("other", T0).await?;
-        let t = store
-            .create_enrollment_token(&token(org.id, "scoped"), T0)
-            .await?;
+        let org = create_org(&store, "acme", T0).await?;
+        let other = create_org(&store, "other", T0).await?;
+        let t = create_enrollment_token(&store, &token(org.id, "scoped"), T0).await?;
         check(
             b,
             "in org",
@@ -2474,17 +2438,16 @@ async fn enrollment_tokens_are_scoped() -> Result<()> {
             store.enrollment_token(other.id, t.id).await?,
             None,
         );
-        let agent = store
-            .enroll_agent(&hash_of("scoped"), &new_agent("tok-1", "linux"), T0)
-            .await?;
+        let agent =
+            enroll_agent(&store, &hash_of("scoped"), &new_agent("tok-1", "linux"), T0).await?;
         check(b, "enrolled with token", agent.token_id, Some(t.id));
         check(
             b,
             "delete from other org",
-            kind(store.delete_enrollment_token(other.id, t.id).await),
+            kind(delete_enrollment_token(&store, other.id, t.id).await),
             "not_found",
         );
-        store.delete_enrollment_token(org.id, t.id).await?;
+        delete_enrollment_token(&store, org.id, t.id).await?;
         check(b, "gone", store.enrollment_token(org.id, t.id).await?, None);
         let kept = store
             .agent(agent.id)
@@ -2494,7 +2457,7 @@ async fn enrollment_tokens_are_scoped() -> Result<()> {
         check(
             b,
             "delete twice",
-            kind(store.delete_enrollment_token(org.id, t.id).await),
+            kind(delete_enrollment_token(&store, org.id, t.id).await),
             "not_found",
         );
         store.close().await;
@@ -2506,8 +2469,8 @@ async fn enrollment_tokens_are_scoped() -> Result<()> {
 async fn audit_filters() -> Result<()> {
     for (db, store) in stores().await? {
         let b = db.backend();
-        let org = store.create_org("acme", T0).await?;
-        let other = store.create_org("other", T0).await?;
+        let org = create_org(&store, "acme", T0).await?;
+        let other = create_org(&store, "other", T0).await?;
         let mut all = Vec::new();
         for i in 0..30i64 {
             let org_id = match i % 3 {

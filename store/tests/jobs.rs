@@ -16,6 +16,9 @@ use reap3r_store::{
 };
 use serde_json::json;
 
+mod support;
+use support::*;
+
 /// Picks the jobs a filter should return.
 type Pick = Box<dyn Fn(&Job) -> bool>;
 /// What `resolve_job_targets` returns.
@@ -67,20 +70,20 @@ fn hash_of(secret: &str) -> String {
 /// Enrols an agent, pending when `approval` is required, and reports its capabilities.
 async fn agent(store: &Store, org: Uuid, hostname: &str, require_approval: bool) -> Result<Agent> {
     let secret = format!("secret-{hostname}-{}", Uuid::new_v4());
-    store
-        .create_enrollment_token(
-            &NewEnrollmentToken {
-                org_id: org,
-                token_hash: hash_of(&secret),
-                label: None,
-                expires_at: None,
-                max_uses: None,
-                require_approval,
-                created_by: None,
-            },
-            T0,
-        )
-        .await?;
+    create_enrollment_token(
+        &store,
+        &NewEnrollmentToken {
+            org_id: org,
+            token_hash: hash_of(&secret),
+            label: None,
+            expires_at: None,
+            max_uses: None,
+            require_approval,
+            created_by: None,
+        },
+        T0,
+    )
+    .await?;
     let new = NewAgent {
         hostname: hostname.into(),
         os: "linux".into(),
@@ -88,7 +91,7 @@ async fn agent(store: &Store, org: Uuid, hostname: &str, require_approval: bool)
         agent_version: "0.1.0".into(),
         public_key: *blake3::hash(hostname.as_bytes()).as_bytes(),
     };
-    let enrolled = store.enroll_agent(&hash_of(&secret), &new, T0).await?;
+    let enrolled = enroll_agent(&store, &hash_of(&secret), &new, T0).await?;
     store
         .mark_agent_online(
             enrolled.id,
@@ -201,8 +204,8 @@ fn counts(pairs: &[(TargetState, i64)]) -> TargetCounts {
 async fn create_job_stores_the_job_and_its_targets() -> Result<()> {
     for (db, store) in stores().await? {
         let b = db.backend();
-        let acme = store.create_org("acme", T0).await?;
-        let other = store.create_org("other", T0).await?;
+        let acme = create_org(&store, "acme", T0).await?;
+        let other = create_org(&store, "other", T0).await?;
         let mut agents = random_agents(1_000);
         let mut new = new_job(acme.id, "run_script", "alice@example.com");
         new.batch_size = Some(50);
@@ -396,7 +399,7 @@ async fn create_job_stores_the_job_and_its_targets() -> Result<()> {
 async fn ten_thousand_targets_are_created_quickly() -> Result<()> {
     for (db, store) in stores().await? {
         let b = db.backend();
-        let org = store.create_org("big", T0).await?;
+        let org = create_org(&store, "big", T0).await?;
         let started = Instant::now();
         let (job, _) = job_with(&store, org.id, 10_000, T0).await?;
         let elapsed = started.elapsed();
@@ -419,7 +422,7 @@ async fn ten_thousand_targets_are_created_quickly() -> Result<()> {
 async fn transitions_only_move_forward() -> Result<()> {
     for (db, store) in stores().await? {
         let b = db.backend();
-        let org = store.create_org("acme", T0).await?;
+        let org = create_org(&store, "acme", T0).await?;
         let (job, a) = job_with(&store, org.id, 6, T0).await?;
         use TargetState::*;
 
@@ -615,7 +618,7 @@ async fn transitions_only_move_forward() -> Result<()> {
 async fn outcomes_are_recorded_exactly_once() -> Result<()> {
     for (db, store) in stores().await? {
         let b = db.backend();
-        let org = store.create_org("acme", T0).await?;
+        let org = create_org(&store, "acme", T0).await?;
         let (job, a) = job_with(&store, org.id, 4, T0).await?;
         use TargetState::*;
         store
@@ -764,7 +767,7 @@ async fn outcomes_are_recorded_exactly_once() -> Result<()> {
 async fn concurrent_outcomes_apply_once() -> Result<()> {
     for (db, store) in stores().await? {
         let b = db.backend();
-        let org = store.create_org("acme", T0).await?;
+        let org = create_org(&store, "acme", T0).await?;
         let (job, a) = job_with(&store, org.id, 40, T0).await?;
 
         // Two tasks record the same target at the same moment, for each of 20 targets.
@@ -913,7 +916,7 @@ async fn large_mixed_transition_batches_apply_row_by_row() -> Result<()> {
     use TargetState::*;
     for (db, store) in stores().await? {
         let b = db.backend();
-        let org = store.create_org("acme", T0).await?;
+        let org = create_org(&store, "acme", T0).await?;
         // Many more targets than one multi-row statement takes (32 steps, 16 outcomes), with
         // some already finished and some already dispatched.
         let (job, a) = job_with(&store, org.id, 450, T0).await?;
@@ -1003,7 +1006,7 @@ async fn carried_step_times_fill_only_what_is_unset() -> Result<()> {
     use TargetState::*;
     for (db, store) in stores().await? {
         let b = db.backend();
-        let org = store.create_org("acme", T0).await?;
+        let org = create_org(&store, "acme", T0).await?;
         let (job, a) = job_with(&store, org.id, 6, T0).await?;
 
         // Queued -> running standing for dispatched and acked: every stamp is written.
@@ -1127,7 +1130,7 @@ async fn large_mixed_outcome_batches_apply_once() -> Result<()> {
     use TargetState::*;
     for (db, store) in stores().await? {
         let b = db.backend();
-        let org = store.create_org("acme", T0).await?;
+        let org = create_org(&store, "acme", T0).await?;
         let (job, a) = job_with(&store, org.id, 300, T0).await?;
         // 40 finished, 80 running, the rest queued.
         let finished: Vec<TargetOutcome> = a[..40]
@@ -1249,7 +1252,7 @@ async fn overlapping_multi_statement_batches_apply_once() -> Result<()> {
     use TargetState::*;
     for (db, store) in stores().await? {
         let b = db.backend();
-        let org = store.create_org("acme", T0).await?;
+        let org = create_org(&store, "acme", T0).await?;
         let (job, a) = job_with(&store, org.id, 900, T0).await?;
         let (steps, results) = a.split_at(450);
 
@@ -1310,8 +1313,8 @@ async fn overlapping_multi_statement_batches_apply_once() -> Result<()> {
 async fn jobs_finish_once_and_cancel_within_their_org() -> Result<()> {
     for (db, store) in stores().await? {
         let b = db.backend();
-        let acme = store.create_org("acme", T0).await?;
-        let other = store.create_org("other", T0).await?;
+        let acme = create_org(&store, "acme", T0).await?;
+        let other = create_org(&store, "other", T0).await?;
         let (job, _) = job_with(&store, acme.id, 3, T0).await?;
         let (done, _) = job_with(&store, acme.id, 3, T0 + 1).await?;
 
@@ -1440,8 +1443,8 @@ async fn jobs_finish_once_and_cancel_within_their_org() -> Result<()> {
 async fn jobs_are_listed_newest_first_with_filters_and_keyset_pages() -> Result<()> {
     for (db, store) in stores().await? {
         let b = db.backend();
-        let acme = store.create_org("acme", T0).await?;
-        let other = store.create_org("other", T0).await?;
+        let acme = create_org(&store, "acme", T0).await?;
+        let other = create_org(&store, "other", T0).await?;
         let one = random_agents(1);
         let mut all = Vec::new();
         // (created_at offset, type, creator); three share a timestamp so the id breaks the tie.
@@ -1612,8 +1615,8 @@ async fn jobs_are_listed_newest_first_with_filters_and_keyset_pages() -> Result<
 async fn targets_are_paged_by_agent_with_a_state_filter() -> Result<()> {
     for (db, store) in stores().await? {
         let b = db.backend();
-        let acme = store.create_org("acme", T0).await?;
-        let other = store.create_org("other", T0).await?;
+        let acme = create_org(&store, "acme", T0).await?;
+        let other = create_org(&store, "other", T0).await?;
         let (job, a) = job_with(&store, acme.id, 25, T0).await?;
         let dispatched: Vec<TargetTransition> = a
             .iter()
@@ -1704,46 +1707,46 @@ async fn targets_are_paged_by_agent_with_a_state_filter() -> Result<()> {
 async fn selectors_resolve_to_eligible_agents_of_the_org() -> Result<()> {
     for (db, store) in stores().await? {
         let b = db.backend();
-        let acme = store.create_org("acme", T0).await?;
-        let other = store.create_org("other", T0).await?;
+        let acme = create_org(&store, "acme", T0).await?;
+        let other = create_org(&store, "other", T0).await?;
         let org = acme.id;
         let folder = |name: &str, parent: Option<Uuid>| NewGroup {
             name: name.into(),
             description: None,
             parent_id: parent,
         };
-        let root = store
-            .create_group(GroupKind::Folder, org, &folder("root", None), T0)
-            .await?;
-        let child = store
-            .create_group(GroupKind::Folder, org, &folder("child", Some(root.id)), T0)
-            .await?;
-        let grandchild = store
-            .create_group(
-                GroupKind::Folder,
-                org,
-                &folder("grandchild", Some(child.id)),
-                T0,
-            )
-            .await?;
-        let sibling = store
-            .create_group(GroupKind::Folder, org, &folder("sibling", None), T0)
-            .await?;
-        let t1 = store
-            .create_group(GroupKind::Tag, org, &folder("t1", None), T0)
-            .await?;
-        let t2 = store
-            .create_group(GroupKind::Tag, org, &folder("t2", None), T0)
-            .await?;
-        let unused = store
-            .create_group(GroupKind::Tag, org, &folder("unused", None), T0)
-            .await?;
-        let foreign_folder = store
-            .create_group(GroupKind::Folder, other.id, &folder("root", None), T0)
-            .await?;
-        let foreign_tag = store
-            .create_group(GroupKind::Tag, other.id, &folder("t1", None), T0)
-            .await?;
+        let root = create_group(&store, GroupKind::Folder, org, &folder("root", None), T0).await?;
+        let child = create_group(
+            &store,
+            GroupKind::Folder,
+            org,
+            &folder("child", Some(root.id)),
+            T0,
+        )
+        .await?;
+        let grandchild = create_group(
+            &store,
+            GroupKind::Folder,
+            org,
+            &folder("grandchild", Some(child.id)),
+            T0,
+        )
+        .await?;
+        let sibling =
+            create_group(&store, GroupKind::Folder, org, &folder("sibling", None), T0).await?;
+        let t1 = create_group(&store, GroupKind::Tag, org, &folder("t1", None), T0).await?;
+        let t2 = create_group(&store, GroupKind::Tag, org, &folder("t2", None), T0).await?;
+        let unused = create_group(&store, GroupKind::Tag, org, &folder("unused", None), T0).await?;
+        let foreign_folder = create_group(
+            &store,
+            GroupKind::Folder,
+            other.id,
+            &folder("root", None),
+            T0,
+        )
+        .await?;
+        let foreign_tag =
+            create_group(&store, GroupKind::Tag, other.id, &folder("t1", None), T0).await?;
 
         let in_root = agent(&store, org, "in-root", false).await?;
         let in_child = agent(&store, org, "in-child", false).await?;
@@ -1754,10 +1757,8 @@ async fn selectors_resolve_to_eligible_agents_of_the_org() -> Result<()> {
         let rejected = agent(&store, org, "rejected", true).await?;
         let unfiled = agent(&store, org, "unfiled", false).await?;
         let foreign = agent(&store, other.id, "foreign", false).await?;
-        store.revoke_agent(revoked.id).await?;
-        store
-            .set_agent_approval(rejected.id, AgentApproval::Rejected)
-            .await?;
+        revoke_agent(&store, revoked.id).await?;
+        set_agent_approval(&store, rejected.id, AgentApproval::Rejected).await?;
         for (a, f) in [
             (&in_root, root.id),
             (&in_child, child.id),
@@ -1767,27 +1768,27 @@ async fn selectors_resolve_to_eligible_agents_of_the_org() -> Result<()> {
             (&revoked, grandchild.id),
             (&rejected, root.id),
         ] {
-            store
-                .move_agent(
-                    org,
-                    a.id,
-                    &AgentPlacement {
-                        folder_id: Some(Some(f)),
-                        ..AgentPlacement::default()
-                    },
-                )
-                .await?;
-        }
-        store
-            .move_agent(
-                other.id,
-                foreign.id,
+            move_agent(
+                &store,
+                org,
+                a.id,
                 &AgentPlacement {
-                    folder_id: Some(Some(foreign_folder.id)),
+                    folder_id: Some(Some(f)),
                     ..AgentPlacement::default()
                 },
             )
             .await?;
+        }
+        move_agent(
+            &store,
+            other.id,
+            foreign.id,
+            &AgentPlacement {
+                folder_id: Some(Some(foreign_folder.id)),
+                ..AgentPlacement::default()
+            },
+        )
+        .await?;
         for (a, t) in [
             (&in_root, t1.id),
             (&in_root, t2.id),
@@ -1797,11 +1798,9 @@ async fn selectors_resolve_to_eligible_agents_of_the_org() -> Result<()> {
             (&revoked, t1.id),
             (&rejected, t2.id),
         ] {
-            store.tag_agent(org, a.id, t).await?;
+            tag_agent(&store, org, a.id, t).await?;
         }
-        store
-            .tag_agent(other.id, foreign.id, foreign_tag.id)
-            .await?;
+        tag_agent(&store, other.id, foreign.id, foreign_tag.id).await?;
 
         let expect = |agents: &[&Agent]| -> Resolved {
             let mut v: Resolved = agents
@@ -1940,7 +1939,7 @@ async fn selectors_resolve_to_eligible_agents_of_the_org() -> Result<()> {
                 .await?,
             expect(&[&foreign]),
         );
-        let empty = store.create_org("empty", T0).await?;
+        let empty = create_org(&store, "empty", T0).await?;
         check(
             b,
             "an org without agents",
@@ -1958,8 +1957,8 @@ async fn selectors_resolve_to_eligible_agents_of_the_org() -> Result<()> {
 async fn stats_count_jobs_and_targets_of_the_org() -> Result<()> {
     for (db, store) in stores().await? {
         let b = db.backend();
-        let acme = store.create_org("acme", T0).await?;
-        let other = store.create_org("other", T0).await?;
+        let acme = create_org(&store, "acme", T0).await?;
+        let other = create_org(&store, "other", T0).await?;
         check(
             b,
             "empty",

@@ -12,6 +12,9 @@ use reap3r_store::{
 };
 use serde_json::json;
 
+mod support;
+use support::*;
+
 /// A fixed "now"; the store never reads the clock, so tests pick their own times.
 const T0: i64 = 1_700_000_000_000;
 
@@ -62,10 +65,8 @@ async fn enrolled(store: &Store, org: Uuid, hostname: &str, approval: bool) -> R
     let secret = format!("secret-{hostname}-{}", Uuid::new_v4());
     let mut t = token(org, &secret);
     t.require_approval = approval;
-    store.create_enrollment_token(&t, T0).await?;
-    Ok(store
-        .enroll_agent(&hash_of(&secret), &new_agent(hostname), T0)
-        .await?)
+    create_enrollment_token(&store, &t, T0).await?;
+    Ok(enroll_agent(&store, &hash_of(&secret), &new_agent(hostname), T0).await?)
 }
 
 fn refusal<T: Debug>(result: Result<T, StoreError>) -> Option<TokenRefusal> {
@@ -95,7 +96,7 @@ async fn migrations_are_idempotent_and_safe_to_race() -> Result<()> {
         // Two "processes" migrating a brand-new database at the same moment.
         let (a, c) = tokio::join!(db.open(), db.open());
         let (a, c) = (a?, c?);
-        let org = a.create_org("acme", T0).await?;
+        let org = create_org(&a, "acme", T0).await?;
         check(
             b,
             "visible to the other pool",
@@ -166,7 +167,7 @@ async fn open_sqlite_file_creates_the_file_and_its_directory() -> Result<()> {
 async fn orgs() -> Result<()> {
     for (db, store) in stores().await? {
         let b = db.backend();
-        let acme = store.create_org("acme", T0).await?;
+        let acme = create_org(&store, "acme", T0).await?;
         check(b, "name", acme.name.as_str(), "acme");
         check(b, "created_at", acme.created_at, T0);
         check(
@@ -190,14 +191,14 @@ async fn orgs() -> Result<()> {
         check(b, "missing", store.find_org("nope").await?, None);
         assert!(
             matches!(
-                store.create_org("acme", T0).await,
+                create_org(&store, "acme", T0).await,
                 Err(StoreError::Conflict(_))
             ),
             "[{b}] duplicate name"
         );
         assert!(
             matches!(
-                store.create_org("  ", T0).await,
+                create_org(&store, "  ", T0).await,
                 Err(StoreError::Invalid(_))
             ),
             "[{b}] empty name"
@@ -311,13 +312,13 @@ async fn users() -> Result<()> {
 async fn enrollment_tokens() -> Result<()> {
     for (db, store) in stores().await? {
         let b = db.backend();
-        let a = store.create_org("a", T0).await?;
-        let other = store.create_org("b", T0).await?;
+        let a = create_org(&store, "a", T0).await?;
+        let other = create_org(&store, "b", T0).await?;
         let mut first = token(a.id, "one");
         first.expires_at = Some(T0 + 3_600_000);
         first.max_uses = Some(3);
         first.require_approval = true;
-        let t1 = store.create_enrollment_token(&first, T0).await?;
+        let t1 = create_enrollment_token(&store, &first, T0).await?;
         check(b, "org", t1.org_id, a.id);
         check(b, "label", t1.label.as_deref(), Some("label one"));
         check(b, "expires", t1.expires_at, Some(T0 + 3_600_000));
@@ -334,11 +335,9 @@ async fn enrollment_tokens() -> Result<()> {
         let mut bare = token(a.id, "two");
         bare.label = None;
         bare.created_by = None;
-        let t2 = store.create_enrollment_token(&bare, T0 + 1).await?;
+        let t2 = create_enrollment_token(&store, &bare, T0 + 1).await?;
         check(b, "no label", t2.label.clone(), None);
-        let t3 = store
-            .create_enrollment_token(&token(other.id, "three"), T0 + 2)
-            .await?;
+        let t3 = create_enrollment_token(&store, &token(other.id, "three"), T0 + 2).await?;
 
         check(
             b,
@@ -353,8 +352,9 @@ async fn enrollment_tokens() -> Result<()> {
             vec![t1.clone(), t2.clone()],
         );
 
-        store.revoke_enrollment_token(t2.id).await?;
-        store.revoke_enrollment_token(t2.id).await?;
+        revoke_enrollment_token(&store, a.id, t2.id).await?;
+        let again = revoke_enrollment_token(&store, a.id, t2.id).await?;
+        check(b, "revoke is idempotent", again.revoked, true);
         let revoked: Vec<bool> = store
             .list_enrollment_tokens(Some(a.id))
             .await?
@@ -364,10 +364,17 @@ async fn enrollment_tokens() -> Result<()> {
         check(b, "revoked flag", revoked, vec![false, true]);
         assert!(
             matches!(
-                store.revoke_enrollment_token(Uuid::new_v4()).await,
+                revoke_enrollment_token(&store, a.id, Uuid::new_v4()).await,
                 Err(StoreError::NotFound)
             ),
             "[{b}] revoke missing"
+        );
+        assert!(
+            matches!(
+                revoke_enrollment_token(&store, other.id, t1.id).await,
+                Err(StoreError::NotFound)
+            ),
+            "[{b}] revoke another organisation's token"
         );
 
         let cases: [(&str, NewEnrollmentToken, &str); 4] = [
@@ -391,7 +398,7 @@ async fn enrollment_tokens() -> Result<()> {
             ("unknown org", token(Uuid::new_v4(), "z"), "invalid"),
         ];
         for (case, new, want) in cases {
-            let got = match store.create_enrollment_token(&new, T0).await {
+            let got = match create_enrollment_token(&store, &new, T0).await {
                 Err(StoreError::Conflict(_)) => "conflict",
                 Err(StoreError::Invalid(_)) => "invalid",
                 other => panic!("[{b}] {case}: {other:?}"),
@@ -407,18 +414,22 @@ async fn enrollment_tokens() -> Result<()> {
 async fn enrolment_applies_the_token() -> Result<()> {
     for (db, store) in stores().await? {
         let b = db.backend();
-        let org = store.create_org("acme", T0).await?;
+        let org = create_org(&store, "acme", T0).await?;
         for (secret, require_approval, want) in [
             ("open", false, AgentApproval::Approved),
             ("gated", true, AgentApproval::Pending),
         ] {
             let mut t = token(org.id, secret);
             t.require_approval = require_approval;
-            let tok = store.create_enrollment_token(&t, T0).await?;
+            let tok = create_enrollment_token(&store, &t, T0).await?;
             // Callers may hand in upper-case hex.
-            let agent = store
-                .enroll_agent(&hash_of(secret).to_uppercase(), &new_agent(secret), T0 + 5)
-                .await?;
+            let agent = enroll_agent(
+                &store,
+                &hash_of(secret).to_uppercase(),
+                &new_agent(secret),
+                T0 + 5,
+            )
+            .await?;
             check(b, secret, agent.approval, want);
             check(b, "org from token", agent.org_id, org.id);
             check(b, "token id", agent.token_id, Some(tok.id));
@@ -460,29 +471,25 @@ async fn enrolment_refusals() -> Result<()> {
 
         let mut expired = token(org.id, "expired");
         expired.expires_at = Some(T0);
-        store.create_enrollment_token(&expired, T0 - 10).await?;
+        create_enrollment_token(&store, &expired, T0 - 10).await?;
 
         let mut once = token(org.id, "once");
         once.max_uses = Some(1);
-        store.create_enrollment_token(&once, T0).await?;
-        store
-            .enroll_agent(&hash_of("once"), &new_agent("first"), T0)
-            .await?;
+        create_enrollment_token(&store, &once, T0).await?;
+        enroll_agent(&store, &hash_of("once"), &new_agent("first"), T0).await?;
 
-        let revoked = store
-            .create_enrollment_token(&token(org.id, "revoked"), T0)
-            .await?;
-        store.revoke_enrollment_token(revoked.id).await?;
+        let revoked = create_enrollment_token(&store, &token(org.id, "revoked"), T0).await?;
+        revoke_enrollment_token(&store, org.id, revoked.id).await?;
 
         // Revocation is reported even when the token has also expired.
         let mut both = token(org.id, "both");
         both.expires_at = Some(T0 - 1);
-        let both = store.create_enrollment_token(&both, T0 - 10).await?;
-        store.revoke_enrollment_token(both.id).await?;
+        let both = create_enrollment_token(&store, &both, T0 - 10).await?;
+        revoke_enrollment_token(&store, org.id, both.id).await?;
 
         let mut later = token(org.id, "later");
         later.expires_at = Some(T0 + 1);
-        store.create_enrollment_token(&later, T0).await?;
+        create_enrollment_token(&store, &later, T0).await?;
 
         let cases = [
             (
@@ -510,7 +517,7 @@ async fn enrolment_refusals() -> Result<()> {
             ("expires after now", hash_of("later"), None),
         ];
         for (case, hash, want) in cases {
-            let got = refusal(store.enroll_agent(&hash, &new_agent(case), T0).await);
+            let got = refusal(enroll_agent(&store, &hash, &new_agent(case), T0).await);
             check(b, case, got, want);
         }
         check(
@@ -533,13 +540,12 @@ async fn max_uses_holds_under_concurrent_enrolment() -> Result<()> {
         let org = store.default_org(T0).await?;
         let mut t = token(org.id, "twice");
         t.max_uses = Some(2);
-        let tok = store.create_enrollment_token(&t, T0).await?;
+        let tok = create_enrollment_token(&store, &t, T0).await?;
         let tasks: Vec<_> = (0..5)
             .map(|i| {
                 let s = store.clone();
                 tokio::spawn(async move {
-                    s.enroll_agent(&hash_of("twice"), &new_agent(&format!("h{i}")), T0)
-                        .await
+                    enroll_agent(&s, &hash_of("twice"), &new_agent(&format!("h{i}")), T0).await
                 })
             })
             .collect();
@@ -582,9 +588,7 @@ async fn agent_lifecycle() -> Result<()> {
             vec![agent.id],
         );
 
-        let approved = store
-            .set_agent_approval(agent.id, AgentApproval::Approved)
-            .await?;
+        let approved = set_agent_approval(&store, agent.id, AgentApproval::Approved).await?;
         check(b, "approved", approved.status(), AgentStatus::Offline);
         check(
             b,
@@ -710,11 +714,9 @@ async fn agent_lifecycle() -> Result<()> {
         );
 
         // Status precedence: revoked > rejected > pending > connection.
-        let rejected = store
-            .set_agent_approval(other.id, AgentApproval::Rejected)
-            .await?;
+        let rejected = set_agent_approval(&store, other.id, AgentApproval::Rejected).await?;
         check(b, "rejected", rejected.status(), AgentStatus::Rejected);
-        let revoked = store.revoke_agent(third.id).await?;
+        let revoked = revoke_agent(&store, third.id).await?;
         check(
             b,
             "revoked while online",
@@ -769,12 +771,11 @@ async fn agent_lifecycle() -> Result<()> {
         for (case, result) in [
             (
                 "approve missing",
-                store
-                    .set_agent_approval(missing, AgentApproval::Approved)
+                set_agent_approval(&store, missing, AgentApproval::Approved)
                     .await
                     .err(),
             ),
-            ("revoke missing", store.revoke_agent(missing).await.err()),
+            ("revoke missing", revoke_agent(&store, missing).await.err()),
             (
                 "hello from missing",
                 store
@@ -801,14 +802,16 @@ async fn last_seen_is_batched() -> Result<()> {
     for (db, store) in stores().await? {
         let b = db.backend();
         let org = store.default_org(T0).await?;
-        store
-            .create_enrollment_token(&token(org.id, "fleet"), T0)
-            .await?;
+        create_enrollment_token(&store, &token(org.id, "fleet"), T0).await?;
         let mut ids = Vec::new();
         for i in 0..1000 {
-            let a = store
-                .enroll_agent(&hash_of("fleet"), &new_agent(&format!("host-{i:04}")), T0)
-                .await?;
+            let a = enroll_agent(
+                &store,
+                &hash_of("fleet"),
+                &new_agent(&format!("host-{i:04}")),
+                T0,
+            )
+            .await?;
             ids.push(a.id);
         }
         let mut seen: Vec<(Uuid, i64)> = ids
@@ -1013,6 +1016,100 @@ async fn concurrent_audit_appends_keep_one_chain() -> Result<()> {
         );
         second.close().await;
         store.close().await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_writes_are_scoped_and_commit_with_their_audit_record() -> Result<()> {
+    for (db, store) in stores().await? {
+        let b = db.backend();
+        let org = create_org(&store, "acme", T0).await?;
+        let other = create_org(&store, "other", T0).await?;
+        let agent = enrolled(&store, org.id, "scoped", true).await?;
+
+        // Another organisation's agent is not found, and nothing changes.
+        let mut tx = store.begin().await?;
+        check(
+            b,
+            "foreign agent in tx",
+            tx.agent_in_org(other.id, agent.id).await?,
+            None,
+        );
+        for (case, result) in [
+            (
+                "approve foreign",
+                tx.set_agent_approval(other.id, agent.id, AgentApproval::Approved)
+                    .await
+                    .err(),
+            ),
+            (
+                "revoke foreign",
+                tx.revoke_agent(other.id, agent.id).await.err(),
+            ),
+            (
+                "delete foreign",
+                tx.delete_agent(other.id, agent.id).await.err(),
+            ),
+        ] {
+            assert!(matches!(result, Some(StoreError::NotFound)), "[{b}] {case}");
+        }
+        tx.commit().await?;
+        check(
+            b,
+            "untouched",
+            store.agent(agent.id).await?.map(|a| a.status()),
+            Some(AgentStatus::Pending),
+        );
+
+        // A change and its audit record go together: rolled back, neither is there.
+        let mut tx = store.begin().await?;
+        tx.set_agent_approval(org.id, agent.id, AgentApproval::Approved)
+            .await?;
+        tx.append_audit(&entry(0, Some(org.id)), T0).await?;
+        tx.rollback().await?;
+        check(
+            b,
+            "rolled back approval",
+            store.agent(agent.id).await?.map(|a| a.approval),
+            Some(AgentApproval::Pending),
+        );
+        check(
+            b,
+            "rolled back audit",
+            store.list_audit(None, 10).await?.len(),
+            0,
+        );
+
+        // Committed, both are.
+        let mut tx = store.begin().await?;
+        let approved = tx
+            .set_agent_approval(org.id, agent.id, AgentApproval::Approved)
+            .await?;
+        tx.append_audit(&entry(0, Some(org.id)), T0).await?;
+        let records = tx.commit().await?;
+        check(b, "approved", approved.approval, AgentApproval::Approved);
+        check(b, "records handed back", records.len(), 1);
+        check(
+            b,
+            "audit stored",
+            store.list_audit(None, 10).await?.len(),
+            1,
+        );
+
+        // An enrolment rolled back leaves the token's use unspent and no agent behind.
+        let secret = "rollback-secret";
+        let mut t = token(org.id, secret);
+        t.max_uses = Some(1);
+        let t = create_enrollment_token(&store, &t, T0).await?;
+        let mut tx = store.begin().await?;
+        let ghost = tx
+            .enroll_agent(&hash_of(secret), &new_agent("ghost"), T0)
+            .await?;
+        drop(tx);
+        check(b, "no ghost agent", store.agent(ghost.id).await?, None);
+        let uses = store.enrollment_token(org.id, t.id).await?.map(|t| t.uses);
+        check(b, "use not spent", uses, Some(0));
     }
     Ok(())
 }

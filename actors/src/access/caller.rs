@@ -49,6 +49,14 @@ impl Caller {
         }
     }
 
+    /// Names who ran the CLI (the operating-system user) for the audit log: `cli:<who>`.
+    pub fn run_by(mut self, who: &str) -> Self {
+        if self.credential == Credential::Cli {
+            self.email = who.to_owned();
+        }
+        self
+    }
+
     /// Whether the role holds the permission and, for API keys, the key's scopes include it.
     pub fn allows(&self, p: Permission) -> bool {
         self.role.grants(p)
@@ -71,7 +79,8 @@ impl Caller {
         match &self.credential {
             Credential::Session { .. } => format!("user:{}", self.email),
             Credential::ApiKey { key_id, .. } => format!("api_key:{key_id}:{}", self.email),
-            Credential::Cli => "cli".to_owned(),
+            Credential::Cli if self.email.is_empty() => "cli".to_owned(),
+            Credential::Cli => format!("cli:{}", self.email),
         }
     }
 

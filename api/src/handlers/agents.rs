@@ -6,14 +6,15 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{Object, OpenApi};
+use reap3r_actors::enrolment::{DeleteAgent, RevokeAgent, SetAgentApproval};
+use reap3r_actors::groups::{self, MoveAgent, TagAgent, UntagAgent};
 use reap3r_store::{
     Agent, AgentApproval, AgentCursor, AgentFilter, AgentPlacement, AgentStatus, Uuid,
 };
-use serde_json::json;
 
 use super::auth::{Done, done};
 use super::groups::GroupView;
-use super::{ApiTags, audit, page_limit};
+use super::{ApiTags, page_limit};
 use crate::auth::{Auth, Caller};
 use crate::context::ApiContext;
 use crate::error::{ApiError, ApiResult};
@@ -164,8 +165,9 @@ async fn agent_in_org(ctx: &ApiContext, caller: &Caller, id: Uuid) -> ApiResult<
         .ok_or_else(|| ApiError::not_found("agent"))
 }
 
-fn agent_target(id: Uuid) -> String {
-    format!("agent:{id}")
+/// Closes an agent's live session through the node, after its access was withdrawn.
+fn withdraw(ctx: &ApiContext) -> impl Fn(Uuid, &str) + Send + Sync + '_ {
+    |agent_id, reason| ctx.node.withdraw_agent(agent_id, reason)
 }
 
 pub struct AgentsApi;
@@ -260,7 +262,7 @@ impl AgentsApi {
     ) -> ApiResult<Json<AgentDetail>> {
         let caller = auth.caller();
         let agent = agent_in_org(&ctx, caller, id.0).await?;
-        let tags = ctx.store.agent_tags(caller.org_id, agent.id).await?;
+        let tags = groups::agent_tags(&ctx.domain, caller, agent.id).await?;
         Ok(Json(AgentDetail {
             agent: AgentView::from(&agent),
             public_key: hex::encode(agent.public_key),
@@ -286,18 +288,9 @@ impl AgentsApi {
         auth: Auth,
         id: Path<Uuid>,
     ) -> ApiResult<Json<Done>> {
-        let caller = auth.caller();
-        let agent = agent_in_org(&ctx, caller, id.0).await?;
-        ctx.store.delete_agent(caller.org_id, agent.id).await?;
-        ctx.node.withdraw_agent(agent.id, "deleted");
-        audit(
-            &ctx,
-            caller,
-            "agent.delete",
-            Some(agent_target(agent.id)),
-            json!({ "hostname": agent.hostname }),
-        )
-        .await?;
+        DeleteAgent { id: id.0 }
+            .run(&ctx.domain, auth.caller(), &withdraw(&ctx))
+            .await?;
         Ok(done())
     }
 
@@ -314,28 +307,16 @@ impl AgentsApi {
         id: Path<Uuid>,
         body: Json<MoveAgentRequest>,
     ) -> ApiResult<Json<AgentView>> {
-        let caller = auth.caller();
-        let place = AgentPlacement {
+        let placement = AgentPlacement {
             folder_id: placement(&body.folder_id),
             site_id: placement(&body.site_id),
             company_id: placement(&body.company_id),
         };
-        let agent = ctx
-            .store
-            .move_agent(caller.org_id, id.0, &place)
-            .await
-            .map_err(|e| ApiError::from_store(e, "agent"))?;
-        audit(
-            &ctx,
-            caller,
-            "agent.move",
-            Some(agent_target(agent.id)),
-            json!({
-                "folder_id": agent.folder_id,
-                "site_id": agent.site_id,
-                "company_id": agent.company_id,
-            }),
-        )
+        let agent = MoveAgent {
+            agent_id: id.0,
+            placement,
+        }
+        .run(&ctx.domain, auth.caller())
         .await?;
         Ok(Json(AgentView::from(&agent)))
     }
@@ -382,18 +363,9 @@ impl AgentsApi {
         auth: Auth,
         id: Path<Uuid>,
     ) -> ApiResult<Json<AgentView>> {
-        let caller = auth.caller();
-        agent_in_org(&ctx, caller, id.0).await?;
-        let agent = ctx.store.revoke_agent(id.0).await?;
-        ctx.node.withdraw_agent(agent.id, "revoked");
-        audit(
-            &ctx,
-            caller,
-            "agent.revoke",
-            Some(agent_target(agent.id)),
-            json!({}),
-        )
-        .await?;
+        let agent = RevokeAgent { id: id.0 }
+            .run(&ctx.domain, auth.caller(), &withdraw(&ctx))
+            .await?;
         Ok(Json(AgentView::from(&agent)))
     }
 
@@ -410,17 +382,11 @@ impl AgentsApi {
         id: Path<Uuid>,
         body: Json<TagAgentRequest>,
     ) -> ApiResult<Json<Done>> {
-        let caller = auth.caller();
-        ctx.store
-            .tag_agent(caller.org_id, id.0, body.tag_id)
-            .await?;
-        audit(
-            &ctx,
-            caller,
-            "agent.tag",
-            Some(agent_target(id.0)),
-            json!({ "tag_id": body.tag_id }),
-        )
+        TagAgent {
+            agent_id: id.0,
+            tag_id: body.tag_id,
+        }
+        .run(&ctx.domain, auth.caller())
         .await?;
         Ok(done())
     }
@@ -438,15 +404,11 @@ impl AgentsApi {
         id: Path<Uuid>,
         tag_id: Path<Uuid>,
     ) -> ApiResult<Json<Done>> {
-        let caller = auth.caller();
-        ctx.store.untag_agent(caller.org_id, id.0, tag_id.0).await?;
-        audit(
-            &ctx,
-            caller,
-            "agent.untag",
-            Some(agent_target(id.0)),
-            json!({ "tag_id": tag_id.0 }),
-        )
+        UntagAgent {
+            agent_id: id.0,
+            tag_id: tag_id.0,
+        }
+        .run(&ctx.domain, auth.caller())
         .await?;
         Ok(done())
     }
@@ -458,28 +420,8 @@ async fn set_approval(
     id: Uuid,
     approval: AgentApproval,
 ) -> ApiResult<Json<AgentView>> {
-    let before = agent_in_org(ctx, caller, id).await?;
-    if before.revoked {
-        return Err(ApiError::conflict("the agent is revoked"));
-    }
-    let agent = ctx.store.set_agent_approval(id, approval).await?;
-    if approval != AgentApproval::Approved {
-        ctx.node.withdraw_agent(id, approval.as_str());
-    }
-    audit(
-        ctx,
-        caller,
-        &format!(
-            "agent.{}",
-            if approval == AgentApproval::Approved {
-                "approve"
-            } else {
-                "reject"
-            }
-        ),
-        Some(agent_target(id)),
-        json!({ "from": before.approval.as_str(), "to": approval.as_str() }),
-    )
-    .await?;
+    let agent = SetAgentApproval { id, approval }
+        .run(&ctx.domain, caller, &withdraw(ctx))
+        .await?;
     Ok(Json(AgentView::from(&agent)))
 }

@@ -4,13 +4,13 @@ use poem::web::Data;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
-use reap3r_store::{AuditFilter, AuditRecord, MAX_AUDIT_PAGE, Uuid};
+use reap3r_actors::audit::{self, ListAudit};
+use reap3r_store::{AuditRecord, Uuid};
 
-use super::{ApiTags, page_limit};
+use super::ApiTags;
 use crate::auth::Auth;
 use crate::context::ApiContext;
-use crate::error::{ApiError, ApiResult};
-use crate::rbac::Role;
+use crate::error::ApiResult;
 
 #[derive(Debug, Object)]
 #[oai(skip_serializing_if_is_none)]
@@ -91,27 +91,18 @@ impl AuditApi {
         /// Super admins only: records of every organisation and installation-wide ones.
         all_orgs: Query<Option<bool>>,
     ) -> ApiResult<Json<Vec<AuditEntryView>>> {
-        let caller = auth.caller();
-        let org = if all_orgs.0.unwrap_or(false) {
-            if caller.role != Role::SuperAdmin {
-                return Err(ApiError::forbidden(
-                    "only super admins read every organisation",
-                ));
-            }
-            None
-        } else {
-            Some(caller.org_id)
-        };
-        let filter = AuditFilter {
+        let records = ListAudit {
             actor: actor.0,
             action: action.0,
             target: target.0,
             since: since.0,
             until: until.0,
             before_seq: before_seq.0,
-            limit: page_limit(limit.0, MAX_AUDIT_PAGE)?,
-        };
-        let records = ctx.store.list_audit_filtered(org, &filter).await?;
+            limit: limit.0,
+            all_orgs: all_orgs.0.unwrap_or(false),
+        }
+        .run(&ctx.domain, auth.caller())
+        .await?;
         Ok(Json(
             records.into_iter().map(AuditEntryView::from).collect(),
         ))
@@ -129,11 +120,29 @@ impl AuditApi {
         ctx: Data<&ApiContext>,
         _auth: Auth,
     ) -> ApiResult<Json<ChainReportView>> {
-        let report = ctx.store.verify_audit_chain().await?;
+        let report = audit::verify_chain(&ctx.domain).await?;
         Ok(Json(ChainReportView {
             intact: report.is_intact(),
             checked: report.checked,
             first_broken_seq: report.first_broken,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use reap3r_store::MAX_AUDIT_PAGE;
+    use serde_json::Value;
+
+    /// The schema's literal page bound is the store's constant.
+    #[test]
+    fn schema_bounds_are_the_domain_limits() {
+        let spec: Value = serde_json::from_str(&crate::openapi_json()).unwrap();
+        let params = spec["paths"]["/api/audit-logs"]["get"]["parameters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let limit = params.iter().find(|p| p["name"] == "limit").unwrap();
+        assert_eq!(limit["schema"]["maximum"], MAX_AUDIT_PAGE as f64);
     }
 }

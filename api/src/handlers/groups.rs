@@ -5,14 +5,14 @@ use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
-use reap3r_store::{Group, GroupKind, GroupUpdate, NewGroup, Uuid};
-use serde_json::json;
+use reap3r_actors::groups::{self, CreateGroup, DeleteGroup, UpdateGroup};
+use reap3r_store::{Group, GroupKind, Uuid};
 
+use super::ApiTags;
 use super::auth::{Done, done};
-use super::{ApiTags, audit, optional_text, required_text};
 use crate::auth::Auth;
 use crate::context::ApiContext;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 
 #[derive(Debug, Object)]
 #[oai(skip_serializing_if_is_none)]
@@ -69,7 +69,7 @@ pub struct UpdateGroupRequest {
 }
 
 async fn list(ctx: &ApiContext, auth: &Auth, kind: GroupKind) -> ApiResult<Json<Vec<GroupView>>> {
-    let groups = ctx.store.list_groups(kind, auth.caller().org_id).await?;
+    let groups = groups::list_groups(&ctx.domain, auth.caller(), kind).await?;
     Ok(Json(groups.into_iter().map(GroupView::from).collect()))
 }
 
@@ -77,25 +77,15 @@ async fn create(
     ctx: &ApiContext,
     auth: &Auth,
     kind: GroupKind,
-    body: &CreateGroupRequest,
+    body: CreateGroupRequest,
 ) -> ApiResult<Json<GroupView>> {
-    let caller = auth.caller();
-    let new = NewGroup {
-        name: required_text("name", &body.name, 200)?,
-        description: optional_text("description", body.description.as_deref(), 2000)?,
+    let group = CreateGroup {
+        kind,
+        name: body.name,
+        description: body.description,
         parent_id: body.parent_id,
-    };
-    let group = ctx
-        .store
-        .create_group(kind, caller.org_id, &new, ctx.now_ms())
-        .await?;
-    audit(
-        ctx,
-        caller,
-        &format!("{}.create", kind.as_str()),
-        Some(format!("{}:{}", kind.as_str(), group.id)),
-        json!({ "name": group.name }),
-    )
+    }
+    .run(&ctx.domain, auth.caller())
     .await?;
     Ok(Json(group.into()))
 }
@@ -106,11 +96,7 @@ async fn get(
     kind: GroupKind,
     id: Uuid,
 ) -> ApiResult<Json<GroupView>> {
-    let group = ctx
-        .store
-        .group(kind, auth.caller().org_id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(kind.as_str()))?;
+    let group = groups::get_group(&ctx.domain, auth.caller(), kind, id).await?;
     Ok(Json(group.into()))
 }
 
@@ -119,62 +105,25 @@ async fn update(
     auth: &Auth,
     kind: GroupKind,
     id: Uuid,
-    body: &UpdateGroupRequest,
+    body: UpdateGroupRequest,
 ) -> ApiResult<Json<GroupView>> {
-    let caller = auth.caller();
-    let parent_id = match (body.parent_id, body.clear_parent) {
-        (Some(_), true) => {
-            return Err(ApiError::invalid(
-                "give parent_id or clear_parent, not both",
-            ));
-        }
-        (Some(p), false) => Some(Some(p)),
-        (None, true) => Some(None),
-        (None, false) => None,
-    };
-    let update = GroupUpdate {
-        name: body
-            .name
-            .as_deref()
-            .map(|n| required_text("name", n, 200))
-            .transpose()?,
-        description: body
-            .description
-            .as_deref()
-            .map(|d| optional_text("description", Some(d), 2000))
-            .transpose()?,
-        parent_id,
-    };
-    let group = ctx
-        .store
-        .update_group(kind, caller.org_id, id, &update, ctx.now_ms())
-        .await
-        .map_err(|e| ApiError::from_store(e, kind.as_str()))?;
-    audit(
-        ctx,
-        caller,
-        &format!("{}.update", kind.as_str()),
-        Some(format!("{}:{id}", kind.as_str())),
-        json!({ "name": group.name }),
-    )
+    let group = UpdateGroup {
+        kind,
+        id,
+        name: body.name,
+        description: body.description,
+        parent_id: body.parent_id,
+        clear_parent: body.clear_parent,
+    }
+    .run(&ctx.domain, auth.caller())
     .await?;
     Ok(Json(group.into()))
 }
 
 async fn delete(ctx: &ApiContext, auth: &Auth, kind: GroupKind, id: Uuid) -> ApiResult<Json<Done>> {
-    let caller = auth.caller();
-    ctx.store
-        .delete_group(kind, caller.org_id, id)
-        .await
-        .map_err(|e| ApiError::from_store(e, kind.as_str()))?;
-    audit(
-        ctx,
-        caller,
-        &format!("{}.delete", kind.as_str()),
-        Some(format!("{}:{id}", kind.as_str())),
-        json!({}),
-    )
-    .await?;
+    DeleteGroup { kind, id }
+        .run(&ctx.domain, auth.caller())
+        .await?;
     Ok(done())
 }
 
@@ -208,7 +157,7 @@ macro_rules! group_api {
                 auth: Auth,
                 body: Json<CreateGroupRequest>,
             ) -> ApiResult<Json<GroupView>> {
-                create(&ctx, &auth, $kind, &body).await
+                create(&ctx, &auth, $kind, body.0).await
             }
 
             #[doc = $get_doc]
@@ -231,7 +180,7 @@ macro_rules! group_api {
                 id: Path<Uuid>,
                 body: Json<UpdateGroupRequest>,
             ) -> ApiResult<Json<GroupView>> {
-                update(&ctx, &auth, $kind, id.0, &body).await
+                update(&ctx, &auth, $kind, id.0, body.0).await
             }
 
             #[doc = $delete_doc]
@@ -322,3 +271,26 @@ group_api!(
         "Delete a tag and remove it from every agent."
     ]
 );
+
+#[cfg(test)]
+mod tests {
+    use reap3r_actors::groups::{MAX_GROUP_DESCRIPTION_CHARS, MAX_GROUP_NAME_CHARS};
+    use serde_json::Value;
+
+    /// The schema's literal bounds are the group operations' constants.
+    #[test]
+    fn schema_bounds_are_the_domain_limits() {
+        let spec: Value = serde_json::from_str(&crate::openapi_json()).unwrap();
+        for schema in ["CreateGroupRequest", "UpdateGroupRequest"] {
+            let props = &spec["components"]["schemas"][schema]["properties"];
+            assert_eq!(
+                props["name"]["maxLength"], MAX_GROUP_NAME_CHARS as u64,
+                "{schema}"
+            );
+            assert_eq!(
+                props["description"]["maxLength"], MAX_GROUP_DESCRIPTION_CHARS as u64,
+                "{schema}"
+            );
+        }
+    }
+}

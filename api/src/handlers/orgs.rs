@@ -5,14 +5,14 @@ use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
+use reap3r_actors::orgs::{self, AssignToOrg, CreateOrg, UnassignFromOrg};
 use reap3r_store::{Org, OrgAssignment, Uuid};
-use serde_json::json;
 
+use super::ApiTags;
 use super::auth::{Done, done};
-use super::{ApiTags, audit, required_text};
-use crate::auth::{Auth, Caller};
+use crate::auth::Auth;
 use crate::context::ApiContext;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::rbac::{Role, RoleName};
 
 #[derive(Debug, Object)]
@@ -74,42 +74,6 @@ pub struct AssignRequest {
     pub role: RoleName,
 }
 
-/// Organisations the caller can see: all for super admins, otherwise their own, the one acted
-/// in, and those they are assigned to.
-async fn visible_orgs(ctx: &ApiContext, caller: &Caller) -> ApiResult<Vec<Org>> {
-    if caller.role == Role::SuperAdmin {
-        return Ok(ctx.store.list_orgs().await?);
-    }
-    let mut ids = vec![caller.home_org, caller.org_id];
-    for a in ctx.store.list_user_assignments(caller.account()?).await? {
-        ids.push(a.org_id);
-    }
-    ids.sort();
-    ids.dedup();
-    let mut orgs = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(org) = ctx.store.org(id).await? {
-            orgs.push(org);
-        }
-    }
-    orgs.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(orgs)
-}
-
-/// The customer organisation an assignment is about: super admins may manage any; others only
-/// customers of the provider organisation they act in.
-async fn managed_customer(ctx: &ApiContext, caller: &Caller, org_id: Uuid) -> ApiResult<Org> {
-    let org = ctx
-        .store
-        .org(org_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("organisation"))?;
-    if caller.role == Role::SuperAdmin || org.parent_org_id == Some(caller.org_id) {
-        return Ok(org);
-    }
-    Err(ApiError::not_found("organisation"))
-}
-
 pub struct OrgsApi;
 
 #[OpenApi(tag = "ApiTags::Orgs")]
@@ -117,7 +81,7 @@ impl OrgsApi {
     /// List the organisations the caller can act in.
     #[oai(path = "/api/orgs", method = "get", operation_id = "listOrgs")]
     async fn list(&self, ctx: Data<&ApiContext>, auth: Auth) -> ApiResult<Json<Vec<OrgView>>> {
-        let orgs = visible_orgs(&ctx, auth.caller()).await?;
+        let orgs = orgs::visible_orgs(&ctx.domain, auth.caller()).await?;
         Ok(Json(orgs.into_iter().map(OrgView::from).collect()))
     }
 
@@ -129,19 +93,11 @@ impl OrgsApi {
         auth: Auth,
         body: Json<CreateOrgRequest>,
     ) -> ApiResult<Json<OrgView>> {
-        let caller = auth.caller();
-        let name = required_text("name", &body.name, 200)?;
-        let org = ctx
-            .store
-            .create_org_under(&name, body.parent_org_id, ctx.now_ms())
-            .await?;
-        audit(
-            &ctx,
-            caller,
-            "org.create",
-            Some(format!("org:{}", org.id)),
-            json!({ "name": org.name, "parent_org_id": org.parent_org_id }),
-        )
+        let org = CreateOrg {
+            name: body.0.name,
+            parent_org_id: body.0.parent_org_id,
+        }
+        .run(&ctx.domain, auth.caller())
         .await?;
         Ok(Json(org.into()))
     }
@@ -154,11 +110,7 @@ impl OrgsApi {
         auth: Auth,
         id: Path<Uuid>,
     ) -> ApiResult<Json<OrgView>> {
-        let org = visible_orgs(&ctx, auth.caller())
-            .await?
-            .into_iter()
-            .find(|o| o.id == id.0)
-            .ok_or_else(|| ApiError::not_found("organisation"))?;
+        let org = orgs::get_org(&ctx.domain, auth.caller(), id.0).await?;
         Ok(Json(org.into()))
     }
 
@@ -174,8 +126,7 @@ impl OrgsApi {
         auth: Auth,
         id: Path<Uuid>,
     ) -> ApiResult<Json<Vec<AssignmentView>>> {
-        let org = managed_customer(&ctx, auth.caller(), id.0).await?;
-        let list = ctx.store.list_org_assignments(org.id).await?;
+        let list = orgs::list_assignments(&ctx.domain, auth.caller(), id.0).await?;
         Ok(Json(list.into_iter().map(AssignmentView::from).collect()))
     }
 
@@ -192,29 +143,12 @@ impl OrgsApi {
         id: Path<Uuid>,
         body: Json<AssignRequest>,
     ) -> ApiResult<Json<AssignmentView>> {
-        let caller = auth.caller();
-        let org = managed_customer(&ctx, caller, id.0).await?;
-        let role = Role::from(body.role);
-        if !caller.role.may_grant(role) || role == Role::SuperAdmin {
-            return Err(ApiError::forbidden(format!(
-                "cannot assign the role {role}"
-            )));
+        let assignment = AssignToOrg {
+            org_id: id.0,
+            user_id: body.user_id,
+            role: Role::from(body.role),
         }
-        ctx.store
-            .user_in_org(caller.org_id, body.user_id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("user"))?;
-        let assignment = ctx
-            .store
-            .assign_user_to_org(body.user_id, org.id, role.as_str(), ctx.now_ms())
-            .await?;
-        audit(
-            &ctx,
-            caller,
-            "org.assign",
-            Some(format!("org:{}", org.id)),
-            json!({ "user_id": body.user_id, "role": role.as_str() }),
-        )
+        .run(&ctx.domain, auth.caller())
         .await?;
         Ok(Json(assignment.into()))
     }
@@ -232,17 +166,26 @@ impl OrgsApi {
         id: Path<Uuid>,
         user_id: Path<Uuid>,
     ) -> ApiResult<Json<Done>> {
-        let caller = auth.caller();
-        let org = managed_customer(&ctx, caller, id.0).await?;
-        ctx.store.unassign_user_from_org(user_id.0, org.id).await?;
-        audit(
-            &ctx,
-            caller,
-            "org.unassign",
-            Some(format!("org:{}", org.id)),
-            json!({ "user_id": user_id.0 }),
-        )
+        UnassignFromOrg {
+            org_id: id.0,
+            user_id: user_id.0,
+        }
+        .run(&ctx.domain, auth.caller())
         .await?;
         Ok(done())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use reap3r_actors::orgs::MAX_ORG_NAME_CHARS;
+    use serde_json::Value;
+
+    /// The schema's literal bound is the operation's constant.
+    #[test]
+    fn schema_bounds_are_the_domain_limits() {
+        let spec: Value = serde_json::from_str(&crate::openapi_json()).unwrap();
+        let props = &spec["components"]["schemas"]["CreateOrgRequest"]["properties"];
+        assert_eq!(props["name"]["maxLength"], MAX_ORG_NAME_CHARS as u64);
     }
 }

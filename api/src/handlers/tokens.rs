@@ -5,22 +5,16 @@ use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
-use reap3r_actors::hash_enrollment_token;
-use reap3r_store::{EnrollmentToken, NewEnrollmentToken, Uuid};
-use serde_json::json;
+use reap3r_actors::enrolment::{
+    self, CreateEnrollmentToken, DeleteEnrollmentToken, ListEnrollmentTokens, RevokeEnrollmentToken,
+};
+use reap3r_store::{EnrollmentToken, Uuid};
 
+use super::ApiTags;
 use super::auth::{Done, done};
-use super::{ApiTags, audit, optional_text};
-use crate::auth::{Auth, Caller, new_secret};
-use crate::context::{ApiContext, EnrolmentInfo};
-use crate::error::{ApiError, ApiResult};
-
-/// Longest token lifetime: one year.
-const MAX_LIFETIME_S: i64 = 365 * 24 * 3600;
-/// Default lifetime: one day.
-const DEFAULT_LIFETIME_S: i64 = 24 * 3600;
-/// Placeholder for the secret in commands shown after creation (the secret is not stored).
-const TOKEN_PLACEHOLDER: &str = "$REAP3R_ENROLL_TOKEN";
+use crate::auth::Auth;
+use crate::context::ApiContext;
+use crate::error::ApiResult;
 
 #[derive(Debug, Object)]
 #[oai(skip_serializing_if_is_none)]
@@ -94,31 +88,16 @@ pub struct CreatedTokenView {
     pub commands: EnrolCommands,
 }
 
-fn commands(info: &EnrolmentInfo, secret: &str) -> EnrolCommands {
-    let args = format!(
-        "enroll --server {} --token {secret} --fingerprint {} --server-key {}",
-        info.server_addr, info.cert_fingerprint, info.server_key
-    );
-    EnrolCommands {
-        server: info.server_addr.clone(),
-        fingerprint: info.cert_fingerprint.clone(),
-        server_key: info.server_key.clone(),
-        unix: format!("reap3r-agent {args} --data-dir /var/lib/reap3r-agent"),
-        windows: format!(
-            "& 'C:\\Program Files\\Reap3r\\reap3r-agent.exe' {args} --data-dir 'C:\\ProgramData\\Reap3r'"
-        ),
+impl From<enrolment::EnrolCommands> for EnrolCommands {
+    fn from(c: enrolment::EnrolCommands) -> Self {
+        Self {
+            server: c.server,
+            fingerprint: c.fingerprint,
+            server_key: c.server_key,
+            unix: c.unix,
+            windows: c.windows,
+        }
     }
-}
-
-async fn token_in_org(ctx: &ApiContext, caller: &Caller, id: Uuid) -> ApiResult<EnrollmentToken> {
-    ctx.store
-        .enrollment_token(caller.org_id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("enrolment token"))
-}
-
-fn token_target(id: Uuid) -> String {
-    format!("enrollment_token:{id}")
 }
 
 pub struct TokensApi;
@@ -132,9 +111,8 @@ impl TokensApi {
         operation_id = "listEnrollmentTokens"
     )]
     async fn list(&self, ctx: Data<&ApiContext>, auth: Auth) -> ApiResult<Json<Vec<TokenView>>> {
-        let tokens = ctx
-            .store
-            .list_enrollment_tokens(Some(auth.caller().org_id))
+        let tokens = ListEnrollmentTokens::default()
+            .run(&ctx.domain, auth.caller())
             .await?;
         Ok(Json(tokens.into_iter().map(TokenView::from).collect()))
     }
@@ -151,49 +129,18 @@ impl TokensApi {
         auth: Auth,
         body: Json<CreateTokenRequest>,
     ) -> ApiResult<Json<CreatedTokenView>> {
-        let caller = auth.caller();
-        let lifetime = body.expires_in_s.unwrap_or(DEFAULT_LIFETIME_S);
-        if !(60..=MAX_LIFETIME_S).contains(&lifetime) {
-            return Err(ApiError::invalid(format!(
-                "expires_in_s must be between 60 and {MAX_LIFETIME_S}"
-            )));
+        let created = CreateEnrollmentToken {
+            label: body.0.label,
+            lifetime_s: body.0.expires_in_s,
+            max_uses: body.0.max_uses,
+            require_approval: body.0.require_approval,
         }
-        if body.max_uses.is_some_and(|m| !(1..=1_000_000).contains(&m)) {
-            return Err(ApiError::invalid("max_uses must be between 1 and 1000000"));
-        }
-        let secret = new_secret("r3t_")?;
-        let now = ctx.now_ms();
-        let token = ctx
-            .store
-            .create_enrollment_token(
-                &NewEnrollmentToken {
-                    org_id: caller.org_id,
-                    token_hash: hash_enrollment_token(&secret),
-                    label: optional_text("label", body.label.as_deref(), 200)?,
-                    expires_at: Some(now + lifetime * 1000),
-                    max_uses: body.max_uses,
-                    require_approval: body.require_approval,
-                    created_by: Some(caller.actor()),
-                },
-                now,
-            )
-            .await?;
-        audit(
-            &ctx,
-            caller,
-            "enrollment_token.create",
-            Some(token_target(token.id)),
-            json!({
-                "max_uses": token.max_uses,
-                "expires_at": token.expires_at,
-                "require_approval": token.require_approval,
-            }),
-        )
+        .run(&ctx.domain, auth.caller(), &ctx.enrolment)
         .await?;
         Ok(Json(CreatedTokenView {
-            commands: commands(&ctx.enrolment, &secret),
-            secret,
-            token: token.into(),
+            token: created.token.into(),
+            secret: created.secret,
+            commands: created.commands.into(),
         }))
     }
 
@@ -209,18 +156,9 @@ impl TokensApi {
         auth: Auth,
         id: Path<Uuid>,
     ) -> ApiResult<Json<TokenView>> {
-        let caller = auth.caller();
-        let mut token = token_in_org(&ctx, caller, id.0).await?;
-        ctx.store.revoke_enrollment_token(id.0).await?;
-        audit(
-            &ctx,
-            caller,
-            "enrollment_token.revoke",
-            Some(token_target(id.0)),
-            json!({}),
-        )
-        .await?;
-        token.revoked = true;
+        let token = RevokeEnrollmentToken { id: id.0 }
+            .run(&ctx.domain, auth.caller())
+            .await?;
         Ok(Json(token.into()))
     }
 
@@ -236,19 +174,9 @@ impl TokensApi {
         auth: Auth,
         id: Path<Uuid>,
     ) -> ApiResult<Json<Done>> {
-        let caller = auth.caller();
-        token_in_org(&ctx, caller, id.0).await?;
-        ctx.store
-            .delete_enrollment_token(caller.org_id, id.0)
+        DeleteEnrollmentToken { id: id.0 }
+            .run(&ctx.domain, auth.caller())
             .await?;
-        audit(
-            &ctx,
-            caller,
-            "enrollment_token.delete",
-            Some(token_target(id.0)),
-            json!({}),
-        )
-        .await?;
         Ok(done())
     }
 
@@ -265,7 +193,33 @@ impl TokensApi {
         auth: Auth,
         id: Path<Uuid>,
     ) -> ApiResult<Json<EnrolCommands>> {
-        token_in_org(&ctx, auth.caller(), id.0).await?;
-        Ok(Json(commands(&ctx.enrolment, TOKEN_PLACEHOLDER)))
+        let commands =
+            enrolment::enrolment_commands(&ctx.domain, auth.caller(), id.0, &ctx.enrolment).await?;
+        Ok(Json(commands.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use reap3r_actors::enrolment::{
+        MAX_TOKEN_LABEL_CHARS, MAX_TOKEN_LIFETIME_S, MAX_TOKEN_USES, MIN_TOKEN_LIFETIME_S,
+    };
+    use serde_json::Value;
+
+    /// The schema's literal bounds are the enrolment operation's constants.
+    #[test]
+    fn schema_bounds_are_the_domain_limits() {
+        let spec: Value = serde_json::from_str(&crate::openapi_json()).unwrap();
+        let props = &spec["components"]["schemas"]["CreateTokenRequest"]["properties"];
+        assert_eq!(props["label"]["maxLength"], MAX_TOKEN_LABEL_CHARS as u64);
+        assert_eq!(
+            props["expires_in_s"]["minimum"],
+            MIN_TOKEN_LIFETIME_S as f64
+        );
+        assert_eq!(
+            props["expires_in_s"]["maximum"],
+            MAX_TOKEN_LIFETIME_S as f64
+        );
+        assert_eq!(props["max_uses"]["maximum"], MAX_TOKEN_USES as f64);
     }
 }

@@ -3,7 +3,9 @@
 //! while assigned to it.
 
 use anyhow::Result;
-use reap3r_actors::hash_enrollment_token;
+use reap3r_actors::access::Caller;
+use reap3r_actors::enrolment::EnrolAgent;
+use reap3r_actors::orgs::CreateOrg;
 use reap3r_store::{Backend, NewAgent, Uuid};
 use serde_json::{Value, json};
 
@@ -36,21 +38,19 @@ async fn build_estate(server: &TestServer, admin: &Api, name: &str) -> Result<Es
         .await?
         .expect(200)?;
     let secret = token["secret"].as_str().unwrap_or_default();
-    let agent = server
-        .node()
-        .store
-        .enroll_agent(
-            &hash_enrollment_token(secret),
-            &NewAgent {
-                hostname: format!("{name}-host"),
-                os: "linux".into(),
-                arch: "x86_64".into(),
-                agent_version: "0.1.0".into(),
-                public_key: *blake3::hash(name.as_bytes()).as_bytes(),
-            },
-            now_ms(),
-        )
-        .await?;
+    let agent = EnrolAgent {
+        token: secret.to_owned(),
+        agent: NewAgent {
+            hostname: format!("{name}-host"),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            agent_version: "0.1.0".into(),
+            public_key: *blake3::hash(name.as_bytes()).as_bytes(),
+        },
+        remote: "test".into(),
+    }
+    .run(&server.node().api.domain)
+    .await?;
     let key = admin
         .post(
             "/api/api-keys",
@@ -94,11 +94,24 @@ async fn no_list_detail_or_mutation_crosses_organisations() -> Result<()> {
     Ok(())
 }
 
+/// A new organisation, created as the admin CLI would.
+async fn create_org(server: &TestServer, name: &str) -> Result<Uuid> {
+    let store = &server.node().store;
+    let cli = Caller::cli(store.default_org(now_ms()).await?.id);
+    let org = CreateOrg {
+        name: name.into(),
+        parent_org_id: None,
+    }
+    .run(&server.node().api.domain, &cli)
+    .await?;
+    Ok(org.id)
+}
+
 async fn check_isolation(backend: Backend) -> Result<()> {
     let server = TestServer::start(backend).await?;
     let store = &server.node().store;
-    let org_a = store.create_org("Alpha", now_ms()).await?.id;
-    let org_b = store.create_org("Bravo", now_ms()).await?.id;
+    let org_a = create_org(&server, "Alpha").await?;
+    let org_b = create_org(&server, "Bravo").await?;
     let admin_a = logged_in(&server, org_a, "admin@alpha.test", "org_admin").await?;
     let admin_b = logged_in(&server, org_b, "admin@bravo.test", "org_admin").await?;
     let a = build_estate(&server, &admin_a, "alpha").await?;
@@ -280,7 +293,7 @@ async fn check_isolation(backend: Backend) -> Result<()> {
 async fn mssp_technicians_act_in_customer_orgs_only_while_assigned() -> Result<()> {
     let server = TestServer::start(Backend::Sqlite).await?;
     let store = &server.node().store;
-    let provider = store.create_org("Provider", now_ms()).await?.id;
+    let provider = create_org(&server, "Provider").await?;
     let root_org = store.default_org(now_ms()).await?.id;
     let root = logged_in(&server, root_org, "root@mssp.test", "super_admin").await?;
     let customer = root

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures::StreamExt;
+use reap3r_actors::access::Caller;
+use reap3r_actors::orgs::CreateOrg;
 use reap3r_control_plane::cli::CreatedToken;
 use reap3r_store::{AgentStatus, Backend};
 use serde_json::{Value, json};
@@ -14,7 +16,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::api_harness::{Api, default_org, id_of, logged_in, now_ms};
+use crate::api_harness::{Api, default_org, id_of, logged_in};
 use crate::harness::{AgentProcess, TestServer};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -64,12 +66,13 @@ async fn ui_streams_follow_a_real_agent_through_the_api() -> Result<()> {
     let org = default_org(&server).await?.id;
     let admin = logged_in(&server, org, "ws-admin@test", "org_admin").await?;
     let viewer = logged_in(&server, org, "ws-viewer@test", "viewer").await?;
-    let other_org = server
-        .node()
-        .store
-        .create_org("Elsewhere", now_ms())
-        .await?
-        .id;
+    let other_org = CreateOrg {
+        name: "Elsewhere".into(),
+        parent_org_id: None,
+    }
+    .run(&server.node().api.domain, &Caller::cli(org))
+    .await?
+    .id;
     let outsider = logged_in(&server, other_org, "ws-out@test", "org_admin").await?;
 
     // No credential, no stream.

@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use reap3r_actors::hash_enrollment_token;
+use reap3r_actors::access::Caller;
+use reap3r_actors::enrolment::{
+    RevokeAgent, RevokeEnrollmentToken, SetAgentApproval, hash_enrollment_token,
+};
 use reap3r_store::{AgentApproval, AgentStatus, NewEnrollmentToken, Uuid};
 use reap3r_wire::{
     CloseCode, EnrollRequest, Heartbeat, Hello, InventorySummary, Message, SigningKey,
@@ -109,17 +112,21 @@ async fn hello_is_refused_for_unknown_pending_rejected_revoked_and_forged_agents
     let c = hello_raw(server, pending, &key(2)).await?;
     expect_close(server, &c, CloseCode::PendingApproval, "approval").await?;
 
+    // The agents are not connected, so there is no live session to withdraw.
+    let (domain, noop) = (&server.node().api.domain, |_: Uuid, _: &str| {});
+    let cli = Caller::cli(gated.org_id);
     let rejected = enrol_raw(server, &gated.token, &key(3)).await?;
-    server
-        .node()
-        .store
-        .set_agent_approval(rejected, AgentApproval::Rejected)
-        .await?;
+    SetAgentApproval {
+        id: rejected,
+        approval: AgentApproval::Rejected,
+    }
+    .run(domain, &cli, &noop)
+    .await?;
     let c = hello_raw(server, rejected, &key(3)).await?;
     expect_close(server, &c, CloseCode::Rejected, "rejected").await?;
 
     let revoked = enrol_raw(server, &open.token, &key(4)).await?;
-    server.node().store.revoke_agent(revoked).await?;
+    RevokeAgent { id: revoked }.run(domain, &cli, &noop).await?;
     let c = hello_raw(server, revoked, &key(4)).await?;
     expect_close(server, &c, CloseCode::Revoked, "revoked").await?;
 
@@ -140,24 +147,28 @@ async fn enrolment_is_refused_for_unknown_expired_used_up_and_revoked_tokens() -
     let org = store.default_org(0).await?;
     let now = reap3r_actors::Clock::now_ms(&reap3r_actors::SystemClock) as i64;
     let expired_secret = "r3t_expired-token-for-test";
-    store
-        .create_enrollment_token(
-            &NewEnrollmentToken {
-                org_id: org.id,
-                token_hash: hash_enrollment_token(expired_secret),
-                label: None,
-                expires_at: Some(now - 1_000),
-                max_uses: None,
-                require_approval: false,
-                created_by: None,
-            },
-            now - 10_000,
-        )
-        .await?;
+    // Expired from the start, which no operation would create: written straight into the store.
+    let mut tx = store.begin().await?;
+    tx.create_enrollment_token(
+        &NewEnrollmentToken {
+            org_id: org.id,
+            token_hash: hash_enrollment_token(expired_secret),
+            label: None,
+            expires_at: Some(now - 1_000),
+            max_uses: None,
+            require_approval: false,
+            created_by: None,
+        },
+        now - 10_000,
+    )
+    .await?;
+    tx.commit().await?;
     let single = server.token(false, Some(1), "1h").await?;
     enrol_raw(server, &single.token, &key(10)).await?;
     let revoked = server.token(false, None, "1h").await?;
-    store.revoke_enrollment_token(revoked.id).await?;
+    RevokeEnrollmentToken { id: revoked.id }
+        .run(&server.node().api.domain, &Caller::cli(org.id))
+        .await?;
 
     for (token, needle) in [
         ("r3t_never-issued", "unknown"),

@@ -1,0 +1,83 @@
+//! Job frames: verified job messages from the agent go to the job engine; dispatches from the
+//! engine go out on a stream of their own.
+
+use ractor::ActorRef;
+use reap3r_store::Uuid;
+use reap3r_wire::{CloseCode, MAX_RESULT_DATA_BYTES, MAX_STDERR_BYTES, MAX_STDOUT_BYTES, Message};
+use tracing::{debug, warn};
+
+use super::refusal::Refusal;
+use super::{Phase, SessionMsg, SessionState};
+use crate::FleetStats;
+use crate::jobs::AgentJobEvent;
+
+/// Longest error text in a job result.
+const MAX_ERROR_TEXT: usize = 4096;
+
+impl SessionState {
+    /// Hands a verified job message to the job engine.
+    pub(super) fn to_job(
+        &self,
+        agent_id: Uuid,
+        job_id: [u8; 16],
+        event: AgentJobEvent,
+        myself: Option<&ActorRef<SessionMsg>>,
+    ) -> Result<(), Refusal> {
+        let Some(myself) = myself else {
+            return Err(Refusal::new(
+                CloseCode::ProtocolError,
+                "job messages travel on streams",
+            ));
+        };
+        let job_id = Uuid::from_bytes(job_id);
+        match &event {
+            AgentJobEvent::Ack(reap3r_wire::JobAckOutcome::Refused(reason)) => {
+                warn!(%agent_id, %job_id, %reason, "agent refused a job dispatch");
+                FleetStats::bump(&self.ctx().stats.job_refusals);
+            }
+            AgentJobEvent::Ack(reap3r_wire::JobAckOutcome::Duplicate) => {
+                FleetStats::bump(&self.ctx().stats.job_duplicate_acks);
+            }
+            _ => {}
+        }
+        if !self
+            .ctx()
+            .jobs
+            .from_agent(agent_id, job_id, event, myself.clone())
+        {
+            debug!(%agent_id, %job_id, "no job engine on this node; job message dropped");
+        }
+        Ok(())
+    }
+
+    /// Seals a dispatch and opens the job's own stream for it.
+    pub(super) fn dispatch_job(&mut self, job_id: Uuid, dispatch: reap3r_wire::JobDispatch) {
+        if !matches!(self.phase, Phase::Live(_)) {
+            return;
+        }
+        let now = self.now();
+        let bytes = self.outbound.seal(Message::JobDispatch(dispatch), now);
+        FleetStats::bump(&self.ctx().stats.messages_out);
+        if let Err(err) = self.args.link.open_job_stream(bytes) {
+            // The job stays dispatched; it goes out again when the agent reconnects, or times out.
+            warn!(%job_id, %err, "could not open a job stream");
+        }
+    }
+}
+
+/// A result larger than the agent's caps is a protocol violation, not something to store.
+pub(super) fn check_result(r: &reap3r_wire::JobResult) -> Result<(), Refusal> {
+    let over = r.stdout.len() > MAX_STDOUT_BYTES as usize
+        || r.stderr.len() > MAX_STDERR_BYTES as usize
+        || r.data
+            .as_ref()
+            .is_some_and(|d| d.len() > MAX_RESULT_DATA_BYTES)
+        || r.error.as_ref().is_some_and(|e| e.len() > MAX_ERROR_TEXT);
+    if over {
+        return Err(Refusal::new(
+            CloseCode::ProtocolError,
+            "job result exceeds the output caps",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! Test setup over the store's transactional writes: each helper runs one `Tx` method in a
+//! transaction of its own and commits it, with the arguments the tests read best (an agent's
+//! organisation is looked up from the agent). Production code goes through the domain
+//! operations instead, which add the audit record to the same transaction.
+
+#![allow(dead_code, reason = "each test crate uses a different subset")]
+
+use reap3r_store::{
+    Agent, AgentApproval, AgentPlacement, EnrollmentToken, Group, GroupKind, GroupUpdate, NewAgent,
+    NewEnrollmentToken, NewGroup, Org, OrgAssignment, Result, Store, StoreError, Tx, Uuid,
+};
+
+async fn commit<T>(tx: Tx, value: Result<T>) -> Result<T> {
+    let value = value?;
+    tx.commit().await?;
+    Ok(value)
+}
+
+pub async fn create_org(store: &Store, name: &str, now_ms: i64) -> Result<Org> {
+    create_org_under(store, name, None, now_ms).await
+}
+
+pub async fn create_org_under(
+    store: &Store,
+    name: &str,
+    parent_org_id: Option<Uuid>,
+    now_ms: i64,
+) -> Result<Org> {
+    let mut tx = store.begin().await?;
+    let value = tx.create_org(name, parent_org_id, now_ms).await;
+    commit(tx, value).await
+}
+
+pub async fn assign_user_to_org(
+    store: &Store,
+    user_id: Uuid,
+    org_id: Uuid,
+    role: &str,
+    now_ms: i64,
+) -> Result<OrgAssignment> {
+    let mut tx = store.begin().await?;
+    let value = tx.assign_user_to_org(user_id, org_id, role, now_ms).await;
+    commit(tx, value).await
+}
+
+pub async fn unassign_user_from_org(store: &Store, user_id: Uuid, org_id: Uuid) -> Result<()> {
+    let mut tx = store.begin().await?;
+    let value = tx.unassign_user_from_org(user_id, org_id).await;
+    commit(tx, value).await
+}
+
+pub async fn create_enrollment_token(
+    store: &Store,
+    new: &NewEnrollmentToken,
+    now_ms: i64,
+) -> Result<EnrollmentToken> {
+    let mut tx = store.begin().await?;
+    let value = tx.create_enrollment_token(new, now_ms).await;
+    commit(tx, value).await
+}
+
+pub async fn revoke_enrollment_token(
+    store: &Store,
+    org_id: Uuid,
+    id: Uuid,
+) -> Result<EnrollmentToken> {
+    let mut tx = store.begin().await?;
+    let value = tx.revoke_enrollment_token(org_id, id).await;
+    commit(tx, value).await
+}
+
+pub async fn delete_enrollment_token(store: &Store, org_id: Uuid, id: Uuid) -> Result<()> {
+    let mut tx = store.begin().await?;
+    let value = tx.delete_enrollment_token(org_id, id).await;
+    commit(tx, value).await
+}
+
+pub async fn enroll_agent(
+    store: &Store,
+    token_hash: &str,
+    new: &NewAgent,
+    now_ms: i64,
+) -> Result<Agent> {
+    let mut tx = store.begin().await?;
+    let value = tx.enroll_agent(token_hash, new, now_ms).await;
+    commit(tx, value).await
+}
+
+/// The organisation of agent `id`; `NotFound` if there is no such agent.
+async fn agent_org(store: &Store, id: Uuid) -> Result<Uuid> {
+    Ok(store.agent(id).await?.ok_or(StoreError::NotFound)?.org_id)
+}
+
+pub async fn set_agent_approval(store: &Store, id: Uuid, approval: AgentApproval) -> Result<Agent> {
+    let org_id = agent_org(store, id).await?;
+    let mut tx = store.begin().await?;
+    let value = tx.set_agent_approval(org_id, id, approval).await;
+    commit(tx, value).await
+}
+
+pub async fn revoke_agent(store: &Store, id: Uuid) -> Result<Agent> {
+    let org_id = agent_org(store, id).await?;
+    let mut tx = store.begin().await?;
+    let value = tx.revoke_agent(org_id, id).await;
+    commit(tx, value).await
+}
+
+pub async fn delete_agent(store: &Store, org_id: Uuid, id: Uuid) -> Result<()> {
+    let mut tx = store.begin().await?;
+    let value = tx.delete_agent(org_id, id).await;
+    commit(tx, value).await
+}
+
+pub async fn create_group(
+    store: &Store,
+    kind: GroupKind,
+    org_id: Uuid,
+    new: &NewGroup,
+    now_ms: i64,
+) -> Result<Group> {
+    let mut tx = store.begin().await?;
+    let value = tx.create_group(kind, org_id, new, now_ms).await;
+    commit(tx, value).await
+}
+
+pub async fn update_group(
+    store: &Store,
+    kind: GroupKind,
+    org_id: Uuid,
+    id: Uuid,
+    update: &GroupUpdate,
+    now_ms: i64,
+) -> Result<Group> {
+    let mut tx = store.begin().await?;
+    let value = tx.update_group(kind, org_id, id, update, now_ms).await;
+    commit(tx, value).await
+}
+
+pub async fn delete_group(store: &Store, kind: GroupKind, org_id: Uuid, id: Uuid) -> Result<()> {
+    let mut tx = store.begin().await?;
+    let value = tx.delete_group(kind, org_id, id).await;
+    commit(tx, value).await
+}
+
+pub async fn tag_agent(store: &Store, org_id: Uuid, agent_id: Uuid, tag_id: Uuid) -> Result<()> {
+    let mut tx = store.begin().await?;
+    let value = tx.tag_agent(org_id, agent_id, tag_id).await;
+    commit(tx, value).await
+}
+
+pub async fn untag_agent(store: &Store, org_id: Uuid, agent_id: Uuid, tag_id: Uuid) -> Result<()> {
+    let mut tx = store.begin().await?;
+    let value = tx.untag_agent(org_id, agent_id, tag_id).await;
+    commit(tx, value).await
+}
+
+pub async fn move_agent(
+    store: &Store,
+    org_id: Uuid,
+    agent_id: Uuid,
+    placement: &AgentPlacement,
+) -> Result<Agent> {
+    let mut tx = store.begin().await?;
+    let value = tx.move_agent(org_id, agent_id, placement).await;
+    commit(tx, value).await
+}
