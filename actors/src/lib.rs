@@ -25,7 +25,7 @@ pub use context::{FleetContext, FleetSettings, hash_enrollment_token};
 pub use domain::Domain;
 pub use error::{DomainError, DomainResult, optional_text, required_text};
 pub use events::{EventBus, FleetEvent};
-pub use jobs::{JobRouter, JobService, JobSupervisor};
+pub use jobs::{JobEngine, JobRouter, JobSupervisor};
 pub use link::{AgentLink, LinkError};
 pub use presence::{PresenceMsg, PresenceWriter};
 pub use session::{AgentSession, SessionArgs, SessionMsg};

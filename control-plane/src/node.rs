@@ -10,7 +10,7 @@ use quinn::Endpoint;
 use ractor::ActorRef;
 use reap3r_actors::jobs::JobSupervisorMsg;
 use reap3r_actors::{
-    Clock, Domain, EventBus, FleetContext, FleetSettings, FleetStats, JobRouter, JobService,
+    Clock, Domain, EventBus, FleetContext, FleetSettings, FleetStats, JobEngine, JobRouter,
     JobSupervisor, PresenceMsg, PresenceWriter, SessionMsg, SessionRegistry, SessionSupervisor,
     SignatureVerifier, SupervisorMsg, SystemClock,
 };
@@ -191,7 +191,7 @@ impl Node {
                 cert_fingerprint: identity.fingerprint(),
                 server_key: identity.public_key_hex(),
             }),
-            jobs: Some(JobService::new(ctx.clone())),
+            jobs: Some(JobEngine::new(ctx.clone())),
             node: Arc::new(NodeLink {
                 registry: registry.clone(),
                 quic_listening: quic_listening.clone(),
