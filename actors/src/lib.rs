@@ -33,7 +33,7 @@ pub use domain::Domain;
 pub use drain::{Drain, DrainSignal};
 pub use error::{DomainError, DomainResult, optional_text, required_text};
 pub use events::{EventBus, FleetEvent};
-pub use jobs::{JobRouter, JobService, JobSupervisor};
+pub use jobs::{JobEngine, JobRouter, JobSupervisor};
 pub use link::{AgentLink, LinkError};
 pub use presence::{PresenceMsg, PresenceWriter};
 pub use root::{RootArgs, RootMsg, RootSupervisor, Subsystem, Subsystems};

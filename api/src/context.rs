@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use reap3r_actors::access::AccessSettings;
 pub use reap3r_actors::enrolment::EnrolmentInfo;
-use reap3r_actors::{Clock, Domain, EventBus, FleetStats, JobService};
+use reap3r_actors::{Clock, Domain, EventBus, FleetStats, JobEngine};
 use reap3r_store::{Store, Uuid};
 
 use crate::metrics::HttpMetrics;
@@ -60,7 +60,7 @@ pub struct ApiContext {
     pub enrolment: Arc<EnrolmentInfo>,
     pub node: Arc<dyn NodeHooks>,
     /// The job engine; `None` where no node runs (spec generation, unit tests).
-    pub jobs: Option<JobService>,
+    pub jobs: Option<JobEngine>,
 }
 
 impl std::fmt::Debug for ApiContext {

@@ -10,7 +10,7 @@ use quinn::Endpoint;
 use ractor::ActorRef;
 use reap3r_actors::jobs::JobSupervisorMsg;
 use reap3r_actors::{
-    Clock, Domain, Drain, EventBus, FleetContext, FleetSettings, FleetStats, JobRouter, JobService,
+    Clock, Domain, Drain, EventBus, FleetContext, FleetSettings, FleetStats, JobEngine, JobRouter,
     RootArgs, RootMsg, RootSupervisor, SessionMsg, SessionRegistry, SignatureVerifier, Subsystems,
     SystemClock,
 };
@@ -191,7 +191,7 @@ impl Node {
                 cert_fingerprint: identity.fingerprint(),
                 server_key: identity.public_key_hex(),
             }),
-            jobs: Some(JobService::new(ctx.clone())),
+            jobs: Some(JobEngine::new(ctx.clone())),
             node: Arc::new(NodeLink {
                 registry: registry.clone(),
                 quic_listening: quic_listening.clone(),

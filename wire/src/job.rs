@@ -57,34 +57,95 @@ pub enum JobPayload {
 }
 
 impl JobPayload {
+    /// The payload's job type.
+    pub fn job_type(&self) -> JobType {
+        match self {
+            Self::RunScript(_) => JobType::RunScript,
+            Self::ProcessList => JobType::ProcessList,
+            Self::ProcessKill { .. } => JobType::ProcessKill,
+            Self::ServiceList => JobType::ServiceList,
+            Self::ServiceAction { .. } => JobType::ServiceAction,
+            Self::CollectInventory => JobType::CollectInventory,
+            Self::ConfigUpdate(_) => JobType::ConfigUpdate,
+            Self::Reboot { .. } => JobType::Reboot,
+            Self::Shutdown { .. } => JobType::Shutdown,
+        }
+    }
+
     /// The job type as the API and capabilities name it (`job:<type>`).
     pub fn type_name(&self) -> &'static str {
-        match self {
-            Self::RunScript(_) => "run_script",
-            Self::ProcessList => "process_list",
-            Self::ProcessKill { .. } => "process_kill",
-            Self::ServiceList => "service_list",
-            Self::ServiceAction { .. } => "service_action",
-            Self::CollectInventory => "collect_inventory",
-            Self::ConfigUpdate(_) => "config_update",
-            Self::Reboot { .. } => "reboot",
-            Self::Shutdown { .. } => "shutdown",
-        }
+        self.job_type().as_str()
     }
 }
 
-/// Every job type, as named by [`JobPayload::type_name`].
-pub const JOB_TYPES: [&str; 9] = [
-    "run_script",
-    "process_list",
-    "process_kill",
-    "service_list",
-    "service_action",
-    "collect_inventory",
-    "config_update",
-    "reboot",
-    "shutdown",
-];
+/// Declares [`JobType`] from one list: each type's variant, its name, and whether a job of
+/// that type needs the caller's explicit confirmation. Everything else about a type (its
+/// capability, its permission, the API's enum) derives from this list.
+macro_rules! job_types {
+    ($($variant:ident => $name:literal, confirm: $confirm:literal;)+) => {
+        /// The kinds of job, the one list every other place derives from: the payload
+        /// ([`JobPayload::job_type`]), the capability an agent reports (`job:<type>`), the
+        /// permission a caller needs (`job:<type>`) and the API's `type`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum JobType { $($variant),+ }
+
+        impl JobType {
+            /// Every job type, in the order of the list.
+            pub const ALL: &'static [JobType] = &[$(JobType::$variant),+];
+
+            /// The name of the type: the API's `type`, `jobs.job_type` in the store.
+            pub const fn as_str(self) -> &'static str {
+                match self { $(JobType::$variant => $name),+ }
+            }
+
+            /// What an agent reports in its hello when it can run this type.
+            pub const fn capability(self) -> &'static str {
+                match self { $(JobType::$variant => concat!("job:", $name)),+ }
+            }
+
+            /// The name of the permission a caller needs to create a job of this type.
+            pub const fn permission_name(self) -> &'static str {
+                match self { $(JobType::$variant => concat!("job:", $name)),+ }
+            }
+
+            /// Whether a job of this type needs `"confirm": true` (it takes machines down).
+            pub const fn needs_confirmation(self) -> bool {
+                match self { $(JobType::$variant => $confirm),+ }
+            }
+        }
+    };
+}
+
+job_types! {
+    RunScript => "run_script", confirm: false;
+    ProcessList => "process_list", confirm: false;
+    ProcessKill => "process_kill", confirm: false;
+    ServiceList => "service_list", confirm: false;
+    ServiceAction => "service_action", confirm: false;
+    CollectInventory => "collect_inventory", confirm: false;
+    ConfigUpdate => "config_update", confirm: false;
+    Reboot => "reboot", confirm: true;
+    Shutdown => "shutdown", confirm: true;
+}
+
+impl std::str::FromStr for JobType {
+    type Err = WireError;
+
+    fn from_str(s: &str) -> Result<Self, WireError> {
+        JobType::ALL
+            .iter()
+            .copied()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| WireError::Body(format!("unknown job type {s:?}")))
+    }
+}
+
+impl std::fmt::Display for JobType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScriptJob {
@@ -334,4 +395,38 @@ pub struct JobResult {
     pub error: Option<String>,
     pub started_at_ms: u64,
     pub finished_at_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_types_derive_their_names_from_one_list() {
+        assert_eq!(JobType::ALL.len(), 9);
+        for t in JobType::ALL {
+            assert_eq!(t.as_str().parse::<JobType>().unwrap(), *t);
+            assert_eq!(
+                serde_json::to_string(t).unwrap(),
+                format!("\"{}\"", t.as_str())
+            );
+            assert_eq!(t.capability(), format!("job:{t}"));
+            assert_eq!(t.permission_name(), format!("job:{t}"));
+        }
+        let confirmed: Vec<JobType> = JobType::ALL
+            .iter()
+            .copied()
+            .filter(|t| t.needs_confirmation())
+            .collect();
+        assert_eq!(confirmed, [JobType::Reboot, JobType::Shutdown]);
+        assert!("reboot_now".parse::<JobType>().is_err());
+        assert_eq!(
+            JobPayload::Reboot { delay_s: 0 }.job_type(),
+            JobType::Reboot
+        );
+        assert_eq!(
+            JobPayload::CollectInventory.type_name(),
+            "collect_inventory"
+        );
+    }
 }

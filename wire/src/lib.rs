@@ -17,8 +17,8 @@ pub use envelope::{Envelope, HEADER_LEN, Header, SIGNATURE_LEN, Unverified, Veri
 pub use error::WireError;
 pub use frame::{FrameReader, MAX_DATAGRAM_LEN, MAX_FRAME_LEN, decode_frame_len, encode_frame};
 pub use job::{
-    DispatchRefusal, INTERPRETERS, JOB_TYPES, JobAck, JobAckOutcome, JobDispatch, JobEnd, JobGrant,
-    JobOutput, JobPayload, JobResult, JobSpec, MAX_JOB_TIMEOUT_S, MAX_OUTPUT_CHUNK,
+    DispatchRefusal, INTERPRETERS, JobAck, JobAckOutcome, JobDispatch, JobEnd, JobGrant, JobOutput,
+    JobPayload, JobResult, JobSpec, JobType, MAX_JOB_TIMEOUT_S, MAX_OUTPUT_CHUNK,
     MAX_RESULT_DATA_BYTES, MAX_SCRIPT_BYTES, MAX_STDERR_BYTES, MAX_STDOUT_BYTES, OutputStream,
     ScriptJob, ServiceVerb, VerifiedJob,
 };

@@ -4,17 +4,28 @@
 use std::fmt;
 use std::str::FromStr;
 
+use reap3r_wire::JobType;
+
 macro_rules! permissions {
     ($($variant:ident => $name:literal),+ $(,)?) => {
         /// One thing a caller may be allowed to do, written `resource:action`.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub enum Permission { $($variant),+ }
+        pub enum Permission {
+            $($variant,)+
+            /// Creating a job of this type, on top of `job:create`; named `job:<type>` (see
+            /// [`JobType::permission_name`]), one per entry of the job type list.
+            RunJob(JobType),
+        }
+
+        /// The permissions that are not per job type, in their listed order.
+        const FIXED: &[Permission] = &[$(Permission::$variant),+];
 
         impl Permission {
-            pub const ALL: &'static [Permission] = &[$(Permission::$variant),+];
-
             pub fn as_str(self) -> &'static str {
-                match self { $(Permission::$variant => $name),+ }
+                match self {
+                    $(Permission::$variant => $name,)+
+                    Permission::RunJob(job_type) => job_type.permission_name(),
+                }
             }
         }
 
@@ -23,7 +34,11 @@ macro_rules! permissions {
             fn from_str(s: &str) -> Result<Self, UnknownName> {
                 match s {
                     $($name => Ok(Permission::$variant),)+
-                    other => Err(UnknownName(other.to_owned())),
+                    other => JobType::ALL
+                        .iter()
+                        .find(|t| t.permission_name() == other)
+                        .map(|t| Permission::RunJob(*t))
+                        .ok_or_else(|| UnknownName(other.to_owned())),
                 }
             }
         }
@@ -79,15 +94,29 @@ permissions! {
     JobView => "job:view",
     JobCreate => "job:create",
     JobCancel => "job:cancel",
-    JobRunScript => "job:run_script",
-    JobProcessList => "job:process_list",
-    JobProcessKill => "job:process_kill",
-    JobServiceList => "job:service_list",
-    JobServiceAction => "job:service_action",
-    JobCollectInventory => "job:collect_inventory",
-    JobConfigUpdate => "job:config_update",
-    JobReboot => "job:reboot",
-    JobShutdown => "job:shutdown",
+}
+
+/// How many permissions there are: the fixed ones, then one per job type.
+const PERMISSION_COUNT: usize = FIXED.len() + JobType::ALL.len();
+
+/// [`FIXED`], then [`Permission::RunJob`] of each job type in the job type list's order.
+const fn all_permissions() -> [Permission; PERMISSION_COUNT] {
+    let mut all = [Permission::JobCreate; PERMISSION_COUNT];
+    let mut i = 0;
+    while i < FIXED.len() {
+        all[i] = FIXED[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < JobType::ALL.len() {
+        all[FIXED.len() + j] = Permission::RunJob(JobType::ALL[j]);
+        j += 1;
+    }
+    all
+}
+
+impl Permission {
+    pub const ALL: &'static [Permission] = &all_permissions();
 }
 
 /// A name that is not a known role or permission.
@@ -139,43 +168,40 @@ impl Role {
             // Creating organisations and verifying the installation-wide audit chain (which
             // spans every organisation) are kept for super admins.
             Role::OrgAdmin => !matches!(p, OrgCreate | AuditVerify),
-            Role::Technician => matches!(
-                p,
-                AgentList
-                    | AgentView
-                    | AgentApprove
-                    | AgentMove
-                    | AgentTag
-                    | DashboardView
-                    | TokenList
-                    | TokenCreate
-                    | TokenRevoke
-                    | OrgList
-                    | SiteList
-                    | SiteCreate
-                    | SiteUpdate
-                    | CompanyList
-                    | CompanyView
-                    | FolderList
-                    | FolderView
-                    | FolderCreate
-                    | FolderUpdate
-                    | TagList
-                    | TagCreate
-                    | TagUpdate
-                    | SettingsView
-                    | SettingsUpdate
-                    | JobList
-                    | JobView
-                    | JobCreate
-                    | JobCancel
-                    | JobRunScript
-                    | JobProcessList
-                    | JobProcessKill
-                    | JobServiceList
-                    | JobServiceAction
-                    | JobCollectInventory
-            ),
+            Role::Technician => match p {
+                RunJob(job_type) => technician_runs(job_type),
+                _ => matches!(
+                    p,
+                    AgentList
+                        | AgentView
+                        | AgentApprove
+                        | AgentMove
+                        | AgentTag
+                        | DashboardView
+                        | TokenList
+                        | TokenCreate
+                        | TokenRevoke
+                        | OrgList
+                        | SiteList
+                        | SiteCreate
+                        | SiteUpdate
+                        | CompanyList
+                        | CompanyView
+                        | FolderList
+                        | FolderView
+                        | FolderCreate
+                        | FolderUpdate
+                        | TagList
+                        | TagCreate
+                        | TagUpdate
+                        | SettingsView
+                        | SettingsUpdate
+                        | JobList
+                        | JobView
+                        | JobCreate
+                        | JobCancel
+                ),
+            },
             Role::Viewer => matches!(
                 p,
                 AgentList
@@ -207,6 +233,21 @@ impl Role {
     /// than one's own.
     pub fn may_grant(self, other: Role) -> bool {
         other >= self
+    }
+}
+
+/// Which job types technicians may create: everything but what changes an agent's
+/// configuration or takes the machine down. A new job type does not compile until it is
+/// decided here.
+fn technician_runs(job_type: JobType) -> bool {
+    match job_type {
+        JobType::RunScript
+        | JobType::ProcessList
+        | JobType::ProcessKill
+        | JobType::ServiceList
+        | JobType::ServiceAction
+        | JobType::CollectInventory => true,
+        JobType::ConfigUpdate | JobType::Reboot | JobType::Shutdown => false,
     }
 }
 

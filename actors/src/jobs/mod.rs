@@ -1,8 +1,13 @@
-//! The job engine: one supervised actor per active job, the supervisor that routes agent
-//! messages to them, and the service the API uses to create and cancel jobs.
+//! Jobs: the operations (create, cancel, and the queries) the API and the CLI call, and the job
+//! engine: one supervised actor per active job and the supervisor that routes agent messages to
+//! them. The job types themselves are one list, [`JobType`] in `reap3r-wire`.
 
 mod actor;
-mod service;
+mod cancel;
+mod create;
+mod engine;
+mod payload;
+mod queries;
 mod supervisor;
 
 use ractor::ActorRef;
@@ -10,7 +15,20 @@ use reap3r_store::Uuid;
 use reap3r_wire::{JobAckOutcome, JobOutput, JobResult};
 
 pub use actor::{JobActor, JobMsg};
-pub use service::{JobError, JobService, NewJobRequest};
+pub use cancel::CancelJob;
+pub use create::{
+    CreateJob, JobTargetChoice, MAX_JOB_AGENT_IDS, MAX_JOB_TAG_IDS, MAX_JOB_TARGETS,
+    MAX_JOB_TIMEOUT_S,
+};
+pub use engine::JobEngine;
+pub use payload::{
+    MAX_POWER_DELAY_S, MAX_SCRIPT_ARG_BYTES, MAX_SCRIPT_ARGS, MAX_SERVICE_NAME_BYTES,
+};
+pub use queries::{
+    DEFAULT_JOB_PAGE, GetJob, GetJobResult, GetJobStats, JobDetail, JobPage, JobResultPage,
+    ListJobResults, ListJobs, MAX_JOB_CURSOR_CHARS, MAX_JOB_LIST_PAGE, MAX_JOB_RESULT_PAGE,
+};
+pub use reap3r_wire::{JobType, MAX_SCRIPT_BYTES};
 pub use supervisor::{JobSupervisor, JobSupervisorArgs, JobSupervisorMsg};
 
 use crate::SessionMsg;

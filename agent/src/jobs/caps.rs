@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use reap3r_wire::{INTERPRETERS, JOB_TYPES};
+use reap3r_wire::{INTERPRETERS, JobType};
 
 /// Tools found on `PATH` when the agent started.
 #[derive(Debug, Clone, Default)]
@@ -27,21 +27,33 @@ impl Capabilities {
     }
 
     /// The job types this agent runs.
-    pub(crate) fn job_types(&self) -> Vec<&'static str> {
-        JOB_TYPES
+    pub(crate) fn job_types(&self) -> Vec<JobType> {
+        JobType::ALL
             .iter()
             .copied()
-            .filter(|t| {
-                self.systemctl.is_some() || !matches!(*t, "service_list" | "service_action")
-            })
+            .filter(|t| self.runs(*t))
             .collect()
+    }
+
+    /// Whether this agent has what a job type needs (service jobs need systemd).
+    fn runs(&self, job_type: JobType) -> bool {
+        match job_type {
+            JobType::ServiceList | JobType::ServiceAction => self.systemctl.is_some(),
+            JobType::RunScript
+            | JobType::ProcessList
+            | JobType::ProcessKill
+            | JobType::CollectInventory
+            | JobType::ConfigUpdate
+            | JobType::Reboot
+            | JobType::Shutdown => true,
+        }
     }
 
     /// `job:<type>` and `interpreter:<name>`, for the hello.
     pub(crate) fn advertised(&self) -> Vec<String> {
         self.job_types()
             .into_iter()
-            .map(|t| format!("job:{t}"))
+            .map(|t| t.capability().to_owned())
             .chain(
                 self.interpreters
                     .iter()
@@ -102,7 +114,7 @@ mod tests {
     #[test]
     fn service_jobs_need_systemctl() {
         let caps = Capabilities::default();
-        assert_eq!(caps.job_types().len(), JOB_TYPES.len() - 2);
+        assert_eq!(caps.job_types().len(), JobType::ALL.len() - 2);
         assert!(caps.advertised().iter().all(|c| !c.contains("service")));
     }
 }

@@ -1,29 +1,27 @@
-//! Jobs: create (validated, permission per type, capability-checked, signed per target), list,
-//! detail with per-state counts, per-agent results, cancel and stats.
-
-use std::collections::BTreeMap;
+//! Jobs over HTTP: create, list, detail with per-state counts, per-agent results, cancel and
+//! stats, each mapped to its operation in `reap3r_actors::jobs`; and the request and answer
+//! types.
 
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi};
-use reap3r_actors::jobs::{JobError, NewJobRequest};
-use reap3r_store::{
-    Job, JobFilter, JobStatus, JobTarget, JobTargetSelector, TargetCounts, TargetState, Uuid,
+use reap3r_actors::jobs::{
+    CancelJob, CreateJob, GetJob, GetJobResult, GetJobStats, JobDetail, JobEngine, JobTargetChoice,
+    ListJobResults, ListJobs,
 };
-use reap3r_wire::{AgentConfig, JobPayload, ScriptJob, ServiceVerb};
-use serde::Deserialize;
-use serde_json::json;
+use reap3r_store::{Job, JobStatus, JobTarget, TargetCounts, TargetState, Uuid};
 
-use super::{ApiTags, audit, page_limit};
-use crate::auth::{Auth, Caller};
+use super::ApiTags;
+use crate::auth::Auth;
 use crate::context::ApiContext;
 use crate::error::{ApiError, ApiResult};
-use crate::rbac::Permission;
 
+// The API's face of the one list of job types (`reap3r_wire::JobType`): the two convert both
+// ways, so a type missing here does not compile.
 /// The job types, as `type` in requests and answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "snake_case")]
+#[oai(rename_all = "snake_case", remote = "reap3r_wire::JobType")]
 pub enum JobType {
     RunScript,
     ProcessList,
@@ -34,27 +32,6 @@ pub enum JobType {
     ConfigUpdate,
     Reboot,
     Shutdown,
-}
-
-impl JobType {
-    /// The permission a caller needs for this type, on top of `job:create`.
-    fn permission(self) -> Permission {
-        match self {
-            JobType::RunScript => Permission::JobRunScript,
-            JobType::ProcessList => Permission::JobProcessList,
-            JobType::ProcessKill => Permission::JobProcessKill,
-            JobType::ServiceList => Permission::JobServiceList,
-            JobType::ServiceAction => Permission::JobServiceAction,
-            JobType::CollectInventory => Permission::JobCollectInventory,
-            JobType::ConfigUpdate => Permission::JobConfigUpdate,
-            JobType::Reboot => Permission::JobReboot,
-            JobType::Shutdown => Permission::JobShutdown,
-        }
-    }
-
-    fn needs_confirmation(self) -> bool {
-        matches!(self, JobType::Reboot | JobType::Shutdown)
-    }
 }
 
 /// Which agents run the job: exactly one of the fields.
@@ -73,26 +50,13 @@ pub struct JobTargets {
     pub all: Option<bool>,
 }
 
-impl JobTargets {
-    fn selector(&self) -> ApiResult<JobTargetSelector> {
-        let mut chosen = Vec::new();
-        if let Some(ids) = &self.agent_ids {
-            chosen.push(JobTargetSelector::Agents(ids.clone()));
-        }
-        if let Some(ids) = &self.tag_ids {
-            chosen.push(JobTargetSelector::Tags(ids.clone()));
-        }
-        if let Some(id) = self.folder_id {
-            chosen.push(JobTargetSelector::Folder(id));
-        }
-        if self.all == Some(true) {
-            chosen.push(JobTargetSelector::All);
-        }
-        match chosen.len() {
-            1 => Ok(chosen.remove(0)),
-            _ => Err(ApiError::invalid(
-                "targets must name exactly one of agent_ids, tag_ids, folder_id or all: true",
-            )),
+impl From<JobTargets> for JobTargetChoice {
+    fn from(t: JobTargets) -> Self {
+        Self {
+            agent_ids: t.agent_ids,
+            tag_ids: t.tag_ids,
+            folder_id: t.folder_id,
+            all: t.all,
         }
     }
 }
@@ -339,166 +303,28 @@ pub struct JobStatsView {
     pub targets: TargetCountsView,
 }
 
-// Payload shapes per type; unknown fields are refused so typos do not pass silently.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ScriptPayload {
-    interpreter: String,
-    script: String,
-    #[serde(default)]
-    args: Vec<String>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    working_dir: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PidPayload {
-    pid: u32,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ServicePayload {
-    service: String,
-    action: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigPayload {
-    heartbeat_interval_s: u32,
-    metrics_interval_s: u32,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct PowerPayload {
-    #[serde(default)]
-    delay_s: u32,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct EmptyPayload {}
-
-fn parse<T: serde::de::DeserializeOwned>(value: &serde_json::Value) -> ApiResult<T> {
-    serde_json::from_value(value.clone()).map_err(|e| ApiError::invalid(format!("payload: {e}")))
-}
-
-/// Turns the request's `payload` into what the agent receives.
-fn job_payload(job_type: JobType, payload: &serde_json::Value) -> ApiResult<JobPayload> {
-    Ok(match job_type {
-        JobType::RunScript => {
-            let p: ScriptPayload = parse(payload)?;
-            JobPayload::RunScript(ScriptJob {
-                interpreter: p.interpreter,
-                script: p.script,
-                args: p.args,
-                env: p.env.into_iter().collect(),
-                working_dir: p.working_dir,
-            })
-        }
-        JobType::ProcessKill => JobPayload::ProcessKill {
-            pid: parse::<PidPayload>(payload)?.pid,
-        },
-        JobType::ServiceAction => {
-            let p: ServicePayload = parse(payload)?;
-            let action = match p.action.as_str() {
-                "start" => ServiceVerb::Start,
-                "stop" => ServiceVerb::Stop,
-                "restart" => ServiceVerb::Restart,
-                "status" => ServiceVerb::Status,
-                _ => {
-                    return Err(ApiError::invalid(
-                        "payload: action must be start, stop, restart or status",
-                    ));
-                }
-            };
-            JobPayload::ServiceAction {
-                service: p.service,
-                action,
-            }
-        }
-        JobType::ConfigUpdate => {
-            let p: ConfigPayload = parse(payload)?;
-            let range = AgentConfig::MIN_INTERVAL_S..=AgentConfig::MAX_INTERVAL_S;
-            if !range.contains(&p.heartbeat_interval_s) || !range.contains(&p.metrics_interval_s) {
-                return Err(ApiError::invalid(
-                    "payload: intervals must be between 1 and 3600 seconds",
-                ));
-            }
-            JobPayload::ConfigUpdate(AgentConfig {
-                heartbeat_interval_s: p.heartbeat_interval_s,
-                metrics_interval_s: p.metrics_interval_s,
-            })
-        }
-        JobType::Reboot => JobPayload::Reboot {
-            delay_s: parse::<PowerPayload>(payload)?.delay_s,
-        },
-        JobType::Shutdown => JobPayload::Shutdown {
-            delay_s: parse::<PowerPayload>(payload)?.delay_s,
-        },
-        other => {
-            parse::<EmptyPayload>(payload)?;
-            match other {
-                JobType::ProcessList => JobPayload::ProcessList,
-                JobType::ServiceList => JobPayload::ServiceList,
-                _ => JobPayload::CollectInventory,
-            }
-        }
-    })
-}
-
-impl From<JobError> for ApiError {
-    fn from(err: JobError) -> Self {
-        match err {
-            JobError::Invalid(msg) => ApiError::invalid(msg),
-            JobError::NoTargets => ApiError::bad_request("no_targets", err.to_string()),
-            JobError::Unsupported { .. } => {
-                ApiError::bad_request("unsupported_by_agent", err.to_string())
-            }
-            JobError::NotFound => ApiError::not_found("job"),
-            JobError::Finished => ApiError::conflict(err.to_string()),
-            JobError::Unavailable => ApiError::unavailable(err.to_string()),
-            JobError::Store(e) => e.into(),
-        }
-    }
-}
-
-fn engine(ctx: &ApiContext) -> ApiResult<&reap3r_actors::JobService> {
+/// The job engine, where a node runs one.
+fn engine(ctx: &ApiContext) -> ApiResult<&JobEngine> {
     ctx.jobs
         .as_ref()
         .ok_or_else(|| ApiError::unavailable("the job engine is not running"))
 }
 
-async fn job_in_org(ctx: &ApiContext, caller: &Caller, id: Uuid) -> ApiResult<Job> {
-    ctx.store
-        .job(Some(caller.org_id), id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("job"))
+impl From<JobStatusView> for JobStatus {
+    fn from(s: JobStatusView) -> Self {
+        match s {
+            JobStatusView::Active => JobStatus::Active,
+            JobStatusView::Completed => JobStatus::Completed,
+            JobStatusView::Cancelled => JobStatus::Cancelled,
+        }
+    }
 }
 
-fn encode_cursor(j: &Job) -> String {
-    format!("{}_{}", j.created_at, j.id)
+impl From<JobDetail> for JobView {
+    fn from(d: JobDetail) -> Self {
+        JobView::new(d.job, Some(d.counts))
+    }
 }
-
-fn decode_cursor(s: &str) -> ApiResult<(i64, Uuid)> {
-    let bad = || ApiError::invalid("cursor is not one this API returned");
-    let (at, id) = s.split_once('_').ok_or_else(bad)?;
-    Ok((
-        at.parse().map_err(|_| bad())?,
-        Uuid::parse_str(id).map_err(|_| bad())?,
-    ))
-}
-
-fn job_target(id: Uuid) -> String {
-    format!("job:{id}")
-}
-
-/// Largest results page; one below the store's cap so the extra row fits.
-const MAX_RESULT_PAGE: i64 = 500;
 
 pub struct JobsApi;
 
@@ -513,52 +339,17 @@ impl JobsApi {
         auth: Auth,
         body: Json<CreateJobRequest>,
     ) -> ApiResult<Json<JobView>> {
-        let caller = auth.caller();
-        caller.require(body.job_type.permission())?;
-        if body.job_type.needs_confirmation() && body.confirm != Some(true) {
-            return Err(ApiError::bad_request(
-                "confirmation_required",
-                "reboot and shutdown jobs need \"confirm\": true",
-            ));
-        }
-        let raw = body.payload.clone().unwrap_or_else(|| json!({}));
-        if !raw.is_object() {
-            return Err(ApiError::invalid("payload must be a JSON object"));
-        }
-        let payload = job_payload(body.job_type, &raw)?;
-        // The script itself is in the job record; the audit log keeps its hash, not its text.
-        let mut shown = raw.clone();
-        if let Some(script) = shown.get("script").and_then(|s| s.as_str()) {
-            let hash = blake3::hash(script.as_bytes()).to_hex().to_string();
-            shown["script_blake3"] = json!(hash);
-        }
-        let req = NewJobRequest {
-            org_id: caller.org_id,
-            created_by: caller.actor(),
-            payload,
-            payload_json: raw,
-            targets: body.targets.selector()?,
+        let body = body.0;
+        let job = CreateJob {
+            job_type: body.job_type.into(),
+            targets: body.targets.into(),
+            payload: body.payload,
             timeout_s: body.timeout_s,
             expires_at: body.expires_at,
             batch_size: body.batch_size,
-        };
-        let job = engine(&ctx)?.create(req).await?;
-        if let Some(o) = shown.as_object_mut() {
-            o.remove("script");
+            confirm: body.confirm,
         }
-        audit(
-            &ctx,
-            caller,
-            "job.create",
-            Some(job_target(job.id)),
-            json!({
-                "type": job.job_type,
-                "targets": job.targets,
-                "total_targets": job.total_targets,
-                "timeout_s": job.timeout_s,
-                "payload": shown,
-            }),
-        )
+        .run(&ctx.domain, engine(&ctx)?, auth.caller())
         .await?;
         let counts = TargetCounts {
             queued: job.total_targets,
@@ -585,34 +376,28 @@ impl JobsApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
         limit: Query<Option<i64>>,
     ) -> ApiResult<Json<JobPage>> {
-        let limit = page_limit(limit.0, 200)?;
-        let filter = JobFilter {
-            status: status.0.map(|s| match s {
-                JobStatusView::Active => JobStatus::Active,
-                JobStatusView::Completed => JobStatus::Completed,
-                JobStatusView::Cancelled => JobStatus::Cancelled,
-            }),
-            job_type: job_type.0.map(|t| type_name(t).to_owned()),
-            created_by: None,
-            before: cursor.0.as_deref().map(decode_cursor).transpose()?,
-        };
-        let mut jobs = ctx
-            .store
-            .list_jobs(auth.caller().org_id, &filter, limit + 1)
-            .await?;
-        let more = jobs.len() as i64 > limit;
-        jobs.truncate(limit as usize);
-        let next_cursor = more.then(|| jobs.last().map(encode_cursor)).flatten();
+        let page = ListJobs {
+            status: status.0.map(JobStatus::from),
+            job_type: job_type.0.map(reap3r_wire::JobType::from),
+            cursor: cursor.0,
+            limit: limit.0,
+        }
+        .run(&ctx.domain, auth.caller())
+        .await?;
         Ok(Json(JobPage {
-            items: jobs.into_iter().map(|j| JobView::new(j, None)).collect(),
-            next_cursor,
+            items: page
+                .items
+                .into_iter()
+                .map(|j| JobView::new(j, None))
+                .collect(),
+            next_cursor: page.next_cursor,
         }))
     }
 
     /// Job counts by status and target counts by state, for dashboards.
     #[oai(path = "/api/jobs/stats", method = "get", operation_id = "getJobStats")]
     async fn stats(&self, ctx: Data<&ApiContext>, auth: Auth) -> ApiResult<Json<JobStatsView>> {
-        let s = ctx.store.job_stats(auth.caller().org_id).await?;
+        let s = GetJobStats.run(&ctx.domain, auth.caller()).await?;
         Ok(Json(JobStatsView {
             active: s.active,
             completed: s.completed,
@@ -629,9 +414,10 @@ impl JobsApi {
         auth: Auth,
         id: Path<Uuid>,
     ) -> ApiResult<Json<JobView>> {
-        let job = job_in_org(&ctx, auth.caller(), id.0).await?;
-        let counts = ctx.store.job_target_counts(job.id).await?;
-        Ok(Json(JobView::new(job, Some(counts))))
+        let detail = GetJob { job_id: id.0 }
+            .run(&ctx.domain, auth.caller())
+            .await?;
+        Ok(Json(detail.into()))
     }
 
     /// Per-agent results of a job, by agent id, one page at a time.
@@ -653,28 +439,17 @@ impl JobsApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<i64>>,
     ) -> ApiResult<Json<JobResultPage>> {
-        // One extra row tells whether another page exists, within the store's page cap.
-        let limit = page_limit(limit.0, MAX_RESULT_PAGE)?;
-        let caller = auth.caller();
-        let job = job_in_org(&ctx, caller, id.0).await?;
-        let mut rows = ctx
-            .store
-            .list_job_targets(
-                caller.org_id,
-                job.id,
-                state.0.map(TargetState::from),
-                after.0,
-                limit + 1,
-            )
-            .await?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        let next_cursor = more
-            .then(|| rows.last().map(|r| r.agent_id.to_string()))
-            .flatten();
+        let page = ListJobResults {
+            job_id: id.0,
+            state: state.0.map(TargetState::from),
+            after: after.0,
+            limit: limit.0,
+        }
+        .run(&ctx.domain, auth.caller())
+        .await?;
         Ok(Json(JobResultPage {
-            items: rows.into_iter().map(JobResultView::from).collect(),
-            next_cursor,
+            items: page.items.into_iter().map(JobResultView::from).collect(),
+            next_cursor: page.next_cursor,
         }))
     }
 
@@ -691,12 +466,12 @@ impl JobsApi {
         id: Path<Uuid>,
         agent_id: Path<Uuid>,
     ) -> ApiResult<Json<JobResultView>> {
-        let caller = auth.caller();
-        let row = ctx
-            .store
-            .job_target(caller.org_id, id.0, agent_id.0)
-            .await?
-            .ok_or_else(|| ApiError::not_found("job result"))?;
+        let row = GetJobResult {
+            job_id: id.0,
+            agent_id: agent_id.0,
+        }
+        .run(&ctx.domain, auth.caller())
+        .await?;
         Ok(Json(row.into()))
     }
 
@@ -712,31 +487,72 @@ impl JobsApi {
         auth: Auth,
         id: Path<Uuid>,
     ) -> ApiResult<Json<JobView>> {
-        let caller = auth.caller();
-        let job = engine(&ctx)?.cancel(caller.org_id, id.0).await?;
-        audit(
-            &ctx,
-            caller,
-            "job.cancel",
-            Some(job_target(job.id)),
-            json!({ "type": job.job_type }),
-        )
-        .await?;
-        let counts = ctx.store.job_target_counts(job.id).await?;
-        Ok(Json(JobView::new(job, Some(counts))))
+        let detail = CancelJob { job_id: id.0 }
+            .run(&ctx.domain, engine(&ctx)?, auth.caller())
+            .await?;
+        Ok(Json(detail.into()))
     }
 }
 
-fn type_name(t: JobType) -> &'static str {
-    match t {
-        JobType::RunScript => "run_script",
-        JobType::ProcessList => "process_list",
-        JobType::ProcessKill => "process_kill",
-        JobType::ServiceList => "service_list",
-        JobType::ServiceAction => "service_action",
-        JobType::CollectInventory => "collect_inventory",
-        JobType::ConfigUpdate => "config_update",
-        JobType::Reboot => "reboot",
-        JobType::Shutdown => "shutdown",
+#[cfg(test)]
+mod tests {
+    use reap3r_actors::jobs::{
+        MAX_JOB_AGENT_IDS, MAX_JOB_CURSOR_CHARS, MAX_JOB_LIST_PAGE, MAX_JOB_RESULT_PAGE,
+        MAX_JOB_TAG_IDS, MAX_JOB_TARGETS, MAX_JOB_TIMEOUT_S,
+    };
+    use serde_json::Value;
+
+    fn spec() -> Value {
+        serde_json::from_str(&crate::openapi_json()).unwrap()
+    }
+
+    fn query_param<'a>(spec: &'a Value, path: &str, name: &str) -> &'a Value {
+        spec["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| &p["schema"])
+            .unwrap()
+    }
+
+    /// The schema's validators take literals; these keep them equal to the domain's limits.
+    #[test]
+    fn served_spec_bounds_are_the_domain_limits() {
+        let spec = spec();
+        let schemas = &spec["components"]["schemas"];
+        let create = &schemas["CreateJobRequest"]["properties"];
+        assert_eq!(create["timeout_s"]["minimum"], 1.0);
+        assert_eq!(create["timeout_s"]["maximum"], f64::from(MAX_JOB_TIMEOUT_S));
+        assert_eq!(create["batch_size"]["minimum"], 1.0);
+        assert_eq!(create["batch_size"]["maximum"], MAX_JOB_TARGETS as f64);
+        let targets = &schemas["JobTargets"]["properties"];
+        assert_eq!(targets["agent_ids"]["minItems"], 1);
+        assert_eq!(targets["agent_ids"]["maxItems"], MAX_JOB_AGENT_IDS);
+        assert_eq!(targets["tag_ids"]["minItems"], 1);
+        assert_eq!(targets["tag_ids"]["maxItems"], MAX_JOB_TAG_IDS);
+        let list_limit = query_param(&spec, "/api/jobs", "limit");
+        assert_eq!(list_limit["maximum"], MAX_JOB_LIST_PAGE as f64);
+        let cursor = query_param(&spec, "/api/jobs", "cursor");
+        assert_eq!(cursor["maxLength"], MAX_JOB_CURSOR_CHARS);
+        let results_limit = query_param(&spec, "/api/jobs/{id}/results", "limit");
+        assert_eq!(results_limit["maximum"], MAX_JOB_RESULT_PAGE as f64);
+    }
+
+    /// The API's job types are the list's, by the same names.
+    #[test]
+    fn served_job_types_are_the_list() {
+        let spec = spec();
+        let served: Vec<&str> = spec["components"]["schemas"]["JobType"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let listed: Vec<&str> = reap3r_wire::JobType::ALL
+            .iter()
+            .map(|t| t.as_str())
+            .collect();
+        assert_eq!(served, listed);
     }
 }

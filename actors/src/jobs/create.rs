@@ -1,0 +1,295 @@
+//! Creating a job: the request's checks (the caller's per-type permission, confirmation,
+//! payload, targets and limits), target resolution, capability checks, one signed grant per
+//! target (off the async workers), then the job, its targets and its `job.create` audit record
+//! in one transaction; the job's actor starts only once that has committed.
+
+use std::collections::HashMap;
+
+use reap3r_store::{Job, JobTargetSelector, NewJob, NewJobTarget, TargetCounts, Uuid};
+pub use reap3r_wire::MAX_JOB_TIMEOUT_S;
+use reap3r_wire::{JobGrant, JobPayload, JobSpec, JobType, SigningKey};
+use serde_json::json;
+
+use super::actor::Preloaded;
+use super::engine::JobEngine;
+use super::payload;
+use crate::FleetEvent;
+use crate::access::{Caller, Permission};
+use crate::audit;
+use crate::domain::Domain;
+use crate::error::{DomainError, DomainResult};
+
+/// Most agents one job may target, however they are selected; also the largest batch size.
+pub const MAX_JOB_TARGETS: usize = 100_000;
+/// Most agent ids a request may list (`targets.agent_ids`).
+pub const MAX_JOB_AGENT_IDS: usize = 10_000;
+/// Most tag ids a request may list (`targets.tag_ids`).
+pub const MAX_JOB_TAG_IDS: usize = 100;
+/// How many agents lacking a capability an error names.
+const MAX_NAMED_AGENTS: usize = 10;
+
+/// Which agents run the job, as the caller sent it: exactly one of the fields.
+#[derive(Debug, Clone, Default)]
+pub struct JobTargetChoice {
+    pub agent_ids: Option<Vec<Uuid>>,
+    pub tag_ids: Option<Vec<Uuid>>,
+    pub folder_id: Option<Uuid>,
+    pub all: Option<bool>,
+}
+
+impl JobTargetChoice {
+    fn selector(self) -> DomainResult<JobTargetSelector> {
+        let mut chosen = Vec::new();
+        if let Some(ids) = self.agent_ids {
+            if ids.is_empty() || ids.len() > MAX_JOB_AGENT_IDS {
+                return Err(DomainError::invalid(format!(
+                    "targets.agent_ids must list 1 to {MAX_JOB_AGENT_IDS} agents"
+                )));
+            }
+            chosen.push(JobTargetSelector::Agents(ids));
+        }
+        if let Some(ids) = self.tag_ids {
+            if ids.is_empty() || ids.len() > MAX_JOB_TAG_IDS {
+                return Err(DomainError::invalid(format!(
+                    "targets.tag_ids must list 1 to {MAX_JOB_TAG_IDS} tags"
+                )));
+            }
+            chosen.push(JobTargetSelector::Tags(ids));
+        }
+        if let Some(id) = self.folder_id {
+            chosen.push(JobTargetSelector::Folder(id));
+        }
+        if self.all == Some(true) {
+            chosen.push(JobTargetSelector::All);
+        }
+        match chosen.len() {
+            1 => Ok(chosen.remove(0)),
+            _ => Err(DomainError::invalid(
+                "targets must name exactly one of agent_ids, tag_ids, folder_id or all: true",
+            )),
+        }
+    }
+}
+
+/// A new job, as the caller asks for it.
+#[derive(Debug, Clone)]
+pub struct CreateJob {
+    pub job_type: JobType,
+    pub targets: JobTargetChoice,
+    /// The type's payload, a JSON object; `None` is `{}`.
+    pub payload: Option<serde_json::Value>,
+    /// 1 to [`MAX_JOB_TIMEOUT_S`].
+    pub timeout_s: u32,
+    /// Unix ms after which agents that have not received the job no longer get it.
+    pub expires_at: Option<i64>,
+    /// 1 to [`MAX_JOB_TARGETS`].
+    pub batch_size: Option<u32>,
+    /// Must be `true` for the types that [need it](JobType::needs_confirmation).
+    pub confirm: Option<bool>,
+}
+
+impl CreateJob {
+    /// Checks, resolves, signs and stores the job with its audit record, then starts its actor.
+    /// Returns the stored job.
+    pub async fn run(
+        self,
+        domain: &Domain,
+        engine: &JobEngine,
+        caller: &Caller,
+    ) -> DomainResult<Job> {
+        caller.require(Permission::RunJob(self.job_type))?;
+        if self.job_type.needs_confirmation() && self.confirm != Some(true) {
+            return Err(DomainError::bad_request(
+                "confirmation_required",
+                "reboot and shutdown jobs need \"confirm\": true",
+            ));
+        }
+        let raw = self.payload.clone().unwrap_or_else(|| json!({}));
+        if !raw.is_object() {
+            return Err(DomainError::invalid("payload must be a JSON object"));
+        }
+        let job_payload = payload::parse_payload(self.job_type, &raw)?;
+        let selector = self.targets.clone().selector()?;
+        engine.running()?;
+        let now = domain.now_ms();
+        self.check_limits(now)?;
+        payload::check(&job_payload)?;
+
+        let agents = domain
+            .store
+            .resolve_job_targets(caller.org_id, &selector)
+            .await?;
+        if agents.is_empty() {
+            return Err(DomainError::bad_request(
+                "no_targets",
+                "no agent matches the job's targets",
+            ));
+        }
+        if agents.len() > MAX_JOB_TARGETS {
+            return Err(DomainError::invalid(format!(
+                "a job may target at most {MAX_JOB_TARGETS} agents"
+            )));
+        }
+        check_capabilities(&job_payload, &agents)?;
+
+        let job_id = Uuid::now_v7();
+        let spec = JobSpec {
+            timeout_s: self.timeout_s,
+            payload: job_payload,
+        }
+        .to_bytes();
+        let spec_hash = JobSpec::hash_bytes(&spec);
+        let key = engine.server_key();
+        let issued_at = u64::try_from(now).unwrap_or_default();
+        let expires = self.expires_at.map(|e| e.max(0) as u64);
+        let ids: Vec<Uuid> = agents.iter().map(|(id, _, _)| *id).collect();
+        // Thousands of signatures: off the async workers.
+        let grants = tokio::task::spawn_blocking(move || {
+            sign_grants(&key, job_id, &ids, spec_hash, issued_at, expires)
+        })
+        .await
+        .map_err(|e| DomainError::invalid(format!("signing failed: {e}")))?;
+
+        let new_job = NewJob {
+            id: job_id,
+            org_id: caller.org_id,
+            job_type: self.job_type.as_str().into(),
+            payload: raw.clone(),
+            spec_hex: hex::encode(&spec),
+            targets: serde_json::to_value(&selector).unwrap_or_default(),
+            created_by: caller.actor(),
+            timeout_s: i64::from(self.timeout_s),
+            expires_at: self.expires_at,
+            batch_size: self.batch_size.map(i64::from),
+        };
+        let rows: Vec<NewJobTarget> = grants
+            .iter()
+            .map(|(agent_id, (grant, sig))| NewJobTarget {
+                agent_id: *agent_id,
+                grant_hex: hex::encode(grant),
+                signature_hex: hex::encode(sig),
+            })
+            .collect();
+
+        let mut tx = domain.begin().await?;
+        let job = tx.create_job(&new_job, &rows, now).await?;
+        audit::record(
+            &mut tx,
+            caller,
+            "job.create",
+            Some(job_target(job.id)),
+            json!({
+                "type": job.job_type,
+                "targets": job.targets,
+                "total_targets": job.total_targets,
+                "timeout_s": job.timeout_s,
+                "payload": payload::audited(&raw),
+            }),
+            now,
+        )
+        .await?;
+        domain.commit(tx).await?;
+
+        engine.job_created();
+        domain.events.publish(FleetEvent::JobUpdate {
+            job_id: job.id,
+            org_id: job.org_id,
+            agent_id: None,
+            state: "created".into(),
+            counts: TargetCounts {
+                queued: job.total_targets,
+                ..Default::default()
+            },
+        });
+        let preloaded = Preloaded {
+            job: job.clone(),
+            grants: grants.into_iter().collect(),
+        };
+        engine.start(job.id, Some(Box::new(preloaded)));
+        Ok(job)
+    }
+
+    /// The request's limits that do not depend on its payload.
+    fn check_limits(&self, now_ms: i64) -> DomainResult<()> {
+        if self.timeout_s == 0 || self.timeout_s > MAX_JOB_TIMEOUT_S {
+            return Err(DomainError::invalid(format!(
+                "timeout_s must be between 1 and {MAX_JOB_TIMEOUT_S}"
+            )));
+        }
+        if let Some(e) = self.expires_at
+            && e <= now_ms
+        {
+            return Err(DomainError::invalid("expires_at must be in the future"));
+        }
+        match self.batch_size {
+            Some(0) => Err(DomainError::invalid("batch_size must be at least 1")),
+            Some(n) if n as usize > MAX_JOB_TARGETS => Err(DomainError::invalid(format!(
+                "batch_size must be at most {MAX_JOB_TARGETS}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// How a job is named in the audit log.
+pub(super) fn job_target(id: Uuid) -> String {
+    format!("job:{id}")
+}
+
+fn sign_grants(
+    key: &SigningKey,
+    job_id: Uuid,
+    agents: &[Uuid],
+    spec_hash: [u8; 32],
+    now: u64,
+    expires_at_ms: Option<u64>,
+) -> HashMap<Uuid, (Vec<u8>, Vec<u8>)> {
+    agents
+        .iter()
+        .map(|agent_id| {
+            let grant = JobGrant {
+                job_id: job_id.into_bytes(),
+                agent_id: agent_id.into_bytes(),
+                spec_hash,
+                issued_at_ms: now,
+                expires_at_ms,
+            };
+            let (bytes, sig) = grant.sign(key);
+            (*agent_id, (bytes, sig.to_vec()))
+        })
+        .collect()
+}
+
+/// Every target must report the type's capability (and for scripts `interpreter:<name>`).
+fn check_capabilities(
+    payload: &JobPayload,
+    agents: &[(Uuid, Vec<String>, String)],
+) -> DomainResult<()> {
+    let mut need = vec![payload.job_type().capability().to_owned()];
+    if let JobPayload::RunScript(s) = payload {
+        need.push(format!("interpreter:{}", s.interpreter));
+    }
+    let lacking: Vec<String> = agents
+        .iter()
+        .filter(|(_, caps, _)| !need.iter().all(|n| caps.iter().any(|c| c == n)))
+        .map(|(id, _, host)| format!("{host} ({id})"))
+        .collect();
+    if lacking.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<String> = lacking.iter().take(MAX_NAMED_AGENTS).cloned().collect();
+    let more = if lacking.len() > MAX_NAMED_AGENTS {
+        format!(" and {} more", lacking.len() - MAX_NAMED_AGENTS)
+    } else {
+        String::new()
+    };
+    Err(DomainError::bad_request(
+        "unsupported_by_agent",
+        format!(
+            "{} targeted agent(s) cannot run this job (missing {}): {}{more}",
+            lacking.len(),
+            need.join(" and "),
+            shown.join(", ")
+        ),
+    ))
+}
