@@ -46,7 +46,6 @@ trait InTx {
         new: &NewAuthSession,
         now: i64,
     ) -> Result<AuthSession, StoreError>;
-    #[allow(clippy::too_many_arguments)]
     async fn rotate_refresh_token(
         &self,
         old: &str,
