@@ -49,7 +49,6 @@ trait InTx {
         new: &NewAuthSession,
         now: i64,
     ) -> Result<AuthSession, StoreError>;
-    #[allow(clippy::too_many_arguments)]
     async fn rotate_refresh_token(
         &self,
         old: &str,
