@@ -35,8 +35,6 @@ pub struct SessionArgs {
     pub presence: ActorRef<PresenceMsg>,
 }
 
-// `InjectFault` is a hidden test hook, not a non-exhaustive marker.
-#[allow(clippy::manual_non_exhaustive)]
 #[derive(Debug)]
 pub enum SessionMsg {
     /// An envelope read from the control stream; the reply says whether to keep reading.
@@ -56,7 +54,7 @@ pub enum SessionMsg {
     /// Send a job to the agent on a new stream of its own.
     DispatchJob(Uuid, Box<reap3r_wire::JobDispatch>),
     /// Test hook: makes the handler panic, to exercise supervision. Not reachable from the network.
-    #[doc(hidden)]
+    #[cfg(feature = "fault-injection")]
     InjectFault,
 }
 
@@ -188,8 +186,9 @@ impl Actor for AgentSession {
                 state.dispatch_job(job_id, *dispatch);
                 Ok(())
             }
+            #[cfg(feature = "fault-injection")]
             SessionMsg::InjectFault => {
-                #[allow(clippy::panic)]
+                #[expect(clippy::panic, reason = "the fault being injected")]
                 {
                     panic!("fault injected into agent session")
                 }

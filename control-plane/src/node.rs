@@ -10,9 +10,9 @@ use quinn::Endpoint;
 use ractor::ActorRef;
 use reap3r_actors::jobs::JobSupervisorMsg;
 use reap3r_actors::{
-    Clock, Domain, EventBus, FleetContext, FleetSettings, FleetStats, JobRouter, JobService,
-    JobSupervisor, PresenceMsg, PresenceWriter, SessionMsg, SessionRegistry, SessionSupervisor,
-    SignatureVerifier, SupervisorMsg, SystemClock,
+    AgentCommand, AgentRouter, Clock, Domain, EventBus, FleetContext, FleetSettings, FleetStats,
+    JobRouter, JobService, JobSupervisor, LocalRouter, PresenceMsg, PresenceWriter,
+    SessionRegistry, SessionSupervisor, SignatureVerifier, SupervisorMsg, SystemClock,
 };
 use reap3r_api::metrics::HttpMetrics;
 use reap3r_api::{ApiContext, ApiSettings, EnrolmentInfo, NodeHooks};
@@ -46,7 +46,7 @@ pub enum NodeError {
 
 /// What the API may ask of the node: readiness, and withdrawing an agent's live session.
 struct NodeLink {
-    registry: SessionRegistry,
+    router: Arc<dyn AgentRouter>,
     quic_listening: Arc<AtomicBool>,
 }
 
@@ -56,12 +56,14 @@ impl NodeHooks for NodeLink {
     }
 
     fn withdraw_agent(&self, agent_id: Uuid, reason: &str) {
-        if let Some(session) = self.registry.get(agent_id) {
-            let _ = session.cast(SessionMsg::Kick(
-                CloseCode::Revoked,
-                format!("access withdrawn: {reason}"),
-            ));
-        }
+        // Not connected here: nothing to close (its next hello is refused).
+        self.router.deliver(
+            agent_id,
+            AgentCommand::Kick {
+                code: CloseCode::Revoked,
+                reason: format!("access withdrawn: {reason}"),
+            },
+        );
     }
 }
 
@@ -148,8 +150,9 @@ impl Node {
             verifier,
         };
         let registry = SessionRegistry::default();
+        let router: Arc<dyn AgentRouter> = Arc::new(LocalRouter::new(registry.clone()));
         // Resumes jobs left active by the previous run; dispatch waits for agents to connect.
-        let job_supervisor = JobSupervisor::start(ctx.clone(), registry.clone())
+        let job_supervisor = JobSupervisor::start(ctx.clone(), router.clone())
             .await
             .map_err(|e| NodeError::Actors(e.to_string()))?;
         let presence = PresenceWriter::start(ctx.clone(), registry.clone())
@@ -193,7 +196,7 @@ impl Node {
             }),
             jobs: Some(JobService::new(ctx.clone())),
             node: Arc::new(NodeLink {
-                registry: registry.clone(),
+                router,
                 quic_listening: quic_listening.clone(),
             }),
         };

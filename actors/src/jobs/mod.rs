@@ -1,7 +1,9 @@
-//! The job engine: one supervised actor per active job, the supervisor that routes agent
-//! messages to them, and the service the API uses to create and cancel jobs.
+//! The job engine: the I/O-free state machine of a job's targets ([`machine`]), one supervised
+//! actor per active job driving it, the supervisor that routes agent messages to them, and the
+//! service the API uses to create and cancel jobs.
 
 mod actor;
+pub mod machine;
 mod service;
 mod supervisor;
 
@@ -52,13 +54,16 @@ impl JobRouter {
         }
     }
 
-    /// A verified job message from an agent. `session` is where the result ack goes.
+    /// A verified job message from an agent. Acks go to the agent's current session through
+    /// the agent router, not to the session the message arrived on (it may have been replaced
+    /// by the time the result commits), so `_session` is unused; it goes when the session's
+    /// call site changes.
     pub fn from_agent(
         &self,
         agent_id: Uuid,
         job_id: Uuid,
         event: AgentJobEvent,
-        session: ActorRef<SessionMsg>,
+        _session: ActorRef<SessionMsg>,
     ) -> bool {
         match self.get() {
             Some(s) => s
@@ -66,7 +71,6 @@ impl JobRouter {
                     agent_id,
                     job_id,
                     event,
-                    session,
                 })
                 .is_ok(),
             None => false,
