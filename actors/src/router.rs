@@ -81,7 +81,6 @@ impl AgentRouter for LocalRouter {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     //! [`LocalRouter`] over real session actors (in the handshake phase, on an in-memory link
     //! and a SQLite store): what reaches which session is read back from the link.

@@ -154,12 +154,11 @@ impl Actor for JobSupervisor {
                 event,
             } => match state.jobs.get(&job_id) {
                 Some(job) => {
-                    if let Err(err) = job.cast(JobMsg::FromAgent { agent_id, event }) {
-                        // Stopped before it retired (a crash): handled here instead.
-                        if let ractor::MessagingErr::SendErr(JobMsg::FromAgent { event, .. }) = err
-                        {
-                            state.without_actor(agent_id, job_id, event);
-                        }
+                    // Stopped before it retired (a crash): handled here instead.
+                    if let Err(ractor::MessagingErr::SendErr(JobMsg::FromAgent { event, .. })) =
+                        job.cast(JobMsg::FromAgent { agent_id, event })
+                    {
+                        state.without_actor(agent_id, job_id, event);
                     }
                 }
                 None => state.without_actor(agent_id, job_id, event),

@@ -80,7 +80,7 @@ impl JobMachine {
         self.out.push(Effect::Persist(batch));
     }
 
-    pub(super) fn committed(&mut self, commit: u64, applied: Vec<bool>, now: u64) {
+    pub(super) fn committed(&mut self, commit: u64, applied: Vec<bool>) {
         let Some(batch) = self.committing.take_if(|b| b.commit == commit) else {
             return;
         };
@@ -103,7 +103,7 @@ impl JobMachine {
             }
         }
         // Finished targets free batch slots.
-        self.refill(now);
+        self.refill();
     }
 
     /// The batch goes back in front of whatever came since, and is retried later.

@@ -22,14 +22,14 @@ impl JobMachine {
     }
 
     /// Offers the job to every target that still has it to do (start, resume).
-    pub(super) fn offer_all(&mut self, now: u64) {
+    pub(super) fn offer_all(&mut self) {
         let ids: Vec<Uuid> = self.targets.keys().copied().collect();
         for agent_id in ids {
-            self.offer(agent_id, now);
+            self.offer(agent_id);
         }
     }
 
-    pub(super) fn agent_online(&mut self, agent_id: Uuid, now: u64) {
+    pub(super) fn agent_online(&mut self, agent_id: Uuid) {
         self.unreachable.remove(&agent_id);
         if self.cancelled {
             // Running on the agent, perhaps: tell it again on its new connection.
@@ -42,12 +42,12 @@ impl JobMachine {
             }
             return;
         }
-        self.offer(agent_id, now);
+        self.offer(agent_id);
     }
 
     /// Sends the job to `agent_id` if it still has it to do and, when queued, a batch slot is
     /// free. Its state moves when the delivery is answered.
-    fn offer(&mut self, agent_id: Uuid, _now: u64) {
+    fn offer(&mut self, agent_id: Uuid) {
         if self.cancelled || self.phase != super::Phase::Active {
             return;
         }
@@ -88,7 +88,7 @@ impl JobMachine {
             self.unreachable.insert(agent_id);
             if was_offered {
                 // The slot it held goes to the next queued target.
-                self.refill(now);
+                self.refill();
             }
             return;
         }
@@ -101,7 +101,7 @@ impl JobMachine {
 
     /// Offers queued targets of reachable agents until the batch is full (after results free
     /// slots, or an offer was not delivered).
-    pub(super) fn refill(&mut self, now: u64) {
+    pub(super) fn refill(&mut self) {
         if self.job.batch_size.is_none() || self.cancelled {
             return;
         }
@@ -117,7 +117,7 @@ impl JobMachine {
             if self.batch_full() {
                 break;
             }
-            self.offer(agent_id, now);
+            self.offer(agent_id);
         }
     }
 }

@@ -250,14 +250,14 @@ impl JobMachine {
                 if self.job.cancel_requested_at.is_some() {
                     self.cancel(now);
                 }
-                self.offer_all(now);
+                self.offer_all();
             }
-            Input::AgentOnline(agent_id) => self.agent_online(agent_id, now),
+            Input::AgentOnline(agent_id) => self.agent_online(agent_id),
             Input::Delivery {
                 agent_id,
                 delivered,
             } => self.delivery(agent_id, delivered, now),
-            Input::FromAgent { agent_id, event } => self.from_agent(agent_id, event, now),
+            Input::FromAgent { agent_id, event } => self.on_agent(agent_id, event, now),
             Input::Cancel => {
                 if self.phase == Phase::Active {
                     self.cancel(now);
@@ -268,7 +268,7 @@ impl JobMachine {
                 self.flush_scheduled = None;
                 self.flush();
             }
-            Input::Committed { commit, applied } => self.committed(commit, applied, now),
+            Input::Committed { commit, applied } => self.committed(commit, applied),
             Input::CommitFailed { commit } => self.commit_failed(commit),
             Input::FinishRecorded { recorded } => self.finish_recorded(recorded),
             Input::Retired => {
@@ -283,7 +283,7 @@ impl JobMachine {
         std::mem::take(&mut self.out)
     }
 
-    fn from_agent(&mut self, agent_id: Uuid, event: AgentJobEvent, now: u64) {
+    fn on_agent(&mut self, agent_id: Uuid, event: AgentJobEvent, now: u64) {
         if !self.targets.contains_key(&agent_id) {
             // Not a target of this job: nothing to record, and no ack (nothing was stored).
             warn!(job_id = %self.job.id, %agent_id, "job message from an agent that is not a target");
