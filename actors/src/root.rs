@@ -10,6 +10,7 @@
 //! the next heartbeats).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{
@@ -19,6 +20,7 @@ use reap3r_store::Uuid;
 use reap3r_wire::CloseCode;
 use tracing::{error, info, warn};
 
+use crate::AgentRouter;
 use crate::jobs::JobSupervisorMsg;
 use crate::session::mark_offline;
 use crate::slot::ActorSlot;
@@ -61,6 +63,8 @@ pub struct Subsystems {
 pub struct RootArgs {
     pub ctx: FleetContext,
     pub registry: SessionRegistry,
+    /// How job actors reach agents.
+    pub router: Arc<dyn AgentRouter>,
     pub subsystems: Subsystems,
 }
 
@@ -107,7 +111,7 @@ impl RootState {
                 self.args.subsystems.presence.set(presence.clone());
                 presence.get_cell()
             }
-            Subsystem::Jobs => JobSupervisor::spawn_linked(ctx, registry, cell)
+            Subsystem::Jobs => JobSupervisor::spawn_linked(ctx, self.args.router.clone(), cell)
                 .await?
                 .get_cell(),
             Subsystem::Sessions => {

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use reap3r_actors::access::{Caller, Credential, Role};
+use reap3r_actors::enrolment::hash_enrollment_token;
 use reap3r_actors::jobs::{
     CancelJob, CreateJob, JobEngine, JobTargetChoice, MAX_JOB_TARGETS, MAX_JOB_TIMEOUT_S,
 };
@@ -37,7 +38,8 @@ impl Rig {
             require_approval: false,
             created_by: None,
         };
-        store.create_enrollment_token(&token, 0).await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        tx.create_enrollment_token(&token, 0).await.unwrap();
         let new = NewAgent {
             hostname: "h".into(),
             os: "linux".into(),
@@ -45,10 +47,11 @@ impl Rig {
             agent_version: "0".into(),
             public_key: SigningKey::from_bytes(&[3; 32]).verifying_key().to_bytes(),
         };
-        let agent = store
+        let agent = tx
             .enroll_agent(&hash_enrollment_token("t"), &new, 0)
             .await
             .unwrap();
+        tx.commit().await.unwrap();
         let hello = AgentHello {
             hostname: "h".into(),
             agent_version: "0".into(),
@@ -74,9 +77,12 @@ impl Rig {
             jobs: Default::default(),
             verifier: SignatureVerifier::start(1, stats).unwrap(),
         };
-        JobSupervisor::start(ctx.clone(), SessionRegistry::default())
-            .await
-            .unwrap();
+        JobSupervisor::start(
+            ctx.clone(),
+            Arc::new(LocalRouter::new(SessionRegistry::default())),
+        )
+        .await
+        .unwrap();
         Rig {
             _db: db,
             domain: Domain::new(store.clone(), ctx.clock.clone(), ctx.events.clone()),

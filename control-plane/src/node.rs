@@ -10,9 +10,9 @@ use quinn::Endpoint;
 use ractor::ActorRef;
 use reap3r_actors::jobs::JobSupervisorMsg;
 use reap3r_actors::{
-    Clock, Domain, Drain, EventBus, FleetContext, FleetSettings, FleetStats, JobEngine, JobRouter,
-    RootArgs, RootMsg, RootSupervisor, SessionMsg, SessionRegistry, SignatureVerifier, Subsystems,
-    SystemClock,
+    AgentCommand, AgentRouter, Clock, Domain, Drain, EventBus, FleetContext, FleetSettings,
+    FleetStats, JobEngine, JobRouter, LocalRouter, RootArgs, RootMsg, RootSupervisor,
+    SessionRegistry, SignatureVerifier, Subsystems, SystemClock,
 };
 use reap3r_api::metrics::HttpMetrics;
 use reap3r_api::{ApiContext, ApiSettings, EnrolmentInfo, NodeHooks};
@@ -45,7 +45,7 @@ pub enum NodeError {
 
 /// What the API may ask of the node: readiness, and withdrawing an agent's live session.
 struct NodeLink {
-    registry: SessionRegistry,
+    router: Arc<dyn AgentRouter>,
     quic_listening: Arc<AtomicBool>,
 }
 
@@ -55,12 +55,14 @@ impl NodeHooks for NodeLink {
     }
 
     fn withdraw_agent(&self, agent_id: Uuid, reason: &str) {
-        if let Some(session) = self.registry.get(agent_id) {
-            let _ = session.cast(SessionMsg::Kick(
-                CloseCode::Revoked,
-                format!("access withdrawn: {reason}"),
-            ));
-        }
+        // Not connected here: nothing to close (its next hello is refused).
+        self.router.deliver(
+            agent_id,
+            AgentCommand::Kick {
+                code: CloseCode::Revoked,
+                reason: format!("access withdrawn: {reason}"),
+            },
+        );
     }
 }
 
@@ -147,12 +149,14 @@ impl Node {
             verifier,
         };
         let registry = SessionRegistry::default();
+        let router: Arc<dyn AgentRouter> = Arc::new(LocalRouter::new(registry.clone()));
         let subsystems = Subsystems::default();
         // The job supervisor resumes jobs left active by the previous run; dispatch waits for
         // agents to connect.
         let root = RootSupervisor::start(RootArgs {
             ctx: ctx.clone(),
             registry: registry.clone(),
+            router: router.clone(),
             subsystems: subsystems.clone(),
         })
         .await
@@ -193,7 +197,7 @@ impl Node {
             }),
             jobs: Some(JobEngine::new(ctx.clone())),
             node: Arc::new(NodeLink {
-                registry: registry.clone(),
+                router,
                 quic_listening: quic_listening.clone(),
             }),
         };

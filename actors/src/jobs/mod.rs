@@ -1,11 +1,13 @@
 //! Jobs: the operations (create, cancel, and the queries) the API and the CLI call, and the job
-//! engine: one supervised actor per active job and the supervisor that routes agent messages to
-//! them. The job types themselves are one list, [`JobType`] in `reap3r-wire`.
+//! engine: the I/O-free state machine of a job's targets ([`machine`]), one supervised actor per
+//! active job driving it, and the supervisor that routes agent messages to them. The job types
+//! themselves are one list, [`JobType`] in `reap3r-wire`.
 
 mod actor;
 mod cancel;
 mod create;
 mod engine;
+pub mod machine;
 mod payload;
 mod queries;
 mod supervisor;
@@ -64,13 +66,16 @@ impl JobRouter {
         }
     }
 
-    /// A verified job message from an agent. `session` is where the result ack goes.
+    /// A verified job message from an agent. Acks go to the agent's current session through
+    /// the agent router, not to the session the message arrived on (it may have been replaced
+    /// by the time the result commits), so `_session` is unused; it goes when the session's
+    /// call site changes.
     pub fn from_agent(
         &self,
         agent_id: Uuid,
         job_id: Uuid,
         event: AgentJobEvent,
-        session: ActorRef<SessionMsg>,
+        _session: ActorRef<SessionMsg>,
     ) -> bool {
         match self.get() {
             Some(s) => s
@@ -78,7 +83,6 @@ impl JobRouter {
                     agent_id,
                     job_id,
                     event,
-                    session,
                 })
                 .is_ok(),
             None => false,

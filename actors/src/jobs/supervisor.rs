@@ -1,17 +1,21 @@
 //! Supervises job actors: starts one per active job (at creation, and for every active job when
 //! the node starts), routes agent messages to them, and restarts a crashed one from the database.
+//! A finished job actor retires before it stops: the supervisor stops routing to it and answers
+//! `Retired`, which the actor handles after every message routed to it before, so none is lost
+//! (a result arriving later is handled here, without an actor).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use reap3r_store::Uuid;
-use reap3r_wire::Message;
 use tracing::{error, info, warn};
 
-use super::actor::{JobArgs, Preloaded, agent_outcome};
+use super::actor::{JobArgs, Preloaded};
+use super::machine::agent_outcome;
 use super::{AgentJobEvent, JobActor, JobMsg};
-use crate::{FleetContext, FleetStats, SessionMsg, SessionRegistry};
+use crate::{AgentCommand, AgentRouter, FleetContext, FleetStats};
 
 /// A job actor that crashes more often than this within `RESTART_WINDOW` is left stopped (the
 /// job stays active in the database and resumes at the next node start).
@@ -29,7 +33,6 @@ pub enum JobSupervisorMsg {
         agent_id: Uuid,
         job_id: Uuid,
         event: AgentJobEvent,
-        session: ActorRef<SessionMsg>,
     },
     /// Replies whether a live actor took the cancel.
     Cancel(Uuid, RpcReplyPort<bool>),
@@ -37,8 +40,10 @@ pub enum JobSupervisorMsg {
     Count(RpcReplyPort<usize>),
     /// Shutdown: every job actor commits and acks what it holds; replies when all have.
     Drain(RpcReplyPort<()>),
+    /// A finished job actor asks to be routed nothing more; answered with `JobMsg::Retired`.
+    Retire(Uuid, ActorId),
     /// Test hook: crash the actor of this job.
-    #[doc(hidden)]
+    #[cfg(feature = "fault-injection")]
     InjectFault(Uuid),
 }
 
@@ -55,6 +60,8 @@ impl std::fmt::Debug for JobSupervisorMsg {
             Self::Cancel(id, _) => write!(f, "Cancel({id})"),
             Self::Count(_) => f.write_str("Count"),
             Self::Drain(_) => f.write_str("Drain"),
+            Self::Retire(id, _) => write!(f, "Retire({id})"),
+            #[cfg(feature = "fault-injection")]
             Self::InjectFault(id) => write!(f, "InjectFault({id})"),
         }
     }
@@ -62,13 +69,13 @@ impl std::fmt::Debug for JobSupervisorMsg {
 
 pub struct JobSupervisorArgs {
     pub ctx: FleetContext,
-    pub registry: SessionRegistry,
+    pub router: Arc<dyn AgentRouter>,
 }
 
 pub struct JobSupervisorState {
     ctx: FleetContext,
-    registry: SessionRegistry,
-    jobs: HashMap<Uuid, ActorRef<JobMsg>>,
+    router: Arc<dyn AgentRouter>,
+    jobs: Jobs,
     by_actor: HashMap<ActorId, Uuid>,
     /// job id → (restarts in the current window, window start).
     restarts: HashMap<Uuid, (u32, tokio::time::Instant)>,
@@ -79,7 +86,7 @@ impl JobSupervisor {
     /// context's router, and resumes every job that is still active in the database.
     pub async fn spawn_linked(
         ctx: FleetContext,
-        registry: SessionRegistry,
+        router: Arc<dyn AgentRouter>,
         parent: ractor::ActorCell,
     ) -> Result<ActorRef<JobSupervisorMsg>, ractor::SpawnErr> {
         let (actor, _) = Actor::spawn_linked(
@@ -87,9 +94,27 @@ impl JobSupervisor {
             JobSupervisor,
             JobSupervisorArgs {
                 ctx: ctx.clone(),
-                registry,
+                router,
             },
             parent,
+        )
+        .await?;
+        ctx.jobs.set(actor.clone());
+        Ok(actor)
+    }
+
+    /// Starts the supervisor on its own (tests that drive jobs without a node).
+    pub async fn start(
+        ctx: FleetContext,
+        router: Arc<dyn AgentRouter>,
+    ) -> Result<ActorRef<JobSupervisorMsg>, ractor::SpawnErr> {
+        let (actor, _) = Actor::spawn(
+            None,
+            JobSupervisor,
+            JobSupervisorArgs {
+                ctx: ctx.clone(),
+                router,
+            },
         )
         .await?;
         ctx.jobs.set(actor.clone());
@@ -109,8 +134,8 @@ impl Actor for JobSupervisor {
     ) -> Result<JobSupervisorState, ActorProcessingErr> {
         Ok(JobSupervisorState {
             ctx: args.ctx,
-            registry: args.registry,
-            jobs: HashMap::new(),
+            router: args.router,
+            jobs: Jobs::default(),
             by_actor: HashMap::new(),
             restarts: HashMap::new(),
         })
@@ -150,16 +175,16 @@ impl Actor for JobSupervisor {
                 agent_id,
                 job_id,
                 event,
-                session,
             } => match state.jobs.get(&job_id) {
                 Some(job) => {
-                    let _ = job.cast(JobMsg::FromAgent {
-                        agent_id,
-                        event,
-                        session,
-                    });
+                    // Stopped before it retired (a crash): handled here instead.
+                    if let Err(ractor::MessagingErr::SendErr(JobMsg::FromAgent { event, .. })) =
+                        job.cast(JobMsg::FromAgent { agent_id, event })
+                    {
+                        state.without_actor(agent_id, job_id, event);
+                    }
                 }
-                None => state.without_actor(agent_id, job_id, event, session),
+                None => state.without_actor(agent_id, job_id, event),
             },
             JobSupervisorMsg::Cancel(job_id, reply) => {
                 let taken = state
@@ -183,6 +208,12 @@ impl Actor for JobSupervisor {
                     let _ = reply.send(());
                 });
             }
+            JobSupervisorMsg::Retire(job_id, actor) => {
+                if let Some(job) = state.jobs.remove_if_actor(job_id, actor) {
+                    let _ = job.cast(JobMsg::Retired);
+                }
+            }
+            #[cfg(feature = "fault-injection")]
             JobSupervisorMsg::InjectFault(job_id) => {
                 if let Some(job) = state.jobs.get(&job_id) {
                     let _ = job.cast(JobMsg::InjectFault);
@@ -202,16 +233,18 @@ impl Actor for JobSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                if let Some(job_id) = state.by_actor.remove(&cell.get_id()) {
-                    state.jobs.remove(&job_id);
+                let id = cell.get_id();
+                if let Some(job_id) = state.by_actor.remove(&id) {
+                    state.jobs.remove_if_actor(job_id, id);
                     state.restarts.remove(&job_id);
                 }
             }
             SupervisionEvent::ActorFailed(cell, err) => {
-                let Some(job_id) = state.by_actor.remove(&cell.get_id()) else {
+                let id = cell.get_id();
+                let Some(job_id) = state.by_actor.remove(&id) else {
                     return Ok(());
                 };
-                state.jobs.remove(&job_id);
+                state.jobs.remove_if_actor(job_id, id);
                 FleetStats::bump(&state.ctx.stats.job_actor_crashes);
                 error!(%job_id, %err, "job actor crashed");
                 if state.may_restart(job_id) {
@@ -238,7 +271,8 @@ impl JobSupervisorState {
         }
         let args = JobArgs {
             ctx: self.ctx.clone(),
-            registry: self.registry.clone(),
+            router: self.router.clone(),
+            supervisor: myself.clone(),
             job_id,
             preloaded,
         };
@@ -264,17 +298,12 @@ impl JobSupervisorState {
     /// A message for a job with no live actor: the job finished (or is restarting). A result is
     /// stored if its target is somehow still open (the store's guard decides) and acknowledged
     /// in every case, so the agent can drop it from its outbox.
-    fn without_actor(
-        &self,
-        agent_id: Uuid,
-        job_id: Uuid,
-        event: AgentJobEvent,
-        session: ActorRef<SessionMsg>,
-    ) {
+    fn without_actor(&self, agent_id: Uuid, job_id: Uuid, event: AgentJobEvent) {
         let AgentJobEvent::Result(result) = event else {
             return;
         };
         let ctx = self.ctx.clone();
+        let router = self.router.clone();
         tokio::spawn(async move {
             let outcome = agent_outcome(job_id, agent_id, &result);
             let now = ctx.clock.now_ms() as i64;
@@ -286,12 +315,45 @@ impl JobSupervisorState {
                         &ctx.stats.job_results_duplicate
                     };
                     FleetStats::bump(counter);
-                    let _ = session.cast(SessionMsg::Send(Message::JobResultAck {
-                        job_id: job_id.into_bytes(),
-                    }));
+                    router.deliver(agent_id, AgentCommand::ResultAck { job_id });
                 }
                 Err(err) => warn!(%job_id, %agent_id, %err, "could not record a late job result"),
             }
         });
+    }
+}
+
+/// Live job actors by job id.
+#[derive(Default)]
+struct Jobs(HashMap<Uuid, ActorRef<JobMsg>>);
+
+impl Jobs {
+    fn get(&self, job_id: &Uuid) -> Option<&ActorRef<JobMsg>> {
+        self.0.get(job_id)
+    }
+
+    fn contains_key(&self, job_id: &Uuid) -> bool {
+        self.0.contains_key(job_id)
+    }
+
+    fn insert(&mut self, job_id: Uuid, actor: ActorRef<JobMsg>) {
+        self.0.insert(job_id, actor);
+    }
+
+    fn values(&self) -> impl Iterator<Item = &ActorRef<JobMsg>> {
+        self.0.values()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Removes the job's entry only if it is still `actor` (a newer actor of the same job, started
+    /// after this one retired, stays).
+    fn remove_if_actor(&mut self, job_id: Uuid, actor: ActorId) -> Option<ActorRef<JobMsg>> {
+        match self.0.get(&job_id) {
+            Some(a) if a.get_id() == actor => self.0.remove(&job_id),
+            _ => None,
+        }
     }
 }

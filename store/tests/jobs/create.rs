@@ -1,7 +1,6 @@
 //! Creating a job with its targets, and at scale.
 
 use crate::common::*;
-use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn create_job_stores_the_job_and_its_targets() -> Result<()> {

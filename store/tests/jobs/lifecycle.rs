@@ -1,7 +1,6 @@
 //! Finishing a job once, and cancel requests within the organisation.
 
 use crate::common::*;
-use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jobs_finish_once_and_cancel_within_their_org() -> Result<()> {

@@ -1,7 +1,6 @@
 //! Listing jobs and their targets in keyset pages, and the organisation's stats.
 
 use crate::common::*;
-use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jobs_are_listed_newest_first_with_filters_and_keyset_pages() -> Result<()> {

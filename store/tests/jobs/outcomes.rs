@@ -1,7 +1,6 @@
 //! Outcomes: recorded exactly once, concurrently, in large mixed batches and overlapping multi-statement batches.
 
 use crate::common::*;
-use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn outcomes_are_recorded_exactly_once() -> Result<()> {

@@ -1,7 +1,6 @@
 //! Resolving a target selector to the eligible agents of the organisation.
 
 use crate::common::*;
-use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn selectors_resolve_to_eligible_agents_of_the_org() -> Result<()> {

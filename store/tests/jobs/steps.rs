@@ -1,7 +1,6 @@
 //! The guarded target steps: only forward, row by row in large mixed batches, and the times a step carries.
 
 use crate::common::*;
-use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transitions_only_move_forward() -> Result<()> {
