@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::api_harness::{Api, default_org, id_of, logged_in, now_ms};
+use crate::api_harness::{Api, default_org, id_of, logged_in};
 use crate::harness::{AgentProcess, TestServer};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
