@@ -238,8 +238,8 @@ fn token(org_id: Uuid, secret: &str) -> NewEnrollmentToken {
 
 async fn enrolled(store: &Store, org: Uuid, hostname: &str, at: i64) -> Result<Agent> {
     let secret = format!("secret-{hostname}-{}", Uuid::new_v4());
-    create_enrollment_token(&store, &token(org, &secret), T0).await?;
-    Ok(enroll_agent(&store, &hash_of(&secret), &new_agent(hostname, "linux"), at).await?)
+    create_enrollment_token(store, &token(org, &secret), T0).await?;
+    Ok(enroll_agent(store, &hash_of(&secret), &new_agent(hostname, "linux"), at).await?)
 }
 
 async fn user(store: &Store, org: &Org, email: &str) -> Result<User> {
@@ -2083,7 +2083,7 @@ async fn agents_are_tagged_and_placed_within_their_org() -> Result<()> {
 /// millisecond so the id tie-break matters.
 async fn fleet(store: &Store, org: Uuid, other: Uuid) -> Result<Vec<Agent>> {
     let secret = format!("fleet-{}", Uuid::new_v4());
-    create_enrollment_token(&store, &token(org, &secret), T0).await?;
+    create_enrollment_token(store, &token(org, &secret), T0).await?;
     let hello = |hostname: &str| AgentHello {
         hostname: hostname.into(),
         agent_version: "0.1.0".into(),
@@ -2098,7 +2098,7 @@ async fn fleet(store: &Store, org: Uuid, other: Uuid) -> Result<Vec<Agent>> {
             _ => format!("Host-{i:02}"),
         };
         let a = enroll_agent(
-            &store,
+            store,
             &hash_of(&secret),
             &new_agent(&hostname, os),
             T0 + i / 3,
@@ -2112,18 +2112,18 @@ async fn fleet(store: &Store, org: Uuid, other: Uuid) -> Result<Vec<Agent>> {
             }
             1 => {}
             2 => {
-                set_agent_approval(&store, a.id, AgentApproval::Pending).await?;
+                set_agent_approval(store, a.id, AgentApproval::Pending).await?;
             }
             3 => {
-                set_agent_approval(&store, a.id, AgentApproval::Rejected).await?;
+                set_agent_approval(store, a.id, AgentApproval::Rejected).await?;
             }
             _ => {
                 // Revoked outranks approval and connection.
                 store
                     .mark_agent_online(a.id, "node-a", &hello(&hostname), T0 + 100)
                     .await?;
-                set_agent_approval(&store, a.id, AgentApproval::Rejected).await?;
-                revoke_agent(&store, a.id).await?;
+                set_agent_approval(store, a.id, AgentApproval::Rejected).await?;
+                revoke_agent(store, a.id).await?;
             }
         }
     }

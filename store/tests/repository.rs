@@ -65,8 +65,8 @@ async fn enrolled(store: &Store, org: Uuid, hostname: &str, approval: bool) -> R
     let secret = format!("secret-{hostname}-{}", Uuid::new_v4());
     let mut t = token(org, &secret);
     t.require_approval = approval;
-    create_enrollment_token(&store, &t, T0).await?;
-    Ok(enroll_agent(&store, &hash_of(&secret), &new_agent(hostname), T0).await?)
+    create_enrollment_token(store, &t, T0).await?;
+    Ok(enroll_agent(store, &hash_of(&secret), &new_agent(hostname), T0).await?)
 }
 
 fn refusal<T: Debug>(result: Result<T, StoreError>) -> Option<TokenRefusal> {
