@@ -97,7 +97,7 @@ mod tests {
     use std::time::Duration;
 
     use ractor::{Actor, ActorRef};
-    use reap3r_store::testing::TestDatabase;
+    use reap3r_testkit::TestDatabase;
     use reap3r_wire::{Envelope, InboundSession, SERVER_SENDER, SigningKey};
 
     use super::*;

@@ -11,7 +11,7 @@ use reap3r_actors::access::{
 };
 use reap3r_actors::{Domain, DomainError, EventBus, FleetEvent, ManualClock};
 use reap3r_store::Store;
-use reap3r_store::testing::TestDatabase;
+use reap3r_testkit::TestDatabase;
 
 const T0: u64 = 1_700_000_000_000;
 const PASSWORD: &str = "a long enough password";

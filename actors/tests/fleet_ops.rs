@@ -15,10 +15,10 @@ use reap3r_actors::enrolment::{
 use reap3r_actors::groups::{CreateGroup, DeleteGroup, MAX_GROUP_NAME_CHARS, MoveAgent, TagAgent};
 use reap3r_actors::orgs::{CreateOrg, get_org};
 use reap3r_actors::{Domain, DomainError, EventBus, FleetEvent, ManualClock};
-use reap3r_store::testing::TestDatabase;
 use reap3r_store::{
     AgentApproval, AgentPlacement, AgentStatus, GroupKind, NewAgent, StoreError, TokenRefusal, Uuid,
 };
+use reap3r_testkit::TestDatabase;
 
 const T0: u64 = 1_700_000_000_000;
 

@@ -11,8 +11,8 @@ use reap3r_actors::jobs::{
     CancelJob, CreateJob, JobEngine, JobTargetChoice, MAX_JOB_TARGETS, MAX_JOB_TIMEOUT_S,
 };
 use reap3r_actors::*;
-use reap3r_store::testing::TestDatabase;
 use reap3r_store::{AgentHello, JobFilter, NewAgent, NewEnrollmentToken, Store, StoreError, Uuid};
+use reap3r_testkit::TestDatabase;
 use reap3r_wire::{JobType, SigningKey};
 use serde_json::json;
 

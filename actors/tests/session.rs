@@ -10,8 +10,8 @@ use ractor::rpc::CallResult;
 use reap3r_actors::access::Caller;
 use reap3r_actors::enrolment::{CreateEnrollmentToken, EnrolAgent, EnrolmentInfo};
 use reap3r_actors::*;
-use reap3r_store::testing::TestDatabase;
 use reap3r_store::{AgentStatus, NewAgent, Store, Uuid};
+use reap3r_testkit::TestDatabase;
 use reap3r_wire::*;
 
 #[derive(Default)]

@@ -15,7 +15,6 @@ mod login_events;
 mod migrate;
 mod orgs;
 mod sessions;
-pub mod testing;
 mod tokens;
 mod tx;
 mod users;
@@ -168,8 +167,9 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// Runs arbitrary SQL. Only for tests that need to tamper with rows.
-    #[doc(hidden)]
+    /// Runs arbitrary SQL. Only for tests that need to tamper with rows: compiled with the
+    /// `test-support` feature, which only test crates enable.
+    #[cfg(feature = "test-support")]
     pub async fn raw_execute(&self, sql: &str) -> Result<u64> {
         let done = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
             .execute(&self.pool)
@@ -294,8 +294,10 @@ mod tests {
 
     #[tokio::test]
     async fn sqlite_connections_use_wal_normal_sync_and_foreign_keys() {
-        let db = testing::TestDatabase::sqlite().await.unwrap();
-        let store = db.open().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite_file(&dir.path().join("reap3r.db"))
+            .await
+            .unwrap();
         let mut conn = store.pool().acquire().await.unwrap();
         let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
             .fetch_one(&mut *conn)

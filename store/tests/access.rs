@@ -7,7 +7,6 @@ use std::collections::HashSet;
 use std::fmt::Debug;
 
 use anyhow::{Result, anyhow};
-use reap3r_store::testing::TestDatabase;
 use reap3r_store::{
     Agent, AgentApproval, AgentCursor, AgentFilter, AgentHello, AgentPlacement, AgentStats,
     AgentStatus, AuditFilter, Backend, ChallengeCheck, GroupKind, GroupUpdate, LoginEventFilter,
@@ -15,6 +14,7 @@ use reap3r_store::{
     NewLoginEvent, NewUser, Org, RefreshOutcome, Store, StoreError, User, UserUpdate, Uuid,
 };
 use reap3r_store::{ApiKey, AuthSession};
+use reap3r_testkit::TestDatabase;
 use serde_json::json;
 use sqlx::Connection;
 

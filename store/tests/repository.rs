@@ -5,11 +5,11 @@ use std::collections::HashSet;
 use std::fmt::Debug;
 
 use anyhow::Result;
-use reap3r_store::testing::TestDatabase;
 use reap3r_store::{
     Agent, AgentApproval, AgentHello, AgentStatus, Backend, ChainReport, NewAgent, NewAuditEntry,
     NewEnrollmentToken, NewUser, Store, StoreError, TokenRefusal, Uuid,
 };
+use reap3r_testkit::TestDatabase;
 use serde_json::json;
 
 mod support;

@@ -1,5 +1,5 @@
-//! The API operations, one module per resource, and what they share: tags, the audit helper
-//! and input checks.
+//! The API's routes, one module per resource, each mapping HTTP to the domain's operations; and
+//! what they share: tags and page sizes.
 
 pub mod agents;
 pub mod api_keys;
@@ -13,13 +13,8 @@ pub mod tokens;
 pub mod users;
 pub mod ws;
 
-use poem_openapi::Tags;
-use reap3r_actors::FleetEvent;
-use reap3r_store::NewAuditEntry;
-
-use crate::auth::Caller;
-use crate::context::ApiContext;
 use crate::error::{ApiError, ApiResult};
+use poem_openapi::Tags;
 
 #[derive(Tags)]
 pub enum ApiTags {
@@ -45,80 +40,6 @@ pub enum ApiTags {
     Events,
     /// Jobs run on agents, and their results.
     Jobs,
-}
-
-/// Records a mutation in the audit log and streams it to UIs. A mutation whose audit record
-/// cannot be written is reported as failed, so nothing changes without a trace.
-pub async fn audit(
-    ctx: &ApiContext,
-    caller: &Caller,
-    action: &str,
-    target: Option<String>,
-    details: serde_json::Value,
-) -> ApiResult<()> {
-    audit_as(
-        ctx,
-        Some(caller.org_id),
-        &caller.actor(),
-        action,
-        target,
-        details,
-    )
-    .await
-}
-
-pub async fn audit_as(
-    ctx: &ApiContext,
-    org_id: Option<reap3r_store::Uuid>,
-    actor: &str,
-    action: &str,
-    target: Option<String>,
-    details: serde_json::Value,
-) -> ApiResult<()> {
-    let record = ctx
-        .store
-        .append_audit(
-            &NewAuditEntry {
-                org_id,
-                actor: actor.to_owned(),
-                action: action.to_owned(),
-                target,
-                details,
-            },
-            ctx.now_ms(),
-        )
-        .await?;
-    ctx.events.publish(FleetEvent::Audit {
-        org_id: record.org_id,
-        seq: record.seq,
-        actor: record.actor,
-        action: record.action,
-        target: record.target,
-        ts: record.ts,
-    });
-    Ok(())
-}
-
-/// Trims a required text field and checks its length.
-pub fn required_text(field: &str, value: &str, max: usize) -> ApiResult<String> {
-    let value = value.trim();
-    if value.is_empty() {
-        return Err(ApiError::invalid(format!("{field} must not be empty")));
-    }
-    if value.chars().count() > max {
-        return Err(ApiError::invalid(format!(
-            "{field} must be at most {max} characters"
-        )));
-    }
-    Ok(value.to_owned())
-}
-
-/// Trims an optional text field; empty becomes `None`.
-pub fn optional_text(field: &str, value: Option<&str>, max: usize) -> ApiResult<Option<String>> {
-    match value.map(str::trim).filter(|v| !v.is_empty()) {
-        None => Ok(None),
-        Some(v) => required_text(field, v, max).map(Some),
-    }
 }
 
 /// Page size: default 100, between 1 and `max`.

@@ -6,13 +6,13 @@ pub(crate) use std::time::Instant;
 
 pub(crate) use crate::support::*;
 pub(crate) use anyhow::{Result, anyhow};
-pub(crate) use reap3r_store::testing::TestDatabase;
 pub(crate) use reap3r_store::{
     Agent, AgentApproval, AgentHello, AgentPlacement, Backend, GroupKind, Job, JobFilter, JobStats,
     JobStatus, JobTarget, JobTargetGrant, JobTargetSelector, NewAgent, NewEnrollmentToken,
     NewGroup, NewJob, NewJobTarget, Store, StoreError, TargetCounts, TargetOutcome, TargetState,
     TargetTransition, Uuid,
 };
+pub(crate) use reap3r_testkit::TestDatabase;
 pub(crate) use serde_json::json;
 
 /// Picks the jobs a filter should return.

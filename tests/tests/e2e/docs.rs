@@ -39,10 +39,10 @@ fn modules(src: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
             }
             out.push(format!("{prefix}{name}/"));
             modules(&path, &format!("{prefix}{name}/"), out)?;
-        } else if let Some(stem) = name.strip_suffix(".rs") {
-            if !matches!(stem, "lib" | "main" | "mod") {
-                out.push(format!("{prefix}{name}"));
-            }
+        } else if let Some(stem) = name.strip_suffix(".rs")
+            && !matches!(stem, "lib" | "main" | "mod")
+        {
+            out.push(format!("{prefix}{name}"));
         }
     }
     Ok(())

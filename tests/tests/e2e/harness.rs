@@ -11,8 +11,8 @@ use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use reap3r_agent::protocol::{Answer, Challenged, Pending, ServerChannel, Session};
 use reap3r_control_plane::cli::{CreatedToken, TokenCreate, create_token};
 use reap3r_control_plane::{Config, Node};
-use reap3r_store::testing::TestDatabase;
 use reap3r_store::{Agent, AgentStatus, Backend, Uuid};
+use reap3r_testkit::TestDatabase;
 use reap3r_wire::{
     CloseCode, EnrollRequest, Hello, Message, OutboundSession, SigningKey, encode_frame,
 };
