@@ -72,7 +72,7 @@ pub(crate) async fn agent(
 ) -> Result<Agent> {
     let secret = format!("secret-{hostname}-{}", Uuid::new_v4());
     create_enrollment_token(
-        &store,
+        store,
         &NewEnrollmentToken {
             org_id: org,
             token_hash: hash_of(&secret),
@@ -92,7 +92,7 @@ pub(crate) async fn agent(
         agent_version: "0.1.0".into(),
         public_key: *blake3::hash(hostname.as_bytes()).as_bytes(),
     };
-    let enrolled = enroll_agent(&store, &hash_of(&secret), &new, T0).await?;
+    let enrolled = enroll_agent(store, &hash_of(&secret), &new, T0).await?;
     store
         .mark_agent_online(
             enrolled.id,
