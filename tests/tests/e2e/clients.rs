@@ -4,9 +4,9 @@
 //! agent process. openapi-typescript's types from the same spec compile under `tsc --strict` in a
 //! typed caller that also proves the enums are enums.
 //!
-//! Tools come from `REAP3R_OPENAPI_PYTHON_CLIENT`, `REAP3R_OPENAPI_TYPESCRIPT` and `REAP3R_TSC`,
+//! Tools come from `REAP3R_TEST_OPENAPI_PYTHON_CLIENT`, `REAP3R_TEST_OPENAPI_TYPESCRIPT` and `REAP3R_TEST_TSC`,
 //! else from `PATH`; the Python that runs the generated client (it needs httpx and attrs, which
-//! the generator itself depends on) from `REAP3R_CLIENTGEN_PYTHON`, else the one next to the
+//! the generator itself depends on) from `REAP3R_TEST_CLIENTGEN_PYTHON`, else the one next to the
 //! generator, else `python3` on `PATH`. `.ci/run` installs them outside the repository and sets
 //! `REAP3R_REQUIRE_CLIENTGEN=1`, which turns a missing tool into a failure; elsewhere each test
 //! prints `skipped: <tool> not installed` and passes.
@@ -236,7 +236,7 @@ print(f"job status={done.status} succeeded={done.counts.succeeded}")
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_python_client_logs_in_lists_agents_creates_a_user_and_runs_a_job() -> Result<()>
 {
-    let Some(generator) = find_tool("REAP3R_OPENAPI_PYTHON_CLIENT", "openapi-python-client")?
+    let Some(generator) = find_tool("REAP3R_TEST_OPENAPI_PYTHON_CLIENT", "openapi-python-client")?
     else {
         return Ok(());
     };
@@ -247,11 +247,11 @@ async fn generated_python_client_logs_in_lists_agents_creates_a_user_and_runs_a_
         .map(Path::to_path_buf)
         .context("generator path has no directory")?;
     let Some(python) = lookup(
-        "REAP3R_CLIENTGEN_PYTHON",
+        "REAP3R_TEST_CLIENTGEN_PYTHON",
         "python3",
         Some(tool_dir.as_path()),
     ) else {
-        missing("python3", "REAP3R_CLIENTGEN_PYTHON")?;
+        missing("python3", "REAP3R_TEST_CLIENTGEN_PYTHON")?;
         return Ok(());
     };
     if run(
@@ -261,7 +261,10 @@ async fn generated_python_client_logs_in_lists_agents_creates_a_user_and_runs_a_
     .await
     .is_err()
     {
-        missing("python3 with httpx and attrs", "REAP3R_CLIENTGEN_PYTHON")?;
+        missing(
+            "python3 with httpx and attrs",
+            "REAP3R_TEST_CLIENTGEN_PYTHON",
+        )?;
         return Ok(());
     }
 
@@ -422,10 +425,10 @@ export async function runEverywhere(base: string, login: LoginBody, script: stri
 
 #[tokio::test]
 async fn generated_typescript_types_compile_under_tsc_strict() -> Result<()> {
-    let Some(generator) = find_tool("REAP3R_OPENAPI_TYPESCRIPT", "openapi-typescript")? else {
+    let Some(generator) = find_tool("REAP3R_TEST_OPENAPI_TYPESCRIPT", "openapi-typescript")? else {
         return Ok(());
     };
-    let Some(tsc) = find_tool("REAP3R_TSC", "tsc")? else {
+    let Some(tsc) = find_tool("REAP3R_TEST_TSC", "tsc")? else {
         return Ok(());
     };
     let server = TestServer::start(Backend::Sqlite).await?;
