@@ -85,21 +85,15 @@ pub enum SupervisorMsg {
         Arc<dyn AgentLink>,
         RpcReplyPort<Result<ActorRef<SessionMsg>, String>>,
     ),
-    /// Close every session (server shutdown); replies with how many were told.
-    KickAll(CloseCode, String, RpcReplyPort<usize>),
     /// Close every session and reply once the last one has stopped (its agent marked offline).
     Drain(CloseCode, String, RpcReplyPort<usize>),
-    /// Number of session actors (any phase).
-    Count(RpcReplyPort<usize>),
 }
 
 impl std::fmt::Debug for SupervisorMsg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Spawn(link, _) => write!(f, "Spawn({})", link.remote()),
-            Self::KickAll(code, _, _) => write!(f, "KickAll({code})"),
             Self::Drain(code, _, _) => write!(f, "Drain({code})"),
-            Self::Count(_) => f.write_str("Count"),
         }
     }
 }
@@ -221,21 +215,12 @@ impl Actor for SessionSupervisor {
                 };
                 let _ = reply.send(result);
             }
-            SupervisorMsg::KickAll(code, reason, reply) => {
-                for (session, _) in state.children.values() {
-                    let _ = session.cast(SessionMsg::Kick(code, reason.clone()));
-                }
-                let _ = reply.send(state.children.len());
-            }
             SupervisorMsg::Drain(code, reason, reply) => {
                 for (session, _) in state.children.values() {
                     let _ = session.cast(SessionMsg::Kick(code, reason.clone()));
                 }
                 state.drained.push((state.children.len(), reply));
                 state.answer_drained();
-            }
-            SupervisorMsg::Count(reply) => {
-                let _ = reply.send(state.children.len());
             }
         }
         Ok(())

@@ -24,13 +24,9 @@ const FAIL_AUDIT_POSTGRES: &str = "CREATE FUNCTION audit_fails() RETURNS trigger
 async fn audit_fails(db: &TestDatabase, on: bool) {
     let sql = match (db.backend(), on) {
         (Backend::Sqlite, true) => FAIL_AUDIT_SQLITE,
+        (Backend::Sqlite, false) => "DROP TRIGGER audit_fails",
         (Backend::Postgres, true) => FAIL_AUDIT_POSTGRES,
-        (_, false) => "DROP TRIGGER audit_fails ON audit_log",
-    };
-    let sql = if db.backend() == Backend::Sqlite && !on {
-        "DROP TRIGGER audit_fails"
-    } else {
-        sql
+        (Backend::Postgres, false) => "DROP TRIGGER audit_fails ON audit_log",
     };
     db.execute(sql).await.unwrap();
 }

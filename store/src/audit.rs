@@ -214,8 +214,10 @@ impl Tx {
 }
 
 impl Store {
-    /// Appends one audit record in a transaction of its own. Only for records that stand alone
-    /// (no change goes with them); a change and its record go through one [`Tx`].
+    /// Appends one audit record in a transaction of its own, for tests of the chain itself.
+    /// Production code records through a [`Tx`] with the change the record describes, so this
+    /// exists only with the `test-support` feature.
+    #[cfg(feature = "test-support")]
     pub async fn append_audit(&self, entry: &NewAuditEntry, now_ms: i64) -> Result<AuditRecord> {
         let mut tx = self.begin().await?;
         let record = tx.append_audit(entry, now_ms).await?;

@@ -33,7 +33,6 @@ pub use queries::{
 pub use reap3r_wire::{JobType, MAX_SCRIPT_BYTES};
 pub use supervisor::{JobSupervisor, JobSupervisorArgs, JobSupervisorMsg};
 
-use crate::SessionMsg;
 use crate::slot::ActorSlot;
 
 /// What an agent said about one of its jobs, already verified by its session.
@@ -67,16 +66,9 @@ impl JobRouter {
     }
 
     /// A verified job message from an agent. Acks go to the agent's current session through
-    /// the agent router, not to the session the message arrived on (it may have been replaced
-    /// by the time the result commits), so `_session` is unused; it goes when the session's
-    /// call site changes.
-    pub fn from_agent(
-        &self,
-        agent_id: Uuid,
-        job_id: Uuid,
-        event: AgentJobEvent,
-        _session: ActorRef<SessionMsg>,
-    ) -> bool {
+    /// the agent router, not to the session the message arrived on: it may have been replaced
+    /// by the time the result commits.
+    pub fn from_agent(&self, agent_id: Uuid, job_id: Uuid, event: AgentJobEvent) -> bool {
         match self.get() {
             Some(s) => s
                 .cast(JobSupervisorMsg::FromAgent {

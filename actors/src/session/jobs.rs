@@ -23,12 +23,13 @@ impl SessionState {
         event: AgentJobEvent,
         myself: Option<&ActorRef<SessionMsg>>,
     ) -> Result<(), Refusal> {
-        let Some(myself) = myself else {
+        // Only frames that came in on a stream carry the session's own reference.
+        if myself.is_none() {
             return Err(Refusal::new(
                 CloseCode::ProtocolError,
                 "job messages travel on streams",
             ));
-        };
+        }
         let job_id = Uuid::from_bytes(job_id);
         match &event {
             AgentJobEvent::Ack(reap3r_wire::JobAckOutcome::Refused(reason)) => {
@@ -40,11 +41,7 @@ impl SessionState {
             }
             _ => {}
         }
-        if !self
-            .ctx()
-            .jobs
-            .from_agent(agent_id, job_id, event, myself.clone())
-        {
+        if !self.ctx().jobs.from_agent(agent_id, job_id, event) {
             debug!(%agent_id, %job_id, "no job engine on this node; job message dropped");
         }
         Ok(())
