@@ -1,5 +1,5 @@
 //! The Reap3r domain: one folder per feature (`access`, `audit`, `enrolment`, `groups`, `orgs`,
-//! `jobs`, …) holding its operations (typed, validated commands the API and the CLI both call),
+//! `jobs`, `metrics`, `alerts`, `notify`, …) holding its operations (typed, validated commands the API and the CLI both call),
 //! its pure state machines and the actors that drive them; plus the supervision tree of agent
 //! sessions and presence.
 //!
@@ -7,6 +7,7 @@
 //! gateway supplies a QUIC link and tests supply an in-memory one. Time comes from a [`Clock`].
 
 pub mod access;
+pub mod alerts;
 pub mod audit;
 mod clock;
 mod context;
@@ -18,6 +19,8 @@ mod events;
 pub mod groups;
 pub mod jobs;
 mod link;
+pub mod metrics;
+pub mod notify;
 pub mod orgs;
 mod presence;
 mod root;

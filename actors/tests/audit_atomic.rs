@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use reap3r_actors::access::{Caller, CreateUser, Role};
-use reap3r_actors::enrolment::{CreateEnrollmentToken, EnrolmentInfo};
+use reap3r_actors::enrolment::{CreateEnrolmentToken, EnrolmentInfo};
 use reap3r_actors::groups::CreateGroup;
 use reap3r_actors::orgs::CreateOrg;
 use reap3r_actors::{Domain, EventBus, ManualClock};
@@ -45,7 +45,7 @@ async fn footprint(store: &Store, org: Uuid) -> (usize, usize, usize, usize, usi
         .unwrap();
     (
         store.list_users(org).await.unwrap().len(),
-        store.list_enrollment_tokens(Some(org)).await.unwrap().len(),
+        store.list_enrolment_tokens(Some(org)).await.unwrap().len(),
         store.list_groups(GroupKind::Site, org).await.unwrap().len(),
         store.list_orgs().await.unwrap().len(),
         audit.len(),
@@ -71,7 +71,7 @@ async fn operations(domain: &Domain, caller: &Caller, n: u32) -> Vec<String> {
         cert_fingerprint: "ab".repeat(32),
         server_key: "cd".repeat(32),
     };
-    let token = CreateEnrollmentToken {
+    let token = CreateEnrolmentToken {
         label: Some("t".into()),
         lifetime_s: None,
         max_uses: Some(1),

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use reap3r_actors::access::Caller;
 use reap3r_actors::audit::{ListAudit, verify_chain};
 use reap3r_actors::enrolment::{
-    CreateEnrollmentToken, DeleteAgent, EnrolAgent, EnrolmentInfo, ListEnrollmentTokens,
-    MAX_TOKEN_LIFETIME_S, MAX_TOKEN_USES, MIN_TOKEN_LIFETIME_S, RevokeAgent, RevokeEnrollmentToken,
+    CreateEnrolmentToken, DeleteAgent, EnrolAgent, EnrolmentInfo, ListEnrolmentTokens,
+    MAX_TOKEN_LIFETIME_S, MAX_TOKEN_USES, MIN_TOKEN_LIFETIME_S, RevokeAgent, RevokeEnrolmentToken,
     SetAgentApproval,
 };
 use reap3r_actors::groups::{CreateGroup, DeleteGroup, MAX_GROUP_NAME_CHARS, MoveAgent, TagAgent};
@@ -66,19 +66,19 @@ async fn tokens_enrol_agents_and_every_step_is_audited() {
         };
 
         for bad in [
-            CreateEnrollmentToken {
+            CreateEnrolmentToken {
                 lifetime_s: Some(MIN_TOKEN_LIFETIME_S - 1),
                 ..Default::default()
             },
-            CreateEnrollmentToken {
+            CreateEnrolmentToken {
                 lifetime_s: Some(MAX_TOKEN_LIFETIME_S + 1),
                 ..Default::default()
             },
-            CreateEnrollmentToken {
+            CreateEnrolmentToken {
                 max_uses: Some(MAX_TOKEN_USES + 1),
                 ..Default::default()
             },
-            CreateEnrollmentToken {
+            CreateEnrolmentToken {
                 max_uses: Some(0),
                 ..Default::default()
             },
@@ -93,7 +93,7 @@ async fn tokens_enrol_agents_and_every_step_is_audited() {
             ));
         }
 
-        let created = CreateEnrollmentToken {
+        let created = CreateEnrolmentToken {
             label: Some("  rack 4 ".into()),
             max_uses: Some(1),
             require_approval: true,
@@ -193,7 +193,7 @@ async fn tokens_enrol_agents_and_every_step_is_audited() {
                 (agent.id, "deleted".to_owned())
             ]
         );
-        RevokeEnrollmentToken {
+        RevokeEnrolmentToken {
             id: created.token.id,
         }
         .run(&domain, &cli)
@@ -231,7 +231,7 @@ async fn another_organisation_sees_nothing() {
         let theirs = Caller::cli(other.id);
         assert_eq!(get_org(&domain, &cli, other.id).await.unwrap().id, other.id);
 
-        let created = CreateEnrollmentToken::default()
+        let created = CreateEnrolmentToken::default()
             .run(&domain, &cli, &EnrolmentInfo::default())
             .await
             .unwrap();
@@ -262,7 +262,7 @@ async fn another_organisation_sees_nothing() {
                 .unwrap_err()
         ));
         assert!(not_found(
-            RevokeEnrollmentToken {
+            RevokeEnrolmentToken {
                 id: created.token.id
             }
             .run(&domain, &theirs)
@@ -295,7 +295,7 @@ async fn another_organisation_sees_nothing() {
         .await;
         assert!(not_found(moved.unwrap_err()));
         assert!(
-            ListEnrollmentTokens::default()
+            ListEnrolmentTokens::default()
                 .run(&domain, &theirs)
                 .await
                 .unwrap()

@@ -6,12 +6,12 @@
 use std::sync::Arc;
 
 use reap3r_actors::access::{Caller, Credential, Role};
-use reap3r_actors::enrolment::hash_enrollment_token;
+use reap3r_actors::enrolment::hash_enrolment_token;
 use reap3r_actors::jobs::{
     CancelJob, CreateJob, JobEngine, JobTargetChoice, MAX_JOB_TARGETS, MAX_JOB_TIMEOUT_S,
 };
 use reap3r_actors::*;
-use reap3r_store::{AgentHello, JobFilter, NewAgent, NewEnrollmentToken, Store, StoreError, Uuid};
+use reap3r_store::{AgentHello, JobFilter, NewAgent, NewEnrolmentToken, Store, StoreError, Uuid};
 use reap3r_testkit::TestDatabase;
 use reap3r_wire::{JobType, SigningKey};
 use serde_json::json;
@@ -29,9 +29,9 @@ impl Rig {
     async fn new(db: TestDatabase) -> Rig {
         let store = db.open().await.unwrap();
         let org = store.default_org(0).await.unwrap();
-        let token = NewEnrollmentToken {
+        let token = NewEnrolmentToken {
             org_id: org.id,
-            token_hash: hash_enrollment_token("t"),
+            token_hash: hash_enrolment_token("t"),
             label: None,
             expires_at: None,
             max_uses: None,
@@ -39,7 +39,7 @@ impl Rig {
             created_by: None,
         };
         let mut tx = store.begin().await.unwrap();
-        tx.create_enrollment_token(&token, 0).await.unwrap();
+        tx.create_enrolment_token(&token, 0).await.unwrap();
         let new = NewAgent {
             hostname: "h".into(),
             os: "linux".into(),
@@ -48,7 +48,7 @@ impl Rig {
             public_key: SigningKey::from_bytes(&[3; 32]).verifying_key().to_bytes(),
         };
         let agent = tx
-            .enroll_agent(&hash_enrollment_token("t"), &new, 0)
+            .enrol_agent(&hash_enrolment_token("t"), &new, 0)
             .await
             .unwrap();
         tx.commit().await.unwrap();

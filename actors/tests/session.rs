@@ -8,7 +8,7 @@ use std::time::Duration;
 use ractor::ActorRef;
 use ractor::rpc::CallResult;
 use reap3r_actors::access::Caller;
-use reap3r_actors::enrolment::{CreateEnrollmentToken, EnrolAgent, EnrolmentInfo};
+use reap3r_actors::enrolment::{CreateEnrolmentToken, EnrolAgent, EnrolmentInfo};
 use reap3r_actors::*;
 use reap3r_store::{AgentStatus, NewAgent, Store, Uuid};
 use reap3r_testkit::TestDatabase;
@@ -63,7 +63,7 @@ impl Rig {
             Arc::new(ManualClock::new(0)),
             EventBus::default(),
         );
-        let token = CreateEnrollmentToken::default()
+        let token = CreateEnrolmentToken::default()
             .run(&domain, &Caller::cli(org.id), &EnrolmentInfo::default())
             .await
             .unwrap();

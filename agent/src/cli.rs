@@ -1,10 +1,10 @@
-//! The `reap3r-agent` command line: `enroll` and `run`.
+//! The `reap3r-agent` command line: `enrol` and `run`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::{EnrollOptions, RunOptions};
+use crate::{EnrolOptions, RunOptions};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -17,7 +17,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Register with a server using an enrolment token; stores identity and pins.
-    Enroll {
+    #[command(name = "enroll", alias = "enrol")]
+    Enrol {
         #[arg(long)]
         server: String,
         #[arg(long)]
@@ -64,14 +65,14 @@ async fn main_async() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Enroll {
+        Command::Enrol {
             server,
             token,
             fingerprint,
             server_key,
             data_dir,
         } => {
-            match crate::enroll(&EnrollOptions {
+            match crate::enrol(&EnrolOptions {
                 server,
                 token,
                 fingerprint,

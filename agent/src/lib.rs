@@ -16,7 +16,7 @@ pub mod transport;
 pub use backoff::Backoff;
 pub use error::AgentError;
 pub use identity::{AgentIdentity, IdentityStore};
-pub use session::{EnrollOptions, EnrollOutcome, RunOptions, enroll, run};
+pub use session::{EnrolOptions, EnrolOutcome, RunOptions, enrol, run};
 
 /// What this agent can do, reported at hello.
 pub const CAPABILITIES: &[&str] = &["heartbeat", "metrics", "inventory", "config_update"];

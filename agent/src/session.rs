@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use reap3r_wire::{
-    AgentConfig, Approval, CloseCode, CloseReason, EnrollRequest, Hello, Message, SigningKey,
+    AgentConfig, Approval, CloseCode, CloseReason, EnrolRequest, Hello, Message, SigningKey,
     VerifyingKey,
 };
 use tokio::sync::{mpsc, watch};
@@ -37,7 +37,7 @@ async fn before<T>(
 }
 
 #[derive(Debug, Clone)]
-pub struct EnrollOptions {
+pub struct EnrolOptions {
     pub server: String,
     pub token: String,
     /// SHA-256 of the server certificate, hex.
@@ -48,7 +48,7 @@ pub struct EnrollOptions {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EnrollOutcome {
+pub struct EnrolOutcome {
     pub agent_id: uuid::Uuid,
     pub pending_approval: bool,
 }
@@ -61,7 +61,7 @@ fn parse_hex32(what: &str, text: &str) -> Result<[u8; 32], AgentError> {
 }
 
 /// Makes a key pair, registers it with the token, and stores identity and pins.
-pub async fn enroll(opts: &EnrollOptions) -> Result<EnrollOutcome, AgentError> {
+pub async fn enrol(opts: &EnrolOptions) -> Result<EnrolOutcome, AgentError> {
     let fingerprint = parse_hex32("--fingerprint", &opts.fingerprint)?;
     let server_key = VerifyingKey::from_bytes(&parse_hex32("--server-key", &opts.server_key)?)
         .map_err(|_| AgentError::Argument("--server-key is not an Ed25519 public key".into()))?;
@@ -81,7 +81,7 @@ pub async fn enroll(opts: &EnrollOptions) -> Result<EnrollOutcome, AgentError> {
     let result = async {
         let challenged = read_challenge(&conn, &mut recv, &server_key).await?;
         let summary = inventory::summary();
-        let request = EnrollRequest {
+        let request = EnrolRequest {
             token: opts.token.clone(),
             public_key: signing_key.verifying_key().to_bytes(),
             hostname: inventory::hostname(),
@@ -89,7 +89,7 @@ pub async fn enroll(opts: &EnrollOptions) -> Result<EnrollOutcome, AgentError> {
             arch: summary.arch,
             agent_version: AGENT_VERSION.into(),
         };
-        let (frame, pending) = challenged.enroll(&signing_key, request, now_ms());
+        let (frame, pending) = challenged.enrol(&signing_key, request, now_ms());
         write_frame(&mut send, &frame).await?;
         Ok::<_, AgentError>(pending.enrolled(read_or_close_reason(&conn, &mut recv).await?)?)
     }
@@ -106,7 +106,7 @@ pub async fn enroll(opts: &EnrollOptions) -> Result<EnrollOutcome, AgentError> {
         config: AgentConfig::default(),
     };
     store.save(&identity)?;
-    Ok(EnrollOutcome {
+    Ok(EnrolOutcome {
         agent_id: uuid::Uuid::from_bytes(result.agent_id),
         pending_approval: result.approval == Approval::Pending,
     })

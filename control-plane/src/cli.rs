@@ -10,8 +10,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use reap3r_actors::access::{Caller, CreateUser, Role};
 use reap3r_actors::enrolment::{
-    CreateEnrollmentToken, EnrolmentInfo, ListEnrollmentTokens, MAX_TOKEN_LIFETIME_S,
-    MIN_TOKEN_LIFETIME_S, RevokeAgent, RevokeEnrollmentToken, SetAgentApproval,
+    CreateEnrolmentToken, EnrolmentInfo, ListEnrolmentTokens, MAX_TOKEN_LIFETIME_S,
+    MIN_TOKEN_LIFETIME_S, RevokeAgent, RevokeEnrolmentToken, SetAgentApproval,
 };
 use reap3r_actors::{Clock, Domain, EventBus, SystemClock};
 use reap3r_store::{Agent, AgentApproval, Store, Uuid};
@@ -205,7 +205,7 @@ pub async fn create_token(
         cert_fingerprint: identity.fingerprint(),
         server_key: identity.public_key_hex(),
     };
-    let created = CreateEnrollmentToken {
+    let created = CreateEnrolmentToken {
         label: args.label.clone(),
         lifetime_s: Some(i64::try_from(lifetime.as_secs())?),
         max_uses: args.max_uses.map(i64::from),
@@ -287,7 +287,7 @@ async fn admin(store: &Store, config: &Config, command: Command) -> Result<Strin
         }
         Command::Token(TokenCommand::List { json }) => {
             let org = resolve_org(store, None).await?;
-            let tokens = ListEnrollmentTokens { all_orgs: true }
+            let tokens = ListEnrolmentTokens { all_orgs: true }
                 .run(&domain(store), &cli_caller(org.id))
                 .await?;
             if json {
@@ -313,12 +313,12 @@ async fn admin(store: &Store, config: &Config, command: Command) -> Result<Strin
         }
         Command::Token(TokenCommand::Revoke { id }) => {
             let token = store
-                .list_enrollment_tokens(None)
+                .list_enrolment_tokens(None)
                 .await?
                 .into_iter()
                 .find(|t| t.id == id)
                 .ok_or_else(|| anyhow!("token {id}: not found"))?;
-            RevokeEnrollmentToken { id }
+            RevokeEnrolmentToken { id }
                 .run(&domain(store), &cli_caller(token.org_id))
                 .await
                 .with_context(|| format!("token {id}"))?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use reap3r_actors::access::{Caller, CreateUser, Role};
 use reap3r_actors::{Domain, EventBus, SystemClock};
-use reap3r_agent::{EnrollOptions, RunOptions};
+use reap3r_agent::{EnrolOptions, RunOptions};
 use reap3r_store::AgentStatus;
 use tokio::sync::watch;
 
@@ -67,14 +67,14 @@ pub async fn run(mut config: Config, agents: usize) -> Result<()> {
     let mut tasks = Vec::new();
     for i in 0..agents {
         let agent_dir = data_dir.join("agents").join(format!("agent-{}", i + 1));
-        let opts = EnrollOptions {
+        let opts = EnrolOptions {
             server: token.server.clone(),
             token: token.token.clone(),
             fingerprint: token.fingerprint.clone(),
             server_key: token.server_key.clone(),
             data_dir: agent_dir.clone(),
         };
-        reap3r_agent::enroll(&opts)
+        reap3r_agent::enrol(&opts)
             .await
             .with_context(|| format!("enrolling demo agent {}", i + 1))?;
         tasks.push(tokio::spawn(reap3r_agent::run(

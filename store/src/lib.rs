@@ -49,7 +49,7 @@ pub use orgs::{DEFAULT_ORG_NAME, Org, OrgAssignment};
 pub use sessions::{
     AuthSession, ChallengeCheck, NewAuthSession, REFRESH_REUSE_REASON, RefreshOutcome,
 };
-pub use tokens::{EnrollmentToken, NewEnrollmentToken};
+pub use tokens::{EnrolmentToken, NewEnrolmentToken};
 pub use tx::Tx;
 pub use users::{NewUser, User, UserUpdate};
 pub use uuid::Uuid;

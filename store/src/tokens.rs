@@ -11,7 +11,7 @@ use crate::error::{Result, StoreError, TokenRefusal, map_constraint};
 use crate::{Store, Tx};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NewEnrollmentToken {
+pub struct NewEnrolmentToken {
     pub org_id: Uuid,
     /// Hex BLAKE3 of the token secret (64 hex digits); the secret itself never reaches the store.
     pub token_hash: String,
@@ -24,7 +24,7 @@ pub struct NewEnrollmentToken {
 
 /// A stored token. The hash is deliberately not exposed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EnrollmentToken {
+pub struct EnrolmentToken {
     pub id: Uuid,
     pub org_id: Uuid,
     pub label: Option<String>,
@@ -40,8 +40,8 @@ pub struct EnrollmentToken {
 const TOKEN_COLS: &str = "id, org_id, label, expires_at, max_uses, uses, revoked, \
                           require_approval, created_by, created_at";
 
-fn token_from_row(row: &AnyRow) -> Result<EnrollmentToken> {
-    Ok(EnrollmentToken {
+fn token_from_row(row: &AnyRow) -> Result<EnrolmentToken> {
+    Ok(EnrolmentToken {
         id: get_uuid(row, "id")?,
         org_id: get_uuid(row, "org_id")?,
         label: get_opt_str(row, "label")?,
@@ -62,7 +62,7 @@ fn normalise_hash(hash: &str) -> Option<String> {
         .then(|| hash.to_ascii_lowercase())
 }
 
-impl EnrollmentToken {
+impl EnrolmentToken {
     /// Why this token cannot be used at `now_ms`, if it cannot. Revocation wins over expiry,
     /// which wins over exhaustion, so the operator sees the most deliberate cause.
     pub fn refusal(&self, now_ms: i64) -> Option<TokenRefusal> {
@@ -81,11 +81,11 @@ impl EnrollmentToken {
 impl Tx {
     /// Stores a new token (only its hash). `Invalid` for a hash that is not 64 hex digits or a
     /// `max_uses` below 1, `Conflict` if the hash exists, `Invalid` for an unknown organisation.
-    pub async fn create_enrollment_token(
+    pub async fn create_enrolment_token(
         &mut self,
-        new: &NewEnrollmentToken,
+        new: &NewEnrolmentToken,
         now_ms: i64,
-    ) -> Result<EnrollmentToken> {
+    ) -> Result<EnrolmentToken> {
         let Some(hash) = normalise_hash(&new.token_hash) else {
             return Err(StoreError::Invalid(
                 "token_hash must be 64 hex digits (BLAKE3)".into(),
@@ -123,11 +123,11 @@ impl Tx {
 
     /// Revokes a token of `org_id` (idempotent) and returns it; `NotFound` if it is not one of
     /// that organisation's.
-    pub async fn revoke_enrollment_token(
+    pub async fn revoke_enrolment_token(
         &mut self,
         org_id: Uuid,
         id: Uuid,
-    ) -> Result<EnrollmentToken> {
+    ) -> Result<EnrolmentToken> {
         let sql = format!(
             "UPDATE enrollment_tokens SET revoked = 1 WHERE id = $1 AND org_id = $2 \
              RETURNING {TOKEN_COLS}"
@@ -143,7 +143,7 @@ impl Tx {
 
     /// Deletes a token of `org_id`; `NotFound` if it is not one of that organisation's. Agents
     /// it enrolled stay, with `token_id` cleared.
-    pub async fn delete_enrollment_token(&mut self, org_id: Uuid, id: Uuid) -> Result<()> {
+    pub async fn delete_enrolment_token(&mut self, org_id: Uuid, id: Uuid) -> Result<()> {
         let done = sqlx::query("DELETE FROM enrollment_tokens WHERE id = $1 AND org_id = $2")
             .bind(uuid_text(id))
             .bind(uuid_text(org_id))
@@ -158,7 +158,7 @@ impl Tx {
     /// Consumes one use of the token whose hash is `token_hash` and creates the agent, in this
     /// transaction (so the enrolment's audit record commits with both). The agent joins the
     /// token's organisation, pending if the token requires approval, approved otherwise.
-    pub async fn enroll_agent(
+    pub async fn enrol_agent(
         &mut self,
         token_hash: &str,
         new: &NewAgent,
@@ -227,10 +227,7 @@ impl Tx {
 
 impl Store {
     /// Tokens, oldest first; all organisations when `org_id` is `None`.
-    pub async fn list_enrollment_tokens(
-        &self,
-        org_id: Option<Uuid>,
-    ) -> Result<Vec<EnrollmentToken>> {
+    pub async fn list_enrolment_tokens(&self, org_id: Option<Uuid>) -> Result<Vec<EnrolmentToken>> {
         let rows = match org_id {
             Some(org) => {
                 let sql = format!(
@@ -254,11 +251,7 @@ impl Store {
     }
 
     /// A token of `org_id`, if it is one of that organisation's.
-    pub async fn enrollment_token(
-        &self,
-        org_id: Uuid,
-        id: Uuid,
-    ) -> Result<Option<EnrollmentToken>> {
+    pub async fn enrolment_token(&self, org_id: Uuid, id: Uuid) -> Result<Option<EnrolmentToken>> {
         let sql =
             format!("SELECT {TOKEN_COLS} FROM enrollment_tokens WHERE id = $1 AND org_id = $2");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))

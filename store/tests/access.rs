@@ -10,8 +10,8 @@ use anyhow::{Result, anyhow};
 use reap3r_store::{
     Agent, AgentApproval, AgentCursor, AgentFilter, AgentHello, AgentPlacement, AgentStats,
     AgentStatus, AuditFilter, Backend, ChallengeCheck, GroupKind, GroupUpdate, LoginEventFilter,
-    NewAgent, NewApiKey, NewAuditEntry, NewAuthSession, NewEnrollmentToken, NewGroup,
-    NewLoginEvent, NewUser, Org, RefreshOutcome, Store, StoreError, User, UserUpdate, Uuid,
+    NewAgent, NewApiKey, NewAuditEntry, NewAuthSession, NewEnrolmentToken, NewGroup, NewLoginEvent,
+    NewUser, Org, RefreshOutcome, Store, StoreError, User, UserUpdate, Uuid,
 };
 use reap3r_store::{ApiKey, AuthSession};
 use reap3r_testkit::TestDatabase;
@@ -224,8 +224,8 @@ fn new_agent(hostname: &str, os: &str) -> NewAgent {
     }
 }
 
-fn token(org_id: Uuid, secret: &str) -> NewEnrollmentToken {
-    NewEnrollmentToken {
+fn token(org_id: Uuid, secret: &str) -> NewEnrolmentToken {
+    NewEnrolmentToken {
         org_id,
         token_hash: hash_of(secret),
         label: None,
@@ -238,8 +238,8 @@ fn token(org_id: Uuid, secret: &str) -> NewEnrollmentToken {
 
 async fn enrolled(store: &Store, org: Uuid, hostname: &str, at: i64) -> Result<Agent> {
     let secret = format!("secret-{hostname}-{}", Uuid::new_v4());
-    create_enrollment_token(store, &token(org, &secret), T0).await?;
-    Ok(enroll_agent(store, &hash_of(&secret), &new_agent(hostname, "linux"), at).await?)
+    create_enrolment_token(store, &token(org, &secret), T0).await?;
+    Ok(enrol_agent(store, &hash_of(&secret), &new_agent(hostname, "linux"), at).await?)
 }
 
 async fn user(store: &Store, org: &Org, email: &str) -> Result<User> {
@@ -2083,7 +2083,7 @@ async fn agents_are_tagged_and_placed_within_their_org() -> Result<()> {
 /// millisecond so the id tie-break matters.
 async fn fleet(store: &Store, org: Uuid, other: Uuid) -> Result<Vec<Agent>> {
     let secret = format!("fleet-{}", Uuid::new_v4());
-    create_enrollment_token(store, &token(org, &secret), T0).await?;
+    create_enrolment_token(store, &token(org, &secret), T0).await?;
     let hello = |hostname: &str| AgentHello {
         hostname: hostname.into(),
         agent_version: "0.1.0".into(),
@@ -2097,7 +2097,7 @@ async fn fleet(store: &Store, org: Uuid, other: Uuid) -> Result<Vec<Agent>> {
             4 => "100x-load-box".to_owned(),
             _ => format!("Host-{i:02}"),
         };
-        let a = enroll_agent(
+        let a = enrol_agent(
             store,
             &hash_of(&secret),
             &new_agent(&hostname, os),
@@ -2419,35 +2419,35 @@ async fn agent_pages_filters_and_stats() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn enrollment_tokens_are_scoped() -> Result<()> {
+async fn enrolment_tokens_are_scoped() -> Result<()> {
     for (db, store) in stores().await? {
         let b = db.backend();
         let org = create_org(&store, "acme", T0).await?;
         let other = create_org(&store, "other", T0).await?;
-        let t = create_enrollment_token(&store, &token(org.id, "scoped"), T0).await?;
+        let t = create_enrolment_token(&store, &token(org.id, "scoped"), T0).await?;
         check(
             b,
             "in org",
-            store.enrollment_token(org.id, t.id).await?,
+            store.enrolment_token(org.id, t.id).await?,
             Some(t.clone()),
         );
         check(
             b,
             "other org",
-            store.enrollment_token(other.id, t.id).await?,
+            store.enrolment_token(other.id, t.id).await?,
             None,
         );
         let agent =
-            enroll_agent(&store, &hash_of("scoped"), &new_agent("tok-1", "linux"), T0).await?;
+            enrol_agent(&store, &hash_of("scoped"), &new_agent("tok-1", "linux"), T0).await?;
         check(b, "enrolled with token", agent.token_id, Some(t.id));
         check(
             b,
             "delete from other org",
-            kind(delete_enrollment_token(&store, other.id, t.id).await),
+            kind(delete_enrolment_token(&store, other.id, t.id).await),
             "not_found",
         );
-        delete_enrollment_token(&store, org.id, t.id).await?;
-        check(b, "gone", store.enrollment_token(org.id, t.id).await?, None);
+        delete_enrolment_token(&store, org.id, t.id).await?;
+        check(b, "gone", store.enrolment_token(org.id, t.id).await?, None);
         let kept = store
             .agent(agent.id)
             .await?
@@ -2456,7 +2456,7 @@ async fn enrollment_tokens_are_scoped() -> Result<()> {
         check(
             b,
             "delete twice",
-            kind(delete_enrollment_token(&store, org.id, t.id).await),
+            kind(delete_enrolment_token(&store, org.id, t.id).await),
             "not_found",
         );
         store.close().await;

@@ -7,7 +7,7 @@ use std::fmt::Debug;
 use anyhow::Result;
 use reap3r_store::{
     Agent, AgentApproval, AgentHello, AgentStatus, Backend, ChainReport, NewAgent, NewAuditEntry,
-    NewEnrollmentToken, NewUser, Store, StoreError, TokenRefusal, Uuid,
+    NewEnrolmentToken, NewUser, Store, StoreError, TokenRefusal, Uuid,
 };
 use reap3r_testkit::TestDatabase;
 use serde_json::json;
@@ -48,8 +48,8 @@ fn new_agent(hostname: &str) -> NewAgent {
     }
 }
 
-fn token(org_id: Uuid, secret: &str) -> NewEnrollmentToken {
-    NewEnrollmentToken {
+fn token(org_id: Uuid, secret: &str) -> NewEnrolmentToken {
+    NewEnrolmentToken {
         org_id,
         token_hash: hash_of(secret),
         label: Some(format!("label {secret}")),
@@ -65,8 +65,8 @@ async fn enrolled(store: &Store, org: Uuid, hostname: &str, approval: bool) -> R
     let secret = format!("secret-{hostname}-{}", Uuid::new_v4());
     let mut t = token(org, &secret);
     t.require_approval = approval;
-    create_enrollment_token(store, &t, T0).await?;
-    Ok(enroll_agent(store, &hash_of(&secret), &new_agent(hostname), T0).await?)
+    create_enrolment_token(store, &t, T0).await?;
+    Ok(enrol_agent(store, &hash_of(&secret), &new_agent(hostname), T0).await?)
 }
 
 fn refusal<T: Debug>(result: Result<T, StoreError>) -> Option<TokenRefusal> {
@@ -309,7 +309,7 @@ async fn users() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn enrollment_tokens() -> Result<()> {
+async fn enrolment_tokens() -> Result<()> {
     for (db, store) in stores().await? {
         let b = db.backend();
         let a = create_org(&store, "a", T0).await?;
@@ -318,7 +318,7 @@ async fn enrollment_tokens() -> Result<()> {
         first.expires_at = Some(T0 + 3_600_000);
         first.max_uses = Some(3);
         first.require_approval = true;
-        let t1 = create_enrollment_token(&store, &first, T0).await?;
+        let t1 = create_enrolment_token(&store, &first, T0).await?;
         check(b, "org", t1.org_id, a.id);
         check(b, "label", t1.label.as_deref(), Some("label one"));
         check(b, "expires", t1.expires_at, Some(T0 + 3_600_000));
@@ -335,28 +335,28 @@ async fn enrollment_tokens() -> Result<()> {
         let mut bare = token(a.id, "two");
         bare.label = None;
         bare.created_by = None;
-        let t2 = create_enrollment_token(&store, &bare, T0 + 1).await?;
+        let t2 = create_enrolment_token(&store, &bare, T0 + 1).await?;
         check(b, "no label", t2.label.clone(), None);
-        let t3 = create_enrollment_token(&store, &token(other.id, "three"), T0 + 2).await?;
+        let t3 = create_enrolment_token(&store, &token(other.id, "three"), T0 + 2).await?;
 
         check(
             b,
             "list all, oldest first",
-            store.list_enrollment_tokens(None).await?,
+            store.list_enrolment_tokens(None).await?,
             vec![t1.clone(), t2.clone(), t3.clone()],
         );
         check(
             b,
             "list one org",
-            store.list_enrollment_tokens(Some(a.id)).await?,
+            store.list_enrolment_tokens(Some(a.id)).await?,
             vec![t1.clone(), t2.clone()],
         );
 
-        revoke_enrollment_token(&store, a.id, t2.id).await?;
-        let again = revoke_enrollment_token(&store, a.id, t2.id).await?;
+        revoke_enrolment_token(&store, a.id, t2.id).await?;
+        let again = revoke_enrolment_token(&store, a.id, t2.id).await?;
         check(b, "revoke is idempotent", again.revoked, true);
         let revoked: Vec<bool> = store
-            .list_enrollment_tokens(Some(a.id))
+            .list_enrolment_tokens(Some(a.id))
             .await?
             .iter()
             .map(|t| t.revoked)
@@ -364,24 +364,24 @@ async fn enrollment_tokens() -> Result<()> {
         check(b, "revoked flag", revoked, vec![false, true]);
         assert!(
             matches!(
-                revoke_enrollment_token(&store, a.id, Uuid::new_v4()).await,
+                revoke_enrolment_token(&store, a.id, Uuid::new_v4()).await,
                 Err(StoreError::NotFound)
             ),
             "[{b}] revoke missing"
         );
         assert!(
             matches!(
-                revoke_enrollment_token(&store, other.id, t1.id).await,
+                revoke_enrolment_token(&store, other.id, t1.id).await,
                 Err(StoreError::NotFound)
             ),
             "[{b}] revoke another organisation's token"
         );
 
-        let cases: [(&str, NewEnrollmentToken, &str); 4] = [
+        let cases: [(&str, NewEnrolmentToken, &str); 4] = [
             ("duplicate hash", token(a.id, "one"), "conflict"),
             (
                 "bad hash",
-                NewEnrollmentToken {
+                NewEnrolmentToken {
                     token_hash: "xyz".into(),
                     ..token(a.id, "x")
                 },
@@ -389,7 +389,7 @@ async fn enrollment_tokens() -> Result<()> {
             ),
             (
                 "zero max uses",
-                NewEnrollmentToken {
+                NewEnrolmentToken {
                     max_uses: Some(0),
                     ..token(a.id, "y")
                 },
@@ -398,7 +398,7 @@ async fn enrollment_tokens() -> Result<()> {
             ("unknown org", token(Uuid::new_v4(), "z"), "invalid"),
         ];
         for (case, new, want) in cases {
-            let got = match create_enrollment_token(&store, &new, T0).await {
+            let got = match create_enrolment_token(&store, &new, T0).await {
                 Err(StoreError::Conflict(_)) => "conflict",
                 Err(StoreError::Invalid(_)) => "invalid",
                 other => panic!("[{b}] {case}: {other:?}"),
@@ -421,9 +421,9 @@ async fn enrolment_applies_the_token() -> Result<()> {
         ] {
             let mut t = token(org.id, secret);
             t.require_approval = require_approval;
-            let tok = create_enrollment_token(&store, &t, T0).await?;
+            let tok = create_enrolment_token(&store, &t, T0).await?;
             // Callers may hand in upper-case hex.
-            let agent = enroll_agent(
+            let agent = enrol_agent(
                 &store,
                 &hash_of(secret).to_uppercase(),
                 &new_agent(secret),
@@ -450,7 +450,7 @@ async fn enrolment_applies_the_token() -> Result<()> {
                 store.agent(agent.id).await?,
                 Some(agent.clone()),
             );
-            let uses = store.list_enrollment_tokens(Some(org.id)).await?;
+            let uses = store.list_enrolment_tokens(Some(org.id)).await?;
             check(
                 b,
                 "use counted",
@@ -471,25 +471,25 @@ async fn enrolment_refusals() -> Result<()> {
 
         let mut expired = token(org.id, "expired");
         expired.expires_at = Some(T0);
-        create_enrollment_token(&store, &expired, T0 - 10).await?;
+        create_enrolment_token(&store, &expired, T0 - 10).await?;
 
         let mut once = token(org.id, "once");
         once.max_uses = Some(1);
-        create_enrollment_token(&store, &once, T0).await?;
-        enroll_agent(&store, &hash_of("once"), &new_agent("first"), T0).await?;
+        create_enrolment_token(&store, &once, T0).await?;
+        enrol_agent(&store, &hash_of("once"), &new_agent("first"), T0).await?;
 
-        let revoked = create_enrollment_token(&store, &token(org.id, "revoked"), T0).await?;
-        revoke_enrollment_token(&store, org.id, revoked.id).await?;
+        let revoked = create_enrolment_token(&store, &token(org.id, "revoked"), T0).await?;
+        revoke_enrolment_token(&store, org.id, revoked.id).await?;
 
         // Revocation is reported even when the token has also expired.
         let mut both = token(org.id, "both");
         both.expires_at = Some(T0 - 1);
-        let both = create_enrollment_token(&store, &both, T0 - 10).await?;
-        revoke_enrollment_token(&store, org.id, both.id).await?;
+        let both = create_enrolment_token(&store, &both, T0 - 10).await?;
+        revoke_enrolment_token(&store, org.id, both.id).await?;
 
         let mut later = token(org.id, "later");
         later.expires_at = Some(T0 + 1);
-        create_enrollment_token(&store, &later, T0).await?;
+        create_enrolment_token(&store, &later, T0).await?;
 
         let cases = [
             (
@@ -517,7 +517,7 @@ async fn enrolment_refusals() -> Result<()> {
             ("expires after now", hash_of("later"), None),
         ];
         for (case, hash, want) in cases {
-            let got = refusal(enroll_agent(&store, &hash, &new_agent(case), T0).await);
+            let got = refusal(enrol_agent(&store, &hash, &new_agent(case), T0).await);
             check(b, case, got, want);
         }
         check(
@@ -540,12 +540,12 @@ async fn max_uses_holds_under_concurrent_enrolment() -> Result<()> {
         let org = store.default_org(T0).await?;
         let mut t = token(org.id, "twice");
         t.max_uses = Some(2);
-        let tok = create_enrollment_token(&store, &t, T0).await?;
+        let tok = create_enrolment_token(&store, &t, T0).await?;
         let tasks: Vec<_> = (0..5)
             .map(|i| {
                 let s = store.clone();
                 tokio::spawn(async move {
-                    enroll_agent(&s, &hash_of("twice"), &new_agent(&format!("h{i}")), T0).await
+                    enrol_agent(&s, &hash_of("twice"), &new_agent(&format!("h{i}")), T0).await
                 })
             })
             .collect();
@@ -560,7 +560,7 @@ async fn max_uses_holds_under_concurrent_enrolment() -> Result<()> {
         }
         check(b, "succeeded", ok, 2);
         check(b, "used up", used_up, 3);
-        let stored = store.list_enrollment_tokens(None).await?;
+        let stored = store.list_enrolment_tokens(None).await?;
         check(
             b,
             "uses",
@@ -802,10 +802,10 @@ async fn last_seen_is_batched() -> Result<()> {
     for (db, store) in stores().await? {
         let b = db.backend();
         let org = store.default_org(T0).await?;
-        create_enrollment_token(&store, &token(org.id, "fleet"), T0).await?;
+        create_enrolment_token(&store, &token(org.id, "fleet"), T0).await?;
         let mut ids = Vec::new();
         for i in 0..1000 {
-            let a = enroll_agent(
+            let a = enrol_agent(
                 &store,
                 &hash_of("fleet"),
                 &new_agent(&format!("host-{i:04}")),
@@ -1101,14 +1101,14 @@ async fn admin_writes_are_scoped_and_commit_with_their_audit_record() -> Result<
         let secret = "rollback-secret";
         let mut t = token(org.id, secret);
         t.max_uses = Some(1);
-        let t = create_enrollment_token(&store, &t, T0).await?;
+        let t = create_enrolment_token(&store, &t, T0).await?;
         let mut tx = store.begin().await?;
         let ghost = tx
-            .enroll_agent(&hash_of(secret), &new_agent("ghost"), T0)
+            .enrol_agent(&hash_of(secret), &new_agent("ghost"), T0)
             .await?;
         drop(tx);
         check(b, "no ghost agent", store.agent(ghost.id).await?, None);
-        let uses = store.enrollment_token(org.id, t.id).await?.map(|t| t.uses);
+        let uses = store.enrolment_token(org.id, t.id).await?.map(|t| t.uses);
         check(b, "use not spent", uses, Some(0));
     }
     Ok(())

@@ -134,12 +134,12 @@ impl Envelope<Unverified> {
     }
 
     /// Verifies an enrolment request against the public key it carries (proof of possession).
-    pub fn verify_enroll(self) -> Result<Envelope<Verified>, WireError> {
+    pub fn verify_enrol(self) -> Result<Envelope<Verified>, WireError> {
         let msg = Message::decode_body(self.header.kind, self.body())?;
-        let Message::Enroll(req) = &msg else {
+        let Message::Enrol(req) = &msg else {
             return Err(WireError::KindMismatch {
                 header: self.header.kind as u8,
-                body: MessageKind::Enroll as u8,
+                body: MessageKind::Enrol as u8,
             });
         };
         let key = VerifyingKey::from_bytes(&req.public_key).map_err(|_| WireError::BadKey)?;

@@ -23,8 +23,8 @@ pub use job::{
     ScriptJob, ServiceVerb, VerifiedJob,
 };
 pub use message::{
-    AgentConfig, Approval, Challenge, CloseCode, CloseReason, EnrollRequest, EnrollResult,
-    Heartbeat, Hello, InventorySummary, Message, MessageKind, MetricsSample, Welcome,
+    AgentConfig, Approval, Challenge, CloseCode, CloseReason, EnrolRequest, EnrolResult, Heartbeat,
+    Hello, InventorySummary, Message, MessageKind, MetricsSample, Welcome,
 };
 pub use replay::{REPLAY_WINDOW, ReplayWindow};
 pub use session::{InboundSession, OutboundSession, SERVER_SENDER};

@@ -15,7 +15,7 @@ pub struct Challenge {
 /// Enrolment: a new agent presents its token and proves possession of its fresh public key by
 /// signing this envelope with it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EnrollRequest {
+pub struct EnrolRequest {
     pub token: String,
     pub public_key: [u8; 32],
     pub hostname: String,
@@ -31,7 +31,7 @@ pub enum Approval {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EnrollResult {
+pub struct EnrolResult {
     pub agent_id: [u8; 16],
     pub approval: Approval,
 }
@@ -202,8 +202,8 @@ pub struct CloseReason {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
     Challenge(Challenge),
-    Enroll(EnrollRequest),
-    EnrollResult(EnrollResult),
+    Enrol(EnrolRequest),
+    EnrolResult(EnrolResult),
     Hello(Hello),
     Welcome(Welcome),
     Heartbeat(Heartbeat),
@@ -241,8 +241,8 @@ pub enum Message {
 #[repr(u8)]
 pub enum MessageKind {
     Challenge = 1,
-    Enroll = 2,
-    EnrollResult = 3,
+    Enrol = 2,
+    EnrolResult = 3,
     Hello = 4,
     Welcome = 5,
     Heartbeat = 6,
@@ -263,8 +263,8 @@ impl MessageKind {
     pub fn from_u8(b: u8) -> Result<Self, WireError> {
         Ok(match b {
             1 => Self::Challenge,
-            2 => Self::Enroll,
-            3 => Self::EnrollResult,
+            2 => Self::Enrol,
+            3 => Self::EnrolResult,
             4 => Self::Hello,
             5 => Self::Welcome,
             6 => Self::Heartbeat,
@@ -288,8 +288,8 @@ impl Message {
     pub fn kind(&self) -> MessageKind {
         match self {
             Self::Challenge(_) => MessageKind::Challenge,
-            Self::Enroll(_) => MessageKind::Enroll,
-            Self::EnrollResult(_) => MessageKind::EnrollResult,
+            Self::Enrol(_) => MessageKind::Enrol,
+            Self::EnrolResult(_) => MessageKind::EnrolResult,
             Self::Hello(_) => MessageKind::Hello,
             Self::Welcome(_) => MessageKind::Welcome,
             Self::Heartbeat(_) => MessageKind::Heartbeat,

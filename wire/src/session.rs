@@ -77,13 +77,13 @@ impl InboundSession {
     }
 
     /// Accepts an enrolment request, verified against the key it carries.
-    pub fn accept_enroll(
+    pub fn accept_enrol(
         &mut self,
         env: Envelope<Unverified>,
     ) -> Result<Envelope<Verified>, WireError> {
         self.precheck(&env)?;
         let seq = env.header().seq;
-        let verified = env.verify_enroll()?;
+        let verified = env.verify_enrol()?;
         self.window.accept(seq)?;
         Ok(verified)
     }

@@ -51,7 +51,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
             ".{0,10}"
         )
             .prop_map(|(token, public_key, hostname, os, arch, agent_version)| {
-                Message::Enroll(EnrollRequest {
+                Message::Enrol(EnrolRequest {
                     token,
                     public_key,
                     hostname,
@@ -60,8 +60,8 @@ fn arb_message() -> impl Strategy<Value = Message> {
                     agent_version,
                 })
             }),
-        (any::<[u8; 16]>(), any::<bool>()).prop_map(|(agent_id, p)| Message::EnrollResult(
-            EnrollResult {
+        (any::<[u8; 16]>(), any::<bool>()).prop_map(|(agent_id, p)| Message::EnrolResult(
+            EnrolResult {
                 agent_id,
                 approval: if p {
                     Approval::Pending
@@ -145,7 +145,7 @@ proptest! {
             prop_assert!(env.verify_with(&key(1).verifying_key()).is_err());
         }
         if let Ok(env) = Envelope::parse(bytes) {
-            let _ = env.verify_enroll();
+            let _ = env.verify_enrol();
         }
     }
 
@@ -299,7 +299,7 @@ fn session_refuses_replay_wrong_nonce_wrong_sender_and_bad_signature() {
 fn enrolment_is_verified_against_the_key_it_carries() {
     let agent = key(11);
     let nonce = [3; 16];
-    let req = EnrollRequest {
+    let req = EnrolRequest {
         token: "t".into(),
         public_key: agent.verifying_key().to_bytes(),
         hostname: "h".into(),
@@ -308,20 +308,20 @@ fn enrolment_is_verified_against_the_key_it_carries() {
         agent_version: "0".into(),
     };
     let mut out = OutboundSession::new([0; 16], nonce, agent);
-    let bytes = out.seal(Message::Enroll(req.clone()), 0);
+    let bytes = out.seal(Message::Enrol(req.clone()), 0);
     let mut inbound = InboundSession::new(nonce);
     assert!(
         inbound
-            .accept_enroll(Envelope::parse(bytes).unwrap())
+            .accept_enrol(Envelope::parse(bytes).unwrap())
             .is_ok()
     );
 
     // Same request signed by a key other than the one it names.
     let mut impostor = OutboundSession::new([0; 16], nonce, key(12));
-    let bytes = impostor.seal(Message::Enroll(req), 0);
+    let bytes = impostor.seal(Message::Enrol(req), 0);
     assert_eq!(
         InboundSession::new(nonce)
-            .accept_enroll(Envelope::parse(bytes).unwrap())
+            .accept_enrol(Envelope::parse(bytes).unwrap())
             .unwrap_err(),
         WireError::BadSignature
     );

@@ -94,6 +94,20 @@ permissions! {
     JobView => "job:view",
     JobCreate => "job:create",
     JobCancel => "job:cancel",
+    MetricsView => "metrics:view",
+    AlertRuleList => "alert:rule_list",
+    AlertRuleCreate => "alert:rule_create",
+    AlertRuleUpdate => "alert:rule_update",
+    AlertRuleDelete => "alert:rule_delete",
+    AlertEventList => "alert:event_list",
+    AlertEventAck => "alert:event_ack",
+    AlertEventResolve => "alert:event_resolve",
+    AlertEventSnooze => "alert:event_snooze",
+    AlertSilenceManage => "alert:silence_manage",
+    AlertPolicyManage => "alert:policy_manage",
+    AlertMaintenanceManage => "alert:maintenance_manage",
+    AlertIntegrationManage => "alert:integration_manage",
+    AlertTest => "alert:test",
 }
 
 /// How many permissions there are: the fixed ones, then one per job type.
@@ -200,6 +214,13 @@ impl Role {
                         | JobView
                         | JobCreate
                         | JobCancel
+                        | MetricsView
+                        | AlertRuleList
+                        | AlertEventList
+                        | AlertEventAck
+                        | AlertEventResolve
+                        | AlertEventSnooze
+                        | AlertSilenceManage
                 ),
             },
             Role::Viewer => matches!(
@@ -217,6 +238,9 @@ impl Role {
                     | SettingsView
                     | JobList
                     | JobView
+                    | MetricsView
+                    | AlertRuleList
+                    | AlertEventList
             ),
         }
     }

@@ -1,10 +1,10 @@
 //! An agent enrols: one use of its token is consumed, the agent is created in the token's
-//! organisation and `agent.enroll` is audited, all in one transaction.
+//! organisation and `agent.enrol` is audited, all in one transaction.
 
 use reap3r_store::{Agent, AgentStatus, NewAgent};
 use serde_json::json;
 
-use super::{agent_target, hash_enrollment_token, token_target};
+use super::{agent_target, hash_enrolment_token, token_target};
 use crate::error::DomainResult;
 use crate::{Domain, FleetEvent, audit};
 
@@ -25,7 +25,7 @@ impl EnrolAgent {
         let now = domain.now_ms();
         let mut tx = domain.begin().await?;
         let agent = tx
-            .enroll_agent(&hash_enrollment_token(&self.token), &self.agent, now)
+            .enrol_agent(&hash_enrolment_token(&self.token), &self.agent, now)
             .await?;
         let pending = agent.status() == AgentStatus::Pending;
         let actor = agent

@@ -3,7 +3,7 @@
 //! enrolled agents (approve, reject, revoke, delete).
 //!
 //! Token secrets exist only in the answer to their creation; everything else, the store
-//! included, sees their hash ([`hash_enrollment_token`]).
+//! included, sees their hash ([`hash_enrolment_token`]).
 
 mod agents;
 mod enrol;
@@ -12,13 +12,13 @@ mod tokens;
 pub use agents::{DeleteAgent, RevokeAgent, SetAgentApproval, Withdraw, agent_target};
 pub use enrol::EnrolAgent;
 pub use tokens::{
-    CreateEnrollmentToken, CreatedEnrollmentToken, DEFAULT_TOKEN_LIFETIME_S, DeleteEnrollmentToken,
-    EnrolCommands, EnrolmentInfo, ListEnrollmentTokens, MAX_TOKEN_LABEL_CHARS,
-    MAX_TOKEN_LIFETIME_S, MAX_TOKEN_USES, MIN_TOKEN_LIFETIME_S, RevokeEnrollmentToken,
-    TOKEN_PLACEHOLDER, enrolment_commands, token_target,
+    CreateEnrolmentToken, CreatedEnrolmentToken, DEFAULT_TOKEN_LIFETIME_S, DeleteEnrolmentToken,
+    EnrolCommands, EnrolmentInfo, ListEnrolmentTokens, MAX_TOKEN_LABEL_CHARS, MAX_TOKEN_LIFETIME_S,
+    MAX_TOKEN_USES, MIN_TOKEN_LIFETIME_S, RevokeEnrolmentToken, TOKEN_PLACEHOLDER,
+    enrolment_commands, token_target,
 };
 
 /// Enrolment tokens are high-entropy secrets, so a fast hash is enough; only the hash is stored.
-pub fn hash_enrollment_token(token: &str) -> String {
+pub fn hash_enrolment_token(token: &str) -> String {
     blake3::hash(token.as_bytes()).to_hex().to_string()
 }

@@ -1,10 +1,10 @@
 //! Enrolment tokens: create (the secret is returned once, with the commands that enrol an agent
 //! with this server's pinned identity), list, revoke and delete.
 
-use reap3r_store::{EnrollmentToken, NewEnrollmentToken, Uuid};
+use reap3r_store::{EnrolmentToken, NewEnrolmentToken, Uuid};
 use serde_json::json;
 
-use super::hash_enrollment_token;
+use super::hash_enrolment_token;
 use crate::Domain;
 use crate::access::{Caller, Role};
 use crate::audit;
@@ -76,7 +76,7 @@ pub fn token_target(id: Uuid) -> String {
 
 /// Creates a token in the caller's organisation.
 #[derive(Debug, Clone, Default)]
-pub struct CreateEnrollmentToken {
+pub struct CreateEnrolmentToken {
     pub label: Option<String>,
     /// Lifetime in seconds, [`MIN_TOKEN_LIFETIME_S`] to [`MAX_TOKEN_LIFETIME_S`]; default
     /// [`DEFAULT_TOKEN_LIFETIME_S`].
@@ -89,19 +89,19 @@ pub struct CreateEnrollmentToken {
 
 /// A new token, its secret (shown only now) and the commands that enrol an agent with it.
 #[derive(Debug, Clone)]
-pub struct CreatedEnrollmentToken {
-    pub token: EnrollmentToken,
+pub struct CreatedEnrolmentToken {
+    pub token: EnrolmentToken,
     pub secret: String,
     pub commands: EnrolCommands,
 }
 
-impl CreateEnrollmentToken {
+impl CreateEnrolmentToken {
     pub async fn run(
         self,
         domain: &Domain,
         caller: &Caller,
         info: &EnrolmentInfo,
-    ) -> DomainResult<CreatedEnrollmentToken> {
+    ) -> DomainResult<CreatedEnrolmentToken> {
         let lifetime = self.lifetime_s.unwrap_or(DEFAULT_TOKEN_LIFETIME_S);
         if !(MIN_TOKEN_LIFETIME_S..=MAX_TOKEN_LIFETIME_S).contains(&lifetime) {
             return Err(DomainError::invalid(format!(
@@ -121,10 +121,10 @@ impl CreateEnrollmentToken {
         let now = domain.now_ms();
         let mut tx = domain.begin().await?;
         let token = tx
-            .create_enrollment_token(
-                &NewEnrollmentToken {
+            .create_enrolment_token(
+                &NewEnrolmentToken {
                     org_id: caller.org_id,
-                    token_hash: hash_enrollment_token(&secret),
+                    token_hash: hash_enrolment_token(&secret),
                     label,
                     expires_at: Some(now + lifetime * 1000),
                     max_uses: self.max_uses,
@@ -148,7 +148,7 @@ impl CreateEnrollmentToken {
         )
         .await?;
         domain.commit(tx).await?;
-        Ok(CreatedEnrollmentToken {
+        Ok(CreatedEnrolmentToken {
             commands: EnrolCommands::new(info, &secret),
             secret,
             token,
@@ -167,12 +167,12 @@ fn new_secret() -> DomainResult<String> {
 /// The tokens of the caller's organisation (never their secrets), oldest first; with
 /// `all_orgs`, every organisation's (super admins only).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ListEnrollmentTokens {
+pub struct ListEnrolmentTokens {
     pub all_orgs: bool,
 }
 
-impl ListEnrollmentTokens {
-    pub async fn run(self, domain: &Domain, caller: &Caller) -> DomainResult<Vec<EnrollmentToken>> {
+impl ListEnrolmentTokens {
+    pub async fn run(self, domain: &Domain, caller: &Caller) -> DomainResult<Vec<EnrolmentToken>> {
         let org = if self.all_orgs {
             if caller.role != Role::SuperAdmin {
                 return Err(DomainError::forbidden(
@@ -183,7 +183,7 @@ impl ListEnrollmentTokens {
         } else {
             Some(caller.org_id)
         };
-        Ok(domain.store.list_enrollment_tokens(org).await?)
+        Ok(domain.store.list_enrolment_tokens(org).await?)
     }
 }
 
@@ -197,7 +197,7 @@ pub async fn enrolment_commands(
 ) -> DomainResult<EnrolCommands> {
     domain
         .store
-        .enrollment_token(caller.org_id, id)
+        .enrolment_token(caller.org_id, id)
         .await?
         .ok_or(DomainError::NotFound("enrolment token"))?;
     Ok(EnrolCommands::new(info, TOKEN_PLACEHOLDER))
@@ -205,16 +205,16 @@ pub async fn enrolment_commands(
 
 /// Revokes a token: no more agents enrol with it; enrolled ones are unaffected.
 #[derive(Debug, Clone, Copy)]
-pub struct RevokeEnrollmentToken {
+pub struct RevokeEnrolmentToken {
     pub id: Uuid,
 }
 
-impl RevokeEnrollmentToken {
-    pub async fn run(self, domain: &Domain, caller: &Caller) -> DomainResult<EnrollmentToken> {
+impl RevokeEnrolmentToken {
+    pub async fn run(self, domain: &Domain, caller: &Caller) -> DomainResult<EnrolmentToken> {
         let now = domain.now_ms();
         let mut tx = domain.begin().await?;
         let token = tx
-            .revoke_enrollment_token(caller.org_id, self.id)
+            .revoke_enrolment_token(caller.org_id, self.id)
             .await
             .map_err(|e| DomainError::from_store(e, "enrolment token"))?;
         audit::record(
@@ -233,15 +233,15 @@ impl RevokeEnrollmentToken {
 
 /// Deletes a token; agents enrolled with it stay enrolled.
 #[derive(Debug, Clone, Copy)]
-pub struct DeleteEnrollmentToken {
+pub struct DeleteEnrolmentToken {
     pub id: Uuid,
 }
 
-impl DeleteEnrollmentToken {
+impl DeleteEnrolmentToken {
     pub async fn run(self, domain: &Domain, caller: &Caller) -> DomainResult<()> {
         let now = domain.now_ms();
         let mut tx = domain.begin().await?;
-        tx.delete_enrollment_token(caller.org_id, self.id)
+        tx.delete_enrolment_token(caller.org_id, self.id)
             .await
             .map_err(|e| DomainError::from_store(e, "enrolment token"))?;
         audit::record(

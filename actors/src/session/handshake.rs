@@ -3,7 +3,7 @@
 
 use ractor::ActorRef;
 use reap3r_store::{AgentHello, AgentStatus, NewAgent, StoreError, Uuid};
-use reap3r_wire::{Approval, CloseCode, EnrollResult, Envelope, Message, VerifyingKey, Welcome};
+use reap3r_wire::{Approval, CloseCode, EnrolResult, Envelope, Message, VerifyingKey, Welcome};
 use tracing::info;
 
 use super::refusal::{Refusal, check_text};
@@ -15,12 +15,12 @@ use crate::{DomainError, FleetEvent, FleetStats};
 const MAX_CAPABILITIES: usize = 64;
 
 impl SessionState {
-    pub(super) async fn enroll(
+    pub(super) async fn enrol(
         &mut self,
         env: Envelope<reap3r_wire::Unverified>,
     ) -> Result<(), Refusal> {
-        let env = self.inbound.accept_enroll(env)?;
-        let Message::Enroll(req) = env.into_message() else {
+        let env = self.inbound.accept_enrol(env)?;
+        let Message::Enrol(req) = env.into_message() else {
             return Err(Refusal::new(CloseCode::ProtocolError, "expected enrolment"));
         };
         for (field, value) in [
@@ -59,7 +59,7 @@ impl SessionState {
         } else {
             Approval::Approved
         };
-        self.send(Message::EnrollResult(EnrollResult {
+        self.send(Message::EnrolResult(EnrolResult {
             agent_id: agent.id.into_bytes(),
             approval,
         }))

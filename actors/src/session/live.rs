@@ -23,7 +23,7 @@ impl SessionState {
                 // Boxed: these run once per connection and hold large database futures. Inline,
                 // they would size every session's long-lived message loop (measured with
                 // massif: ~7 KiB of the ~50 KiB a connected agent costs).
-                reap3r_wire::MessageKind::Enroll => Box::pin(self.enroll(env)).await,
+                reap3r_wire::MessageKind::Enrol => Box::pin(self.enrol(env)).await,
                 reap3r_wire::MessageKind::Hello => Box::pin(self.hello(env, myself)).await,
                 other => Err(Refusal::new(
                     CloseCode::ProtocolError,

@@ -1,13 +1,13 @@
 //! The opening of every connection, agent side: the server's signed `Challenge` (which names
-//! the session nonce), the agent's `Hello` or `Enroll`, and the server's `Welcome` or
-//! `EnrollResult`. Typestate: [`Challenged`] → [`Pending`] → [`Answer`]; a welcomed
+//! the session nonce), the agent's `Hello` or `Enrol`, and the server's `Welcome` or
+//! `EnrolResult`. Typestate: [`Challenged`] → [`Pending`] → [`Answer`]; a welcomed
 //! connection becomes a [`Session`], which signs and verifies everything after it.
 //!
 //! Nothing here does I/O or reads a clock: frames come in as bytes, `now_ms` as an argument,
 //! and what to send goes out as sealed bytes for the control stream.
 
 use reap3r_wire::{
-    Challenge, EnrollRequest, EnrollResult, Envelope, Hello, InboundSession, Message, MessageKind,
+    Challenge, EnrolRequest, EnrolResult, Envelope, Hello, InboundSession, Message, MessageKind,
     OutboundSession, SERVER_SENDER, SigningKey, VerifyingKey, Welcome, WireError,
 };
 
@@ -88,7 +88,7 @@ impl Challenged {
     }
 
     /// A signer for this session as any sender with any key (for hostile test clients; an
-    /// agent uses [`hello`](Self::hello) or [`enroll`](Self::enroll)).
+    /// agent uses [`hello`](Self::hello) or [`enrol`](Self::enrol)).
     pub fn outbound(&self, sender: [u8; 16], key: &SigningKey) -> OutboundSession {
         OutboundSession::new(sender, self.nonce(), key.clone())
     }
@@ -111,18 +111,13 @@ impl Challenged {
     }
 
     /// A new agent registers `request.public_key` (which must be `key`'s) with its token:
-    /// returns the sealed `Enroll` for the control stream.
-    pub fn enroll(
-        self,
-        key: &SigningKey,
-        request: EnrollRequest,
-        now_ms: u64,
-    ) -> (Vec<u8>, Pending) {
+    /// returns the sealed `Enrol` for the control stream.
+    pub fn enrol(self, key: &SigningKey, request: EnrolRequest, now_ms: u64) -> (Vec<u8>, Pending) {
         self.open(
             [0; 16],
             key,
-            Message::Enroll(request),
-            MessageKind::EnrollResult,
+            Message::Enrol(request),
+            MessageKind::EnrolResult,
             now_ms,
         )
     }
@@ -146,7 +141,7 @@ impl Challenged {
     }
 }
 
-/// `Hello` or `Enroll` sent; waiting for the server's answer.
+/// `Hello` or `Enrol` sent; waiting for the server's answer.
 #[derive(Debug)]
 pub struct Pending {
     channel: ServerChannel,
@@ -164,11 +159,11 @@ pub enum Answer {
     /// The hello was accepted: the session is live.
     Welcomed { session: Session, welcome: Welcome },
     /// The enrolment was accepted; the agent closes the connection and saves its identity.
-    Enrolled(EnrollResult),
+    Enrolled(EnrolResult),
 }
 
 impl Pending {
-    /// The server's next frame on the control stream: `Welcome` after a hello, `EnrollResult`
+    /// The server's next frame on the control stream: `Welcome` after a hello, `EnrolResult`
     /// after an enrolment; anything else fails the handshake.
     pub fn on_frame(mut self, frame: Vec<u8>) -> Result<Answer, HandshakeError> {
         match (self.expect, self.channel.accept(frame)?) {
@@ -179,7 +174,7 @@ impl Pending {
                 },
                 welcome,
             }),
-            (MessageKind::EnrollResult, Message::EnrollResult(result)) => {
+            (MessageKind::EnrolResult, Message::EnrolResult(result)) => {
                 Ok(Answer::Enrolled(result))
             }
             (expected, other) => Err(HandshakeError::Unexpected {
@@ -195,17 +190,17 @@ impl Pending {
             Answer::Welcomed { session, welcome } => Ok((session, welcome)),
             Answer::Enrolled(_) => Err(HandshakeError::Unexpected {
                 expected: MessageKind::Welcome,
-                got: MessageKind::EnrollResult,
+                got: MessageKind::EnrolResult,
             }),
         }
     }
 
     /// [`on_frame`](Self::on_frame) after an enrolment: the enrolment result.
-    pub fn enrolled(self, frame: Vec<u8>) -> Result<EnrollResult, HandshakeError> {
+    pub fn enrolled(self, frame: Vec<u8>) -> Result<EnrolResult, HandshakeError> {
         match self.on_frame(frame)? {
             Answer::Enrolled(result) => Ok(result),
             Answer::Welcomed { .. } => Err(HandshakeError::Unexpected {
-                expected: MessageKind::EnrollResult,
+                expected: MessageKind::EnrolResult,
                 got: MessageKind::Welcome,
             }),
         }
@@ -342,7 +337,7 @@ mod tests {
         check(
             &mut Server::new(),
             |s| {
-                s.seal(Message::EnrollResult(EnrollResult {
+                s.seal(Message::EnrolResult(EnrolResult {
                     agent_id: [1; 16],
                     approval: Approval::Approved,
                 }))
@@ -363,7 +358,7 @@ mod tests {
         let mut server = Server::new();
         let challenged = Challenged::from_frame(server.challenge(), &server.pinned()).unwrap();
         let key = server.agent_key();
-        let request = EnrollRequest {
+        let request = EnrolRequest {
             token: "r3t_x".into(),
             public_key: key.verifying_key().to_bytes(),
             hostname: "h".into(),
@@ -371,9 +366,9 @@ mod tests {
             arch: "x86_64".into(),
             agent_version: "t".into(),
         };
-        let (frame, pending) = challenged.enroll(&key, request, 1);
-        assert_eq!(server.receive_enroll(&frame).unwrap(), MessageKind::Enroll);
-        let reply = server.seal(Message::EnrollResult(EnrollResult {
+        let (frame, pending) = challenged.enrol(&key, request, 1);
+        assert_eq!(server.receive_enrol(&frame).unwrap(), MessageKind::Enrol);
+        let reply = server.seal(Message::EnrolResult(EnrolResult {
             agent_id: [9; 16],
             approval: Approval::Pending,
         }));

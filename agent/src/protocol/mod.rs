@@ -9,7 +9,7 @@
 //! [`JobStore`] (redb in the agent, [`MemoryStore`] in the simulator), so check-and-record is
 //! one atomic step of the store while the rules stay here.
 //!
-//! - [`handshake`]: challenge → hello/enroll → welcome/enroll result, then a [`Session`].
+//! - [`handshake`]: challenge → hello/enrol → welcome/enrol result, then a [`Session`].
 //! - [`core`]: [`AgentCore`], the live session and the job rules.
 //! - [`store`]: [`JobStore`] and [`MemoryStore`].
 

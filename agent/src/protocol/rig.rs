@@ -120,9 +120,9 @@ impl Server {
     }
 
     /// Verifies an enrolment request against the key it carries.
-    pub fn receive_enroll(&mut self, frame: &[u8]) -> Result<MessageKind, WireError> {
+    pub fn receive_enrol(&mut self, frame: &[u8]) -> Result<MessageKind, WireError> {
         let env = Envelope::parse(frame.to_vec())?;
-        Ok(self.inbound.accept_enroll(env)?.into_message().kind())
+        Ok(self.inbound.accept_enrol(env)?.into_message().kind())
     }
 }
 

@@ -31,7 +31,8 @@ pub enum ApiTags {
     /// Enrolled agents.
     Agents,
     /// Enrolment tokens that let new agents in.
-    Enrollment,
+    #[oai(rename = "Enrollment")]
+    Enrolment,
     /// API keys for integrations.
     ApiKeys,
     /// The hash-chained audit log.

@@ -6,9 +6,9 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use reap3r_actors::enrolment::{
-    self, CreateEnrollmentToken, DeleteEnrollmentToken, ListEnrollmentTokens, RevokeEnrollmentToken,
+    self, CreateEnrolmentToken, DeleteEnrolmentToken, ListEnrolmentTokens, RevokeEnrolmentToken,
 };
-use reap3r_store::{EnrollmentToken, Uuid};
+use reap3r_store::{EnrolmentToken, Uuid};
 
 use super::ApiTags;
 use super::auth::{Done, done};
@@ -32,8 +32,8 @@ pub struct TokenView {
     pub created_at: i64,
 }
 
-impl From<EnrollmentToken> for TokenView {
-    fn from(t: EnrollmentToken) -> Self {
+impl From<EnrolmentToken> for TokenView {
+    fn from(t: EnrolmentToken) -> Self {
         Self {
             id: t.id,
             org_id: t.org_id,
@@ -102,7 +102,7 @@ impl From<enrolment::EnrolCommands> for EnrolCommands {
 
 pub struct TokensApi;
 
-#[OpenApi(tag = "ApiTags::Enrollment")]
+#[OpenApi(tag = "ApiTags::Enrolment")]
 impl TokensApi {
     /// List enrolment tokens (never their secrets).
     #[oai(
@@ -111,7 +111,7 @@ impl TokensApi {
         operation_id = "listEnrollmentTokens"
     )]
     async fn list(&self, ctx: Data<&ApiContext>, auth: Auth) -> ApiResult<Json<Vec<TokenView>>> {
-        let tokens = ListEnrollmentTokens::default()
+        let tokens = ListEnrolmentTokens::default()
             .run(&ctx.domain, auth.caller())
             .await?;
         Ok(Json(tokens.into_iter().map(TokenView::from).collect()))
@@ -129,7 +129,7 @@ impl TokensApi {
         auth: Auth,
         body: Json<CreateTokenRequest>,
     ) -> ApiResult<Json<CreatedTokenView>> {
-        let created = CreateEnrollmentToken {
+        let created = CreateEnrolmentToken {
             label: body.0.label,
             lifetime_s: body.0.expires_in_s,
             max_uses: body.0.max_uses,
@@ -156,7 +156,7 @@ impl TokensApi {
         auth: Auth,
         id: Path<Uuid>,
     ) -> ApiResult<Json<TokenView>> {
-        let token = RevokeEnrollmentToken { id: id.0 }
+        let token = RevokeEnrolmentToken { id: id.0 }
             .run(&ctx.domain, auth.caller())
             .await?;
         Ok(Json(token.into()))
@@ -174,7 +174,7 @@ impl TokensApi {
         auth: Auth,
         id: Path<Uuid>,
     ) -> ApiResult<Json<Done>> {
-        DeleteEnrollmentToken { id: id.0 }
+        DeleteEnrolmentToken { id: id.0 }
             .run(&ctx.domain, auth.caller())
             .await?;
         Ok(done())

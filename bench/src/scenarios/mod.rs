@@ -27,7 +27,7 @@ use crate::report::{Report, Verdict};
 use crate::server::{
     External, Profiler, ServerOptions, ServerProcess, default_server_bin, self_cpu_seconds,
 };
-use crate::sim::{Endpoints, Fleet, FleetConfig, Identity, Lane, Outgoing, SimAgent, enroll_all};
+use crate::sim::{Endpoints, Fleet, FleetConfig, Identity, Lane, Outgoing, SimAgent, enrol_all};
 use crate::stats::{Rng, Summary, ms_between};
 use crate::transport::{Pins, send_on_uni};
 use crate::{Options, Peer, Scenario};
@@ -187,7 +187,7 @@ async fn prepare(opts: &Options, r: &mut Report) -> Result<Bed> {
     }
     let (token, pins) = server.create_token(opts.agents).await?;
     let start = Instant::now();
-    let ids = enroll_all(
+    let ids = enrol_all(
         server.quic_addr,
         &pins,
         &token.token,

@@ -9,12 +9,12 @@
 //! The protocol itself (handshake, signing, the ledger rules, replay) is the real agent's core,
 //! `reap3r_agent::protocol`; this module and [`agent`] only drive it over QUIC.
 //!
-//! - [`enroll`]: identities, enrolment, the shared client endpoints.
+//! - [`enrol`]: identities, enrolment, the shared client endpoints.
 //! - [`agent`]: one simulated agent's state and its process-free job runner.
 //! - here: the fleet, and each agent's connect / live / reconnect loop.
 
 mod agent;
-mod enroll;
+mod enrol;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use reap3r_agent::Backoff;
 
 pub use agent::{JobTrack, Lane, Outgoing, SimAgent};
-pub use enroll::{Endpoints, Identity, enroll_all};
+pub use enrol::{Endpoints, Identity, enrol_all};
 
 use crate::stats::Rng;
 use crate::transport::{

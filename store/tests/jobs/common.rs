@@ -8,8 +8,8 @@ pub(crate) use crate::support::*;
 pub(crate) use anyhow::{Result, anyhow};
 pub(crate) use reap3r_store::{
     Agent, AgentApproval, AgentHello, AgentPlacement, Backend, GroupKind, Job, JobFilter, JobStats,
-    JobStatus, JobTarget, JobTargetGrant, JobTargetSelector, NewAgent, NewEnrollmentToken,
-    NewGroup, NewJob, NewJobTarget, Store, StoreError, TargetCounts, TargetOutcome, TargetState,
+    JobStatus, JobTarget, JobTargetGrant, JobTargetSelector, NewAgent, NewEnrolmentToken, NewGroup,
+    NewJob, NewJobTarget, Store, StoreError, TargetCounts, TargetOutcome, TargetState,
     TargetTransition, Uuid,
 };
 pub(crate) use reap3r_testkit::TestDatabase;
@@ -71,9 +71,9 @@ pub(crate) async fn agent(
     require_approval: bool,
 ) -> Result<Agent> {
     let secret = format!("secret-{hostname}-{}", Uuid::new_v4());
-    create_enrollment_token(
+    create_enrolment_token(
         store,
-        &NewEnrollmentToken {
+        &NewEnrolmentToken {
             org_id: org,
             token_hash: hash_of(&secret),
             label: None,
@@ -92,7 +92,7 @@ pub(crate) async fn agent(
         agent_version: "0.1.0".into(),
         public_key: *blake3::hash(hostname.as_bytes()).as_bytes(),
     };
-    let enrolled = enroll_agent(store, &hash_of(&secret), &new, T0).await?;
+    let enrolled = enrol_agent(store, &hash_of(&secret), &new, T0).await?;
     store
         .mark_agent_online(
             enrolled.id,

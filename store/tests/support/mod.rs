@@ -6,8 +6,8 @@
 #![allow(dead_code, reason = "each test crate uses a different subset")]
 
 use reap3r_store::{
-    Agent, AgentApproval, AgentPlacement, EnrollmentToken, Group, GroupKind, GroupUpdate, NewAgent,
-    NewEnrollmentToken, NewGroup, Org, OrgAssignment, Result, Store, StoreError, Tx, Uuid,
+    Agent, AgentApproval, AgentPlacement, EnrolmentToken, Group, GroupKind, GroupUpdate, NewAgent,
+    NewEnrolmentToken, NewGroup, Org, OrgAssignment, Result, Store, StoreError, Tx, Uuid,
 };
 
 async fn commit<T>(tx: Tx, value: Result<T>) -> Result<T> {
@@ -49,40 +49,40 @@ pub async fn unassign_user_from_org(store: &Store, user_id: Uuid, org_id: Uuid) 
     commit(tx, value).await
 }
 
-pub async fn create_enrollment_token(
+pub async fn create_enrolment_token(
     store: &Store,
-    new: &NewEnrollmentToken,
+    new: &NewEnrolmentToken,
     now_ms: i64,
-) -> Result<EnrollmentToken> {
+) -> Result<EnrolmentToken> {
     let mut tx = store.begin().await?;
-    let value = tx.create_enrollment_token(new, now_ms).await;
+    let value = tx.create_enrolment_token(new, now_ms).await;
     commit(tx, value).await
 }
 
-pub async fn revoke_enrollment_token(
+pub async fn revoke_enrolment_token(
     store: &Store,
     org_id: Uuid,
     id: Uuid,
-) -> Result<EnrollmentToken> {
+) -> Result<EnrolmentToken> {
     let mut tx = store.begin().await?;
-    let value = tx.revoke_enrollment_token(org_id, id).await;
+    let value = tx.revoke_enrolment_token(org_id, id).await;
     commit(tx, value).await
 }
 
-pub async fn delete_enrollment_token(store: &Store, org_id: Uuid, id: Uuid) -> Result<()> {
+pub async fn delete_enrolment_token(store: &Store, org_id: Uuid, id: Uuid) -> Result<()> {
     let mut tx = store.begin().await?;
-    let value = tx.delete_enrollment_token(org_id, id).await;
+    let value = tx.delete_enrolment_token(org_id, id).await;
     commit(tx, value).await
 }
 
-pub async fn enroll_agent(
+pub async fn enrol_agent(
     store: &Store,
     token_hash: &str,
     new: &NewAgent,
     now_ms: i64,
 ) -> Result<Agent> {
     let mut tx = store.begin().await?;
-    let value = tx.enroll_agent(token_hash, new, now_ms).await;
+    let value = tx.enrol_agent(token_hash, new, now_ms).await;
     commit(tx, value).await
 }
 

@@ -111,7 +111,7 @@ async fn ui_streams_follow_a_real_agent_through_the_api() -> Result<()> {
         server_key: commands["server_key"].as_str().unwrap_or_default().into(),
         command: commands["unix"].as_str().unwrap_or_default().into(),
     };
-    let mut agent = AgentProcess::enroll(server.dir.path(), "ws-agent", &token).await?;
+    let mut agent = AgentProcess::enrol(server.dir.path(), "ws-agent", &token).await?;
     let id = agent.id.to_string();
     for socket in [&mut admin_ws, &mut viewer_ws] {
         let e = wait_event(socket, "agent_enrolled", |e| e["type"] == "agent_enrolled").await?;

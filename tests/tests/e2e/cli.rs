@@ -119,7 +119,7 @@ async fn operator_commands_work_while_serving_and_sigterm_drains() -> Result<()>
         .await?;
     assert!(!bad_role.status.success());
 
-    let mut agent = AgentProcess::enroll(dir.path(), "agent", &token).await?;
+    let mut agent = AgentProcess::enrol(dir.path(), "agent", &token).await?;
     agent.start()?;
     let list = || async {
         let rows: Vec<AgentRow> = serde_json::from_str(

@@ -14,7 +14,7 @@ use reap3r_control_plane::{Config, Node};
 use reap3r_store::{Agent, AgentStatus, Backend, Uuid};
 use reap3r_testkit::TestDatabase;
 use reap3r_wire::{
-    CloseCode, EnrollRequest, Hello, Message, OutboundSession, SigningKey, encode_frame,
+    CloseCode, EnrolRequest, Hello, Message, OutboundSession, SigningKey, encode_frame,
 };
 use tempfile::TempDir;
 
@@ -153,10 +153,10 @@ pub struct AgentProcess {
 }
 
 impl AgentProcess {
-    /// Runs `enroll` as a process and returns the enrolled agent (not yet running).
-    pub async fn enroll(dir: &Path, name: &str, token: &CreatedToken) -> Result<Self> {
+    /// Runs `enrol` as a process and returns the enrolled agent (not yet running).
+    pub async fn enrol(dir: &Path, name: &str, token: &CreatedToken) -> Result<Self> {
         let data_dir = dir.join(name);
-        let out = enroll_command(token, &data_dir, &token.fingerprint, &token.server_key)
+        let out = enrol_command(token, &data_dir, &token.fingerprint, &token.server_key)
             .output()
             .await?;
         if !out.status.success() {
@@ -198,7 +198,7 @@ impl AgentProcess {
     }
 }
 
-pub fn enroll_command(
+pub fn enrol_command(
     token: &CreatedToken,
     data_dir: &Path,
     fingerprint: &str,
@@ -263,7 +263,7 @@ impl FleetBuilder {
         let token = server.token(false, Some(self.agents as u32), "1h").await?;
         for i in 0..self.agents {
             let mut agent =
-                AgentProcess::enroll(server.dir.path(), &format!("agent-{i}"), &token).await?;
+                AgentProcess::enrol(server.dir.path(), &format!("agent-{i}"), &token).await?;
             agent.start()?;
             agents.push(agent);
         }
@@ -339,14 +339,14 @@ impl RawClient {
     }
 
     /// Normal path: enrols `key` with the request's token through the core.
-    pub async fn enroll(&mut self, key: &SigningKey, request: EnrollRequest) -> Result<()> {
-        let (frame, pending) = self.challenged()?.enroll(key, request, 0);
+    pub async fn enrol(&mut self, key: &SigningKey, request: EnrolRequest) -> Result<()> {
+        let (frame, pending) = self.challenged()?.enrol(key, request, 0);
         self.phase = Phase::Pending(pending);
         self.send_envelope(&frame).await
     }
 
     /// Normal path: the server's answer to the hello (`Welcome`, after which [`seal`](Self::seal)
-    /// signs for the live session) or to the enrolment (`EnrollResult`).
+    /// signs for the live session) or to the enrolment (`EnrolResult`).
     pub async fn read_answer(&mut self) -> Result<Message> {
         let Phase::Pending(pending) = std::mem::replace(&mut self.phase, Phase::Spent) else {
             bail!("no hello or enrolment is waiting for an answer");
@@ -357,7 +357,7 @@ impl RawClient {
                 self.phase = Phase::Live(session);
                 Message::Welcome(welcome)
             }
-            Answer::Enrolled(result) => Message::EnrollResult(result),
+            Answer::Enrolled(result) => Message::EnrolResult(result),
         })
     }
 

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use reap3r_store::AgentStatus;
 
-use crate::harness::{TestFleet, enroll_command};
+use crate::harness::{TestFleet, enrol_command};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_refuses_a_server_whose_certificate_or_key_does_not_match_its_pins() -> Result<()> {
@@ -33,7 +33,7 @@ async fn agent_refuses_a_server_whose_certificate_or_key_does_not_match_its_pins
             "server key",
         ),
     ] {
-        let out = enroll_command(&token, &dir.join(name), fingerprint, server_key)
+        let out = enrol_command(&token, &dir.join(name), fingerprint, server_key)
             .output()
             .await?;
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -45,7 +45,7 @@ async fn agent_refuses_a_server_whose_certificate_or_key_does_not_match_its_pins
     }
     // Nothing was enrolled, and the token was not consumed by the refused attempts.
     assert!(server.node().store.list_agents(None).await?.is_empty());
-    let good = enroll_command(
+    let good = enrol_command(
         &token,
         &dir.join("good"),
         &token.fingerprint,

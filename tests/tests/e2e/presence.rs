@@ -93,7 +93,7 @@ async fn approval_required_agent_waits_until_approved_from_the_cli() -> anyhow::
     let fleet = TestFleet::builder().agents(0).spawn().await?;
     let server = &fleet.server;
     let token = server.token(true, Some(1), "1h").await?;
-    let mut agent = AgentProcess::enroll(server.dir.path(), "pending", &token).await?;
+    let mut agent = AgentProcess::enrol(server.dir.path(), "pending", &token).await?;
     assert_eq!(server.agent(agent.id).await?.status(), AgentStatus::Pending);
     agent.start()?;
     eventually(

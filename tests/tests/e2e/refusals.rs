@@ -6,11 +6,11 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use reap3r_actors::access::Caller;
 use reap3r_actors::enrolment::{
-    RevokeAgent, RevokeEnrollmentToken, SetAgentApproval, hash_enrollment_token,
+    RevokeAgent, RevokeEnrolmentToken, SetAgentApproval, hash_enrolment_token,
 };
-use reap3r_store::{AgentApproval, AgentStatus, NewEnrollmentToken, Uuid};
+use reap3r_store::{AgentApproval, AgentStatus, NewEnrolmentToken, Uuid};
 use reap3r_wire::{
-    CloseCode, EnrollRequest, Heartbeat, Hello, InventorySummary, Message, SigningKey,
+    CloseCode, EnrolRequest, Heartbeat, Hello, InventorySummary, Message, SigningKey,
 };
 
 use crate::harness::{RawClient, TestFleet, TestServer};
@@ -19,8 +19,8 @@ fn key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])
 }
 
-fn enroll_request(token: &str, key: &SigningKey) -> EnrollRequest {
-    EnrollRequest {
+fn enrol_request(token: &str, key: &SigningKey) -> EnrolRequest {
+    EnrolRequest {
         token: token.into(),
         public_key: key.verifying_key().to_bytes(),
         hostname: "raw-client".into(),
@@ -50,9 +50,9 @@ fn heartbeat() -> Message {
 /// Enrols over a raw connection with `key`; returns the agent id.
 async fn enrol_raw(server: &TestServer, token: &str, key: &SigningKey) -> Result<Uuid> {
     let mut c = RawClient::connect(server).await?;
-    c.enroll(key, enroll_request(token, key)).await?;
+    c.enrol(key, enrol_request(token, key)).await?;
     match c.read_answer().await? {
-        Message::EnrollResult(r) => Ok(Uuid::from_bytes(r.agent_id)),
+        Message::EnrolResult(r) => Ok(Uuid::from_bytes(r.agent_id)),
         other => bail!("expected an enrolment result, got {other:?}"),
     }
 }
@@ -149,10 +149,10 @@ async fn enrolment_is_refused_for_unknown_expired_used_up_and_revoked_tokens() -
     let expired_secret = "r3t_expired-token-for-test";
     // Expired from the start, which no operation would create: written straight into the store.
     let mut tx = store.begin().await?;
-    tx.create_enrollment_token(
-        &NewEnrollmentToken {
+    tx.create_enrolment_token(
+        &NewEnrolmentToken {
             org_id: org.id,
-            token_hash: hash_enrollment_token(expired_secret),
+            token_hash: hash_enrolment_token(expired_secret),
             label: None,
             expires_at: Some(now - 1_000),
             max_uses: None,
@@ -166,7 +166,7 @@ async fn enrolment_is_refused_for_unknown_expired_used_up_and_revoked_tokens() -
     let single = server.token(false, Some(1), "1h").await?;
     enrol_raw(server, &single.token, &key(10)).await?;
     let revoked = server.token(false, None, "1h").await?;
-    RevokeEnrollmentToken { id: revoked.id }
+    RevokeEnrolmentToken { id: revoked.id }
         .run(&server.node().api.domain, &Caller::cli(org.id))
         .await?;
 
@@ -177,7 +177,7 @@ async fn enrolment_is_refused_for_unknown_expired_used_up_and_revoked_tokens() -
         (revoked.token.as_str(), "revoked"),
     ] {
         let mut c = RawClient::connect(server).await?;
-        c.enroll(&key(11), enroll_request(token, &key(11))).await?;
+        c.enrol(&key(11), enrol_request(token, &key(11))).await?;
         expect_close(server, &c, CloseCode::TokenInvalid, needle).await?;
     }
     assert_eq!(

@@ -105,7 +105,7 @@ impl ServerProcess {
         let dir = self.data.parent().context("data dir has a parent")?;
         let mut fleet = Vec::new();
         for i in 0..agents {
-            let mut agent = AgentProcess::enroll(dir, &format!("agent-{i}"), &token).await?;
+            let mut agent = AgentProcess::enrol(dir, &format!("agent-{i}"), &token).await?;
             agent.start()?;
             fleet.push(agent);
         }

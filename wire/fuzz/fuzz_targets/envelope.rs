@@ -11,6 +11,6 @@ fuzz_target!(|data: &[u8]| {
         let _ = InboundSession::new(nonce).accept(env, &sender, &key);
     }
     if let Ok(env) = Envelope::parse(data.to_vec()) {
-        let _ = env.verify_enroll();
+        let _ = env.verify_enrol();
     }
 });

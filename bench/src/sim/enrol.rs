@@ -9,7 +9,7 @@ use anyhow::{Result, anyhow};
 use futures::StreamExt;
 use quinn::{Endpoint, VarInt};
 use reap3r_agent::protocol::Challenged;
-use reap3r_wire::{CloseCode, EnrollRequest, SERVER_NAME, SigningKey};
+use reap3r_wire::{CloseCode, EnrolRequest, SERVER_NAME, SigningKey};
 
 use super::{AGENT_VERSION, now_ms};
 use crate::transport::{Pins, client_config, client_endpoint, close_kind, read_frame, write_frame};
@@ -76,7 +76,7 @@ impl Endpoints {
 }
 
 /// Enrols `n` agents with `token`, `concurrency` at a time, straight to the server.
-pub async fn enroll_all(
+pub async fn enrol_all(
     server: SocketAddr,
     pins: &Pins,
     token: &str,
@@ -93,7 +93,7 @@ pub async fn enroll_all(
             async move {
                 let mut last = anyhow!("not tried");
                 for attempt in 0..5u64 {
-                    match enroll_one(&endpoint, target, &config, pins, token, i).await {
+                    match enrol_one(&endpoint, target, &config, pins, token, i).await {
                         Ok(id) => return Ok(id),
                         Err(err) => last = err,
                     }
@@ -109,7 +109,7 @@ pub async fn enroll_all(
     ids.into_iter().collect()
 }
 
-async fn enroll_one(
+async fn enrol_one(
     endpoint: &Endpoint,
     target: SocketAddr,
     config: &quinn::ClientConfig,
@@ -124,7 +124,7 @@ async fn enroll_one(
     let result = async {
         let (mut send, mut recv) = conn.accept_bi().await?;
         let challenged = Challenged::from_frame(read_frame(&mut recv).await?, &pins.server_key)?;
-        let request = EnrollRequest {
+        let request = EnrolRequest {
             token: token.to_string(),
             public_key: key.verifying_key().to_bytes(),
             hostname: format!("sim-{idx:06}"),
@@ -132,7 +132,7 @@ async fn enroll_one(
             arch: "x86_64".into(),
             agent_version: AGENT_VERSION.into(),
         };
-        let (frame, pending) = challenged.enroll(&key, request, now_ms());
+        let (frame, pending) = challenged.enrol(&key, request, now_ms());
         write_frame(&mut send, &frame).await?;
         let result = pending.enrolled(read_frame(&mut recv).await?)?;
         Ok(Identity {
