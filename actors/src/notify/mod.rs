@@ -3,5 +3,7 @@
 //! Slack, Teams and Discord integrations.
 
 mod message;
+pub mod outbox;
+pub mod routing;
 
 pub use message::{NotificationAlert, NotificationKind, NotificationMessage};

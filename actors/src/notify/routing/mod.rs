@@ -1,0 +1,22 @@
+//! Notification routing after Alertmanager's model: policies pick integrations by severity and
+//! scope and group alerts (`group_wait`, `group_interval`, `repeat_interval`), silences mute by
+//! matchers, maintenance windows hold notifications and pause escalation and, when they end,
+//! tell what still fires once; escalation steps reach further integrations while nothing is
+//! acknowledged. The decisions are a pure core ([`RoutingCore`]); the driver actor persists
+//! them with the outbox entries they produce; the CRUD operations live beside them.
+
+mod core;
+mod group;
+mod model;
+mod schedule;
+
+pub use self::core::{Effect, GroupId, GroupWrite, Input, RoutingConfig, RoutingCore};
+pub use group::{AlertFacts, Escalation, Group, TrackedAlert};
+pub use model::*;
+pub use schedule::{
+    Compiled, Day, MAX_ONE_OFF_WINDOW_S, MAX_TIME_ZONE_CHARS, MAX_WEEKLY_DURATION_MINUTES,
+    Schedule,
+};
+
+#[cfg(test)]
+mod tests;
