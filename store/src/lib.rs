@@ -13,6 +13,7 @@ mod groups;
 mod jobs;
 mod login_events;
 mod migrate;
+mod notify_routing;
 mod orgs;
 mod sessions;
 mod tokens;
@@ -45,6 +46,7 @@ pub use login_events::{
     LoginEvent, LoginEventFilter, MAX_LOGIN_DETAIL_CHARS, MAX_LOGIN_EMAIL_CHARS,
     MAX_LOGIN_EVENT_PAGE, NewLoginEvent,
 };
+pub use notify_routing::{RoutingGroupRow, RoutingKind, RoutingRecord, RoutingSent, RoutingWrite};
 pub use orgs::{DEFAULT_ORG_NAME, Org, OrgAssignment};
 pub use sessions::{
     AuthSession, ChallengeCheck, NewAuthSession, REFRESH_REUSE_REASON, RefreshOutcome,

@@ -218,9 +218,10 @@ impl Group {
                 a.notified = true;
             }
         }
-        let alerts: Vec<&TrackedAlert> = ended.iter().filter_map(|id| self.alerts.get(id)).collect();
+        let mut alerts: Vec<&TrackedAlert> =
+            ended.iter().filter_map(|id| self.alerts.get(id)).collect();
+        by_time(&mut alerts);
         self.send(
-            env,
             NotificationKind::Reminder,
             "still firing after maintenance",
             &alerts,
@@ -257,11 +258,21 @@ impl Group {
             // New ones first, so the sample shows what changed.
             let mut alerts: Vec<&TrackedAlert> =
                 new_firing.iter().filter_map(|id| self.alerts.get(id)).collect();
-            alerts.extend(self.alerts.values().filter(|a| {
-                a.firing() && a.notified && !new_firing.contains(&a.facts.event_id) && !env.silenced(a) && !a.in_maintenance
-            }));
+            by_time(&mut alerts);
+            let mut told: Vec<&TrackedAlert> = self
+                .alerts
+                .values()
+                .filter(|a| {
+                    a.firing()
+                        && a.notified
+                        && !new_firing.contains(&a.facts.event_id)
+                        && !env.silenced(a)
+                        && !a.in_maintenance
+                })
+                .collect();
+            by_time(&mut told);
+            alerts.extend(told);
             self.send(
-                env,
                 NotificationKind::Firing,
                 "firing",
                 &alerts,
@@ -271,9 +282,10 @@ impl Group {
             sent = true;
         }
         if !resolved.is_empty() {
-            let alerts: Vec<&TrackedAlert> = resolved.iter().filter_map(|id| self.alerts.get(id)).collect();
+            let mut alerts: Vec<&TrackedAlert> =
+                resolved.iter().filter_map(|id| self.alerts.get(id)).collect();
+            by_time(&mut alerts);
             self.send(
-                env,
                 NotificationKind::Resolved,
                 "resolved",
                 &alerts,
@@ -287,14 +299,14 @@ impl Group {
         }
         let repeat_ms = env.policy.spec.repeat_interval_s * 1000;
         if !sent && self.last_sent_at_ms.is_some_and(|t| env.now_ms - t >= repeat_ms) {
-            let alerts: Vec<&TrackedAlert> = self
+            let mut alerts: Vec<&TrackedAlert> = self
                 .alerts
                 .values()
                 .filter(|a| a.firing() && a.notified && !env.silenced(a) && !a.in_maintenance)
                 .collect();
+            by_time(&mut alerts);
             if !alerts.is_empty() {
                 self.send(
-                    env,
                     NotificationKind::Reminder,
                     "still firing",
                     &alerts,
@@ -336,7 +348,9 @@ impl Group {
             self.escalation = None;
             return;
         }
-        let reachable: Vec<&TrackedAlert> = open.into_iter().filter(|a| !a.in_maintenance).collect();
+        let mut reachable: Vec<&TrackedAlert> =
+            open.into_iter().filter(|a| !a.in_maintenance).collect();
+        by_time(&mut reachable);
         let steps = &env.policy.spec.escalation;
         match esc.due_at_ms {
             _ if esc.step >= steps.len() => {}
@@ -347,7 +361,6 @@ impl Group {
             Some(due) if env.now_ms >= due => {
                 let title = format!("not acknowledged (step {})", esc.step + 1);
                 self.send(
-                    env,
                     NotificationKind::Escalation,
                     &title,
                     &reachable,
@@ -365,7 +378,6 @@ impl Group {
     /// One message about `alerts` (a sample of them and their count) to each integration.
     fn send(
         &self,
-        env: &Env<'_>,
         kind: NotificationKind,
         what: &str,
         alerts: &[&TrackedAlert],
@@ -406,7 +418,6 @@ impl Group {
                 })
                 .collect(),
         };
-        let _ = env;
         for integration_id in integrations {
             out.push(Outgoing {
                 integration_id: *integration_id,
@@ -414,4 +425,11 @@ impl Group {
             });
         }
     }
+}
+
+/// Messages list alerts oldest first (then by host), so samples are stable.
+fn by_time(alerts: &mut [&TrackedAlert]) {
+    alerts.sort_by(|a, b| {
+        (a.facts.fired_at_ms, &a.facts.hostname).cmp(&(b.facts.fired_at_ms, &b.facts.hostname))
+    });
 }
