@@ -1,5 +1,6 @@
 //! The root supervisor: owns every long-lived actor of a node — the presence writer, the session
-//! supervisor (one actor per live connection) and the job supervisor (one actor per active job) —
+//! supervisor (one actor per live connection), the job supervisor (one actor per active job) and
+//! the notification routing driver —
 //! restarts whichever crashes, and runs the shutdown sequence over the node's one drain signal.
 //!
 //! Each child is found through an [`ActorSlot`], so a restarted child is reached by everyone who
@@ -22,6 +23,7 @@ use tracing::{error, info, warn};
 
 use crate::AgentRouter;
 use crate::jobs::JobSupervisorMsg;
+use crate::notify::routing::{RoutingDriver, RoutingSink};
 use crate::session::mark_offline;
 use crate::slot::ActorSlot;
 use crate::{
@@ -41,6 +43,7 @@ pub enum Subsystem {
     Presence,
     Jobs,
     Sessions,
+    Routing,
 }
 
 impl Subsystem {
@@ -49,6 +52,7 @@ impl Subsystem {
             Subsystem::Presence => "presence writer",
             Subsystem::Jobs => "job supervisor",
             Subsystem::Sessions => "session supervisor",
+            Subsystem::Routing => "notification routing",
         }
     }
 }
@@ -58,6 +62,8 @@ impl Subsystem {
 pub struct Subsystems {
     pub presence: ActorSlot<PresenceMsg>,
     pub sessions: ActorSlot<SupervisorMsg>,
+    /// Where alerting hands alert changes (its driver is the `Routing` child).
+    pub routing: RoutingSink,
 }
 
 pub struct RootArgs {
@@ -125,6 +131,13 @@ impl RootState {
                 self.args.subsystems.sessions.set(sessions.clone());
                 sessions.get_cell()
             }
+            Subsystem::Routing => RoutingDriver::spawn_linked(
+                ctx.domain(),
+                self.args.subsystems.routing.clone(),
+                cell,
+            )
+            .await?
+            .get_cell(),
         };
         self.children.insert(child.get_id(), which);
         Ok(())
@@ -135,6 +148,7 @@ impl RootState {
             Subsystem::Presence => self.args.subsystems.presence.get().map(|a| a.get_cell()),
             Subsystem::Sessions => self.args.subsystems.sessions.get().map(|a| a.get_cell()),
             Subsystem::Jobs => self.args.ctx.jobs.get().map(|a| a.get_cell()),
+            Subsystem::Routing => self.args.subsystems.routing.driver().get().map(|a| a.get_cell()),
         }
     }
 
@@ -181,7 +195,12 @@ impl RootState {
                 .await;
             info!(?closed, "agent sessions closed");
         }
-        for which in [Subsystem::Jobs, Subsystem::Sessions, Subsystem::Presence] {
+        for which in [
+            Subsystem::Routing,
+            Subsystem::Jobs,
+            Subsystem::Sessions,
+            Subsystem::Presence,
+        ] {
             if let Some(child) = self.child(which) {
                 // The presence writer's post_stop flushes; the supervisors hold nothing unsaved.
                 if let Err(err) = child
@@ -211,7 +230,12 @@ impl Actor for RootSupervisor {
             restarts: HashMap::new(),
             stopping: false,
         };
-        for which in [Subsystem::Presence, Subsystem::Jobs, Subsystem::Sessions] {
+        for which in [
+            Subsystem::Presence,
+            Subsystem::Jobs,
+            Subsystem::Sessions,
+            Subsystem::Routing,
+        ] {
             state.spawn(&myself, which).await?;
         }
         Ok(state)

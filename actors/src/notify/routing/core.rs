@@ -37,6 +37,8 @@ pub enum Input {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     Enqueue {
+        /// The policy whose group decided it.
+        policy_id: Uuid,
         integration_id: Uuid,
         message: NotificationMessage,
     },
@@ -234,6 +236,7 @@ impl RoutingCore {
         };
         for out in group.advance(&env) {
             effects.push(Effect::Enqueue {
+                policy_id: id.0,
                 integration_id: out.integration_id,
                 message: out.message,
             });

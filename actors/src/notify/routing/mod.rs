@@ -6,12 +6,19 @@
 //! them with the outbox entries they produce; the CRUD operations live beside them.
 
 mod core;
+mod driver;
 mod group;
+mod manage;
 mod model;
 mod schedule;
 
 pub use self::core::{Effect, GroupId, GroupWrite, Input, RoutingConfig, RoutingCore};
+pub use driver::{MAX_PENDING_CHANGES, RoutingDriver, RoutingMsg, RoutingSink, load_config};
 pub use group::{AlertFacts, Escalation, Group, TrackedAlert};
+pub use manage::{
+    CreateRouting, DeleteRouting, ROUTING_AUDIT_PREFIX, RoutingSpec, Saved, UpdateRouting,
+    get_routing, list_routing,
+};
 pub use model::*;
 pub use schedule::{
     Compiled, Day, MAX_ONE_OFF_WINDOW_S, MAX_TIME_ZONE_CHARS, MAX_WEEKLY_DURATION_MINUTES,

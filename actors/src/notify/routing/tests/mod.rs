@@ -357,6 +357,7 @@ impl Rig {
                 Effect::Enqueue {
                     integration_id,
                     message,
+                    ..
                 } => {
                     let kind = match message.kind {
                         NotificationKind::Firing => "firing",
