@@ -24,6 +24,9 @@ pub use context::{ApiContext, ApiSettings, EnrolmentInfo, NoNode, NodeHooks};
 pub use error::{ApiError, ErrorBody};
 
 use handlers::agents::AgentsApi;
+use handlers::alerting_maintenance::AlertingMaintenanceApi;
+use handlers::alerting_policies::AlertingPoliciesApi;
+use handlers::alerting_silences::AlertingSilencesApi;
 use handlers::api_keys::ApiKeysApi;
 use handlers::audit::AuditApi;
 use handlers::auth::AuthApi;
@@ -47,6 +50,11 @@ type Apis = (
     (HealthApi, AuthApi, UsersApi, OrgsApi, EventsApi),
     (SitesApi, CompaniesApi, FoldersApi, TagsApi),
     (AgentsApi, TokensApi, ApiKeysApi, AuditApi, JobsApi),
+    (
+        AlertingPoliciesApi,
+        AlertingSilencesApi,
+        AlertingMaintenanceApi,
+    ),
 );
 
 fn service() -> OpenApiService<Apis, ()> {
@@ -55,6 +63,11 @@ fn service() -> OpenApiService<Apis, ()> {
             (HealthApi, AuthApi, UsersApi, OrgsApi, EventsApi),
             (SitesApi, CompaniesApi, FoldersApi, TagsApi),
             (AgentsApi, TokensApi, ApiKeysApi, AuditApi, JobsApi),
+            (
+                AlertingPoliciesApi,
+                AlertingSilencesApi,
+                AlertingMaintenanceApi,
+            ),
         ),
         "Reap3r API",
         env!("CARGO_PKG_VERSION"),

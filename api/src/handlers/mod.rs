@@ -2,6 +2,9 @@
 //! what they share: tags and page sizes.
 
 pub mod agents;
+pub mod alerting_maintenance;
+pub mod alerting_policies;
+pub mod alerting_silences;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
@@ -41,6 +44,8 @@ pub enum ApiTags {
     Events,
     /// Jobs run on agents, and their results.
     Jobs,
+    /// Alert routing: notification policies, silences and maintenance windows.
+    Alerting,
 }
 
 /// Page size: default 100, between 1 and `max`.

@@ -59,6 +59,27 @@ pub enum GroupLabel {
 impl GroupLabel {
     pub const DEFAULT: &'static [GroupLabel] = &[GroupLabel::Rule, GroupLabel::Org];
 
+    pub const ALL: &'static [GroupLabel] = &[
+        GroupLabel::Rule,
+        GroupLabel::Org,
+        GroupLabel::Agent,
+        GroupLabel::Severity,
+        GroupLabel::Folder,
+    ];
+
+    /// `rule`, `org`, `agent`, `severity` or `folder`.
+    pub fn parse(text: &str) -> DomainResult<GroupLabel> {
+        GroupLabel::ALL
+            .iter()
+            .copied()
+            .find(|l| l.as_str() == text)
+            .ok_or_else(|| {
+                DomainError::invalid(format!(
+                    "unknown group_by label {text:?} (rule, org, agent, severity, folder)"
+                ))
+            })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             GroupLabel::Rule => "rule",
@@ -206,7 +227,46 @@ pub enum Matcher {
     Org(Uuid),
 }
 
+/// A severity name as the API sends it.
+pub fn parse_severity(text: &str) -> DomainResult<Severity> {
+    text.parse().map_err(DomainError::invalid)
+}
+
 impl Matcher {
+    /// A matcher from the API's `{kind, value}`: rule, agent and org take an id, tag a name,
+    /// severity a severity name.
+    pub fn parse(kind: &str, value: &str) -> DomainResult<Matcher> {
+        let id = || {
+            value
+                .trim()
+                .parse::<Uuid>()
+                .map_err(|_| DomainError::invalid(format!("matcher {kind} needs an id, not {value:?}")))
+        };
+        Ok(match kind {
+            "rule" => Matcher::Rule(id()?),
+            "agent" => Matcher::Agent(id()?),
+            "org" => Matcher::Org(id()?),
+            "tag" => Matcher::Tag(value.to_owned()),
+            "severity" => Matcher::Severity(parse_severity(value)?),
+            other => {
+                return Err(DomainError::invalid(format!(
+                    "unknown matcher kind {other:?} (rule, agent, tag, severity, org)"
+                )));
+            }
+        })
+    }
+
+    /// The matcher as the API shows it: `(kind, value)`.
+    pub fn parts(&self) -> (&'static str, String) {
+        match self {
+            Matcher::Rule(id) => ("rule", id.to_string()),
+            Matcher::Agent(id) => ("agent", id.to_string()),
+            Matcher::Org(id) => ("org", id.to_string()),
+            Matcher::Tag(t) => ("tag", t.clone()),
+            Matcher::Severity(s) => ("severity", s.as_str().to_owned()),
+        }
+    }
+
     fn matches(&self, alert: &AlertFacts) -> bool {
         match self {
             Matcher::Rule(id) => alert.rule_id == *id,

@@ -33,6 +33,37 @@ pub enum Day {
 }
 
 impl Day {
+    pub const ALL: &'static [Day] = &[
+        Day::Mon,
+        Day::Tue,
+        Day::Wed,
+        Day::Thu,
+        Day::Fri,
+        Day::Sat,
+        Day::Sun,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Day::Mon => "mon",
+            Day::Tue => "tue",
+            Day::Wed => "wed",
+            Day::Thu => "thu",
+            Day::Fri => "fri",
+            Day::Sat => "sat",
+            Day::Sun => "sun",
+        }
+    }
+
+    /// `mon` … `sun`.
+    pub fn parse(text: &str) -> DomainResult<Day> {
+        Day::ALL
+            .iter()
+            .copied()
+            .find(|d| d.as_str() == text)
+            .ok_or_else(|| DomainError::invalid(format!("unknown weekday {text:?} (mon … sun)")))
+    }
+
     fn of(weekday: Weekday) -> Day {
         match weekday {
             Weekday::Monday => Day::Mon,
