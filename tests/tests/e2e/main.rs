@@ -20,6 +20,7 @@ mod api_input;
 mod api_rbac;
 mod api_tenancy;
 mod api_ws;
+mod alerting_routing;
 mod clients;
 mod jobs;
 mod swagger;
