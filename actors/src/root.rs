@@ -148,7 +148,13 @@ impl RootState {
             Subsystem::Presence => self.args.subsystems.presence.get().map(|a| a.get_cell()),
             Subsystem::Sessions => self.args.subsystems.sessions.get().map(|a| a.get_cell()),
             Subsystem::Jobs => self.args.ctx.jobs.get().map(|a| a.get_cell()),
-            Subsystem::Routing => self.args.subsystems.routing.driver().get().map(|a| a.get_cell()),
+            Subsystem::Routing => self
+                .args
+                .subsystems
+                .routing
+                .driver()
+                .get()
+                .map(|a| a.get_cell()),
         }
     }
 

@@ -3,6 +3,8 @@
 //! (no due message lost, none sent twice), and policy or silence changes made through the
 //! operations reach it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -93,14 +95,21 @@ impl Rig {
     }
 
     /// Polls until `done` holds for what was sent (with a deadline), and returns it.
-    async fn sent_until(&self, what: &str, done: impl Fn(&[RoutingSent]) -> bool) -> Vec<RoutingSent> {
+    async fn sent_until(
+        &self,
+        what: &str,
+        done: impl Fn(&[RoutingSent]) -> bool,
+    ) -> Vec<RoutingSent> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let sent = self.sent().await;
             if done(&sent) {
                 return sent;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}: {sent:?}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {sent:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -120,7 +129,10 @@ impl Rig {
             if held == alerts {
                 return;
             }
-            assert!(Instant::now() < deadline, "groups hold {held}, want {alerts}");
+            assert!(
+                Instant::now() < deadline,
+                "groups hold {held}, want {alerts}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -144,7 +156,9 @@ async fn a_burst_of_changes_is_one_message_and_a_restart_neither_loses_nor_repea
         rig.policy().await;
         let rule = Uuid::new_v4();
         let sink = RoutingSink::default();
-        let driver = RoutingDriver::start(rig.domain.clone(), sink.clone()).await.unwrap();
+        let driver = RoutingDriver::start(rig.domain.clone(), sink.clone())
+            .await
+            .unwrap();
         for n in 0..500 {
             sink.alert_changed(rig.change(rule, &format!("h{n}"), AlertChangeKind::Fired));
         }
@@ -154,7 +168,9 @@ async fn a_burst_of_changes_is_one_message_and_a_restart_neither_loses_nor_repea
         // The node goes down before group_wait; the new driver sends the due message once.
         driver.stop_and_wait(None, None).await.unwrap();
         rig.clock.advance(31_000);
-        let driver = RoutingDriver::start(rig.domain.clone(), sink.clone()).await.unwrap();
+        let driver = RoutingDriver::start(rig.domain.clone(), sink.clone())
+            .await
+            .unwrap();
         let sent = rig.sent_until("the first message", |s| !s.is_empty()).await;
         assert_eq!(sent.len(), 1, "{sent:?}");
         assert_eq!((sent[0].kind.as_str(), sent[0].total), ("firing", 500));
@@ -162,7 +178,9 @@ async fn a_burst_of_changes_is_one_message_and_a_restart_neither_loses_nor_repea
 
         // A restart after the send does not send it again; the next change is the next message.
         driver.stop_and_wait(None, None).await.unwrap();
-        let _driver = RoutingDriver::start(rig.domain.clone(), sink.clone()).await.unwrap();
+        let _driver = RoutingDriver::start(rig.domain.clone(), sink.clone())
+            .await
+            .unwrap();
         sink.alert_changed(rig.change(rule, "late", AlertChangeKind::Fired));
         rig.groups_hold(501).await;
         tick(&sink, &rig.clock, Duration::from_secs(5 * 60));
@@ -178,7 +196,9 @@ async fn resolutions_are_sent_and_the_group_row_goes() {
         rig.policy().await;
         let rule = Uuid::new_v4();
         let sink = RoutingSink::default();
-        let _driver = RoutingDriver::start(rig.domain.clone(), sink.clone()).await.unwrap();
+        let _driver = RoutingDriver::start(rig.domain.clone(), sink.clone())
+            .await
+            .unwrap();
         sink.alert_changed(rig.change(rule, "a", AlertChangeKind::Fired));
         rig.groups_hold(1).await;
         tick(&sink, &rig.clock, Duration::from_secs(30));
@@ -202,7 +222,9 @@ async fn a_silence_created_through_the_operation_reaches_the_driver() {
         let rule = Uuid::new_v4();
         let muted = Uuid::new_v4();
         let sink = RoutingSink::default();
-        let _driver = RoutingDriver::start(rig.domain.clone(), sink.clone()).await.unwrap();
+        let _driver = RoutingDriver::start(rig.domain.clone(), sink.clone())
+            .await
+            .unwrap();
         let now = rig.domain.now_ms();
         CreateRouting {
             spec: SilenceSpec {
@@ -221,11 +243,17 @@ async fn a_silence_created_through_the_operation_reaches_the_driver() {
         sink.alert_changed(rig.change(rule, "b", AlertChangeKind::Fired));
         rig.groups_hold(2).await;
         tick(&sink, &rig.clock, Duration::from_secs(30));
-        let sent = rig.sent_until("the unsilenced group", |s| !s.is_empty()).await;
+        let sent = rig
+            .sent_until("the unsilenced group", |s| !s.is_empty())
+            .await;
         tick(&sink, &rig.clock, Duration::from_secs(10 * 60));
         rig.groups_hold(2).await;
         let sent_later = rig.sent().await;
         assert_eq!(sent.len(), 1, "{sent:?}");
-        assert!(sent_later.iter().all(|s| s.group_key.contains(&rule.to_string())));
+        assert!(
+            sent_later
+                .iter()
+                .all(|s| s.group_key.contains(&rule.to_string()))
+        );
     }
 }

@@ -103,7 +103,10 @@ fn check_write(kind: RoutingKind, write: &RoutingWrite) -> Result<(String, i64, 
     match (kind.named(), &write.name, write.span) {
         (true, Some(name), _) => Ok((name.clone(), 0, 0)),
         (false, _, Some((s, e))) => Ok((String::new(), s, e)),
-        (true, None, _) => Err(StoreError::Invalid(format!("a {} needs a name", kind.as_str()))),
+        (true, None, _) => Err(StoreError::Invalid(format!(
+            "a {} needs a name",
+            kind.as_str()
+        ))),
         (false, _, None) => Err(StoreError::Invalid("a silence needs its span".into())),
     }
 }
@@ -144,16 +147,13 @@ impl Tx {
             .bind(write.spec.clone())
             .bind(created_by.to_owned())
             .bind(now_ms);
-        let row = query
-            .fetch_one(&mut *self.conn())
-            .await
-            .map_err(|e| {
-                map_constraint(
-                    e,
-                    &format!("a {} with this name exists", kind.as_str()),
-                    "organisation does not exist",
-                )
-            })?;
+        let row = query.fetch_one(&mut *self.conn()).await.map_err(|e| {
+            map_constraint(
+                e,
+                &format!("a {} with this name exists", kind.as_str()),
+                "organisation does not exist",
+            )
+        })?;
         record_from_row(&row)
     }
 
@@ -205,7 +205,12 @@ impl Tx {
     }
 
     /// Deletes one of `org_id`'s records; `NotFound` if it is not theirs.
-    pub async fn delete_routing(&mut self, kind: RoutingKind, org_id: Uuid, id: Uuid) -> Result<()> {
+    pub async fn delete_routing(
+        &mut self,
+        kind: RoutingKind,
+        org_id: Uuid,
+        id: Uuid,
+    ) -> Result<()> {
         let sql = format!("DELETE FROM {} WHERE id = $1 AND org_id = $2", kind.table());
         let done = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(uuid_text(id))
@@ -269,7 +274,11 @@ impl Tx {
 
 impl Store {
     /// `org_id`'s records of one kind, oldest first.
-    pub async fn list_routing(&self, kind: RoutingKind, org_id: Uuid) -> Result<Vec<RoutingRecord>> {
+    pub async fn list_routing(
+        &self,
+        kind: RoutingKind,
+        org_id: Uuid,
+    ) -> Result<Vec<RoutingRecord>> {
         let sql = format!(
             "SELECT {COLS} FROM {} WHERE org_id = $1 ORDER BY created_at, id",
             kind.table()
@@ -282,7 +291,12 @@ impl Store {
     }
 
     /// One of `org_id`'s records.
-    pub async fn routing(&self, kind: RoutingKind, org_id: Uuid, id: Uuid) -> Result<Option<RoutingRecord>> {
+    pub async fn routing(
+        &self,
+        kind: RoutingKind,
+        org_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<RoutingRecord>> {
         let sql = format!(
             "SELECT {COLS} FROM {} WHERE id = $1 AND org_id = $2",
             kind.table()
@@ -298,7 +312,11 @@ impl Store {
     /// Every org's records of one kind, for the routing driver (silences: only those that have
     /// not ended by `now_ms`).
     pub async fn all_routing(&self, kind: RoutingKind, now_ms: i64) -> Result<Vec<RoutingRecord>> {
-        let filter = if kind.named() { "" } else { " WHERE ends_at > $1" };
+        let filter = if kind.named() {
+            ""
+        } else {
+            " WHERE ends_at > $1"
+        };
         let sql = format!(
             "SELECT {COLS} FROM {}{filter} ORDER BY created_at, id",
             kind.table()

@@ -52,7 +52,9 @@ async fn create(
     write: &RoutingWrite,
 ) -> Result<reap3r_store::RoutingRecord, StoreError> {
     let mut tx = store.begin().await?;
-    let value = tx.create_routing(kind, org, write, "ops@example.com", T0).await;
+    let value = tx
+        .create_routing(kind, org, write, "ops@example.com", T0)
+        .await;
     commit(tx, value).await
 }
 
@@ -70,7 +72,11 @@ async fn routing_specs_are_created_listed_replaced_and_deleted_per_org() -> Resu
             let dup = create(&store, kind, acme, &named("night", "{}")).await;
             assert!(matches!(dup, Err(StoreError::Conflict(_))), "{b}: {dup:?}");
             create(&store, kind, other, &named("night", "{}")).await?;
-            assert_eq!(store.list_routing(kind, acme).await?, vec![a.clone()], "{b}");
+            assert_eq!(
+                store.list_routing(kind, acme).await?,
+                vec![a.clone()],
+                "{b}"
+            );
             assert_eq!(store.routing(kind, other, a.id).await?, None, "{b}");
 
             let mut tx = store.begin().await?;
@@ -78,11 +84,16 @@ async fn routing_specs_are_created_listed_replaced_and_deleted_per_org() -> Resu
                 .update_routing(kind, acme, a.id, &named("day", r#"{"v":2}"#), T0 + 5)
                 .await;
             let changed = commit(tx, changed).await?;
-            assert_eq!((changed.spec.as_str(), changed.updated_at), (r#"{"v":2}"#, T0 + 5));
+            assert_eq!(
+                (changed.spec.as_str(), changed.updated_at),
+                (r#"{"v":2}"#, T0 + 5)
+            );
             assert_eq!(changed.created_at, T0);
 
             let mut tx = store.begin().await?;
-            let foreign = tx.update_routing(kind, other, a.id, &named("x", "{}"), T0).await;
+            let foreign = tx
+                .update_routing(kind, other, a.id, &named("x", "{}"), T0)
+                .await;
             assert!(matches!(foreign, Err(StoreError::NotFound)), "{b}");
             drop(tx);
             let mut tx = store.begin().await?;
@@ -112,7 +123,13 @@ async fn only_silences_that_have_not_ended_are_loaded() -> Result<()> {
         let acme = create_org(&store, "acme", T0).await?.id;
         let past = create(&store, RoutingKind::Silence, acme, &span("{}", T0 - 10, T0)).await?;
         let live = create(&store, RoutingKind::Silence, acme, &span("{}", T0, T0 + 10)).await?;
-        let later = create(&store, RoutingKind::Silence, acme, &span("{}", T0 + 5, T0 + 9)).await?;
+        let later = create(
+            &store,
+            RoutingKind::Silence,
+            acme,
+            &span("{}", T0 + 5, T0 + 9),
+        )
+        .await?;
         let ids: Vec<Uuid> = store
             .all_routing(RoutingKind::Silence, T0)
             .await?
@@ -122,11 +139,20 @@ async fn only_silences_that_have_not_ended_are_loaded() -> Result<()> {
         assert!(ids.contains(&live.id) && ids.contains(&later.id), "{b}");
         assert!(!ids.contains(&past.id), "{b}");
         // The org's listing still shows the expired one (history).
-        assert_eq!(store.list_routing(RoutingKind::Silence, acme).await?.len(), 3);
+        assert_eq!(
+            store.list_routing(RoutingKind::Silence, acme).await?.len(),
+            3
+        );
 
         let mut tx = store.begin().await?;
         let moved = tx
-            .update_routing(RoutingKind::Silence, acme, live.id, &span("{}", T0, T0 + 1), T0)
+            .update_routing(
+                RoutingKind::Silence,
+                acme,
+                live.id,
+                &span("{}", T0, T0 + 1),
+                T0,
+            )
             .await;
         commit(tx, moved).await?;
         let ids: Vec<Uuid> = store
@@ -169,7 +195,11 @@ async fn groups_are_saved_replaced_and_deleted_and_sends_are_logged() -> Result<
         };
         tx.record_routing_sent(&sent).await?;
         tx.commit().await?;
-        assert_eq!(store.routing_groups().await?, vec![row("two", T0 + 1)], "{b}");
+        assert_eq!(
+            store.routing_groups().await?,
+            vec![row("two", T0 + 1)],
+            "{b}"
+        );
         assert_eq!(store.routing_sent(acme).await?, vec![sent.clone()], "{b}");
 
         // A rolled-back decision leaves neither its group state nor its send behind.
@@ -181,7 +211,11 @@ async fn groups_are_saved_replaced_and_deleted_and_sends_are_logged() -> Result<
         })
         .await?;
         tx.rollback().await?;
-        assert_eq!(store.routing_groups().await?, vec![row("two", T0 + 1)], "{b}");
+        assert_eq!(
+            store.routing_groups().await?,
+            vec![row("two", T0 + 1)],
+            "{b}"
+        );
         assert_eq!(store.routing_sent(acme).await?.len(), 1, "{b}");
 
         let mut tx = store.begin().await?;

@@ -5,11 +5,11 @@ use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
+use reap3r_actors::DomainError;
 use reap3r_actors::notify::routing::{
     self as routing, CreateRouting, Day, DeleteRouting, Saved, Schedule, UpdateRouting,
     WindowScope, WindowSpec,
 };
-use reap3r_actors::DomainError;
 use reap3r_store::Uuid;
 
 use super::ApiTags;
@@ -239,7 +239,12 @@ impl AlertingMaintenanceApi {
         method = "delete",
         operation_id = "deleteMaintenanceWindow"
     )]
-    async fn delete(&self, ctx: Data<&ApiContext>, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<Done>> {
+    async fn delete(
+        &self,
+        ctx: Data<&ApiContext>,
+        auth: Auth,
+        id: Path<Uuid>,
+    ) -> ApiResult<Json<Done>> {
         DeleteRouting::<WindowSpec>::new(id.0)
             .run(&ctx.domain, auth.caller())
             .await?;

@@ -49,7 +49,10 @@ pub struct PolicyRequest {
     #[oai(default, validator(max_items = 5))]
     pub group_by: Vec<String>,
     /// Seconds a new group waits for more alerts before its first message (0 to 3600).
-    #[oai(default = "default_wait", validator(minimum(value = "0"), maximum(value = "3600")))]
+    #[oai(
+        default = "default_wait",
+        validator(minimum(value = "0"), maximum(value = "3600"))
+    )]
     pub group_wait_s: i64,
     /// Seconds between two messages about a group's changes (10 to 86400).
     #[oai(
@@ -170,14 +173,22 @@ pub struct AlertingPoliciesApi;
 #[OpenApi(tag = "ApiTags::Alerting")]
 impl AlertingPoliciesApi {
     /// List the organisation's notification policies.
-    #[oai(path = "/api/alerting/policies", method = "get", operation_id = "listAlertPolicies")]
+    #[oai(
+        path = "/api/alerting/policies",
+        method = "get",
+        operation_id = "listAlertPolicies"
+    )]
     async fn list(&self, ctx: Data<&ApiContext>, auth: Auth) -> ApiResult<Json<Vec<PolicyView>>> {
         let all = routing::list_routing::<PolicySpec>(&ctx.domain, auth.caller()).await?;
         Ok(Json(all.into_iter().map(PolicyView::from).collect()))
     }
 
     /// Create a notification policy.
-    #[oai(path = "/api/alerting/policies", method = "post", operation_id = "createAlertPolicy")]
+    #[oai(
+        path = "/api/alerting/policies",
+        method = "post",
+        operation_id = "createAlertPolicy"
+    )]
     async fn create(
         &self,
         ctx: Data<&ApiContext>,
@@ -193,7 +204,11 @@ impl AlertingPoliciesApi {
     }
 
     /// Get a notification policy.
-    #[oai(path = "/api/alerting/policies/:id", method = "get", operation_id = "getAlertPolicy")]
+    #[oai(
+        path = "/api/alerting/policies/:id",
+        method = "get",
+        operation_id = "getAlertPolicy"
+    )]
     async fn get(
         &self,
         ctx: Data<&ApiContext>,
@@ -232,7 +247,12 @@ impl AlertingPoliciesApi {
         method = "delete",
         operation_id = "deleteAlertPolicy"
     )]
-    async fn delete(&self, ctx: Data<&ApiContext>, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<Done>> {
+    async fn delete(
+        &self,
+        ctx: Data<&ApiContext>,
+        auth: Auth,
+        id: Path<Uuid>,
+    ) -> ApiResult<Json<Done>> {
         DeleteRouting::<PolicySpec>::new(id.0)
             .run(&ctx.domain, auth.caller())
             .await?;
@@ -252,19 +272,43 @@ mod tests {
         let props = &spec["components"]["schemas"]["PolicyRequest"]["properties"];
         assert_eq!(props["name"]["maxLength"], MAX_ROUTING_NAME_CHARS as u64);
         assert_eq!(props["tags"]["maxItems"], MAX_SCOPE_VALUES as u64);
-        assert_eq!(props["integrations"]["maxItems"], MAX_POLICY_INTEGRATIONS as u64);
+        assert_eq!(
+            props["integrations"]["maxItems"],
+            MAX_POLICY_INTEGRATIONS as u64
+        );
         assert_eq!(props["escalation"]["maxItems"], MAX_ESCALATION_STEPS as u64);
         assert_eq!(props["group_wait_s"]["maximum"], MAX_GROUP_WAIT_S as f64);
-        assert_eq!(props["group_interval_s"]["minimum"], MIN_GROUP_INTERVAL_S as f64);
-        assert_eq!(props["group_interval_s"]["maximum"], MAX_GROUP_INTERVAL_S as f64);
-        assert_eq!(props["repeat_interval_s"]["minimum"], MIN_REPEAT_INTERVAL_S as f64);
-        assert_eq!(props["repeat_interval_s"]["maximum"], MAX_REPEAT_INTERVAL_S as f64);
+        assert_eq!(
+            props["group_interval_s"]["minimum"],
+            MIN_GROUP_INTERVAL_S as f64
+        );
+        assert_eq!(
+            props["group_interval_s"]["maximum"],
+            MAX_GROUP_INTERVAL_S as f64
+        );
+        assert_eq!(
+            props["repeat_interval_s"]["minimum"],
+            MIN_REPEAT_INTERVAL_S as f64
+        );
+        assert_eq!(
+            props["repeat_interval_s"]["maximum"],
+            MAX_REPEAT_INTERVAL_S as f64
+        );
         let step = &spec["components"]["schemas"]["EscalationStepBody"]["properties"];
-        assert_eq!(step["after_minutes"]["maximum"], MAX_ESCALATION_MINUTES as f64);
-        assert_eq!(step["after_minutes"]["minimum"], MIN_ESCALATION_MINUTES as f64);
+        assert_eq!(
+            step["after_minutes"]["maximum"],
+            MAX_ESCALATION_MINUTES as f64
+        );
+        assert_eq!(
+            step["after_minutes"]["minimum"],
+            MIN_ESCALATION_MINUTES as f64
+        );
         let silence = &spec["components"]["schemas"]["SilenceRequest"]["properties"];
         assert_eq!(silence["matchers"]["maxItems"], MAX_SILENCE_MATCHERS as u64);
-        assert_eq!(silence["comment"]["maxLength"], MAX_SILENCE_COMMENT_CHARS as u64);
+        assert_eq!(
+            silence["comment"]["maxLength"],
+            MAX_SILENCE_COMMENT_CHARS as u64
+        );
         let window = &spec["components"]["schemas"]["MaintenanceRequest"]["properties"];
         assert_eq!(window["name"]["maxLength"], MAX_ROUTING_NAME_CHARS as u64);
         assert_eq!(window["time_zone"]["maxLength"], MAX_TIME_ZONE_CHARS as u64);

@@ -100,14 +100,22 @@ pub struct AlertingSilencesApi;
 #[OpenApi(tag = "ApiTags::Alerting")]
 impl AlertingSilencesApi {
     /// List the organisation's silences, expired ones included.
-    #[oai(path = "/api/alerting/silences", method = "get", operation_id = "listSilences")]
+    #[oai(
+        path = "/api/alerting/silences",
+        method = "get",
+        operation_id = "listSilences"
+    )]
     async fn list(&self, ctx: Data<&ApiContext>, auth: Auth) -> ApiResult<Json<Vec<SilenceView>>> {
         let all = routing::list_routing::<SilenceSpec>(&ctx.domain, auth.caller()).await?;
         Ok(Json(all.into_iter().map(SilenceView::from).collect()))
     }
 
     /// Create a silence.
-    #[oai(path = "/api/alerting/silences", method = "post", operation_id = "createSilence")]
+    #[oai(
+        path = "/api/alerting/silences",
+        method = "post",
+        operation_id = "createSilence"
+    )]
     async fn create(
         &self,
         ctx: Data<&ApiContext>,
@@ -123,7 +131,11 @@ impl AlertingSilencesApi {
     }
 
     /// Get a silence.
-    #[oai(path = "/api/alerting/silences/:id", method = "get", operation_id = "getSilence")]
+    #[oai(
+        path = "/api/alerting/silences/:id",
+        method = "get",
+        operation_id = "getSilence"
+    )]
     async fn get(
         &self,
         ctx: Data<&ApiContext>,
@@ -135,7 +147,11 @@ impl AlertingSilencesApi {
     }
 
     /// Replace a silence (e.g. end it earlier or later).
-    #[oai(path = "/api/alerting/silences/:id", method = "put", operation_id = "replaceSilence")]
+    #[oai(
+        path = "/api/alerting/silences/:id",
+        method = "put",
+        operation_id = "replaceSilence"
+    )]
     async fn replace(
         &self,
         ctx: Data<&ApiContext>,
@@ -153,8 +169,17 @@ impl AlertingSilencesApi {
     }
 
     /// Delete a silence; it ends at once.
-    #[oai(path = "/api/alerting/silences/:id", method = "delete", operation_id = "deleteSilence")]
-    async fn delete(&self, ctx: Data<&ApiContext>, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<Done>> {
+    #[oai(
+        path = "/api/alerting/silences/:id",
+        method = "delete",
+        operation_id = "deleteSilence"
+    )]
+    async fn delete(
+        &self,
+        ctx: Data<&ApiContext>,
+        auth: Auth,
+        id: Path<Uuid>,
+    ) -> ApiResult<Json<Done>> {
         DeleteRouting::<SilenceSpec>::new(id.0)
             .run(&ctx.domain, auth.caller())
             .await?;

@@ -13,6 +13,7 @@ mod supervision;
 
 mod api_harness;
 
+mod alerting_routing;
 mod api_audit;
 mod api_auth;
 mod api_health;
@@ -20,7 +21,6 @@ mod api_input;
 mod api_rbac;
 mod api_tenancy;
 mod api_ws;
-mod alerting_routing;
 mod clients;
 mod jobs;
 mod swagger;

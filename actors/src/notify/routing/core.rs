@@ -165,9 +165,10 @@ impl RoutingCore {
             AlertChangeKind::Fired => {
                 for policy in self.policies.values().filter(|p| p.matches(&facts)) {
                     let id = (policy.id, policy.group_key(&facts));
-                    let group = self.groups.entry(id.clone()).or_insert_with(|| {
-                        Group::new(policy, id.1.clone(), facts.org_id, now_ms)
-                    });
+                    let group = self
+                        .groups
+                        .entry(id.clone())
+                        .or_insert_with(|| Group::new(policy, id.1.clone(), facts.org_id, now_ms));
                     group.fire(facts.clone());
                     touched.push(id);
                 }

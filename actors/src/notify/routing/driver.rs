@@ -88,13 +88,19 @@ pub async fn load_config(domain: &Domain) -> DomainResult<RoutingConfig> {
     let store = &domain.store;
     let mut config = RoutingConfig::default();
     for r in store.all_routing(RoutingKind::Policy, now).await? {
-        config.policies.push(Saved::<PolicySpec>::from_record(r)?.into());
+        config
+            .policies
+            .push(Saved::<PolicySpec>::from_record(r)?.into());
     }
     for r in store.all_routing(RoutingKind::Silence, now).await? {
-        config.silences.push(Saved::<SilenceSpec>::from_record(r)?.into());
+        config
+            .silences
+            .push(Saved::<SilenceSpec>::from_record(r)?.into());
     }
     for r in store.all_routing(RoutingKind::Maintenance, now).await? {
-        config.windows.push(Saved::<WindowSpec>::from_record(r)?.into());
+        config
+            .windows
+            .push(Saved::<WindowSpec>::from_record(r)?.into());
     }
     Ok(config)
 }
@@ -186,14 +192,9 @@ impl RoutingState {
                         integration_id,
                         message,
                     } => {
-                        let id = outbox::enqueue(
-                            &mut tx,
-                            message.org_id,
-                            integration_id,
-                            &message,
-                            now,
-                        )
-                        .await?;
+                        let id =
+                            outbox::enqueue(&mut tx, message.org_id, integration_id, &message, now)
+                                .await?;
                         tx.record_routing_sent(&RoutingSent {
                             notification_id: id,
                             org_id: message.org_id,

@@ -135,7 +135,10 @@ impl Group {
 
     /// The earliest time this group has something to decide.
     pub fn next_due(&self) -> i64 {
-        let esc = self.escalation.and_then(|e| e.due_at_ms).unwrap_or(i64::MAX);
+        let esc = self
+            .escalation
+            .and_then(|e| e.due_at_ms)
+            .unwrap_or(i64::MAX);
         self.next_flush_at_ms.min(esc)
     }
 
@@ -256,8 +259,10 @@ impl Group {
                 }
             }
             // New ones first, so the sample shows what changed.
-            let mut alerts: Vec<&TrackedAlert> =
-                new_firing.iter().filter_map(|id| self.alerts.get(id)).collect();
+            let mut alerts: Vec<&TrackedAlert> = new_firing
+                .iter()
+                .filter_map(|id| self.alerts.get(id))
+                .collect();
             by_time(&mut alerts);
             let mut told: Vec<&TrackedAlert> = self
                 .alerts
@@ -282,8 +287,10 @@ impl Group {
             sent = true;
         }
         if !resolved.is_empty() {
-            let mut alerts: Vec<&TrackedAlert> =
-                resolved.iter().filter_map(|id| self.alerts.get(id)).collect();
+            let mut alerts: Vec<&TrackedAlert> = resolved
+                .iter()
+                .filter_map(|id| self.alerts.get(id))
+                .collect();
             by_time(&mut alerts);
             self.send(
                 NotificationKind::Resolved,
@@ -298,7 +305,11 @@ impl Group {
             sent = true;
         }
         let repeat_ms = env.policy.spec.repeat_interval_s * 1000;
-        if !sent && self.last_sent_at_ms.is_some_and(|t| env.now_ms - t >= repeat_ms) {
+        if !sent
+            && self
+                .last_sent_at_ms
+                .is_some_and(|t| env.now_ms - t >= repeat_ms)
+        {
             let mut alerts: Vec<&TrackedAlert> = self
                 .alerts
                 .values()

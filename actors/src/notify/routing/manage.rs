@@ -29,7 +29,10 @@ pub struct Saved<T> {
 impl<T: DeserializeOwned> Saved<T> {
     pub(super) fn from_record(record: RoutingRecord) -> DomainResult<Self> {
         let spec = serde_json::from_str(&record.spec).map_err(|e| {
-            DomainError::unavailable(format!("stored routing spec {} is unreadable: {e}", record.id))
+            DomainError::unavailable(format!(
+                "stored routing spec {} is unreadable: {e}",
+                record.id
+            ))
         })?;
         Ok(Self {
             id: record.id,

@@ -21,8 +21,7 @@ pub use manage::{
 };
 pub use model::*;
 pub use schedule::{
-    Compiled, Day, MAX_ONE_OFF_WINDOW_S, MAX_TIME_ZONE_CHARS, MAX_WEEKLY_DURATION_MINUTES,
-    Schedule,
+    Compiled, Day, MAX_ONE_OFF_WINDOW_S, MAX_TIME_ZONE_CHARS, MAX_WEEKLY_DURATION_MINUTES, Schedule,
 };
 
 #[cfg(test)]

@@ -6,8 +6,8 @@
 use reap3r_store::Uuid;
 use serde::{Deserialize, Serialize};
 
-use super::schedule::Schedule;
 use super::group::AlertFacts;
+use super::schedule::Schedule;
 use crate::alerts::Severity;
 use crate::error::{DomainError, DomainResult, required_text};
 
@@ -134,7 +134,11 @@ impl PolicySpec {
         if self.integrations.is_empty() {
             return Err(DomainError::invalid("integrations must not be empty"));
         }
-        cap("integrations", self.integrations.len(), MAX_POLICY_INTEGRATIONS)?;
+        cap(
+            "integrations",
+            self.integrations.len(),
+            MAX_POLICY_INTEGRATIONS,
+        )?;
         cap("group_by", self.group_by.len(), 5)?;
         if self.group_by.is_empty() {
             self.group_by = GroupLabel::DEFAULT.to_vec();
@@ -191,7 +195,8 @@ impl Policy {
             && alert.org_id == self.org_id
             && (s.severities.is_empty() || s.severities.contains(&alert.severity))
             && (s.tags.is_empty() || s.tags.iter().any(|t| alert.agent_tags.contains(t)))
-            && (s.folder_ids.is_empty() || alert.folder_id.is_some_and(|f| s.folder_ids.contains(&f)))
+            && (s.folder_ids.is_empty()
+                || alert.folder_id.is_some_and(|f| s.folder_ids.contains(&f)))
     }
 
     /// The group `alert` joins under this policy, e.g. `rule=<id>,org=<id>`.
@@ -237,10 +242,9 @@ impl Matcher {
     /// severity a severity name.
     pub fn parse(kind: &str, value: &str) -> DomainResult<Matcher> {
         let id = || {
-            value
-                .trim()
-                .parse::<Uuid>()
-                .map_err(|_| DomainError::invalid(format!("matcher {kind} needs an id, not {value:?}")))
+            value.trim().parse::<Uuid>().map_err(|_| {
+                DomainError::invalid(format!("matcher {kind} needs an id, not {value:?}"))
+            })
         };
         Ok(match kind {
             "rule" => Matcher::Rule(id()?),
@@ -309,7 +313,9 @@ impl SilenceSpec {
         cap("matchers", self.matchers.len(), MAX_SILENCE_MATCHERS)?;
         for m in &mut self.matchers {
             match m {
-                Matcher::Tag(tag) => *tag = required_text("matchers.tag", tag, MAX_MATCH_VALUE_CHARS)?,
+                Matcher::Tag(tag) => {
+                    *tag = required_text("matchers.tag", tag, MAX_MATCH_VALUE_CHARS)?
+                }
                 Matcher::Org(id) if *id != org_id => {
                     return Err(DomainError::invalid(
                         "an org matcher must name the silence's own organisation",
@@ -369,7 +375,11 @@ pub struct MaintenanceWindow {
 impl WindowSpec {
     pub fn validated(mut self) -> DomainResult<Self> {
         self.name = required_text("name", &self.name, MAX_ROUTING_NAME_CHARS)?;
-        cap("scope.folder_ids", self.scope.folder_ids.len(), MAX_SCOPE_VALUES)?;
+        cap(
+            "scope.folder_ids",
+            self.scope.folder_ids.len(),
+            MAX_SCOPE_VALUES,
+        )?;
         self.scope.tags = tags("scope.tags", std::mem::take(&mut self.scope.tags))?;
         self.scope.folder_ids.sort();
         self.scope.folder_ids.dedup();
@@ -384,7 +394,9 @@ impl MaintenanceWindow {
         let scope = &self.spec.scope;
         alert.org_id == self.org_id
             && ((scope.folder_ids.is_empty() && scope.tags.is_empty())
-                || alert.folder_id.is_some_and(|f| scope.folder_ids.contains(&f))
+                || alert
+                    .folder_id
+                    .is_some_and(|f| scope.folder_ids.contains(&f))
                 || scope.tags.iter().any(|t| alert.agent_tags.contains(t)))
     }
 }

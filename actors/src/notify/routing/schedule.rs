@@ -248,8 +248,16 @@ impl Compiled {
 fn occurrence(date: Date, start: Time, minutes: i64, tz: &TimeZone) -> Option<(i64, i64)> {
     let local_start = date.to_datetime(start);
     let local_end = local_start.checked_add(Span::new().minutes(minutes)).ok()?;
-    let s = local_start.to_zoned(tz.clone()).ok()?.timestamp().as_millisecond();
-    let e = local_end.to_zoned(tz.clone()).ok()?.timestamp().as_millisecond();
+    let s = local_start
+        .to_zoned(tz.clone())
+        .ok()?
+        .timestamp()
+        .as_millisecond();
+    let e = local_end
+        .to_zoned(tz.clone())
+        .ok()?
+        .timestamp()
+        .as_millisecond();
     // A start moved forward by a DST gap can meet a short window's end; keep its length then.
     let e = if e > s { e } else { s + minutes * 60_000 };
     Some((s, e))

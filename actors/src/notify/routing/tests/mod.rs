@@ -187,7 +187,8 @@ impl Rig {
                 }
             })
             .collect();
-        let secs = |key: &str, default: i64| opts.get(key).map_or(default, |d| duration_ms(d) / 1000);
+        let secs =
+            |key: &str, default: i64| opts.get(key).map_or(default, |d| duration_ms(d) / 1000);
         let spec = PolicySpec {
             name: name.to_owned(),
             enabled: !opts.contains_key("off"),
@@ -291,7 +292,9 @@ impl Rig {
     }
 
     fn reconfigure(&mut self) {
-        let effects = self.core.handle(self.now, Input::Config(self.config.clone()));
+        let effects = self
+            .core
+            .handle(self.now, Input::Config(self.config.clone()));
         self.apply(effects);
     }
 
@@ -393,7 +396,8 @@ impl Rig {
         for (gid, group) in self.core.take_dirty() {
             match group {
                 Some(g) => {
-                    self.persisted.insert(gid, serde_json::to_string(&g).unwrap());
+                    self.persisted
+                        .insert(gid, serde_json::to_string(&g).unwrap());
                 }
                 None => {
                     self.persisted.remove(&gid);
