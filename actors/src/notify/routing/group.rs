@@ -142,8 +142,13 @@ impl Group {
         self.next_flush_at_ms.min(esc)
     }
 
-    /// A new firing alert (or one firing again under a new event).
+    /// A new firing alert (or one firing again under a new event). A change for an event the
+    /// group already holds as firing (a replay) only refreshes its facts: it is not new again.
     pub fn fire(&mut self, facts: AlertFacts) {
+        if let Some(known) = self.alerts.get_mut(&facts.event_id).filter(|a| a.firing()) {
+            known.facts = facts;
+            return;
+        }
         self.alerts.insert(
             facts.event_id,
             TrackedAlert {

@@ -197,3 +197,18 @@ fn deleting_a_policy_drops_its_groups() {
          5m30s mail resolved 1 a",
     );
 }
+
+#[test]
+fn a_replayed_fired_change_is_not_notified_again() {
+    check(
+        "policy p
+         fire a
+         at 1m
+         fire a
+         at 6m
+         restart
+         fire a
+         at 20m",
+        "30s mail firing 1 a",
+    );
+}
