@@ -7,21 +7,9 @@ use anyhow::Result;
 use reap3r_store::{
     RoutingGroupRow, RoutingKind, RoutingSent, RoutingWrite, Store, StoreError, Tx, Uuid,
 };
-use reap3r_testkit::TestDatabase;
 
 mod support;
-use support::create_org;
-
-const T0: i64 = 1_700_000_000_000;
-
-async fn stores() -> Result<Vec<(TestDatabase, Store)>> {
-    let mut out = Vec::new();
-    for db in TestDatabase::all().await? {
-        let store = db.open().await?;
-        out.push((db, store));
-    }
-    Ok(out)
-}
+use support::{T0, create_org, stores};
 
 async fn commit<T>(tx: Tx, value: Result<T, StoreError>) -> Result<T, StoreError> {
     let value = value?;
