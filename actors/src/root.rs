@@ -1,5 +1,6 @@
 //! The root supervisor: owns every long-lived actor of a node — the presence writer, the session
-//! supervisor (one actor per live connection) and the job supervisor (one actor per active job) —
+//! supervisor (one actor per live connection), the job supervisor (one actor per active job) and
+//! the notifier (which delivers the notification outbox) —
 //! restarts whichever crashes, and runs the shutdown sequence over the node's one drain signal.
 //!
 //! Each child is found through an [`ActorSlot`], so a restarted child is reached by everyone who
@@ -7,7 +8,7 @@
 //! overrides that. A crashed child's own children are stopped by ractor with it: sessions are
 //! dropped (their agents reconnect), job actors are resumed from the database by the new job
 //! supervisor, and the presence writer starts with an empty batch (`last_seen` is refreshed by
-//! the next heartbeats).
+//! the next heartbeats), and the notifier takes over from its outbox rows.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use tracing::{error, info, warn};
 
 use crate::AgentRouter;
 use crate::jobs::JobSupervisorMsg;
+use crate::notify::{Notifier, NotifierArgs, NotifierMsg};
 use crate::session::mark_offline;
 use crate::slot::ActorSlot;
 use crate::{
@@ -41,6 +43,7 @@ pub enum Subsystem {
     Presence,
     Jobs,
     Sessions,
+    Notifier,
 }
 
 impl Subsystem {
@@ -49,6 +52,7 @@ impl Subsystem {
             Subsystem::Presence => "presence writer",
             Subsystem::Jobs => "job supervisor",
             Subsystem::Sessions => "session supervisor",
+            Subsystem::Notifier => "notifier",
         }
     }
 }
@@ -58,6 +62,7 @@ impl Subsystem {
 pub struct Subsystems {
     pub presence: ActorSlot<PresenceMsg>,
     pub sessions: ActorSlot<SupervisorMsg>,
+    pub notifier: ActorSlot<NotifierMsg>,
 }
 
 pub struct RootArgs {
@@ -66,6 +71,8 @@ pub struct RootArgs {
     /// How job actors reach agents.
     pub router: Arc<dyn AgentRouter>,
     pub subsystems: Subsystems,
+    /// What the notifier delivers with.
+    pub notifier: NotifierArgs,
 }
 
 #[derive(Debug)]
@@ -125,6 +132,11 @@ impl RootState {
                 self.args.subsystems.sessions.set(sessions.clone());
                 sessions.get_cell()
             }
+            Subsystem::Notifier => {
+                let notifier = Notifier::spawn_linked(self.args.notifier.clone(), cell).await?;
+                self.args.subsystems.notifier.set(notifier.clone());
+                notifier.get_cell()
+            }
         };
         self.children.insert(child.get_id(), which);
         Ok(())
@@ -135,6 +147,7 @@ impl RootState {
             Subsystem::Presence => self.args.subsystems.presence.get().map(|a| a.get_cell()),
             Subsystem::Sessions => self.args.subsystems.sessions.get().map(|a| a.get_cell()),
             Subsystem::Jobs => self.args.ctx.jobs.get().map(|a| a.get_cell()),
+            Subsystem::Notifier => self.args.subsystems.notifier.get().map(|a| a.get_cell()),
         }
     }
 
@@ -181,7 +194,14 @@ impl RootState {
                 .await;
             info!(?closed, "agent sessions closed");
         }
-        for which in [Subsystem::Jobs, Subsystem::Sessions, Subsystem::Presence] {
+        // An attempt the notifier has in flight is cut off; its claim expires and the row is
+        // sent again by the next node (receivers drop the duplicate by its idempotency id).
+        for which in [
+            Subsystem::Notifier,
+            Subsystem::Jobs,
+            Subsystem::Sessions,
+            Subsystem::Presence,
+        ] {
             if let Some(child) = self.child(which) {
                 // The presence writer's post_stop flushes; the supervisors hold nothing unsaved.
                 if let Err(err) = child
@@ -211,7 +231,12 @@ impl Actor for RootSupervisor {
             restarts: HashMap::new(),
             stopping: false,
         };
-        for which in [Subsystem::Presence, Subsystem::Jobs, Subsystem::Sessions] {
+        for which in [
+            Subsystem::Presence,
+            Subsystem::Jobs,
+            Subsystem::Sessions,
+            Subsystem::Notifier,
+        ] {
             state.spawn(&myself, which).await?;
         }
         Ok(state)

@@ -24,6 +24,7 @@ pub use context::{ApiContext, ApiSettings, EnrolmentInfo, NoNode, NodeHooks};
 pub use error::{ApiError, ErrorBody};
 
 use handlers::agents::AgentsApi;
+use handlers::alerting_integrations::AlertingIntegrationsApi;
 use handlers::api_keys::ApiKeysApi;
 use handlers::audit::AuditApi;
 use handlers::auth::AuthApi;
@@ -47,6 +48,7 @@ type Apis = (
     (HealthApi, AuthApi, UsersApi, OrgsApi, EventsApi),
     (SitesApi, CompaniesApi, FoldersApi, TagsApi),
     (AgentsApi, TokensApi, ApiKeysApi, AuditApi, JobsApi),
+    AlertingIntegrationsApi,
 );
 
 fn service() -> OpenApiService<Apis, ()> {
@@ -55,6 +57,7 @@ fn service() -> OpenApiService<Apis, ()> {
             (HealthApi, AuthApi, UsersApi, OrgsApi, EventsApi),
             (SitesApi, CompaniesApi, FoldersApi, TagsApi),
             (AgentsApi, TokensApi, ApiKeysApi, AuditApi, JobsApi),
+            AlertingIntegrationsApi,
         ),
         "Reap3r API",
         env!("CARGO_PKG_VERSION"),

@@ -13,6 +13,7 @@ mod groups;
 mod jobs;
 mod login_events;
 mod migrate;
+mod notifications;
 mod orgs;
 mod sessions;
 mod tokens;
@@ -44,6 +45,10 @@ pub use jobs::{
 pub use login_events::{
     LoginEvent, LoginEventFilter, MAX_LOGIN_DETAIL_CHARS, MAX_LOGIN_EMAIL_CHARS,
     MAX_LOGIN_EVENT_PAGE, NewLoginEvent,
+};
+pub use notifications::{
+    AttemptEnd, ClaimedNotification, Integration, IntegrationUpdate, MAX_NOTIFICATION_PAGE,
+    NewIntegration, NewNotification, Notification, NotificationFilter, NotificationState,
 };
 pub use orgs::{DEFAULT_ORG_NAME, Org, OrgAssignment};
 pub use sessions::{

@@ -2,6 +2,7 @@
 //! what they share: tags and page sizes.
 
 pub mod agents;
+pub mod alerting_integrations;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
@@ -41,6 +42,8 @@ pub enum ApiTags {
     Events,
     /// Jobs run on agents, and their results.
     Jobs,
+    /// Alerting: integrations (where notifications go) and the delivery log.
+    Alerting,
 }
 
 /// Page size: default 100, between 1 and `max`.
