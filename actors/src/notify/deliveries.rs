@@ -1,7 +1,7 @@
 //! The delivery log, as operators see it: notifications with their state, attempts, last
 //! error and idempotency id; and putting a dead letter back in the queue.
 
-use reap3r_store::{Notification, NotificationFilter, NotificationState, Uuid};
+use reap3r_store::{Notification, NotificationFilter, NotificationState, StoreError, Uuid};
 use serde_json::json;
 
 use super::outbox;
@@ -46,7 +46,10 @@ impl RetryNotification {
         let row = tx
             .retry_dead_notification(caller.org_id, self.id, now)
             .await
-            .map_err(|e| DomainError::from_store(e, "notification"))?;
+            .map_err(|e| match e {
+                StoreError::Conflict(why) => DomainError::Conflict(why),
+                other => DomainError::from_store(other, "notification"),
+            })?;
         audit::record(
             &mut tx,
             caller,

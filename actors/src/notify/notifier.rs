@@ -75,7 +75,7 @@ pub struct NotifierState {
     args: NotifierArgs,
     in_flight: usize,
     per_integration: HashMap<Uuid, usize>,
-    timer: Option<JoinHandle<()>>,
+    timer: Option<JoinHandle<Result<(), ractor::MessagingErr<NotifierMsg>>>>,
     nudges: JoinHandle<()>,
 }
 
