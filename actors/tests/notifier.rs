@@ -39,7 +39,10 @@ async fn rigs() -> Vec<Rig> {
         let clock = ManualClock::new(T0);
         let domain = Domain::new(store, Arc::new(clock.clone()), EventBus::new(64));
         let org = domain.store.default_org(0).await.unwrap();
-        let channels = Channels::new(NotifySettings { allow_loopback: true }).unwrap();
+        let channels = Channels::new(NotifySettings {
+            allow_loopback: true,
+        })
+        .unwrap();
         out.push(Rig {
             _db: db,
             domain,
@@ -140,7 +143,12 @@ impl Rig {
     }
 
     /// Polls the outbox until `done` holds for the row (or fails after [`WAIT`]).
-    async fn wait_row(&self, id: Uuid, what: &str, done: impl Fn(&Notification) -> bool) -> Notification {
+    async fn wait_row(
+        &self,
+        id: Uuid,
+        what: &str,
+        done: impl Fn(&Notification) -> bool,
+    ) -> Notification {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let row = self.row(id).await;
@@ -164,18 +172,25 @@ impl Rig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn receiver_down_then_up_gets_the_notification_once() {
     for rig in rigs().await {
-        let hook = WebhookReceiver::start(Some(SECRET.as_bytes())).await.unwrap();
+        let hook = WebhookReceiver::start(Some(SECRET.as_bytes()))
+            .await
+            .unwrap();
         hook.stop().await;
         let integration = rig.webhook("ops", hook.url("/hook")).await;
         let notifier = rig.notifier(policy(5)).await;
         let id = rig.enqueue(integration).await;
 
         let failed = rig
-            .wait_row(id, "first attempt fails", |r| r.attempts == 1 && r.state == NotificationState::Pending)
+            .wait_row(id, "first attempt fails", |r| {
+                r.attempts == 1 && r.state == NotificationState::Pending
+            })
             .await;
         let error = failed.last_error.clone().unwrap_or_default();
         assert!(error.starts_with("attempt 1: "), "{error}");
-        assert!(failed.next_attempt_at > rig.domain.now_ms(), "backed off: {failed:?}");
+        assert!(
+            failed.next_attempt_at > rig.domain.now_ms(),
+            "backed off: {failed:?}"
+        );
 
         hook.restart().await.unwrap();
         rig.fall_due(&failed, &notifier);
@@ -183,7 +198,13 @@ async fn receiver_down_then_up_gets_the_notification_once() {
             .wait_row(id, "delivered", |r| r.state == NotificationState::Delivered)
             .await;
         assert_eq!(delivered.attempts, 2);
-        assert!(delivered.last_answer.as_deref().unwrap_or_default().starts_with("HTTP 200"));
+        assert!(
+            delivered
+                .last_answer
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with("HTTP 200")
+        );
 
         // More wakes and time change nothing: delivered once.
         rig.clock.advance(60_000);
@@ -193,7 +214,10 @@ async fn receiver_down_then_up_gets_the_notification_once() {
         assert_eq!(hook.requests().len(), 1, "{got:?}");
         let request = &got[0];
         assert_eq!(request.signature_valid, Some(true));
-        assert_eq!(request.header("x-reap3r-notification-id"), Some(id.to_string().as_str()));
+        assert_eq!(
+            request.header("x-reap3r-notification-id"),
+            Some(id.to_string().as_str())
+        );
         let body = request.json().unwrap();
         assert_eq!(body["id"], serde_json::json!(id));
         assert_eq!(body["alerts"][0]["hostname"], "web-1");
@@ -204,7 +228,9 @@ async fn receiver_down_then_up_gets_the_notification_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn server_errors_back_off_then_dead_letter_under_one_idempotency_id() {
     for rig in rigs().await {
-        let hook = WebhookReceiver::start(Some(SECRET.as_bytes())).await.unwrap();
+        let hook = WebhookReceiver::start(Some(SECRET.as_bytes()))
+            .await
+            .unwrap();
         hook.answer_with(500);
         let integration = rig.webhook("ops", hook.url("/hook")).await;
         let notifier = rig.notifier(policy(3)).await;
@@ -213,7 +239,9 @@ async fn server_errors_back_off_then_dead_letter_under_one_idempotency_id() {
         let mut delays = Vec::new();
         for attempt in 1..3 {
             let row = rig
-                .wait_row(id, "attempt failed", |r| r.attempts == attempt && r.state == NotificationState::Pending)
+                .wait_row(id, "attempt failed", |r| {
+                    r.attempts == attempt && r.state == NotificationState::Pending
+                })
                 .await;
             delays.push(row.next_attempt_at - rig.domain.now_ms());
             rig.fall_due(&row, &notifier);
@@ -229,22 +257,43 @@ async fn server_errors_back_off_then_dead_letter_under_one_idempotency_id() {
         assert!(error.starts_with("attempt 3: HTTP 500"), "{error}");
 
         let sent = hook.wait_for(3, WAIT).await.unwrap();
-        let ids: Vec<_> = sent.iter().map(|r| r.header("x-reap3r-notification-id").map(str::to_owned)).collect();
-        assert_eq!(ids, vec![Some(id.to_string()); 3], "one idempotency id on every attempt");
+        let ids: Vec<_> = sent
+            .iter()
+            .map(|r| r.header("x-reap3r-notification-id").map(str::to_owned))
+            .collect();
+        assert_eq!(
+            ids,
+            vec![Some(id.to_string()); 3],
+            "one idempotency id on every attempt"
+        );
         assert!(sent.iter().all(|r| r.signature_valid == Some(true)));
 
         // An operator queues the dead letter again once the receiver is fixed.
         hook.answer_with(200);
-        let again = RetryNotification { id }.run(&rig.domain, &rig.caller).await.unwrap();
-        assert_eq!((again.state, again.attempts), (NotificationState::Pending, 0));
+        let again = RetryNotification { id }
+            .run(&rig.domain, &rig.caller)
+            .await
+            .unwrap();
+        assert_eq!(
+            (again.state, again.attempts),
+            (NotificationState::Pending, 0)
+        );
         let delivered = rig
-            .wait_row(id, "delivered after retry", |r| r.state == NotificationState::Delivered)
+            .wait_row(id, "delivered after retry", |r| {
+                r.state == NotificationState::Delivered
+            })
             .await;
         assert_eq!(delivered.id, id);
         let sent = hook.wait_for(4, WAIT).await.unwrap();
-        assert_eq!(sent[3].header("x-reap3r-notification-id"), Some(id.to_string().as_str()));
+        assert_eq!(
+            sent[3].header("x-reap3r-notification-id"),
+            Some(id.to_string().as_str())
+        );
         let refused = RetryNotification { id }.run(&rig.domain, &rig.caller).await;
-        assert!(matches!(refused, Err(DomainError::Conflict(_))), "{refused:?}");
+        assert!(
+            matches!(refused, Err(DomainError::Conflict(_))),
+            "{refused:?}"
+        );
         notifier.stop(None);
     }
 }
@@ -261,14 +310,18 @@ async fn a_receiver_that_never_answers_does_not_hold_up_another_integration() {
                 open.push(s);
             }
         });
-        let hook = WebhookReceiver::start(Some(SECRET.as_bytes())).await.unwrap();
+        let hook = WebhookReceiver::start(Some(SECRET.as_bytes()))
+            .await
+            .unwrap();
         let slow = rig.webhook("slow", silent_url).await;
         let fast = rig.webhook("fast", hook.url("/hook")).await;
         let notifier = rig.notifier(policy(5)).await;
         let stuck: Vec<Uuid> = futures_ids(&rig, slow, 4).await;
         let id = rig.enqueue(fast).await;
-        rig.wait_row(id, "the other integration is delivered", |r| r.state == NotificationState::Delivered)
-            .await;
+        rig.wait_row(id, "the other integration is delivered", |r| {
+            r.state == NotificationState::Delivered
+        })
+        .await;
         for s in stuck {
             assert_ne!(rig.row(s).await.state, NotificationState::Delivered);
         }
@@ -314,10 +367,13 @@ async fn a_test_email_arrives_with_plain_and_html_parts_and_the_smtp_answer() {
         .run(&rig.domain, &rig.caller, &rig.channels)
         .await
         .unwrap();
-        let outcome = TestIntegration { id: email.id, queue: false }
-            .run(&rig.domain, &rig.caller, &rig.channels)
-            .await
-            .unwrap();
+        let outcome = TestIntegration {
+            id: email.id,
+            queue: false,
+        }
+        .run(&rig.domain, &rig.caller, &rig.channels)
+        .await
+        .unwrap();
         let TestOutcome::Sent { id, report } = outcome else {
             panic!("not sent: {outcome:?}");
         };
@@ -326,10 +382,27 @@ async fn a_test_email_arrives_with_plain_and_html_parts_and_the_smtp_answer() {
         let mails = smtp.wait_for(1, WAIT).await.unwrap();
         let mail = &mails[0];
         assert_eq!(mail.user.as_deref(), Some("alerts"));
-        assert_eq!(mail.to, vec!["ops@example.com".to_owned(), "oncall@example.com".to_owned()]);
-        assert!(mail.has_part("text/plain") && mail.has_part("text/html"), "{}", mail.data);
-        assert_eq!(mail.header("X-Reap3r-Notification-Id"), Some(id.to_string()));
-        assert!(mail.header("Subject").unwrap_or_default().contains("test message"));
+        assert_eq!(
+            mail.to,
+            vec![
+                "ops@example.com".to_owned(),
+                "oncall@example.com".to_owned()
+            ]
+        );
+        assert!(
+            mail.has_part("text/plain") && mail.has_part("text/html"),
+            "{}",
+            mail.data
+        );
+        assert_eq!(
+            mail.header("X-Reap3r-Notification-Id"),
+            Some(id.to_string())
+        );
+        assert!(
+            mail.header("Subject")
+                .unwrap_or_default()
+                .contains("test message")
+        );
     }
 }
 
@@ -358,8 +431,18 @@ async fn forbidden_and_malformed_receivers_are_refused_without_the_setting() {
             }
             .run(&rig.domain, &rig.caller, &strict)
             .await;
-            assert!(matches!(refused, Err(DomainError::Invalid { .. })), "{url}: {refused:?}");
+            assert!(
+                matches!(refused, Err(DomainError::Invalid { .. })),
+                "{url}: {refused:?}"
+            );
         }
-        assert!(rig.domain.store.list_integrations(rig.caller.org_id).await.unwrap().is_empty());
+        assert!(
+            rig.domain
+                .store
+                .list_integrations(rig.caller.org_id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }

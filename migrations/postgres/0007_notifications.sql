@@ -4,7 +4,8 @@
 -- Where notifications go: one SMTP, webhook, Slack, Teams or Discord channel of an org.
 -- `config` is the channel's JSON settings (host, port, recipients, URL of a generic webhook);
 -- `secrets` is JSON too (SMTP password, HMAC secret, a chat hook URL): it is never returned by
--- the API, which only says which are set. There is no vault yet to wrap it (see SECURITY.md).
+-- the API, which only says which are set. It is not wrapped yet: the vault (master key outside
+-- the database) is planned and should take these over.
 CREATE TABLE alert_integrations (
     id         TEXT PRIMARY KEY NOT NULL,
     org_id     TEXT NOT NULL REFERENCES orgs (id),

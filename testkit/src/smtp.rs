@@ -122,7 +122,11 @@ impl SmtpReceiver {
 
     /// Every message accepted so far, in order.
     pub fn mails(&self) -> Vec<ReceivedMail> {
-        self.shared.mails.lock().map(|m| m.clone()).unwrap_or_default()
+        self.shared
+            .mails
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
     }
 
     /// Waits until at least `n` messages arrived (or `timeout` passed: an error).
@@ -135,7 +139,10 @@ impl SmtpReceiver {
                 return Ok(mails);
             }
             if tokio::time::timeout_at(deadline, arrived).await.is_err() {
-                return Err(format!("{} of {n} mails within {timeout:?}", self.mails().len()));
+                return Err(format!(
+                    "{} of {n} mails within {timeout:?}",
+                    self.mails().len()
+                ));
             }
         }
     }
@@ -175,11 +182,16 @@ async fn session(stream: TcpStream, options: &SmtpOptions, shared: &Shared) -> s
     let mut line = String::new();
     let mut envelope = Envelope::default();
     let mut user: Option<String> = None;
-    write.write_all(b"220 reap3r-testkit ESMTP ready\r\n").await?;
+    write
+        .write_all(b"220 reap3r-testkit ESMTP ready\r\n")
+        .await?;
     macro_rules! read_line {
         () => {{
             line.clear();
-            let n = (&mut lines).take(MAX_LINE as u64).read_line(&mut line).await?;
+            let n = (&mut lines)
+                .take(MAX_LINE as u64)
+                .read_line(&mut line)
+                .await?;
             if n == 0 {
                 return Ok(());
             }
@@ -239,21 +251,25 @@ async fn session(stream: TcpStream, options: &SmtpOptions, shared: &Shared) -> s
             }
             "MAIL" => {
                 envelope = Envelope {
-                    from: Some(address(arg.trim_start_matches(|c| c != ':').trim_start_matches(':'))),
+                    from: Some(address(
+                        arg.trim_start_matches(|c| c != ':').trim_start_matches(':'),
+                    )),
                     to: Vec::new(),
                 };
                 "250 2.1.0 Ok\r\n".into()
             }
             "RCPT" if envelope.from.is_none() => "503 5.5.1 MAIL first\r\n".into(),
             "RCPT" => {
-                envelope
-                    .to
-                    .push(address(arg.trim_start_matches(|c| c != ':').trim_start_matches(':')));
+                envelope.to.push(address(
+                    arg.trim_start_matches(|c| c != ':').trim_start_matches(':'),
+                ));
                 "250 2.1.5 Ok\r\n".into()
             }
             "DATA" if envelope.to.is_empty() => "503 5.5.1 RCPT first\r\n".into(),
             "DATA" => {
-                write.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n").await?;
+                write
+                    .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                    .await?;
                 let mut data: Vec<String> = Vec::new();
                 let mut size = 0;
                 loop {
@@ -271,9 +287,10 @@ async fn session(stream: TcpStream, options: &SmtpOptions, shared: &Shared) -> s
                 } else {
                     let env = std::mem::take(&mut envelope);
                     let n = {
-                        let mut mails = shared.mails.lock().map_err(|_| {
-                            std::io::Error::other("receiver state poisoned")
-                        })?;
+                        let mut mails = shared
+                            .mails
+                            .lock()
+                            .map_err(|_| std::io::Error::other("receiver state poisoned"))?;
                         mails.push(ReceivedMail {
                             from: env.from.unwrap_or_default(),
                             to: env.to,

@@ -260,7 +260,11 @@ async fn connection(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
         });
     }
     shared.arrived.notify_waiters();
-    let text = if (200..300).contains(&status) { "ok" } else { "receiver told to fail" };
+    let text = if (200..300).contains(&status) {
+        "ok"
+    } else {
+        "receiver told to fail"
+    };
     let response = format!(
         "HTTP/1.1 {status} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
          connection: close\r\n\r\n{text}",

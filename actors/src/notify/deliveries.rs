@@ -29,7 +29,10 @@ pub async fn list_notifications(
         integration_id,
         limit,
     };
-    Ok(domain.store.list_notifications(caller.org_id, &filter).await?)
+    Ok(domain
+        .store
+        .list_notifications(caller.org_id, &filter)
+        .await?)
 }
 
 /// Queues a dead-lettered notification again (same id, so receivers still see one message),

@@ -6,11 +6,11 @@
 use reap3r_store::{Integration, IntegrationUpdate, NewIntegration, Uuid};
 use serde_json::json;
 
-use super::channels::{
-    Channel, ChannelConfig, ChannelSecrets, Channels, EmailConfig, IntegrationKind,
-    MAX_RECIPIENTS, MAX_SECRET_LEN, MIN_WEBHOOK_SECRET_LEN, SendReport, SmtpSecurity,
-};
 use super::channels::mailbox;
+use super::channels::{
+    Channel, ChannelConfig, ChannelSecrets, Channels, EmailConfig, IntegrationKind, MAX_RECIPIENTS,
+    MAX_SECRET_LEN, MIN_WEBHOOK_SECRET_LEN, SendReport, SmtpSecurity,
+};
 use super::ssrf::{MAX_HOST_LEN, check_host, check_url, resolve_checked};
 use super::{NotificationKind, NotificationMessage, outbox};
 use crate::access::Caller;
@@ -69,7 +69,9 @@ fn merge(
 ) -> DomainResult<(ChannelConfig, ChannelSecrets)> {
     if let Some(input) = email {
         if kind != IntegrationKind::Email {
-            return Err(DomainError::invalid("email settings are for email integrations"));
+            return Err(DomainError::invalid(
+                "email settings are for email integrations",
+            ));
         }
         let old = config.email.take();
         let host = input.host.or_else(|| old.as_ref().map(|o| o.host.clone()));
@@ -81,11 +83,14 @@ fn merge(
             .security
             .or(old.as_ref().map(|o| o.security))
             .unwrap_or(SmtpSecurity::Starttls);
-        let port = input.port.or(old.as_ref().map(|o| o.port)).unwrap_or(match security {
-            SmtpSecurity::Tls => 465,
-            SmtpSecurity::Starttls => 587,
-            SmtpSecurity::Plain => 25,
-        });
+        let port = input
+            .port
+            .or(old.as_ref().map(|o| o.port))
+            .unwrap_or(match security {
+                SmtpSecurity::Tls => 465,
+                SmtpSecurity::Starttls => 587,
+                SmtpSecurity::Plain => 25,
+            });
         config.email = Some(EmailConfig {
             host,
             port,
@@ -96,10 +101,7 @@ fn merge(
                 None => old.as_ref().and_then(|o| o.username.clone()),
             },
             from,
-            to: input
-                .to
-                .or_else(|| old.map(|o| o.to))
-                .unwrap_or_default(),
+            to: input.to.or_else(|| old.map(|o| o.to)).unwrap_or_default(),
         });
     }
     if let Some(url) = url {
@@ -118,9 +120,14 @@ fn merge(
 
 fn email_address(field: &str, text: &str) -> DomainResult<()> {
     if text.chars().count() > MAX_ADDRESS_CHARS {
-        return Err(invalid(field, format!("longer than {MAX_ADDRESS_CHARS} characters")));
+        return Err(invalid(
+            field,
+            format!("longer than {MAX_ADDRESS_CHARS} characters"),
+        ));
     }
-    mailbox(field, text).map(|_| ()).map_err(DomainError::invalid)
+    mailbox(field, text)
+        .map(|_| ())
+        .map_err(DomainError::invalid)
 }
 
 fn invalid(field: &str, why: impl std::fmt::Display) -> DomainError {
@@ -140,7 +147,10 @@ async fn validate(
         ("webhook_secret", &secrets.webhook_secret),
     ] {
         if value.as_ref().is_some_and(|v| v.len() > MAX_SECRET_LEN) {
-            return Err(invalid(field, format!("longer than {MAX_SECRET_LEN} bytes")));
+            return Err(invalid(
+                field,
+                format!("longer than {MAX_SECRET_LEN} bytes"),
+            ));
         }
     }
     // Resolution failures are let through here (the name may not exist yet); a name that
@@ -152,7 +162,9 @@ async fn validate(
     match kind {
         IntegrationKind::Email => {
             let Some(email) = config.email.as_ref() else {
-                return Err(DomainError::invalid("email integrations need email settings"));
+                return Err(DomainError::invalid(
+                    "email integrations need email settings",
+                ));
             };
             if email.host.len() > MAX_HOST_LEN {
                 return Err(invalid("host", format!("longer than {MAX_HOST_LEN} bytes")));
@@ -167,12 +179,22 @@ async fn validate(
                     "plain SMTP is only allowed with the allow-loopback setting (local tests)",
                 ));
             }
-            if email.username.as_ref().is_some_and(|u| u.chars().count() > MAX_ADDRESS_CHARS) {
-                return Err(invalid("username", format!("longer than {MAX_ADDRESS_CHARS}")));
+            if email
+                .username
+                .as_ref()
+                .is_some_and(|u| u.chars().count() > MAX_ADDRESS_CHARS)
+            {
+                return Err(invalid(
+                    "username",
+                    format!("longer than {MAX_ADDRESS_CHARS}"),
+                ));
             }
             email_address("from", &email.from)?;
             if email.to.is_empty() || email.to.len() > MAX_RECIPIENTS {
-                return Err(invalid("to", format!("give 1 to {MAX_RECIPIENTS} recipients")));
+                return Err(invalid(
+                    "to",
+                    format!("give 1 to {MAX_RECIPIENTS} recipients"),
+                ));
             }
             for to in &email.to {
                 email_address("to", to)?;
@@ -189,7 +211,9 @@ async fn validate(
                 _ => {
                     return Err(invalid(
                         "webhook_secret",
-                        format!("webhooks need a signing secret of at least {MIN_WEBHOOK_SECRET_LEN} bytes"),
+                        format!(
+                            "webhooks need a signing secret of at least {MIN_WEBHOOK_SECRET_LEN} bytes"
+                        ),
                     ));
                 }
             }
@@ -248,7 +272,12 @@ pub struct CreateIntegration {
 }
 
 impl CreateIntegration {
-    pub async fn run(self, domain: &Domain, caller: &Caller, channels: &Channels) -> DomainResult<Channel> {
+    pub async fn run(
+        self,
+        domain: &Domain,
+        caller: &Caller,
+        channels: &Channels,
+    ) -> DomainResult<Channel> {
         let name = required_text("name", &self.name, MAX_INTEGRATION_NAME_CHARS)?;
         let (config, secrets) = merge(
             self.kind,
@@ -296,16 +325,22 @@ pub struct UpdateIntegration {
 }
 
 impl UpdateIntegration {
-    pub async fn run(self, domain: &Domain, caller: &Caller, channels: &Channels) -> DomainResult<Channel> {
+    pub async fn run(
+        self,
+        domain: &Domain,
+        caller: &Caller,
+        channels: &Channels,
+    ) -> DomainResult<Channel> {
         let name = self
             .name
             .as_deref()
             .map(|n| required_text("name", n, MAX_INTEGRATION_NAME_CHARS))
             .transpose()?;
-        let now = domain.now_ms();
-        let mut tx = domain.begin().await?;
-        let old = tx
-            .integration_for_update(caller.org_id, self.id)
+        // Checked before the transaction: validation resolves names, which must not happen
+        // while the write lock is held. The update writes the whole merged state.
+        let old = domain
+            .store
+            .integration(caller.org_id, self.id)
             .await?
             .ok_or(DomainError::NotFound("integration"))?;
         let current = decode(&old)?;
@@ -324,6 +359,8 @@ impl UpdateIntegration {
             secrets: encode(&secrets)?,
             enabled: self.enabled.unwrap_or(old.enabled),
         };
+        let now = domain.now_ms();
+        let mut tx = domain.begin().await?;
         let row = tx
             .update_integration(caller.org_id, self.id, &update, now)
             .await
@@ -355,8 +392,15 @@ impl DeleteIntegration {
         tx.delete_integration(caller.org_id, self.id)
             .await
             .map_err(|e| DomainError::from_store(e, "integration"))?;
-        audit::record(&mut tx, caller, "alert_integration.delete", Some(target(self.id)), json!({}), now)
-            .await?;
+        audit::record(
+            &mut tx,
+            caller,
+            "alert_integration.delete",
+            Some(target(self.id)),
+            json!({}),
+            now,
+        )
+        .await?;
         domain.commit(tx).await
     }
 }
@@ -394,7 +438,12 @@ fn test_message(channel: &Channel, caller: &Caller) -> NotificationMessage {
 }
 
 impl TestIntegration {
-    pub async fn run(self, domain: &Domain, caller: &Caller, channels: &Channels) -> DomainResult<TestOutcome> {
+    pub async fn run(
+        self,
+        domain: &Domain,
+        caller: &Caller,
+        channels: &Channels,
+    ) -> DomainResult<TestOutcome> {
         let channel = get_integration(domain, caller, self.id).await?;
         let message = test_message(&channel, caller);
         let now = domain.now_ms();

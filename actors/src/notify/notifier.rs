@@ -103,7 +103,11 @@ impl NotifierState {
 
     /// Claims what is due and may run now, starts those attempts, and sets the next timer.
     async fn wake(&mut self, myself: &ActorRef<NotifierMsg>) {
-        let free = self.args.settings.concurrency.saturating_sub(self.in_flight);
+        let free = self
+            .args
+            .settings
+            .concurrency
+            .saturating_sub(self.in_flight);
         if free > 0
             && let Err(e) = self.claim_and_start(myself, free).await
         {
@@ -162,9 +166,8 @@ impl NotifierState {
         if let Some(old) = self.timer.take() {
             old.abort();
         }
-        self.timer = Some(myself.send_after(Duration::from_millis(delay.max(1)), || {
-            NotifierMsg::Wake
-        }));
+        self.timer =
+            Some(myself.send_after(Duration::from_millis(delay.max(1)), || NotifierMsg::Wake));
     }
 }
 
@@ -191,13 +194,17 @@ async fn attempt(args: &NotifierArgs, claimed: ClaimedNotification) {
     debug!(notification = %row.id, attempt = claimed.attempt, ?end, "notification attempt ended");
     let recorded = async {
         let mut tx = store.begin().await?;
-        let current = tx.finish_attempt(row.id, claimed.attempt, &end, now).await?;
+        let current = tx
+            .finish_attempt(row.id, claimed.attempt, &end, now)
+            .await?;
         tx.commit().await?;
         Ok::<bool, reap3r_store::StoreError>(current)
     };
     match recorded.await {
         Ok(true) => {}
-        Ok(false) => warn!(notification = %row.id, "attempt outlived its claim; a newer one owns the row"),
+        Ok(false) => {
+            warn!(notification = %row.id, "attempt outlived its claim; a newer one owns the row")
+        }
         // The claim expires and the row is tried again: at least once, never lost.
         Err(e) => warn!(notification = %row.id, error = %e, "cannot record a notification attempt"),
     }

@@ -88,8 +88,18 @@ mod tests {
         }
     }
 
-    fn check(policy: &RetryPolicy, attempt: i64, report: &SendReport, jitter: f64, want: AttemptEnd) {
-        assert_eq!(policy.after_attempt(attempt, report, 1_000, jitter), want, "attempt {attempt}");
+    fn check(
+        policy: &RetryPolicy,
+        attempt: i64,
+        report: &SendReport,
+        jitter: f64,
+        want: AttemptEnd,
+    ) {
+        assert_eq!(
+            policy.after_attempt(attempt, report, 1_000, jitter),
+            want,
+            "attempt {attempt}"
+        );
     }
 
     #[test]
@@ -97,13 +107,68 @@ mod tests {
         let p = RetryPolicy::default();
         let e = |n: i64| format!("attempt {n}: HTTP 500 Internal Server Error");
         // No jitter: half the full delay; full jitter: all of it.
-        check(&p, 1, &failed(), 0.0, AttemptEnd::Retry { error: e(1), retry_at: 1_000 + 2_500 });
-        check(&p, 1, &failed(), 1.0, AttemptEnd::Retry { error: e(1), retry_at: 1_000 + 5_000 });
-        check(&p, 2, &failed(), 1.0, AttemptEnd::Retry { error: e(2), retry_at: 1_000 + 10_000 });
-        check(&p, 4, &failed(), 1.0, AttemptEnd::Retry { error: e(4), retry_at: 1_000 + 40_000 });
-        check(&p, MAX_ATTEMPTS, &failed(), 1.0, AttemptEnd::Dead { error: e(MAX_ATTEMPTS) });
-        let ok = SendReport { delivered: true, answer: "250 ok".into() };
-        check(&p, 3, &ok, 0.3, AttemptEnd::Delivered { answer: "250 ok".into() });
+        check(
+            &p,
+            1,
+            &failed(),
+            0.0,
+            AttemptEnd::Retry {
+                error: e(1),
+                retry_at: 1_000 + 2_500,
+            },
+        );
+        check(
+            &p,
+            1,
+            &failed(),
+            1.0,
+            AttemptEnd::Retry {
+                error: e(1),
+                retry_at: 1_000 + 5_000,
+            },
+        );
+        check(
+            &p,
+            2,
+            &failed(),
+            1.0,
+            AttemptEnd::Retry {
+                error: e(2),
+                retry_at: 1_000 + 10_000,
+            },
+        );
+        check(
+            &p,
+            4,
+            &failed(),
+            1.0,
+            AttemptEnd::Retry {
+                error: e(4),
+                retry_at: 1_000 + 40_000,
+            },
+        );
+        check(
+            &p,
+            MAX_ATTEMPTS,
+            &failed(),
+            1.0,
+            AttemptEnd::Dead {
+                error: e(MAX_ATTEMPTS),
+            },
+        );
+        let ok = SendReport {
+            delivered: true,
+            answer: "250 ok".into(),
+        };
+        check(
+            &p,
+            3,
+            &ok,
+            0.3,
+            AttemptEnd::Delivered {
+                answer: "250 ok".into(),
+            },
+        );
     }
 
     #[test]

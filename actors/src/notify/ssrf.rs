@@ -76,7 +76,10 @@ pub fn check_url(raw: &str, allow_loopback: bool) -> Result<Url, String> {
     }
     let url = Url::parse(raw.trim()).map_err(|e| format!("url is malformed: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("url scheme must be http or https, not {}", url.scheme()));
+        return Err(format!(
+            "url scheme must be http or https, not {}",
+            url.scheme()
+        ));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err("url must not carry credentials".into());
@@ -165,7 +168,11 @@ mod tests {
             ("http://[::1]/", false, Some("loopback")),
             ("http://[::ffff:127.0.0.1]/", false, Some("loopback")),
             ("http://0.0.0.0/", false, Some("loopback")),
-            ("http://169.254.169.254/latest/meta-data/", false, Some("metadata")),
+            (
+                "http://169.254.169.254/latest/meta-data/",
+                false,
+                Some("metadata"),
+            ),
             ("http://169.254.1.1/", false, Some("link-local")),
             ("http://[fe80::1]/", false, Some("link-local")),
             ("http://[fd00:ec2::254]/", false, Some("metadata")),

@@ -8,8 +8,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi};
 use reap3r_actors::notify::{
     self, Channel, CreateIntegration, DeleteIntegration, EmailInput, IntegrationKind,
-    RetryNotification, SecretsInput, SmtpSecurity, TestIntegration, TestOutcome,
-    UpdateIntegration,
+    RetryNotification, SecretsInput, SmtpSecurity, TestIntegration, TestOutcome, UpdateIntegration,
 };
 use reap3r_store::{Notification, NotificationState, Uuid};
 
@@ -284,7 +283,11 @@ impl AlertingIntegrationsApi {
         method = "get",
         operation_id = "listAlertingIntegrations"
     )]
-    async fn list(&self, ctx: Data<&ApiContext>, auth: Auth) -> ApiResult<Json<Vec<IntegrationView>>> {
+    async fn list(
+        &self,
+        ctx: Data<&ApiContext>,
+        auth: Auth,
+    ) -> ApiResult<Json<Vec<IntegrationView>>> {
         let all = notify::list_integrations(&ctx.domain, auth.caller()).await?;
         Ok(Json(all.into_iter().map(IntegrationView::from).collect()))
     }
@@ -349,7 +352,12 @@ impl AlertingIntegrationsApi {
         method = "delete",
         operation_id = "deleteAlertingIntegration"
     )]
-    async fn delete(&self, ctx: Data<&ApiContext>, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<Done>> {
+    async fn delete(
+        &self,
+        ctx: Data<&ApiContext>,
+        auth: Auth,
+        id: Path<Uuid>,
+    ) -> ApiResult<Json<Done>> {
         DeleteIntegration { id: id.0 }
             .run(&ctx.domain, auth.caller())
             .await?;

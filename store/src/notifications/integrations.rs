@@ -86,26 +86,6 @@ impl Tx {
         from_row(&row)
     }
 
-    /// The integration in `org_id`, locked for the rest of the transaction on PostgreSQL.
-    pub async fn integration_for_update(
-        &mut self,
-        org_id: Uuid,
-        id: Uuid,
-    ) -> Result<Option<Integration>> {
-        let lock = match self.backend() {
-            crate::Backend::Postgres => " FOR UPDATE",
-            crate::Backend::Sqlite => "",
-        };
-        let sql =
-            format!("SELECT {COLS} FROM alert_integrations WHERE id = $1 AND org_id = $2{lock}");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(uuid_text(id))
-            .bind(uuid_text(org_id))
-            .fetch_optional(self.conn())
-            .await?;
-        row.as_ref().map(from_row).transpose()
-    }
-
     pub async fn update_integration(
         &mut self,
         org_id: Uuid,

@@ -154,7 +154,11 @@ pub enum AttemptEnd {
 impl Tx {
     /// Writes a pending notification in the caller's transaction; returns its id. The
     /// integration must belong to the same organisation (`NotFound` otherwise).
-    pub async fn enqueue_notification(&mut self, new: &NewNotification, now_ms: i64) -> Result<Uuid> {
+    pub async fn enqueue_notification(
+        &mut self,
+        new: &NewNotification,
+        now_ms: i64,
+    ) -> Result<Uuid> {
         let id = Uuid::now_v7();
         let done = sqlx::query(
             "INSERT INTO alert_notifications (id, org_id, integration_id, kind, message, state, \

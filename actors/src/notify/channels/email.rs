@@ -54,11 +54,7 @@ pub(crate) fn mailbox(field: &str, text: &str) -> Result<Mailbox, String> {
         .map_err(|e| format!("{field} {text:?} is not an email address: {e}"))
 }
 
-fn build(
-    config: &EmailConfig,
-    message: &NotificationMessage,
-    id: Uuid,
-) -> Result<Message, String> {
+fn build(config: &EmailConfig, message: &NotificationMessage, id: Uuid) -> Result<Message, String> {
     let (subject, text, html) = render_email(message, id);
     let mut builder = Message::builder()
         .from(mailbox("from", &config.from)?)

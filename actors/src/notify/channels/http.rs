@@ -169,7 +169,13 @@ mod tests {
             sign(b"secret", 1_700_000_000, b"{}"),
             "sha256=b8569b78799ff9e3cbff0fc2d63a33a2b57f3282abd07c37ae5e8e7d79a5f163"
         );
-        assert_ne!(sign(b"other", 1_700_000_000, b"{}"), sign(b"secret", 1_700_000_000, b"{}"));
-        assert_ne!(sign(b"secret", 1_700_000_001, b"{}"), sign(b"secret", 1_700_000_000, b"{}"));
+        assert_ne!(
+            sign(b"other", 1_700_000_000, b"{}"),
+            sign(b"secret", 1_700_000_000, b"{}")
+        );
+        assert_ne!(
+            sign(b"secret", 1_700_000_001, b"{}"),
+            sign(b"secret", 1_700_000_000, b"{}")
+        );
     }
 }

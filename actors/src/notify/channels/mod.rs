@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use email::mailbox;
 pub use email::{EmailConfig, SmtpSecurity};
-pub use http::{SIGNATURE_HEADER, TIMESTAMP_HEADER, IDEMPOTENCY_HEADER, sign};
+pub use http::{IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
 pub use render::{render_chat, render_email, render_webhook};
 
 use super::NotificationMessage;
@@ -204,9 +204,7 @@ impl Channels {
         }
         let attempt = async {
             match channel.kind {
-                IntegrationKind::Email => {
-                    email::send(channel, message, id, self.settings).await
-                }
+                IntegrationKind::Email => email::send(channel, message, id, self.settings).await,
                 IntegrationKind::Webhook => {
                     http::send_webhook(&self.http, channel, message, id, now_ms, self.settings)
                         .await
@@ -218,10 +216,9 @@ impl Channels {
         };
         match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt).await {
             Ok(report) => report,
-            Err(_) => SendReport::refused(format!(
-                "no answer within {} s",
-                ATTEMPT_TIMEOUT.as_secs()
-            )),
+            Err(_) => {
+                SendReport::refused(format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs()))
+            }
         }
     }
 }

@@ -30,8 +30,15 @@ fn lines(message: &NotificationMessage) -> Vec<String> {
         .iter()
         .map(|a| {
             let host = a.hostname.as_deref().unwrap_or("-");
-            let state = if a.resolved_at_ms.is_some() { "resolved" } else { "firing" };
-            format!("[{}] {} on {host}: {} ({state})", a.severity, a.rule_name, a.summary)
+            let state = if a.resolved_at_ms.is_some() {
+                "resolved"
+            } else {
+                "firing"
+            };
+            format!(
+                "[{}] {} on {host}: {} ({state})",
+                a.severity, a.rule_name, a.summary
+            )
         })
         .collect();
     let listed = out.len() as u64;
@@ -187,7 +194,9 @@ mod tests {
         assert!(text.contains("… and 1 more"));
         assert!(text.contains(&id.to_string()));
         assert!(html.contains("<h2>[critical] High CPU: &lt;3&gt; agents firing</h2>"));
-        assert!(html.contains("<li>[critical] High CPU on web-0: cpu.percent 97 &gt; 90 (firing)</li>"));
+        assert!(
+            html.contains("<li>[critical] High CPU on web-0: cpu.percent 97 &gt; 90 (firing)</li>")
+        );
         assert!(!html.contains("<3>"));
     }
 
@@ -214,7 +223,12 @@ mod tests {
     fn chat_formats_follow_each_service() {
         let m = message(2, 2);
         let slack = render_chat(IntegrationKind::Slack, &m);
-        assert!(slack["text"].as_str().unwrap().starts_with("*[critical] High CPU"));
+        assert!(
+            slack["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("*[critical] High CPU")
+        );
         let teams = render_chat(IntegrationKind::Teams, &m);
         assert_eq!(teams["@type"], "MessageCard");
         assert_eq!(teams["themeColor"], "D03030");
@@ -225,6 +239,9 @@ mod tests {
         let mut long = message(1, 1);
         long.title = "x".repeat(5000);
         let discord = render_chat(IntegrationKind::Discord, &long);
-        assert_eq!(discord["content"].as_str().unwrap().chars().count(), DISCORD_CONTENT_MAX);
+        assert_eq!(
+            discord["content"].as_str().unwrap().chars().count(),
+            DISCORD_CONTENT_MAX
+        );
     }
 }
