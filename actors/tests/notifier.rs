@@ -6,6 +6,11 @@
 //! parts; receivers the SSRF rules forbid are refused. Time is a `ManualClock`: a retry falls
 //! due when the test moves the clock and wakes the notifier, never by waiting.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "the rig's helpers live outside #[test] functions"
+)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
