@@ -2,7 +2,8 @@
 //! every backend: a receiver that is down, then up, gets the notification once; 500 answers
 //! are retried with backoff and dead-lettered after the last attempt with the error visible,
 //! under one idempotency id; a dead letter queued again is delivered under the same id; a
-//! slow receiver does not hold up another integration; email arrives with plain and HTML
+//! slow receiver does not hold up another integration; an attempt cut off by a crash is sent
+//! again by the next notifier once its claim expires; email arrives with plain and HTML
 //! parts; receivers the SSRF rules forbid are refused. Time is a `ManualClock`: a retry falls
 //! due when the test moves the clock and wakes the notifier, never by waiting.
 
@@ -449,5 +450,51 @@ async fn forbidden_and_malformed_receivers_are_refused_without_the_setting() {
                 .unwrap()
                 .is_empty()
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_attempt_cut_off_by_a_crash_is_sent_again_by_the_next_notifier() {
+    for rig in rigs().await {
+        let hook = WebhookReceiver::start(Some(SECRET.as_bytes()))
+            .await
+            .unwrap();
+        let integration = rig.webhook("ops", hook.url("/hook")).await;
+        let id = rig.enqueue(integration).await;
+        // A notifier claimed the row and died before the attempt ended.
+        let settings = policy(5);
+        let now = rig.domain.now_ms();
+        let mut tx = rig.domain.begin().await.unwrap();
+        let claimed = tx
+            .claim_notification(id, now, now + settings.lease_ms)
+            .await
+            .unwrap()
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(claimed.attempt, 1);
+
+        let notifier = rig.notifier(settings).await;
+        notifier.call(NotifierMsg::Probe, None).await.unwrap();
+        assert_eq!(
+            rig.row(id).await.state,
+            NotificationState::Sending,
+            "claim still held"
+        );
+        assert!(hook.requests().is_empty());
+
+        rig.clock.advance(u64::try_from(settings.lease_ms).unwrap());
+        notifier.cast(NotifierMsg::Wake).unwrap();
+        let delivered = rig
+            .wait_row(id, "delivered after the claim expired", |r| {
+                r.state == NotificationState::Delivered
+            })
+            .await;
+        assert_eq!(delivered.attempts, 2);
+        let got = hook.wait_for(1, WAIT).await.unwrap();
+        assert_eq!(
+            got[0].header("x-reap3r-notification-id"),
+            Some(id.to_string().as_str())
+        );
+        notifier.stop(None);
     }
 }
