@@ -184,6 +184,8 @@ pub struct IntegrationView {
     pub webhook_secret_set: bool,
     /// Whether an incoming-webhook URL is set (it is never shown).
     pub hook_url_set: bool,
+    pub created_at: i64,
+    pub updated_at: Option<i64>,
 }
 
 impl From<Channel> for IntegrationView {
@@ -206,6 +208,8 @@ impl From<Channel> for IntegrationView {
             smtp_password_set: c.secrets.smtp_password.is_some(),
             webhook_secret_set: c.secrets.webhook_secret.is_some(),
             hook_url_set: c.secrets.hook_url.is_some(),
+            created_at: c.created_at,
+            updated_at: c.updated_at,
         }
     }
 }

@@ -161,6 +161,10 @@ async fn alerting_integrations_test_messages_reach_real_receivers() -> Result<()
             changed["webhook_secret_set"] == true,
             "a patch keeps the secret: {changed}"
         );
+        ensure!(
+            changed["updated_at"].as_i64() >= changed["created_at"].as_i64(),
+            "{changed}"
+        );
         api.delete(&format!("/api/alerting/integrations/{webhook_id}"))
             .await?
             .expect(200)?;

@@ -115,6 +115,8 @@ pub struct Channel {
     pub config: ChannelConfig,
     pub secrets: ChannelSecrets,
     pub enabled: bool,
+    pub created_at: i64,
+    pub updated_at: Option<i64>,
 }
 
 impl Channel {
@@ -129,6 +131,8 @@ impl Channel {
             secrets: serde_json::from_str(&row.secrets)
                 .map_err(|e| format!("integration secrets are unreadable: {e}"))?,
             enabled: row.enabled,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
         })
     }
 }
