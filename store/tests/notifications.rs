@@ -8,22 +8,11 @@ use reap3r_store::{
     AttemptEnd, Integration, IntegrationUpdate, NewIntegration, NewNotification,
     NotificationFilter, NotificationState, Store, StoreError, Uuid,
 };
-use reap3r_testkit::TestDatabase;
 
 mod support;
-use support::create_org;
+use support::{T0, create_org, stores};
 
-const T0: i64 = 1_700_000_000_000;
 const LEASE: i64 = 30_000;
-
-async fn stores() -> Result<Vec<(TestDatabase, Store)>> {
-    let mut out = Vec::new();
-    for db in TestDatabase::all().await? {
-        let store = db.open().await?;
-        out.push((db, store));
-    }
-    Ok(out)
-}
 
 async fn integration(store: &Store, org_id: Uuid, name: &str) -> Result<Integration> {
     let mut tx = store.begin().await?;
