@@ -1,6 +1,6 @@
 //! The root supervisor: owns every long-lived actor of a node — the presence writer, the session
 //! supervisor (one actor per live connection), the job supervisor (one actor per active job) and
-//! the notification routing driver —
+//! the notification routing driver and the notifier (which delivers the notification outbox) —
 //! restarts whichever crashes, and runs the shutdown sequence over the node's one drain signal.
 //!
 //! Each child is found through an [`ActorSlot`], so a restarted child is reached by everyone who
@@ -8,7 +8,7 @@
 //! overrides that. A crashed child's own children are stopped by ractor with it: sessions are
 //! dropped (their agents reconnect), job actors are resumed from the database by the new job
 //! supervisor, and the presence writer starts with an empty batch (`last_seen` is refreshed by
-//! the next heartbeats).
+//! the next heartbeats), and the notifier takes over from its outbox rows.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +24,7 @@ use tracing::{error, info, warn};
 use crate::AgentRouter;
 use crate::jobs::JobSupervisorMsg;
 use crate::notify::routing::{RoutingDriver, RoutingSink};
+use crate::notify::{Notifier, NotifierArgs, NotifierMsg};
 use crate::session::mark_offline;
 use crate::slot::ActorSlot;
 use crate::{
@@ -44,6 +45,7 @@ pub enum Subsystem {
     Jobs,
     Sessions,
     Routing,
+    Notifier,
 }
 
 impl Subsystem {
@@ -53,6 +55,7 @@ impl Subsystem {
             Subsystem::Jobs => "job supervisor",
             Subsystem::Sessions => "session supervisor",
             Subsystem::Routing => "notification routing",
+            Subsystem::Notifier => "notifier",
         }
     }
 }
@@ -64,6 +67,7 @@ pub struct Subsystems {
     pub sessions: ActorSlot<SupervisorMsg>,
     /// Where alerting hands alert changes (its driver is the `Routing` child).
     pub routing: RoutingSink,
+    pub notifier: ActorSlot<NotifierMsg>,
 }
 
 pub struct RootArgs {
@@ -72,6 +76,8 @@ pub struct RootArgs {
     /// How job actors reach agents.
     pub router: Arc<dyn AgentRouter>,
     pub subsystems: Subsystems,
+    /// What the notifier delivers with.
+    pub notifier: NotifierArgs,
 }
 
 #[derive(Debug)]
@@ -138,6 +144,11 @@ impl RootState {
             )
             .await?
             .get_cell(),
+            Subsystem::Notifier => {
+                let notifier = Notifier::spawn_linked(self.args.notifier.clone(), cell).await?;
+                self.args.subsystems.notifier.set(notifier.clone());
+                notifier.get_cell()
+            }
         };
         self.children.insert(child.get_id(), which);
         Ok(())
@@ -155,6 +166,7 @@ impl RootState {
                 .driver()
                 .get()
                 .map(|a| a.get_cell()),
+            Subsystem::Notifier => self.args.subsystems.notifier.get().map(|a| a.get_cell()),
         }
     }
 
@@ -201,8 +213,11 @@ impl RootState {
                 .await;
             info!(?closed, "agent sessions closed");
         }
+        // An attempt the notifier has in flight is cut off; its claim expires and the row is
+        // sent again by the next node (receivers drop the duplicate by its idempotency id).
         for which in [
             Subsystem::Routing,
+            Subsystem::Notifier,
             Subsystem::Jobs,
             Subsystem::Sessions,
             Subsystem::Presence,
@@ -241,6 +256,7 @@ impl Actor for RootSupervisor {
             Subsystem::Jobs,
             Subsystem::Sessions,
             Subsystem::Routing,
+            Subsystem::Notifier,
         ] {
             state.spawn(&myself, which).await?;
         }

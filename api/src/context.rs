@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use reap3r_actors::access::AccessSettings;
 pub use reap3r_actors::enrolment::EnrolmentInfo;
+use reap3r_actors::notify::Channels;
 use reap3r_actors::{Clock, Domain, EventBus, FleetStats, JobEngine};
 use reap3r_store::{Store, Uuid};
 
@@ -61,6 +62,8 @@ pub struct ApiContext {
     pub node: Arc<dyn NodeHooks>,
     /// The job engine; `None` where no node runs (spec generation, unit tests).
     pub jobs: Option<JobEngine>,
+    /// Sends integration tests now (the notifier delivers everything else).
+    pub notify: Channels,
 }
 
 impl std::fmt::Debug for ApiContext {

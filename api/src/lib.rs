@@ -27,6 +27,7 @@ use handlers::agents::AgentsApi;
 use handlers::alerting_maintenance::AlertingMaintenanceApi;
 use handlers::alerting_policies::AlertingPoliciesApi;
 use handlers::alerting_silences::AlertingSilencesApi;
+use handlers::alerting_integrations::AlertingIntegrationsApi;
 use handlers::api_keys::ApiKeysApi;
 use handlers::audit::AuditApi;
 use handlers::auth::AuthApi;
@@ -54,6 +55,7 @@ type Apis = (
         AlertingPoliciesApi,
         AlertingSilencesApi,
         AlertingMaintenanceApi,
+        AlertingIntegrationsApi,
     ),
 );
 
@@ -67,6 +69,7 @@ fn service() -> OpenApiService<Apis, ()> {
                 AlertingPoliciesApi,
                 AlertingSilencesApi,
                 AlertingMaintenanceApi,
+                AlertingIntegrationsApi,
             ),
         ),
         "Reap3r API",

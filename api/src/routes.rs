@@ -169,6 +169,38 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/api/api-keys", p(SettingsView)),
     r("POST", "/api/api-keys", p(SettingsUpdate)),
     r("DELETE", "/api/api-keys/{id}", p(SettingsUpdate)),
+    // Alerting: integrations and the notifier's delivery log
+    r(
+        "GET",
+        "/api/alerting/integrations",
+        p(AlertIntegrationManage),
+    ),
+    r(
+        "POST",
+        "/api/alerting/integrations",
+        p(AlertIntegrationManage),
+    ),
+    r(
+        "PATCH",
+        "/api/alerting/integrations/{id}",
+        p(AlertIntegrationManage),
+    ),
+    r(
+        "DELETE",
+        "/api/alerting/integrations/{id}",
+        p(AlertIntegrationManage),
+    ),
+    r("POST", "/api/alerting/integrations/{id}/test", p(AlertTest)),
+    r(
+        "GET",
+        "/api/alerting/notifications",
+        p(AlertIntegrationManage),
+    ),
+    r(
+        "POST",
+        "/api/alerting/notifications/{id}/retry",
+        p(AlertIntegrationManage),
+    ),
     // Audit
     r("GET", "/api/audit-logs", p(AuditView)),
     r("GET", "/api/audit-logs/verify", p(AuditVerify)),

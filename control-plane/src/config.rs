@@ -27,6 +27,9 @@ pub struct Config {
     pub max_concurrent_handshakes: usize,
     /// Seconds past a job's timeout (or a cancel) the server waits for an agent's result.
     pub job_grace_s: u64,
+    /// Let alerting integrations reach loopback, link-local and metadata addresses, and speak
+    /// plain SMTP to a loopback server (local tests only; refused otherwise, against SSRF).
+    pub alerting_allow_loopback: bool,
 }
 
 /// The file form: every field optional, unknown fields refused.
@@ -44,6 +47,7 @@ struct FileConfig {
     shutdown_grace_s: Option<u64>,
     max_concurrent_handshakes: Option<usize>,
     job_grace_s: Option<u64>,
+    alerting_allow_loopback: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +66,7 @@ const ENV_KEYS: &[&str] = &[
     "REAP3R_SHUTDOWN_GRACE_S",
     "REAP3R_MAX_CONCURRENT_HANDSHAKES",
     "REAP3R_JOB_GRACE_S",
+    "REAP3R_ALERTING_ALLOW_LOOPBACK",
 ];
 
 impl Config {
@@ -187,6 +192,19 @@ impl Config {
         if !(1..=3600).contains(&job_grace_s) {
             errors.push("job_grace_s must be between 1 and 3600".into());
         }
+        let alerting_allow_loopback = match env.get("REAP3R_ALERTING_ALLOW_LOOPBACK") {
+            None => file.alerting_allow_loopback.unwrap_or(false),
+            Some(v) => match v.as_str() {
+                "1" | "true" => true,
+                "0" | "false" => false,
+                other => {
+                    errors.push(format!(
+                        "REAP3R_ALERTING_ALLOW_LOOPBACK must be 1, 0, true or false, not {other:?}"
+                    ));
+                    false
+                }
+            },
+        };
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -202,6 +220,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(grace),
             max_concurrent_handshakes,
             job_grace_s,
+            alerting_allow_loopback,
         })
     }
 
@@ -219,6 +238,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(5),
             max_concurrent_handshakes: 256,
             job_grace_s: 2,
+            alerting_allow_loopback: false,
         }
     }
 }

@@ -9,6 +9,7 @@ use poem::listener::{Acceptor, Listener, TcpListener};
 use quinn::Endpoint;
 use ractor::ActorRef;
 use reap3r_actors::jobs::JobSupervisorMsg;
+use reap3r_actors::notify::{Channels, NotifierArgs, NotifierSettings, NotifySettings};
 use reap3r_actors::{
     AgentCommand, AgentRouter, Clock, Domain, Drain, EventBus, FleetContext, FleetSettings,
     FleetStats, JobEngine, JobRouter, LocalRouter, RootArgs, RootMsg, RootSupervisor,
@@ -151,6 +152,10 @@ impl Node {
         let registry = SessionRegistry::default();
         let router: Arc<dyn AgentRouter> = Arc::new(LocalRouter::new(registry.clone()));
         let subsystems = Subsystems::default();
+        let channels = Channels::new(NotifySettings {
+            allow_loopback: config.alerting_allow_loopback,
+        })
+        .map_err(NodeError::Actors)?;
         // The job supervisor resumes jobs left active by the previous run; dispatch waits for
         // agents to connect.
         let root = RootSupervisor::start(RootArgs {
@@ -158,6 +163,11 @@ impl Node {
             registry: registry.clone(),
             router: router.clone(),
             subsystems: subsystems.clone(),
+            notifier: NotifierArgs {
+                domain: ctx.domain(),
+                channels: channels.clone(),
+                settings: NotifierSettings::default(),
+            },
         })
         .await
         .map_err(|e| NodeError::Actors(e.to_string()))?;
@@ -200,6 +210,7 @@ impl Node {
                 router,
                 quic_listening: quic_listening.clone(),
             }),
+            notify: channels,
         };
         let (http, http_addr) = start_http(&config, api.clone(), drain.signal()).await?;
         info!(%http_addr, "HTTP API listening (docs at /docs)");

@@ -14,6 +14,7 @@ mod jobs;
 mod login_events;
 mod migrate;
 mod notify_routing;
+mod notifications;
 mod orgs;
 mod sessions;
 mod tokens;
@@ -47,6 +48,10 @@ pub use login_events::{
     MAX_LOGIN_EVENT_PAGE, NewLoginEvent,
 };
 pub use notify_routing::{RoutingGroupRow, RoutingKind, RoutingRecord, RoutingSent, RoutingWrite};
+pub use notifications::{
+    AttemptEnd, ClaimedNotification, Integration, IntegrationUpdate, MAX_NOTIFICATION_PAGE,
+    NewIntegration, NewNotification, Notification, NotificationFilter, NotificationState,
+};
 pub use orgs::{DEFAULT_ORG_NAME, Org, OrgAssignment};
 pub use sessions::{
     AuthSession, ChallengeCheck, NewAuthSession, REFRESH_REUSE_REASON, RefreshOutcome,

@@ -15,6 +15,10 @@ const SQLITE: &[(i64, &str)] = &[
         6,
         include_str!("../../migrations/sqlite/0006_notify_routing.sql"),
     ),
+    (
+        7,
+        include_str!("../../migrations/sqlite/0007_notifications.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
@@ -23,6 +27,10 @@ const POSTGRES: &[(i64, &str)] = &[
     (
         6,
         include_str!("../../migrations/postgres/0006_notify_routing.sql"),
+    ),
+    (
+        7,
+        include_str!("../../migrations/postgres/0007_notifications.sql"),
     ),
 ];
 

@@ -5,6 +5,7 @@ pub mod agents;
 pub mod alerting_maintenance;
 pub mod alerting_policies;
 pub mod alerting_silences;
+pub mod alerting_integrations;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
@@ -44,7 +45,8 @@ pub enum ApiTags {
     Events,
     /// Jobs run on agents, and their results.
     Jobs,
-    /// Alert routing: notification policies, silences and maintenance windows.
+    /// Alerting: notification policies, silences, maintenance windows, integrations (where
+    /// notifications go) and the delivery log.
     Alerting,
 }
 

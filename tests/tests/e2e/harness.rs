@@ -61,9 +61,15 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(backend: Backend) -> Result<Self> {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Like [`TestServer::start`], with the test's changes to the config.
+    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Result<Self> {
         init();
         let dir = Arc::new(tempfile::tempdir()?);
         let mut config = Config::for_test(&dir.path().join("server"));
+        adjust(&mut config);
         let db = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => Some(

@@ -23,4 +23,5 @@ mod api_tenancy;
 mod api_ws;
 mod clients;
 mod jobs;
+mod notifications;
 mod swagger;

@@ -27,6 +27,8 @@ pub struct ServerProcess {
     quic: String,
     pub http: String,
     heartbeats: Heartbeats,
+    /// More `REAP3R_*` variables for the server (and the CLI).
+    env: Vec<(String, String)>,
     child: Option<tokio::process::Child>,
 }
 
@@ -38,8 +40,15 @@ impl ServerProcess {
             quic: free_port(true)?,
             http: free_port(false)?,
             heartbeats,
+            env: Vec::new(),
             child: None,
         })
+    }
+
+    /// Sets a server variable for every later start (and CLI run).
+    pub fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
     }
 
     /// The SQLite file of this server's data dir (read by tests while the server is down).
@@ -55,6 +64,7 @@ impl ServerProcess {
             .env("REAP3R_LOG", "warn")
             .env_remove("REAP3R_DATABASE_URL")
             .kill_on_drop(true);
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         if self.heartbeats == Heartbeats::Quick {
             cmd.env("REAP3R_HEARTBEAT_INTERVAL_S", "1")
                 .env("REAP3R_JOB_GRACE_S", "2");

@@ -192,9 +192,24 @@ impl RoutingState {
                         integration_id,
                         message,
                     } => {
-                        let id =
-                            outbox::enqueue(&mut tx, message.org_id, integration_id, &message, now)
-                                .await?;
+                        // A policy naming an integration deleted since is skipped, not
+                        // retried: it would fail the whole batch forever.
+                        let id = match outbox::enqueue(
+                            &mut tx,
+                            message.org_id,
+                            integration_id,
+                            &message,
+                            now,
+                        )
+                        .await
+                        {
+                            Ok(id) => id,
+                            Err(crate::DomainError::NotFound(_)) => {
+                                warn!(%policy_id, %integration_id, "policy names a missing integration; not sent");
+                                continue;
+                            }
+                            Err(err) => return Err(err),
+                        };
                         tx.record_routing_sent(&RoutingSent {
                             notification_id: id,
                             org_id: message.org_id,
@@ -238,6 +253,7 @@ impl RoutingState {
         match committed {
             Ok(()) => {
                 self.unsaved.clear();
+                outbox::nudge();
                 if let Some(at) = wake {
                     self.schedule(myself, now, at);
                 }
