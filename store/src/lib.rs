@@ -12,6 +12,7 @@ mod error;
 mod groups;
 mod jobs;
 mod login_events;
+mod metrics;
 mod migrate;
 mod orgs;
 mod sessions;
@@ -44,6 +45,10 @@ pub use jobs::{
 pub use login_events::{
     LoginEvent, LoginEventFilter, MAX_LOGIN_DETAIL_CHARS, MAX_LOGIN_EMAIL_CHARS,
     MAX_LOGIN_EVENT_PAGE, NewLoginEvent,
+};
+pub use metrics::{
+    Agg, FleetFilter, LatestSample, MetricLevel, NewSample, Point, RollupPass, SeriesRow,
+    merge_series,
 };
 pub use orgs::{DEFAULT_ORG_NAME, Org, OrgAssignment};
 pub use sessions::{
