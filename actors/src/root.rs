@@ -1,5 +1,6 @@
-//! The root supervisor: owns every long-lived actor of a node — the presence writer, the session
-//! supervisor (one actor per live connection) and the job supervisor (one actor per active job) —
+//! The root supervisor: owns every long-lived actor of a node — the presence writer, the metrics
+//! writer, the session supervisor (one actor per live connection) and the job supervisor (one
+//! actor per active job) —
 //! restarts whichever crashes, and runs the shutdown sequence over the node's one drain signal.
 //!
 //! Each child is found through an [`ActorSlot`], so a restarted child is reached by everyone who
@@ -22,6 +23,7 @@ use tracing::{error, info, warn};
 
 use crate::AgentRouter;
 use crate::jobs::JobSupervisorMsg;
+use crate::metrics::{MetricsWriter, MetricsWriterArgs, SampleSink};
 use crate::session::mark_offline;
 use crate::slot::ActorSlot;
 use crate::{
@@ -39,6 +41,7 @@ const RESTART_BACKOFF: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Subsystem {
     Presence,
+    Metrics,
     Jobs,
     Sessions,
 }
@@ -47,6 +50,7 @@ impl Subsystem {
     fn name(self) -> &'static str {
         match self {
             Subsystem::Presence => "presence writer",
+            Subsystem::Metrics => "metrics writer",
             Subsystem::Jobs => "job supervisor",
             Subsystem::Sessions => "session supervisor",
         }
@@ -66,6 +70,8 @@ pub struct RootArgs {
     /// How job actors reach agents.
     pub router: Arc<dyn AgentRouter>,
     pub subsystems: Subsystems,
+    /// Handed every committed flush of metrics samples (alert evaluation).
+    pub sample_sinks: Vec<Arc<dyn SampleSink>>,
 }
 
 #[derive(Debug)]
@@ -111,6 +117,19 @@ impl RootState {
                 self.args.subsystems.presence.set(presence.clone());
                 presence.get_cell()
             }
+            Subsystem::Metrics => MetricsWriter::spawn_linked(
+                MetricsWriterArgs {
+                    store: ctx.store.clone(),
+                    clock: ctx.clock.clone(),
+                    settings: ctx.settings.metrics.clone(),
+                    intake: ctx.metrics.clone(),
+                    sinks: self.args.sample_sinks.clone(),
+                    stats: ctx.stats.clone(),
+                },
+                cell,
+            )
+            .await?
+            .get_cell(),
             Subsystem::Jobs => JobSupervisor::spawn_linked(ctx, self.args.router.clone(), cell)
                 .await?
                 .get_cell(),
@@ -135,6 +154,13 @@ impl RootState {
             Subsystem::Presence => self.args.subsystems.presence.get().map(|a| a.get_cell()),
             Subsystem::Sessions => self.args.subsystems.sessions.get().map(|a| a.get_cell()),
             Subsystem::Jobs => self.args.ctx.jobs.get().map(|a| a.get_cell()),
+            Subsystem::Metrics => self
+                .args
+                .ctx
+                .metrics
+                .writer_slot()
+                .get()
+                .map(|a| a.get_cell()),
         }
     }
 
@@ -181,9 +207,15 @@ impl RootState {
                 .await;
             info!(?closed, "agent sessions closed");
         }
-        for which in [Subsystem::Jobs, Subsystem::Sessions, Subsystem::Presence] {
+        for which in [
+            Subsystem::Jobs,
+            Subsystem::Sessions,
+            Subsystem::Presence,
+            Subsystem::Metrics,
+        ] {
             if let Some(child) = self.child(which) {
-                // The presence writer's post_stop flushes; the supervisors hold nothing unsaved.
+                // The presence and metrics writers' post_stop flush; the supervisors hold
+                // nothing unsaved. Metrics stop last: sessions may have queued samples.
                 if let Err(err) = child
                     .stop_and_wait(None, Some(Duration::from_secs(5)))
                     .await
@@ -211,7 +243,12 @@ impl Actor for RootSupervisor {
             restarts: HashMap::new(),
             stopping: false,
         };
-        for which in [Subsystem::Presence, Subsystem::Jobs, Subsystem::Sessions] {
+        for which in [
+            Subsystem::Presence,
+            Subsystem::Metrics,
+            Subsystem::Jobs,
+            Subsystem::Sessions,
+        ] {
             state.spawn(&myself, which).await?;
         }
         Ok(state)

@@ -30,6 +30,7 @@ use handlers::auth::AuthApi;
 use handlers::groups::{CompaniesApi, FoldersApi, SitesApi, TagsApi};
 use handlers::health::HealthApi;
 use handlers::jobs::JobsApi;
+use handlers::metrics::MetricsApi;
 use handlers::orgs::OrgsApi;
 use handlers::tokens::TokensApi;
 use handlers::users::UsersApi;
@@ -47,6 +48,7 @@ type Apis = (
     (HealthApi, AuthApi, UsersApi, OrgsApi, EventsApi),
     (SitesApi, CompaniesApi, FoldersApi, TagsApi),
     (AgentsApi, TokensApi, ApiKeysApi, AuditApi, JobsApi),
+    MetricsApi,
 );
 
 fn service() -> OpenApiService<Apis, ()> {
@@ -55,6 +57,7 @@ fn service() -> OpenApiService<Apis, ()> {
             (HealthApi, AuthApi, UsersApi, OrgsApi, EventsApi),
             (SitesApi, CompaniesApi, FoldersApi, TagsApi),
             (AgentsApi, TokensApi, ApiKeysApi, AuditApi, JobsApi),
+            MetricsApi,
         ),
         "Reap3r API",
         env!("CARGO_PKG_VERSION"),

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod groups;
 pub mod health;
 pub mod jobs;
+pub mod metrics;
 pub mod orgs;
 pub mod tokens;
 pub mod users;
@@ -41,6 +42,8 @@ pub enum ApiTags {
     Events,
     /// Jobs run on agents, and their results.
     Jobs,
+    /// Agent metrics: series, CSV export and fleet views.
+    Metrics,
 }
 
 /// Page size: default 100, between 1 and `max`.
