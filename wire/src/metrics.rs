@@ -23,8 +23,14 @@ pub const MAX_NAME_LEN: usize = 128;
 pub const MAX_BATCH_SAMPLES: usize = 30;
 
 /// A `Vec` of at most `N` items. Decoding refuses a longer length prefix before allocating.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capped<T, const N: usize>(Vec<T>);
+
+impl<T, const N: usize> Default for Capped<T, N> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
 
 impl<T, const N: usize> Capped<T, N> {
     /// Keeps the first `N` items.
