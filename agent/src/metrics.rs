@@ -126,16 +126,21 @@ pub(crate) async fn sample_forever(outbox: Outbox, mut interval: watch::Receiver
     loop {
         let secs = *interval.borrow_and_update();
         lock(&outbox.buffer).set_interval(secs);
-        let sleep = tokio::time::sleep(Duration::from_secs(u64::from(secs.max(1))));
-        tokio::select! {
-            _ = sleep => {
-                let sample = sampler.metrics(now_ms());
-                lock(&outbox.buffer).push(sample);
-                outbox.ready.notify_one();
-            }
-            changed = interval.changed() => {
-                if changed.is_err() {
-                    return;
+        let period = Duration::from_secs(u64::from(secs.max(1)));
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {
+                    let sample = sampler.metrics(now_ms());
+                    lock(&outbox.buffer).push(sample);
+                    outbox.ready.notify_one();
+                }
+                changed = interval.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    break;
                 }
             }
         }

@@ -225,7 +225,7 @@ pub async fn run(opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> Resul
                 _ = session.shutdown.changed() => break,
                 Some(req) = session.config_rx.recv() => {
                     let applied = apply_config(session.identity, session.store, req.config);
-                    session.metrics_interval.send_replace(session.identity.config.metrics_interval_s);
+                    follow_interval(&session.metrics_interval, session.identity.config.metrics_interval_s);
                     let _ = req.reply.send(applied.map(|_| session.identity.config).map_err(|e| e.to_string()));
                 }
             }
@@ -309,8 +309,7 @@ impl Session<'_> {
         if let Err(err) = apply_config(identity, self.store, config) {
             warn!(%err, "could not persist config");
         }
-        self.metrics_interval
-            .send_replace(identity.config.metrics_interval_s);
+        follow_interval(&self.metrics_interval, identity.config.metrics_interval_s);
         info!(
             heartbeat_s = identity.config.heartbeat_interval_s,
             "connected"
@@ -365,7 +364,7 @@ impl Session<'_> {
                                     warn!(%err, "could not persist config");
                                 }
                                 heartbeat = interval(identity.config.heartbeat_interval_s);
-                                self.metrics_interval.send_replace(identity.config.metrics_interval_s);
+                                follow_interval(&self.metrics_interval, identity.config.metrics_interval_s);
                             }
                             Effect::CancelJob { job_id } => self.engine.cancel(job_id),
                             Effect::Acked { job_id, kept } => {
@@ -393,7 +392,7 @@ impl Session<'_> {
                     // A config_update job: applied like a ConfigUpdate message.
                     let applied = apply_config(identity, self.store, req.config);
                     heartbeat = interval(identity.config.heartbeat_interval_s);
-                    self.metrics_interval.send_replace(identity.config.metrics_interval_s);
+                    follow_interval(&self.metrics_interval, identity.config.metrics_interval_s);
                     let _ = req.reply.send(applied.map(|_| identity.config).map_err(|e| e.to_string()));
                 }
                 _ = self.shutdown.changed() => {
@@ -471,6 +470,16 @@ fn apply_config(
         store.save(identity)?;
     }
     Ok(())
+}
+
+/// Tells the sampler a new metrics interval, only if it changed (a reconnect that repeats the
+/// same config must not move the sampling phase).
+fn follow_interval(tx: &watch::Sender<u32>, seconds: u32) {
+    tx.send_if_modified(|current| {
+        let changed = *current != seconds;
+        *current = seconds;
+        changed
+    });
 }
 
 fn interval(seconds: u32) -> tokio::time::Interval {

@@ -61,9 +61,16 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(backend: Backend) -> Result<Self> {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Like [`TestServer::start`], with the test config changed by `configure` first (kept
+    /// for restarts).
+    pub async fn start_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> Result<Self> {
         init();
         let dir = Arc::new(tempfile::tempdir()?);
         let mut config = Config::for_test(&dir.path().join("server"));
+        configure(&mut config);
         let db = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => Some(

@@ -22,4 +22,5 @@ mod api_tenancy;
 mod api_ws;
 mod clients;
 mod jobs;
+mod metrics;
 mod swagger;
