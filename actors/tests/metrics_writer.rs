@@ -8,8 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use reap3r_actors::metrics::{
-    AgentSample, Metric, MetricsIntake, MetricsSettings, MetricsWriterArgs, SampleSink,
-    SeriesValue,
+    AgentSample, Metric, MetricsIntake, MetricsSettings, MetricsWriterArgs, SampleSink, SeriesValue,
 };
 use reap3r_actors::*;
 use reap3r_store::{MetricLevel, Uuid};
@@ -40,7 +39,11 @@ fn sample(org: Uuid, agent: Uuid, at: i64, cpu: f64) -> AgentSample {
     }
 }
 
-async fn writer(db: &TestDatabase, flush_max: usize, capacity: usize) -> (MetricsWriterArgs, Arc<Recorder>, ManualClock) {
+async fn writer(
+    db: &TestDatabase,
+    flush_max: usize,
+    capacity: usize,
+) -> (MetricsWriterArgs, Arc<Recorder>, ManualClock) {
     let store = db.open().await.unwrap();
     let clock = ManualClock::new(T0 as u64);
     let recorder = Arc::new(Recorder::default());
@@ -67,7 +70,9 @@ async fn flushes_are_batched_bounded_and_handed_to_sinks_once() {
         let org = w.store.default_org(0).await.unwrap().id;
         let agent = Uuid::new_v4();
         // 300 offered, 250 fit: 50 dropped and counted.
-        let queued = w.intake.offer((0..300).map(|i| sample(org, agent, T0 + i * 1000, i as f64)));
+        let queued = w
+            .intake
+            .offer((0..300).map(|i| sample(org, agent, T0 + i * 1000, i as f64)));
         assert_eq!((queued, w.intake.dropped()), (250, 50));
         assert_eq!(w.flush().await, 100);
         assert_eq!(w.flush().await, 100);
@@ -77,11 +82,16 @@ async fn flushes_are_batched_bounded_and_handed_to_sinks_once() {
         assert_eq!(w.stats.metrics_flushes.load(Ordering::Relaxed), 3);
         assert_eq!(w.stats.metrics_stored.load(Ordering::Relaxed), 250);
         assert_eq!(w.stats.metrics_dropped.load(Ordering::Relaxed), 50);
-        let rows = w.store.metric_rows(org, agent, MetricLevel::Raw, 0, i64::MAX, 1000).await.unwrap();
+        let rows = w
+            .store
+            .metric_rows(org, agent, MetricLevel::Raw, 0, i64::MAX, 1000)
+            .await
+            .unwrap();
         assert_eq!(rows.len(), 250);
         assert_eq!(rows[249].series[0].last, 249.0);
         // A replay (the agent resends after a reconnect) is not stored nor handed on again.
-        w.intake.offer((0..10).map(|i| sample(org, agent, T0 + i * 1000, 0.0)));
+        w.intake
+            .offer((0..10).map(|i| sample(org, agent, T0 + i * 1000, 0.0)));
         assert_eq!(w.flush().await, 10);
         assert_eq!(recorder.0.lock().unwrap().len(), 3);
         assert_eq!(w.stats.metrics_stored.load(Ordering::Relaxed), 250);
@@ -96,7 +106,10 @@ async fn maintenance_rolls_up_and_late_samples_join_finished_buckets() {
         let agent = Uuid::new_v4();
         // The first tick sets the marks at the current time.
         w.maintain().await.unwrap();
-        w.intake.offer([sample(org, agent, T0 + 1_000, 10.0), sample(org, agent, T0 + 61_000, 30.0)]);
+        w.intake.offer([
+            sample(org, agent, T0 + 1_000, 10.0),
+            sample(org, agent, T0 + 61_000, 30.0),
+        ]);
         w.flush().await;
         clock.advance(3 * 60_000);
         w.maintain().await.unwrap();
@@ -112,11 +125,17 @@ async fn maintenance_rolls_up_and_late_samples_join_finished_buckets() {
                     .collect::<Vec<_>>()
             }
         };
-        assert_eq!(minute(&w).await, vec![(T0, 1, 10.0), (T0 + 60_000, 1, 30.0)]);
+        assert_eq!(
+            minute(&w).await,
+            vec![(T0, 1, 10.0), (T0 + 60_000, 1, 30.0)]
+        );
         // A buffered sample of minute 0 arrives now: merged into the finished bucket.
         w.intake.offer([sample(org, agent, T0 + 2_000, 50.0)]);
         w.flush().await;
-        assert_eq!(minute(&w).await, vec![(T0, 2, 50.0), (T0 + 60_000, 1, 30.0)]);
+        assert_eq!(
+            minute(&w).await,
+            vec![(T0, 2, 50.0), (T0 + 60_000, 1, 30.0)]
+        );
         assert_eq!(w.stats.metrics_late_buckets.load(Ordering::Relaxed), 1);
     }
 }

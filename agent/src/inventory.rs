@@ -107,7 +107,7 @@ impl Sampler {
                     .collect()
             })
             .unwrap_or_default();
-        mounts.sort_by(|a, b| b.total_bytes.cmp(&a.total_bytes));
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.total_bytes));
         let mut interfaces: Vec<InterfaceCounters> = Networks::new_with_refreshed_list()
             .map(|n| {
                 n.iter()

@@ -263,7 +263,10 @@ mod tests {
             if batch.is_empty() {
                 break;
             }
-            let mut taken = Taken { outbox: &outbox, batch: Some(batch) };
+            let mut taken = Taken {
+                outbox: &outbox,
+                batch: Some(batch),
+            };
             let message = message_for(taken.batch.clone().unwrap());
             if fail_once {
                 fail_once = false;

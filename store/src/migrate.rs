@@ -17,7 +17,10 @@ const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_access.sql")),
     (3, include_str!("../../migrations/postgres/0003_jobs.sql")),
-    (4, include_str!("../../migrations/postgres/0004_metrics.sql")),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_metrics.sql"),
+    ),
 ];
 
 /// Advisory-lock key that serialises migrations across processes on PostgreSQL ("R3MIGRAT").

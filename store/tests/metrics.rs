@@ -1,6 +1,7 @@
 //! Metrics storage on every available backend: the batched insert (replays skipped), rollups
 //! across bucket edges (min/avg/max/last/count), incremental passes that read only new rows,
 //! late samples merged into finished buckets, expiry in bounded chunks, and fleet reads.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use anyhow::Result;
 use reap3r_store::{
@@ -59,8 +60,16 @@ fn sample(org: Uuid, agent: Uuid, at: i64, cpu: f64, disk: f64) -> NewSample {
         agent_id: agent,
         taken_at_ms: at,
         points: vec![
-            Point { code: 0, label: String::new(), value: cpu },
-            Point { code: 9, label: "/".into(), value: disk },
+            Point {
+                code: 0,
+                label: String::new(),
+                value: cpu,
+            },
+            Point {
+                code: 9,
+                label: "/".into(),
+                value: disk,
+            },
         ],
     }
 }
@@ -72,7 +81,11 @@ async fn insert(store: &Store, samples: &[NewSample]) -> Result<Vec<usize>> {
     Ok(stored)
 }
 
-async fn pass(store: &Store, level: MetricLevel, closed_before: i64) -> Result<reap3r_store::RollupPass> {
+async fn pass(
+    store: &Store,
+    level: MetricLevel,
+    closed_before: i64,
+) -> Result<reap3r_store::RollupPass> {
     let mut tx = store.begin().await?;
     let done = tx.roll_up_metrics(level, closed_before, 100).await?;
     tx.commit().await?;
@@ -80,7 +93,12 @@ async fn pass(store: &Store, level: MetricLevel, closed_before: i64) -> Result<r
 }
 
 /// (count, min, avg, max, last) of code 0 in each row of `level` for `agent`.
-async fn cpu_rows(store: &Store, org: Uuid, agent: Uuid, level: MetricLevel) -> Result<Vec<(i64, u64, f64, f64, f64, f64)>> {
+async fn cpu_rows(
+    store: &Store,
+    org: Uuid,
+    agent: Uuid,
+    level: MetricLevel,
+) -> Result<Vec<(i64, u64, f64, f64, f64, f64)>> {
     Ok(store
         .metric_rows(org, agent, level, 0, i64::MAX, 1000)
         .await?
@@ -102,16 +120,28 @@ async fn batched_insert_skips_replays_and_duplicates() -> Result<()> {
             sample(org, a, T0 + 10_000, 2.0, 10.0),
             sample(org, a, T0, 9.0, 10.0),
         ];
-        assert_eq!(insert(&store, &batch).await?, vec![0, 1], "[{}]", store.backend());
+        assert_eq!(
+            insert(&store, &batch).await?,
+            vec![0, 1],
+            "[{}]",
+            store.backend()
+        );
         // The agent replays after a reconnect: nothing is stored twice.
         assert_eq!(insert(&store, &batch[..2]).await?, Vec::<usize>::new());
-        let rows = store.metric_rows(org, a, MetricLevel::Raw, T0, T0 + MIN, 10).await?;
+        let rows = store
+            .metric_rows(org, a, MetricLevel::Raw, T0, T0 + MIN, 10)
+            .await?;
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].series[0].last, 1.0);
         assert_eq!(rows[0].series[1].label, "/");
         // Another org sees nothing.
         let other = create_org(&store, "other", T0).await?.id;
-        assert!(store.metric_rows(other, a, MetricLevel::Raw, 0, i64::MAX, 10).await?.is_empty());
+        assert!(
+            store
+                .metric_rows(other, a, MetricLevel::Raw, 0, i64::MAX, 10)
+                .await?
+                .is_empty()
+        );
     }
     Ok(())
 }
@@ -127,17 +157,29 @@ async fn rollups_are_exact_across_bucket_edges_and_incremental() -> Result<()> {
             pass(&store, level, T0).await?;
         }
         // Minute 0: 10 @0s, 30 @30s, 20 @59.999s; minute 1: 50 @60s (on the edge), 40 @119s.
-        insert(&store, &[
-            sample(org, a, T0, 10.0, 1.0),
-            sample(org, a, T0 + 30_000, 30.0, 2.0),
-            sample(org, a, T0 + MIN - 1, 20.0, 3.0),
-            sample(org, a, T0 + MIN, 50.0, 4.0),
-            sample(org, a, T0 + 2 * MIN - 1_000, 40.0, 5.0),
-        ]).await?;
+        insert(
+            &store,
+            &[
+                sample(org, a, T0, 10.0, 1.0),
+                sample(org, a, T0 + 30_000, 30.0, 2.0),
+                sample(org, a, T0 + MIN - 1, 20.0, 3.0),
+                sample(org, a, T0 + MIN, 50.0, 4.0),
+                sample(org, a, T0 + 2 * MIN - 1_000, 40.0, 5.0),
+            ],
+        )
+        .await?;
         // Only minute 0 is closed at T0 + 1m + 30s.
         let first = pass(&store, MetricLevel::Minute, T0 + MIN + 30_000).await?;
-        assert_eq!((first.rows_read, first.buckets_written, first.done_until), (3, 1, T0 + MIN), "[{b}]");
-        assert_eq!(cpu_rows(&store, org, a, MetricLevel::Minute).await?, vec![(T0, 3, 10.0, 20.0, 30.0, 20.0)], "[{b}]");
+        assert_eq!(
+            (first.rows_read, first.buckets_written, first.done_until),
+            (3, 1, T0 + MIN),
+            "[{b}]"
+        );
+        assert_eq!(
+            cpu_rows(&store, org, a, MetricLevel::Minute).await?,
+            vec![(T0, 3, 10.0, 20.0, 30.0, 20.0)],
+            "[{b}]"
+        );
         // The second pass reads only minute 1's rows, not minute 0's again.
         let second = pass(&store, MetricLevel::Minute, T0 + 5 * MIN).await?;
         assert_eq!((second.rows_read, second.buckets_written), (2, 1), "[{b}]");
@@ -146,7 +188,10 @@ async fn rollups_are_exact_across_bucket_edges_and_incremental() -> Result<()> {
         assert_eq!(third.rows_read, 0, "[{b}]");
         assert_eq!(
             cpu_rows(&store, org, a, MetricLevel::Minute).await?,
-            vec![(T0, 3, 10.0, 20.0, 30.0, 20.0), (T0 + MIN, 2, 40.0, 45.0, 50.0, 40.0)],
+            vec![
+                (T0, 3, 10.0, 20.0, 30.0, 20.0),
+                (T0 + MIN, 2, 40.0, 45.0, 50.0, 40.0)
+            ],
             "[{b}]"
         );
         // 5 m from the 1 m rows: the bucket [T0 - 40s .. ) holding both minutes.
@@ -156,11 +201,18 @@ async fn rollups_are_exact_across_bucket_edges_and_incremental() -> Result<()> {
         let rows = cpu_rows(&store, org, a, five).await?;
         assert_eq!(rows.len(), 1, "[{b}]");
         let (at, count, min, avg, max, last) = rows[0];
-        assert_eq!((at, count, min, max, last), (five.bucket_of(T0), 5, 10.0, 50.0, 40.0), "[{b}]");
+        assert_eq!(
+            (at, count, min, max, last),
+            (five.bucket_of(T0), 5, 10.0, 50.0, 40.0),
+            "[{b}]"
+        );
         assert!((avg - 30.0).abs() < 1e-9, "[{b}] avg {avg}");
         // 1 h cannot pass 5 m's mark.
         let h = pass(&store, MetricLevel::Hour, T0 + 100 * MIN).await?;
-        assert!(h.done_until <= MetricLevel::Hour.bucket_of(p5.done_until), "[{b}]");
+        assert!(
+            h.done_until <= MetricLevel::Hour.bucket_of(p5.done_until),
+            "[{b}]"
+        );
     }
     Ok(())
 }
@@ -183,16 +235,29 @@ async fn late_samples_merge_into_finished_buckets() -> Result<()> {
         let mut tx = store.begin().await?;
         let marks = tx.metric_rollup_marks().await?;
         assert_eq!(marks[&MetricLevel::Minute], T0 + 3 * MIN);
-        assert_eq!(tx.merge_late_metric_samples(MetricLevel::Minute, &[&late]).await?, 1);
+        assert_eq!(
+            tx.merge_late_metric_samples(MetricLevel::Minute, &[&late])
+                .await?,
+            1
+        );
         tx.commit().await?;
-        assert_eq!(cpu_rows(&store, org, a, MetricLevel::Minute).await?, vec![(T0, 2, 10.0, 40.0, 70.0, 70.0)], "[{b}]");
+        assert_eq!(
+            cpu_rows(&store, org, a, MetricLevel::Minute).await?,
+            vec![(T0, 2, 10.0, 40.0, 70.0, 70.0)],
+            "[{b}]"
+        );
         // An older-than-last late value does not become `last`.
         let older = sample(org, a, T0, 5.0, 1.0);
         insert(&store, std::slice::from_ref(&older)).await?;
         let mut tx = store.begin().await?;
-        tx.merge_late_metric_samples(MetricLevel::Minute, &[&older]).await?;
+        tx.merge_late_metric_samples(MetricLevel::Minute, &[&older])
+            .await?;
         tx.commit().await?;
-        assert_eq!(cpu_rows(&store, org, a, MetricLevel::Minute).await?, vec![(T0, 3, 5.0, 85.0 / 3.0, 70.0, 70.0)], "[{b}]");
+        assert_eq!(
+            cpu_rows(&store, org, a, MetricLevel::Minute).await?,
+            vec![(T0, 3, 5.0, 85.0 / 3.0, 70.0, 70.0)],
+            "[{b}]"
+        );
     }
     Ok(())
 }
@@ -203,7 +268,9 @@ async fn expiry_deletes_bounded_chunks_below_the_cutoff() -> Result<()> {
         let b = store.backend();
         let org = create_org(&store, "m", T0).await?.id;
         let a = agent(&store, org, "exp").await?;
-        let samples: Vec<_> = (0..10).map(|i| sample(org, a, T0 + i * MIN, 1.0, 1.0)).collect();
+        let samples: Vec<_> = (0..10)
+            .map(|i| sample(org, a, T0 + i * MIN, 1.0, 1.0))
+            .collect();
         insert(&store, &samples).await?;
         let expire = |cutoff: i64, chunk: i64| {
             let store = store.clone();
@@ -220,7 +287,9 @@ async fn expiry_deletes_bounded_chunks_below_the_cutoff() -> Result<()> {
         assert_eq!(expire(cutoff, 2 * MIN).await?, 2, "[{b}]");
         assert_eq!(expire(cutoff, 2 * MIN).await?, 2, "[{b}]");
         assert_eq!(expire(cutoff, 2 * MIN).await?, 0, "[{b}]");
-        let left = store.metric_rows(org, a, MetricLevel::Raw, 0, i64::MAX, 100).await?;
+        let left = store
+            .metric_rows(org, a, MetricLevel::Raw, 0, i64::MAX, 100)
+            .await?;
         assert_eq!(left.first().map(|r| r.at_ms), Some(cutoff), "[{b}]");
         assert_eq!(left.len(), 4, "[{b}]");
     }
@@ -232,16 +301,41 @@ async fn fleet_reads_the_latest_sample_per_agent_filtered_by_folder_and_tag() ->
     for (_db, store) in stores().await? {
         let b = store.backend();
         let org = create_org(&store, "m", T0).await?.id;
-        let (x, y) = (agent(&store, org, "x").await?, agent(&store, org, "y").await?);
-        insert(&store, &[
-            sample(org, x, T0, 10.0, 1.0),
-            sample(org, x, T0 + MIN, 90.0, 1.0),
-            sample(org, y, T0, 50.0, 1.0),
-        ]).await?;
-        let group = |name: &str| NewGroup { name: name.into(), description: None, parent_id: None };
-        let folder = create_group(&store, GroupKind::Folder, org, &group("f"), T0).await?.id;
-        let tag = create_group(&store, GroupKind::Tag, org, &group("t"), T0).await?.id;
-        move_agent(&store, org, y, &AgentPlacement { folder_id: Some(Some(folder)), site_id: None, company_id: None }).await?;
+        let (x, y) = (
+            agent(&store, org, "x").await?,
+            agent(&store, org, "y").await?,
+        );
+        insert(
+            &store,
+            &[
+                sample(org, x, T0, 10.0, 1.0),
+                sample(org, x, T0 + MIN, 90.0, 1.0),
+                sample(org, y, T0, 50.0, 1.0),
+            ],
+        )
+        .await?;
+        let group = |name: &str| NewGroup {
+            name: name.into(),
+            description: None,
+            parent_id: None,
+        };
+        let folder = create_group(&store, GroupKind::Folder, org, &group("f"), T0)
+            .await?
+            .id;
+        let tag = create_group(&store, GroupKind::Tag, org, &group("t"), T0)
+            .await?
+            .id;
+        move_agent(
+            &store,
+            org,
+            y,
+            &AgentPlacement {
+                folder_id: Some(Some(folder)),
+                site_id: None,
+                company_id: None,
+            },
+        )
+        .await?;
         tag_agent(&store, org, x, tag).await?;
         let latest = |filter: FleetFilter| {
             let store = store.clone();
@@ -256,11 +350,36 @@ async fn fleet_reads_the_latest_sample_per_agent_filtered_by_folder_and_tag() ->
                 anyhow::Ok(got)
             }
         };
-        assert_eq!(latest(FleetFilter::default()).await?, vec![("x".into(), T0 + MIN, 90.0), ("y".into(), T0, 50.0)], "[{b}]");
-        assert_eq!(latest(FleetFilter { folder_id: Some(folder), tag_id: None }).await?, vec![("y".into(), T0, 50.0)], "[{b}]");
-        assert_eq!(latest(FleetFilter { folder_id: None, tag_id: Some(tag) }).await?, vec![("x".into(), T0 + MIN, 90.0)], "[{b}]");
+        assert_eq!(
+            latest(FleetFilter::default()).await?,
+            vec![("x".into(), T0 + MIN, 90.0), ("y".into(), T0, 50.0)],
+            "[{b}]"
+        );
+        assert_eq!(
+            latest(FleetFilter {
+                folder_id: Some(folder),
+                tag_id: None
+            })
+            .await?,
+            vec![("y".into(), T0, 50.0)],
+            "[{b}]"
+        );
+        assert_eq!(
+            latest(FleetFilter {
+                folder_id: None,
+                tag_id: Some(tag)
+            })
+            .await?,
+            vec![("x".into(), T0 + MIN, 90.0)],
+            "[{b}]"
+        );
         let other = create_org(&store, "other", T0).await?.id;
-        assert!(store.latest_metric_samples(other, &FleetFilter::default(), 0).await?.is_empty());
+        assert!(
+            store
+                .latest_metric_samples(other, &FleetFilter::default(), 0)
+                .await?
+                .is_empty()
+        );
     }
     Ok(())
 }

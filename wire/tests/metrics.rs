@@ -54,7 +54,11 @@ fn a_full_batch_at_every_cap_fits_in_one_frame() {
     };
     let mut out = OutboundSession::new([1; 16], [2; 16], SigningKey::from_bytes(&[3; 32]));
     let env = out.seal(Message::MetricsBatch(full.clone()), 0);
-    assert!(env.len() <= MAX_FRAME_LEN, "{} > {MAX_FRAME_LEN}", env.len());
+    assert!(
+        env.len() <= MAX_FRAME_LEN,
+        "{} > {MAX_FRAME_LEN}",
+        env.len()
+    );
     assert_eq!(MetricsBatch::decode(&full.encode()), Ok(full));
 }
 
@@ -63,10 +67,17 @@ fn truncation_keeps_the_caps_and_char_boundaries() {
     let s = sample(MAX_MOUNTS + 5, MAX_INTERFACES + 5);
     assert_eq!(s.mounts.len(), MAX_MOUNTS);
     assert_eq!(s.interfaces.len(), MAX_INTERFACES);
-    assert!(s.mounts.iter().all(|m| m.mount.as_str().len() == MAX_NAME_LEN));
+    assert!(
+        s.mounts
+            .iter()
+            .all(|m| m.mount.as_str().len() == MAX_NAME_LEN)
+    );
     // A 3-byte char straddling the cap is dropped whole.
     let name = format!("{}€", "a".repeat(MAX_NAME_LEN - 1));
-    assert_eq!(Name::truncated(&name).as_str(), "a".repeat(MAX_NAME_LEN - 1));
+    assert_eq!(
+        Name::truncated(&name).as_str(),
+        "a".repeat(MAX_NAME_LEN - 1)
+    );
 }
 
 #[test]
@@ -76,12 +87,18 @@ fn too_many_samples_in_a_batch_is_refused() {
         items: vec![sample(0, 0); MAX_BATCH_SAMPLES + 1],
     };
     let bytes = postcard::to_allocvec(&over).unwrap();
-    assert!(matches!(MetricsBatch::decode(&bytes), Err(WireError::Body(_))));
+    assert!(matches!(
+        MetricsBatch::decode(&bytes),
+        Err(WireError::Body(_))
+    ));
     let at_cap = Uncapped {
         items: vec![sample(0, 0); MAX_BATCH_SAMPLES],
     };
     let bytes = postcard::to_allocvec(&at_cap).unwrap();
-    assert_eq!(MetricsBatch::decode(&bytes).unwrap().samples.len(), MAX_BATCH_SAMPLES);
+    assert_eq!(
+        MetricsBatch::decode(&bytes).unwrap().samples.len(),
+        MAX_BATCH_SAMPLES
+    );
 }
 
 #[test]
@@ -89,12 +106,21 @@ fn a_huge_length_prefix_is_refused_without_allocating() {
     // varint u32::MAX samples, then nothing: a decoder that trusted the prefix would try to
     // reserve gigabytes; this one refuses at the prefix.
     let bytes = [0xff, 0xff, 0xff, 0xff, 0x0f];
-    assert!(matches!(MetricsBatch::decode(&bytes), Err(WireError::Body(_))));
+    assert!(matches!(
+        MetricsBatch::decode(&bytes),
+        Err(WireError::Body(_))
+    ));
 }
 
 #[test]
 fn too_many_mounts_or_a_long_name_is_refused() {
-    let mut batch = MetricsBatch::decode(&MetricsBatch { samples: Capped::truncated(vec![sample(1, 1)]) }.encode()).unwrap();
+    let mut batch = MetricsBatch::decode(
+        &MetricsBatch {
+            samples: Capped::truncated(vec![sample(1, 1)]),
+        }
+        .encode(),
+    )
+    .unwrap();
     assert_eq!(batch.samples.len(), 1);
     // Re-encode by hand with 33 mounts and with a 129-byte name.
     #[derive(Serialize)]

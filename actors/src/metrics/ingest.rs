@@ -99,7 +99,11 @@ pub fn series_of(s: &MetricsSample) -> Vec<SeriesValue> {
             value,
         })
     };
-    push(Metric::CpuPercent, "", f64::from(s.cpu_centipercent) / 100.0);
+    push(
+        Metric::CpuPercent,
+        "",
+        f64::from(s.cpu_centipercent) / 100.0,
+    );
     push(Metric::Load1, "", f64::from(s.load1_centi) / 100.0);
     push(Metric::Load5, "", f64::from(s.load5_centi) / 100.0);
     push(Metric::Load15, "", f64::from(s.load15_centi) / 100.0);
@@ -192,8 +196,16 @@ mod tests {
             swap_used_bytes: 0,
             swap_total_bytes: 0,
             mounts: Capped::truncated(vec![
-                MountUsage { mount: Name::truncated("/"), used_bytes: 3, total_bytes: 4 },
-                MountUsage { mount: Name::truncated("/"), used_bytes: 9, total_bytes: 9 },
+                MountUsage {
+                    mount: Name::truncated("/"),
+                    used_bytes: 3,
+                    total_bytes: 4,
+                },
+                MountUsage {
+                    mount: Name::truncated("/"),
+                    used_bytes: 9,
+                    total_bytes: 9,
+                },
             ]),
             interfaces: Capped::truncated(vec![InterfaceCounters {
                 name: Name::truncated("eth0"),
@@ -211,7 +223,10 @@ mod tests {
     fn series_cover_the_catalog_and_codes_round_trip() {
         let series = series_of(&wire(0));
         let get = |m: Metric, l: &str| {
-            series.iter().find(|v| v.metric == m && v.label == l).map(|v| v.value)
+            series
+                .iter()
+                .find(|v| v.metric == m && v.label == l)
+                .map(|v| v.value)
         };
         assert_eq!(get(Metric::CpuPercent, ""), Some(12.5));
         assert_eq!(get(Metric::MemUsedPercent, ""), Some(25.0));
@@ -219,8 +234,18 @@ mod tests {
         assert_eq!(get(Metric::NetTxErrors, "eth0"), Some(2.0));
         // No total: no percent rather than a division by zero.
         assert_eq!(get(Metric::DiskTotalBytes, "/"), Some(4.0));
-        assert!(series.iter().all(|v| v.metric != Metric::SwapUsedBytes || v.value == 0.0));
-        assert_eq!(series.iter().filter(|v| v.metric == Metric::DiskUsedBytes).count(), 1);
+        assert!(
+            series
+                .iter()
+                .all(|v| v.metric != Metric::SwapUsedBytes || v.value == 0.0)
+        );
+        assert_eq!(
+            series
+                .iter()
+                .filter(|v| v.metric == Metric::DiskUsedBytes)
+                .count(),
+            1
+        );
         for m in Metric::ALL {
             assert_eq!(from_code(code(*m)), Some(*m));
             assert!(series.iter().any(|v| v.metric == *m) || *m == Metric::MemUsedPercent);

@@ -134,7 +134,14 @@ impl QueryMetrics {
         let limit = MAX_QUERY_POINTS * (step_ms / level.width_ms().max(5_000)).clamp(1, 12) + 1;
         let rows = domain
             .store
-            .metric_rows(agent.org_id, agent.id, level, self.from_ms, self.to_ms, limit)
+            .metric_rows(
+                agent.org_id,
+                agent.id,
+                level,
+                self.from_ms,
+                self.to_ms,
+                limit,
+            )
             .await?;
         let codes: Vec<u8> = names.iter().map(|m| code(*m)).collect();
         // (metric position in the request, label) → step bucket → merged aggregate.
@@ -285,7 +292,11 @@ impl FleetMetrics {
                 })
             })
             .collect();
-        entries.sort_by(|a, b| b.value.total_cmp(&a.value).then(a.agent_id.cmp(&b.agent_id)));
+        entries.sort_by(|a, b| {
+            b.value
+                .total_cmp(&a.value)
+                .then(a.agent_id.cmp(&b.agent_id))
+        });
         entries.truncate(top as usize);
         Ok(entries)
     }
@@ -319,7 +330,10 @@ mod tests {
             parse_names("cpu.percent, load.1,cpu.percent").unwrap(),
             vec![Metric::CpuPercent, Metric::Load1]
         );
-        assert!(matches!(parse_names("cpu.percnt"), Err(DomainError::Invalid { .. })));
+        assert!(matches!(
+            parse_names("cpu.percnt"),
+            Err(DomainError::Invalid { .. })
+        ));
         assert!(parse_names(" , ").is_err());
         let many: Vec<&str> = Metric::ALL.iter().map(|m| m.as_str()).collect();
         assert!(parse_names(&many.join(",")).is_err());

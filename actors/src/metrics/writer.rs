@@ -119,7 +119,9 @@ impl MetricsWriterArgs {
                 .collect();
             if !late.is_empty() {
                 let n = tx.merge_late_metric_samples(level, &late).await?;
-                self.stats.metrics_late_buckets.fetch_add(n as u64, Ordering::Relaxed);
+                self.stats
+                    .metrics_late_buckets
+                    .fetch_add(n as u64, Ordering::Relaxed);
             }
         }
         tx.commit().await?;
@@ -148,12 +150,18 @@ impl MetricsWriterArgs {
         }
         let retention = std::iter::once(self.settings.raw_retention_ms)
             .chain(self.settings.rollup_retention_ms);
-        for ((level, keep), chunk) in MetricLevel::ALL.into_iter().zip(retention).zip(EXPIRY_CHUNK_MS) {
+        for ((level, keep), chunk) in MetricLevel::ALL
+            .into_iter()
+            .zip(retention)
+            .zip(EXPIRY_CHUNK_MS)
+        {
             for _ in 0..STEPS_PER_TICK {
                 let mut tx = self.store.begin().await?;
                 let n = tx.expire_metrics(level, now - keep, chunk).await?;
                 tx.commit().await?;
-                self.stats.metrics_expired_rows.fetch_add(n, Ordering::Relaxed);
+                self.stats
+                    .metrics_expired_rows
+                    .fetch_add(n, Ordering::Relaxed);
                 if n == 0 {
                     break;
                 }

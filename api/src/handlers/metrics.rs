@@ -7,8 +7,7 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use reap3r_actors::metrics::{
-    ExportMetrics, FleetEntry, FleetMetrics, MetricPoint, MetricSeries, MetricsAnswer,
-    QueryMetrics,
+    ExportMetrics, FleetEntry, FleetMetrics, MetricPoint, MetricSeries, MetricsAnswer, QueryMetrics,
 };
 use reap3r_store::Uuid;
 
@@ -172,6 +171,7 @@ impl MetricsApi {
     }
 
     /// Fleet view for dashboards: each agent's latest value of one metric, highest first.
+    #[allow(clippy::too_many_arguments)]
     #[oai(
         path = "/api/metrics/fleet",
         method = "get",
@@ -236,7 +236,10 @@ mod tests {
                 .unwrap()["schema"]
                 .clone()
         };
-        for path in ["/api/agents/{id}/metrics", "/api/agents/{id}/metrics/export"] {
+        for path in [
+            "/api/agents/{id}/metrics",
+            "/api/agents/{id}/metrics/export",
+        ] {
             assert_eq!(param(path, "step")["maximum"], MAX_STEP_S as f64);
             assert_eq!(param(path, "names")["maxLength"], MAX_NAMES_PARAM_CHARS);
         }

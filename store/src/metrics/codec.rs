@@ -17,7 +17,9 @@ fn labels_of<'a>(labels: impl Iterator<Item = &'a str>) -> Result<Vec<&'a str>> 
     for label in labels {
         if !table.contains(&label) {
             if table.len() == usize::from(u8::MAX) || label.len() > usize::from(u8::MAX) {
-                return Err(StoreError::Invalid("too many or too long metric labels".into()));
+                return Err(StoreError::Invalid(
+                    "too many or too long metric labels".into(),
+                ));
             }
             table.push(label);
         }
@@ -97,7 +99,9 @@ pub(crate) fn decode(bytes: &[u8], at_ms: i64) -> Result<Vec<Agg>> {
     let mut r = Reader(bytes);
     let tag = r.u8()?;
     if tag != RAW && tag != ROLLUP {
-        return Err(StoreError::Invalid(format!("unknown metrics row tag {tag}")));
+        return Err(StoreError::Invalid(format!(
+            "unknown metrics row tag {tag}"
+        )));
     }
     let n_labels = r.u8()?;
     let mut table = Vec::with_capacity(usize::from(n_labels));
@@ -149,10 +153,26 @@ mod tests {
     #[test]
     fn rows_round_trip_and_garbage_is_an_error() {
         let points = vec![
-            Point { code: 0, label: String::new(), value: 12.5 },
-            Point { code: 9, label: "/".into(), value: 1e12 },
-            Point { code: 9, label: "/boot".into(), value: 3.0 },
-            Point { code: 12, label: "eth0".into(), value: 7.0 },
+            Point {
+                code: 0,
+                label: String::new(),
+                value: 12.5,
+            },
+            Point {
+                code: 9,
+                label: "/".into(),
+                value: 1e12,
+            },
+            Point {
+                code: 9,
+                label: "/boot".into(),
+                value: 3.0,
+            },
+            Point {
+                code: 12,
+                label: "eth0".into(),
+                value: 7.0,
+            },
         ];
         let raw = encode_raw(&points).unwrap();
         let aggs = decode(&raw, 5).unwrap();

@@ -72,7 +72,11 @@ impl MetricLevel {
     /// The start of the bucket holding `at_ms` (raw: `at_ms` itself).
     pub fn bucket_of(self, at_ms: i64) -> i64 {
         let w = self.width_ms();
-        if w == 0 { at_ms } else { at_ms.div_euclid(w) * w }
+        if w == 0 {
+            at_ms
+        } else {
+            at_ms.div_euclid(w) * w
+        }
     }
 }
 
@@ -122,7 +126,11 @@ impl Agg {
     }
 
     pub fn avg(&self) -> f64 {
-        if self.count == 0 { 0.0 } else { self.sum / self.count as f64 }
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum / self.count as f64
+        }
     }
 
     /// Folds `other` (the same series) in: associative and commutative, so buckets can be

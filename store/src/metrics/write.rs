@@ -83,7 +83,10 @@ impl Tx {
         let mut out = BTreeMap::new();
         for row in rows {
             let width: i64 = row.try_get("level")?;
-            if let Some(level) = MetricLevel::ROLLUPS.into_iter().find(|l| l.width_ms() == width) {
+            if let Some(level) = MetricLevel::ROLLUPS
+                .into_iter()
+                .find(|l| l.width_ms() == width)
+            {
                 out.insert(level, get_i64(&row, "done_until")?);
             }
         }

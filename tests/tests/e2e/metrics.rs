@@ -21,8 +21,7 @@ struct Rig {
 }
 
 async fn rig(backend: Backend) -> Result<Rig> {
-    let server =
-        TestServer::start_with(backend, |c| c.metrics_interval_s = INTERVAL_S).await?;
+    let server = TestServer::start_with(backend, |c| c.metrics_interval_s = INTERVAL_S).await?;
     let token = server.token(false, Some(1), "1h").await?;
     let mut agent = AgentProcess::enrol(server.dir.path(), "metrics", &token).await?;
     agent.start()?;
@@ -41,7 +40,13 @@ fn series_path(agent: Uuid, names: &str, from: i64, to: i64, step: i64) -> Strin
 /// Sample times (raw level, step 1 s) of `cpu.percent` in `[from, now + 1 min)`.
 async fn sample_times(api: &Api, agent: Uuid, from: i64) -> Result<Vec<i64>> {
     let body = api
-        .get(&series_path(agent, "cpu.percent", from, now_ms() + 60_000, 1))
+        .get(&series_path(
+            agent,
+            "cpu.percent",
+            from,
+            now_ms() + 60_000,
+            1,
+        ))
         .await?
         .expect(200)?;
     Ok(body["series"][0]["points"]
@@ -79,14 +84,25 @@ async fn metrics_samples_of_a_real_agent_are_queryable() -> Result<()> {
             .iter()
             .filter_map(|s| s["metric"].as_str())
             .collect();
-        for m in ["cpu.percent", "mem.used_bytes", "processes.count", "disk.used_percent"] {
-            assert!(metrics.contains(&m), "[{backend}] {m} missing from {metrics:?}");
+        for m in [
+            "cpu.percent",
+            "mem.used_bytes",
+            "processes.count",
+            "disk.used_percent",
+        ] {
+            assert!(
+                metrics.contains(&m),
+                "[{backend}] {m} missing from {metrics:?}"
+            );
         }
         let mem = body["series"]
             .as_array()
             .and_then(|s| s.iter().find(|s| s["metric"] == "mem.used_bytes"))
             .context("mem series")?;
-        assert!(mem["points"][0]["max"].as_f64().unwrap_or(0.0) > 0.0, "[{backend}] {mem}");
+        assert!(
+            mem["points"][0]["max"].as_f64().unwrap_or(0.0) > 0.0,
+            "[{backend}] {mem}"
+        );
         // A step of 5 minutes reads the 5 m rollup level.
         let coarse = api
             .get(&series_path(agent.id, "cpu.percent", from, now_ms(), 300))
@@ -107,11 +123,21 @@ async fn metrics_samples_of_a_real_agent_are_queryable() -> Result<()> {
             .send()
             .await?;
         assert_eq!(reply.status(), 200, "[{backend}]");
-        assert!(reply.headers()["content-type"].to_str()?.starts_with("text/csv"));
+        assert!(
+            reply.headers()["content-type"]
+                .to_str()?
+                .starts_with("text/csv")
+        );
         let csv = reply.text().await?;
         let mut lines = csv.lines();
-        assert_eq!(lines.next(), Some("time_ms,metric,label,min,avg,max,last,count"));
-        assert!(lines.next().is_some_and(|l| l.contains(",cpu.percent,")), "[{backend}] {csv}");
+        assert_eq!(
+            lines.next(),
+            Some("time_ms,metric,label,min,avg,max,last,count")
+        );
+        assert!(
+            lines.next().is_some_and(|l| l.contains(",cpu.percent,")),
+            "[{backend}] {csv}"
+        );
 
         // The fleet view lists the agent with its latest process count.
         let fleet = api
@@ -140,7 +166,10 @@ async fn metrics_samples_of_a_real_agent_are_queryable() -> Result<()> {
             series_path(agent.id, "cpu.percent", now - 1000, now, 0),
             series_path(agent.id, "cpu.percent", now - 86_400_000, now, 1),
             series_path(agent.id, &many, now - 1000, now, 1),
-            format!("/api/agents/{}/metrics?names=cpu.percent&from=x&to=1&step=1", agent.id),
+            format!(
+                "/api/agents/{}/metrics?names=cpu.percent&from=x&to=1&step=1",
+                agent.id
+            ),
             "/api/metrics/fleet?metric=nope".to_string(),
             "/api/metrics/fleet?metric=cpu.percent&top=0".to_string(),
         ];
@@ -177,8 +206,13 @@ async fn samples_buffered_while_the_server_is_down_arrive_after_the_restart() ->
         tokio::time::sleep(Duration::from_secs(u64::from(INTERVAL_S) * 3)).await;
         let up = now_ms();
         server.restart().await?;
-        let api = logged_in(&server, default_org(&server).await?.id, "ops2@example.com", "org_admin")
-            .await?;
+        let api = logged_in(
+            &server,
+            default_org(&server).await?.id,
+            "ops2@example.com",
+            "org_admin",
+        )
+        .await?;
         let times = eventually("samples of the outage", WAIT, || {
             let api = api.clone();
             async move {
@@ -189,7 +223,10 @@ async fn samples_buffered_while_the_server_is_down_arrive_after_the_restart() ->
         })
         .await?;
         let in_outage = times.iter().filter(|t| **t > down && **t < up).count();
-        assert!(in_outage >= 2, "[{backend}] {in_outage} samples in the outage: {times:?}");
+        assert!(
+            in_outage >= 2,
+            "[{backend}] {in_outage} samples in the outage: {times:?}"
+        );
         // No gap: consecutive samples at most about one interval apart (timer slack allowed).
         for pair in times.windows(2) {
             let gap = pair[1] - pair[0];
