@@ -5,6 +5,7 @@ use std::sync::Arc;
 use reap3r_store::Store;
 use reap3r_wire::{AgentConfig, SigningKey};
 
+use crate::metrics::{MetricsIntake, MetricsSettings};
 use crate::{Clock, Domain, EventBus, FleetStats, JobRouter, SignatureVerifier};
 
 /// Settings the fleet layer needs from the server configuration.
@@ -23,6 +24,8 @@ pub struct FleetSettings {
     /// How long past a job's timeout (or a cancel) the server waits for the agent's result
     /// before deciding the outcome itself.
     pub job_grace_ms: u64,
+    /// Metrics ingestion, rollups and retention.
+    pub metrics: MetricsSettings,
 }
 
 impl FleetSettings {
@@ -37,6 +40,7 @@ impl FleetSettings {
             handshake_timeout_ms: 5_000,
             presence_flush_ms: 200,
             job_grace_ms: 2_000,
+            metrics: MetricsSettings::default(),
         }
     }
 
@@ -64,6 +68,8 @@ pub struct FleetContext {
     pub jobs: JobRouter,
     /// Checks agent signatures in batches across sessions.
     pub verifier: SignatureVerifier,
+    /// Where sessions hand verified metrics samples to the metrics writer (bounded).
+    pub metrics: MetricsIntake,
 }
 
 impl std::fmt::Debug for FleetContext {

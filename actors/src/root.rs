@@ -1,6 +1,7 @@
-//! The root supervisor: owns every long-lived actor of a node — the presence writer, the session
-//! supervisor (one actor per live connection), the job supervisor (one actor per active job) and
-//! the notification routing driver and the notifier (which delivers the notification outbox) —
+//! The root supervisor: owns every long-lived actor of a node — the presence writer, the metrics
+//! writer, the session supervisor (one actor per live connection), the job supervisor (one actor
+//! per active job), the notification routing driver and the notifier (which delivers the
+//! notification outbox) —
 //! restarts whichever crashes, and runs the shutdown sequence over the node's one drain signal.
 //!
 //! Each child is found through an [`ActorSlot`], so a restarted child is reached by everyone who
@@ -25,6 +26,7 @@ use crate::AgentRouter;
 use crate::jobs::JobSupervisorMsg;
 use crate::notify::routing::{RoutingDriver, RoutingSink};
 use crate::notify::{Notifier, NotifierArgs, NotifierMsg};
+use crate::metrics::{MetricsWriter, MetricsWriterArgs, SampleSink};
 use crate::session::mark_offline;
 use crate::slot::ActorSlot;
 use crate::{
@@ -42,6 +44,7 @@ const RESTART_BACKOFF: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Subsystem {
     Presence,
+    Metrics,
     Jobs,
     Sessions,
     Routing,
@@ -52,6 +55,7 @@ impl Subsystem {
     fn name(self) -> &'static str {
         match self {
             Subsystem::Presence => "presence writer",
+            Subsystem::Metrics => "metrics writer",
             Subsystem::Jobs => "job supervisor",
             Subsystem::Sessions => "session supervisor",
             Subsystem::Routing => "notification routing",
@@ -78,6 +82,8 @@ pub struct RootArgs {
     pub subsystems: Subsystems,
     /// What the notifier delivers with.
     pub notifier: NotifierArgs,
+    /// Handed every committed flush of metrics samples (alert evaluation).
+    pub sample_sinks: Vec<Arc<dyn SampleSink>>,
 }
 
 #[derive(Debug)]
@@ -123,6 +129,19 @@ impl RootState {
                 self.args.subsystems.presence.set(presence.clone());
                 presence.get_cell()
             }
+            Subsystem::Metrics => MetricsWriter::spawn_linked(
+                MetricsWriterArgs {
+                    store: ctx.store.clone(),
+                    clock: ctx.clock.clone(),
+                    settings: ctx.settings.metrics.clone(),
+                    intake: ctx.metrics.clone(),
+                    sinks: self.args.sample_sinks.clone(),
+                    stats: ctx.stats.clone(),
+                },
+                cell,
+            )
+            .await?
+            .get_cell(),
             Subsystem::Jobs => JobSupervisor::spawn_linked(ctx, self.args.router.clone(), cell)
                 .await?
                 .get_cell(),
@@ -167,6 +186,13 @@ impl RootState {
                 .get()
                 .map(|a| a.get_cell()),
             Subsystem::Notifier => self.args.subsystems.notifier.get().map(|a| a.get_cell()),
+            Subsystem::Metrics => self
+                .args
+                .ctx
+                .metrics
+                .writer_slot()
+                .get()
+                .map(|a| a.get_cell()),
         }
     }
 
@@ -221,9 +247,11 @@ impl RootState {
             Subsystem::Jobs,
             Subsystem::Sessions,
             Subsystem::Presence,
+            Subsystem::Metrics,
         ] {
             if let Some(child) = self.child(which) {
-                // The presence writer's post_stop flushes; the supervisors hold nothing unsaved.
+                // The presence and metrics writers' post_stop flush; the supervisors hold
+                // nothing unsaved. Metrics stop last: sessions may have queued samples.
                 if let Err(err) = child
                     .stop_and_wait(None, Some(Duration::from_secs(5)))
                     .await
@@ -253,6 +281,7 @@ impl Actor for RootSupervisor {
         };
         for which in [
             Subsystem::Presence,
+            Subsystem::Metrics,
             Subsystem::Jobs,
             Subsystem::Sessions,
             Subsystem::Routing,

@@ -36,6 +36,19 @@ pub struct FleetStats {
     /// Long-lived subsystems (presence writer, session or job supervisor) the root supervisor
     /// restarted after a crash.
     pub subsystem_restarts: AtomicU64,
+    /// Metrics writer flushes (one multi-row insert each) and the samples they stored.
+    pub metrics_flushes: AtomicU64,
+    pub metrics_stored: AtomicU64,
+    /// Samples dropped because the writer's intake was full, and samples refused at admission
+    /// (far-future time, older than raw retention).
+    pub metrics_dropped: AtomicU64,
+    pub metrics_refused: AtomicU64,
+    /// Samples of flushes whose transaction failed.
+    pub metrics_lost: AtomicU64,
+    /// Finished rollup buckets late samples were merged into; rollup rows written; rows expired.
+    pub metrics_late_buckets: AtomicU64,
+    pub metrics_rollup_rows: AtomicU64,
+    pub metrics_expired_rows: AtomicU64,
     closes: [AtomicU64; CloseCode::ALL.len()],
 }
 

@@ -76,6 +76,7 @@ impl Rig {
             events: EventBus::default(),
             jobs: Default::default(),
             verifier: SignatureVerifier::start(1, stats).unwrap(),
+            metrics: Default::default(),
         };
         JobSupervisor::start(
             ctx.clone(),

@@ -93,6 +93,7 @@ impl Rig {
             events: EventBus::default(),
             jobs: Default::default(),
             verifier: SignatureVerifier::start(1, stats).unwrap(),
+            metrics: Default::default(),
         };
         let registry = SessionRegistry::default();
         let presence = PresenceWriter::start(ctx.clone(), registry.clone())

@@ -1,9 +1,12 @@
-//! Host facts from sysinfo: the hello summary and the figures in heartbeats and metrics.
+//! Host facts from sysinfo: the hello summary and the figures in heartbeats and metrics samples
+//! (CPU, load, memory, swap, mounts, interfaces, processes, uptime).
 //! sysinfo 0.40 reports failures as `Result`; a fact we cannot read is reported as zero/empty.
 
-use sysinfo::{Disks, Networks, System};
+use sysinfo::{Disks, Networks, ProcessRefreshKind, ProcessesToUpdate, System};
 
-use reap3r_wire::{Heartbeat, InventorySummary, MetricsSample};
+use reap3r_wire::{
+    Capped, Heartbeat, InterfaceCounters, InventorySummary, MetricsSample, MountUsage, Name,
+};
 
 pub fn hostname() -> String {
     System::host_name().unwrap_or_else(|_| "unknown".into())
@@ -78,28 +81,63 @@ impl Sampler {
         }
     }
 
+    /// One metrics sample. Mounts largest first and interfaces by name, each list cut at its
+    /// wire cap; a figure sysinfo cannot read is zero.
     pub fn metrics(&mut self, now_ms: u64) -> MetricsSample {
         let (cpu, used, total) = self.refresh();
-        let (disk_total, disk_available) = disk_totals();
-        let (rx, tx) = Networks::new_with_refreshed_list()
-            .map(|n| {
-                n.values().fold((0, 0), |(r, t), n| {
-                    (r + n.total_received(), t + n.total_transmitted())
-                })
+        let (swap_used, swap_total, process_count) = match self.sys.as_mut() {
+            Some(sys) => {
+                sys.refresh_processes_specifics(
+                    ProcessesToUpdate::All,
+                    true,
+                    ProcessRefreshKind::nothing(),
+                );
+                (sys.used_swap(), sys.total_swap(), sys.processes().len())
+            }
+            None => (0, 0, 0),
+        };
+        let mut mounts: Vec<MountUsage> = Disks::new_with_refreshed_list()
+            .map(|d| {
+                d.iter()
+                    .map(|d| MountUsage {
+                        mount: Name::truncated(&d.mount_point().to_string_lossy()),
+                        used_bytes: d.total_space().saturating_sub(d.available_space()),
+                        total_bytes: d.total_space(),
+                    })
+                    .collect()
             })
             .unwrap_or_default();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.total_bytes));
+        let mut interfaces: Vec<InterfaceCounters> = Networks::new_with_refreshed_list()
+            .map(|n| {
+                n.iter()
+                    .map(|(name, n)| InterfaceCounters {
+                        name: Name::truncated(&name.to_string_lossy()),
+                        rx_bytes: n.total_received(),
+                        tx_bytes: n.total_transmitted(),
+                        rx_errors: n.total_errors_on_received(),
+                        tx_errors: n.total_errors_on_transmitted(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        interfaces.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+        let load = System::load_average().ok();
+        let centi = |v: f64| (v * 100.0) as u32;
         MetricsSample {
             taken_at_ms: now_ms,
             cpu_centipercent: cpu,
+            load1_centi: load.as_ref().map(|l| centi(l.one)).unwrap_or_default(),
+            load5_centi: load.as_ref().map(|l| centi(l.five)).unwrap_or_default(),
+            load15_centi: load.as_ref().map(|l| centi(l.fifteen)).unwrap_or_default(),
             memory_used_bytes: used,
             memory_total_bytes: total,
-            disk_used_bytes: disk_total.saturating_sub(disk_available),
-            disk_total_bytes: disk_total,
-            net_rx_bytes: rx,
-            net_tx_bytes: tx,
-            load1_centi: System::load_average()
-                .map(|l| (l.one * 100.0) as u32)
-                .unwrap_or_default(),
+            swap_used_bytes: swap_used,
+            swap_total_bytes: swap_total,
+            mounts: Capped::truncated(mounts),
+            interfaces: Capped::truncated(interfaces),
+            process_count: u32::try_from(process_count).unwrap_or(u32::MAX),
+            uptime_s: System::uptime().unwrap_or_default(),
         }
     }
 }

@@ -9,6 +9,7 @@ mod identity;
 mod inventory;
 mod jobs;
 mod link;
+pub mod metrics;
 pub mod protocol;
 mod session;
 pub mod transport;

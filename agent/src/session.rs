@@ -16,6 +16,7 @@ use crate::identity::{AgentIdentity, IdentityStore};
 use crate::inventory::{self, Sampler};
 use crate::jobs::{ConfigRequest, EngineOptions, JobEngine};
 use crate::link::now_ms;
+use crate::metrics::{Outbox, sample_forever, send_buffered};
 use crate::protocol::{Challenged, Effect, FrameError};
 use crate::transport::{self, connection_error, read_frame, write_frame};
 use crate::{AGENT_VERSION, AgentError, Backoff, CAPABILITIES};
@@ -176,6 +177,10 @@ pub async fn run(opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> Resul
     let addr = transport::resolve(&identity.server).await?;
     let endpoint = transport::client_endpoint(addr)?;
     let mut backoff = Backoff::new(opts.base_backoff, opts.max_backoff);
+    // Metrics are sampled for the whole run, connected or not; each connection drains them.
+    let outbox = Outbox::new(identity.config.metrics_interval_s);
+    let (metrics_interval, interval_rx) = watch::channel(identity.config.metrics_interval_s);
+    let _sampler = AbortOnDrop(tokio::spawn(sample_forever(outbox.clone(), interval_rx)));
     let mut session = Session {
         endpoint: &endpoint,
         addr,
@@ -184,6 +189,8 @@ pub async fn run(opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> Resul
         engine: &engine,
         config_rx: &mut config_rx,
         shutdown: &mut shutdown,
+        outbox,
+        metrics_interval,
     };
     loop {
         if *session.shutdown.borrow() {
@@ -218,6 +225,7 @@ pub async fn run(opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> Resul
                 _ = session.shutdown.changed() => break,
                 Some(req) = session.config_rx.recv() => {
                     let applied = apply_config(session.identity, session.store, req.config);
+                    follow_interval(&session.metrics_interval, session.identity.config.metrics_interval_s);
                     let _ = req.reply.send(applied.map(|_| session.identity.config).map_err(|e| e.to_string()));
                 }
             }
@@ -237,6 +245,10 @@ struct Session<'a> {
     engine: &'a JobEngine,
     config_rx: &'a mut mpsc::UnboundedReceiver<ConfigRequest>,
     shutdown: &'a mut watch::Receiver<bool>,
+    /// Buffered metrics samples, sent by each connection in turn.
+    outbox: Outbox,
+    /// Tells the sampler the metrics interval the server set.
+    metrics_interval: watch::Sender<u32>,
 }
 
 enum Ended {
@@ -297,6 +309,7 @@ impl Session<'_> {
         if let Err(err) = apply_config(identity, self.store, config) {
             warn!(%err, "could not persist config");
         }
+        follow_interval(&self.metrics_interval, identity.config.metrics_interval_s);
         info!(
             heartbeat_s = identity.config.heartbeat_interval_s,
             "connected"
@@ -317,9 +330,13 @@ impl Session<'_> {
         // Job streams: the server opens one bidirectional stream per dispatch.
         let (jobs_tx, mut job_streams) = mpsc::channel::<JobStream>(16);
         let _acceptor = AbortOnDrop(tokio::spawn(accept_job_streams(conn.clone(), jobs_tx)));
+        // Buffered and new metrics go out on this connection until it ends.
+        let _metrics = AbortOnDrop(tokio::spawn(send_buffered(
+            link.clone(),
+            self.outbox.clone(),
+        )));
         let mut sampler = Sampler::new();
         let mut heartbeat = interval(identity.config.heartbeat_interval_s);
-        let mut metrics = interval(identity.config.metrics_interval_s);
         let ended = loop {
             tokio::select! {
                 _ = heartbeat.tick() => {
@@ -327,17 +344,6 @@ impl Session<'_> {
                     if let Err(err) = conn.send_datagram(datagram.into()) {
                         break Ended::Lost(err.to_string());
                     }
-                }
-                _ = metrics.tick() => {
-                    // Sent by a task: opening a stream may wait for the server's credit, and
-                    // the frame is sealed only once the stream is open.
-                    let sample = Message::Metrics(sampler.metrics(now_ms()));
-                    let link = link.clone();
-                    tokio::spawn(async move {
-                        if let Err(err) = link.send_uni(sample).await {
-                            warn!(%err, "metrics not sent");
-                        }
-                    });
                 }
                 frame = frames.recv() => {
                     let frame = match frame {
@@ -358,7 +364,7 @@ impl Session<'_> {
                                     warn!(%err, "could not persist config");
                                 }
                                 heartbeat = interval(identity.config.heartbeat_interval_s);
-                                metrics = interval(identity.config.metrics_interval_s);
+                                follow_interval(&self.metrics_interval, identity.config.metrics_interval_s);
                             }
                             Effect::CancelJob { job_id } => self.engine.cancel(job_id),
                             Effect::Acked { job_id, kept } => {
@@ -386,7 +392,7 @@ impl Session<'_> {
                     // A config_update job: applied like a ConfigUpdate message.
                     let applied = apply_config(identity, self.store, req.config);
                     heartbeat = interval(identity.config.heartbeat_interval_s);
-                    metrics = interval(identity.config.metrics_interval_s);
+                    follow_interval(&self.metrics_interval, identity.config.metrics_interval_s);
                     let _ = req.reply.send(applied.map(|_| identity.config).map_err(|e| e.to_string()));
                 }
                 _ = self.shutdown.changed() => {
@@ -464,6 +470,16 @@ fn apply_config(
         store.save(identity)?;
     }
     Ok(())
+}
+
+/// Tells the sampler a new metrics interval, only if it changed (a reconnect that repeats the
+/// same config must not move the sampling phase).
+fn follow_interval(tx: &watch::Sender<u32>, seconds: u32) {
+    tx.send_if_modified(|current| {
+        let changed = *current != seconds;
+        *current = seconds;
+        changed
+    });
 }
 
 fn interval(seconds: u32) -> tokio::time::Interval {

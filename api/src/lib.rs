@@ -34,6 +34,7 @@ use handlers::auth::AuthApi;
 use handlers::groups::{CompaniesApi, FoldersApi, SitesApi, TagsApi};
 use handlers::health::HealthApi;
 use handlers::jobs::JobsApi;
+use handlers::metrics::MetricsApi;
 use handlers::orgs::OrgsApi;
 use handlers::tokens::TokensApi;
 use handlers::users::UsersApi;
@@ -57,6 +58,7 @@ type Apis = (
         AlertingMaintenanceApi,
         AlertingIntegrationsApi,
     ),
+    MetricsApi,
 );
 
 fn service() -> OpenApiService<Apis, ()> {
@@ -71,6 +73,7 @@ fn service() -> OpenApiService<Apis, ()> {
                 AlertingMaintenanceApi,
                 AlertingIntegrationsApi,
             ),
+            MetricsApi,
         ),
         "Reap3r API",
         env!("CARGO_PKG_VERSION"),

@@ -217,6 +217,46 @@ fn render_fleet(out: &mut String, fleet: &FleetStats) {
             "Long-lived subsystems (presence writer, session or job supervisor) restarted after a crash.",
             get(&fleet.subsystem_restarts),
         ),
+        (
+            "reap3r_metrics_flushes_total",
+            "Metrics writer flushes (one multi-row insert each).",
+            get(&fleet.metrics_flushes),
+        ),
+        (
+            "reap3r_metrics_samples_stored_total",
+            "Agent metrics samples stored.",
+            get(&fleet.metrics_stored),
+        ),
+        (
+            "reap3r_metrics_samples_dropped_total",
+            "Agent metrics samples dropped because the metrics writer's intake was full.",
+            get(&fleet.metrics_dropped),
+        ),
+        (
+            "reap3r_metrics_samples_refused_total",
+            "Agent metrics samples refused: taken in the far future or before raw retention.",
+            get(&fleet.metrics_refused),
+        ),
+        (
+            "reap3r_metrics_samples_lost_total",
+            "Agent metrics samples of flushes whose transaction failed.",
+            get(&fleet.metrics_lost),
+        ),
+        (
+            "reap3r_metrics_late_buckets_total",
+            "Finished rollup buckets that late (buffered) samples were merged into.",
+            get(&fleet.metrics_late_buckets),
+        ),
+        (
+            "reap3r_metrics_rollup_rows_total",
+            "Metrics rollup rows written by rollup passes.",
+            get(&fleet.metrics_rollup_rows),
+        ),
+        (
+            "reap3r_metrics_expired_rows_total",
+            "Metrics rows deleted by retention.",
+            get(&fleet.metrics_expired_rows),
+        ),
     ] {
         counter(out, name, help, value);
     }

@@ -107,6 +107,10 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/api/agents/{id}/revoke", p(AgentRevoke)),
     r("POST", "/api/agents/{id}/tags", p(AgentTag)),
     r("DELETE", "/api/agents/{id}/tags/{tag_id}", p(AgentTag)),
+    // Metrics
+    r("GET", "/api/agents/{id}/metrics", p(MetricsView)),
+    r("GET", "/api/agents/{id}/metrics/export", p(MetricsView)),
+    r("GET", "/api/metrics/fleet", p(MetricsView)),
     // Enrolment tokens
     // Jobs (the job type's own permission is checked by the handler as well)
     r("GET", "/api/jobs", p(JobList)),

@@ -30,7 +30,26 @@ pub struct Config {
     /// Let alerting integrations reach loopback, link-local and metadata addresses, and speak
     /// plain SMTP to a loopback server (local tests only; refused otherwise, against SSRF).
     pub alerting_allow_loopback: bool,
+    /// How often agents sample metrics (pushed to them in their config).
+    pub metrics_interval_s: u32,
+    /// Raw metric samples are kept this many hours; also the oldest buffered sample accepted.
+    pub metrics_raw_retention_h: u32,
+    /// Rollup retention in days: 1 m, 5 m, 1 h, 1 d.
+    pub metrics_rollup_retention_d: [u32; 4],
 }
+
+/// Metrics settings: (file key and variable suffix, default, allowed range). 1 h rollups must
+/// outlive a day so the 1 d pass reads complete days.
+const METRICS_INTERVAL: (&str, u32, std::ops::RangeInclusive<u32>) =
+    ("metrics_interval_s", 60, 5..=3600);
+const METRICS_RAW_RETENTION: (&str, u32, std::ops::RangeInclusive<u32>) =
+    ("metrics_raw_retention_h", 48, 2..=8760);
+const METRICS_ROLLUP_RETENTION: [(&str, u32, std::ops::RangeInclusive<u32>); 4] = [
+    ("metrics_retention_1m_d", 7, 1..=3650),
+    ("metrics_retention_5m_d", 30, 1..=3650),
+    ("metrics_retention_1h_d", 180, 2..=3650),
+    ("metrics_retention_1d_d", 730, 1..=36500),
+];
 
 /// The file form: every field optional, unknown fields refused.
 #[derive(Debug, Default, Deserialize)]
@@ -48,6 +67,12 @@ struct FileConfig {
     max_concurrent_handshakes: Option<usize>,
     job_grace_s: Option<u64>,
     alerting_allow_loopback: Option<bool>,
+    metrics_interval_s: Option<u32>,
+    metrics_raw_retention_h: Option<u32>,
+    metrics_retention_1m_d: Option<u32>,
+    metrics_retention_5m_d: Option<u32>,
+    metrics_retention_1h_d: Option<u32>,
+    metrics_retention_1d_d: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +92,12 @@ const ENV_KEYS: &[&str] = &[
     "REAP3R_MAX_CONCURRENT_HANDSHAKES",
     "REAP3R_JOB_GRACE_S",
     "REAP3R_ALERTING_ALLOW_LOOPBACK",
+    "REAP3R_METRICS_INTERVAL_S",
+    "REAP3R_METRICS_RAW_RETENTION_H",
+    "REAP3R_METRICS_RETENTION_1M_D",
+    "REAP3R_METRICS_RETENTION_5M_D",
+    "REAP3R_METRICS_RETENTION_1H_D",
+    "REAP3R_METRICS_RETENTION_1D_D",
 ];
 
 impl Config {
@@ -205,6 +236,28 @@ impl Config {
                 }
             },
         };
+        let mut ranged = |(name, default, range): (&str, u32, std::ops::RangeInclusive<u32>),
+                          from_file: Option<u32>| {
+            let var = format!("REAP3R_{}", name.to_uppercase());
+            let v = parse_num(&mut errors, name, env.get(&var), from_file, default);
+            if !range.contains(&v) {
+                errors.push(format!(
+                    "{name} must be between {} and {}",
+                    range.start(),
+                    range.end()
+                ));
+            }
+            v
+        };
+        let metrics_interval_s = ranged(METRICS_INTERVAL, file.metrics_interval_s);
+        let metrics_raw_retention_h = ranged(METRICS_RAW_RETENTION, file.metrics_raw_retention_h);
+        let [r1m, r5m, r1h, r1d] = METRICS_ROLLUP_RETENTION;
+        let metrics_rollup_retention_d = [
+            ranged(r1m, file.metrics_retention_1m_d),
+            ranged(r5m, file.metrics_retention_5m_d),
+            ranged(r1h, file.metrics_retention_1h_d),
+            ranged(r1d, file.metrics_retention_1d_d),
+        ];
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -221,6 +274,9 @@ impl Config {
             max_concurrent_handshakes,
             job_grace_s,
             alerting_allow_loopback,
+            metrics_interval_s,
+            metrics_raw_retention_h,
+            metrics_rollup_retention_d,
         })
     }
 
@@ -239,6 +295,9 @@ impl Config {
             max_concurrent_handshakes: 256,
             job_grace_s: 2,
             alerting_allow_loopback: false,
+            metrics_interval_s: METRICS_INTERVAL.1,
+            metrics_raw_retention_h: METRICS_RAW_RETENTION.1,
+            metrics_rollup_retention_d: METRICS_ROLLUP_RETENTION.map(|(_, d, _)| d),
         }
     }
 }
@@ -360,6 +419,43 @@ mod tests {
             None,
             &[("REAP3R_MISSED_HEARTBEATS", "x")],
             Err(&["missed_heartbeats"]),
+        );
+    }
+
+    #[test]
+    fn metrics_interval_and_retention_are_validated() {
+        check(
+            None,
+            &[],
+            Ok(&|c| {
+                c.metrics_interval_s == 60
+                    && c.metrics_raw_retention_h == 48
+                    && c.metrics_rollup_retention_d == [7, 30, 180, 730]
+            }),
+        );
+        check(
+            Some("metrics_interval_s = 5\nmetrics_retention_1d_d = 3650"),
+            &[("REAP3R_METRICS_RAW_RETENTION_H", "24")],
+            Ok(&|c| {
+                c.metrics_interval_s == 5
+                    && c.metrics_raw_retention_h == 24
+                    && c.metrics_rollup_retention_d[3] == 3650
+            }),
+        );
+        check(
+            None,
+            &[
+                ("REAP3R_METRICS_INTERVAL_S", "4"),
+                ("REAP3R_METRICS_RAW_RETENTION_H", "1"),
+                ("REAP3R_METRICS_RETENTION_1H_D", "1"),
+                ("REAP3R_METRICS_RETENTION_5M_D", "x"),
+            ],
+            Err(&[
+                "metrics_interval_s must be",
+                "metrics_raw_retention_h must be",
+                "metrics_retention_1h_d must be",
+                "metrics_retention_5m_d: 'x'",
+            ]),
         );
     }
 }

@@ -10,6 +10,7 @@ use quinn::Endpoint;
 use ractor::ActorRef;
 use reap3r_actors::jobs::JobSupervisorMsg;
 use reap3r_actors::notify::{Channels, NotifierArgs, NotifierSettings, NotifySettings};
+use reap3r_actors::metrics::{MetricsIntake, MetricsSettings};
 use reap3r_actors::{
     AgentCommand, AgentRouter, Clock, Domain, Drain, EventBus, FleetContext, FleetSettings,
     FleetStats, JobEngine, JobRouter, LocalRouter, RootArgs, RootMsg, RootSupervisor,
@@ -127,12 +128,19 @@ impl Node {
             node_id: config.node_id.clone(),
             agent_config: AgentConfig {
                 heartbeat_interval_s: config.heartbeat_interval_s,
-                metrics_interval_s: config.heartbeat_interval_s.saturating_mul(2),
+                metrics_interval_s: config.metrics_interval_s,
             },
             missed_heartbeats: config.missed_heartbeats,
             handshake_timeout_ms: 10_000,
             presence_flush_ms: 1_000,
             job_grace_ms: config.job_grace_s.saturating_mul(1000),
+            metrics: MetricsSettings {
+                raw_retention_ms: i64::from(config.metrics_raw_retention_h) * 3_600_000,
+                rollup_retention_ms: config
+                    .metrics_rollup_retention_d
+                    .map(|d| i64::from(d) * 86_400_000),
+                ..MetricsSettings::default()
+            },
         };
         let idle = Duration::from_millis(settings.heartbeat_timeout_ms()) + Duration::from_secs(10);
         let stats = Arc::new(FleetStats::default());
@@ -148,6 +156,10 @@ impl Node {
             events: EventBus::default(),
             jobs: JobRouter::default(),
             verifier,
+            metrics: MetricsIntake::new(
+                MetricsSettings::default().intake_capacity,
+                MetricsSettings::default().flush_max,
+            ),
         };
         let registry = SessionRegistry::default();
         let router: Arc<dyn AgentRouter> = Arc::new(LocalRouter::new(registry.clone()));
@@ -168,6 +180,7 @@ impl Node {
                 channels: channels.clone(),
                 settings: NotifierSettings::default(),
             },
+            sample_sinks: Vec::new(),
         })
         .await
         .map_err(|e| NodeError::Actors(e.to_string()))?;

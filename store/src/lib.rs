@@ -12,6 +12,7 @@ mod error;
 mod groups;
 mod jobs;
 mod login_events;
+mod metrics;
 mod migrate;
 mod notify_routing;
 mod notifications;
@@ -51,6 +52,10 @@ pub use notify_routing::{RoutingGroupRow, RoutingKind, RoutingRecord, RoutingSen
 pub use notifications::{
     AttemptEnd, ClaimedNotification, Integration, IntegrationUpdate, MAX_NOTIFICATION_PAGE,
     NewIntegration, NewNotification, Notification, NotificationFilter, NotificationState,
+};
+pub use metrics::{
+    Agg, FleetFilter, LatestSample, MetricLevel, NewSample, Point, RollupPass, SeriesRow,
+    merge_series,
 };
 pub use orgs::{DEFAULT_ORG_NAME, Org, OrgAssignment};
 pub use sessions::{

@@ -11,6 +11,7 @@ const SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_access.sql")),
     (3, include_str!("../../migrations/sqlite/0003_jobs.sql")),
+    (4, include_str!("../../migrations/sqlite/0004_metrics.sql")),
     (
         6,
         include_str!("../../migrations/sqlite/0006_notify_routing.sql"),
@@ -24,6 +25,10 @@ const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_access.sql")),
     (3, include_str!("../../migrations/postgres/0003_jobs.sql")),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_metrics.sql"),
+    ),
     (
         6,
         include_str!("../../migrations/postgres/0006_notify_routing.sql"),

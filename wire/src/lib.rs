@@ -10,6 +10,7 @@ mod error;
 mod frame;
 mod job;
 mod message;
+mod metrics;
 mod replay;
 mod session;
 
@@ -24,7 +25,11 @@ pub use job::{
 };
 pub use message::{
     AgentConfig, Approval, Challenge, CloseCode, CloseReason, EnrolRequest, EnrolResult, Heartbeat,
-    Hello, InventorySummary, Message, MessageKind, MetricsSample, Welcome,
+    Hello, InventorySummary, Message, MessageKind, Welcome,
+};
+pub use metrics::{
+    Capped, InterfaceCounters, MAX_BATCH_SAMPLES, MAX_INTERFACES, MAX_MOUNTS, MAX_NAME_LEN,
+    MetricsBatch, MetricsSample, MountUsage, Name,
 };
 pub use replay::{REPLAY_WINDOW, ReplayWindow};
 pub use session::{InboundSession, OutboundSession, SERVER_SENDER};

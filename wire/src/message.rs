@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::WireError;
 use crate::job::{JobAck, JobDispatch, JobOutput, JobResult};
+use crate::metrics::{MetricsBatch, MetricsSample};
 
 /// First envelope on a connection, from the server: its header carries the session nonce and the
 /// server's signature proves it holds the key the agent pinned.
@@ -68,13 +69,18 @@ pub struct AgentConfig {
 impl AgentConfig {
     pub const MIN_INTERVAL_S: u32 = 1;
     pub const MAX_INTERVAL_S: u32 = 3600;
+    /// Metrics have their own floor: a sample is heavier than a heartbeat (disks, interfaces).
+    pub const MIN_METRICS_INTERVAL_S: u32 = 5;
 
     /// Clamps intervals to the range an agent accepts, whatever the server sent.
     pub fn clamped(self) -> Self {
-        let clamp = |v: u32| v.clamp(Self::MIN_INTERVAL_S, Self::MAX_INTERVAL_S);
         Self {
-            heartbeat_interval_s: clamp(self.heartbeat_interval_s),
-            metrics_interval_s: clamp(self.metrics_interval_s),
+            heartbeat_interval_s: self
+                .heartbeat_interval_s
+                .clamp(Self::MIN_INTERVAL_S, Self::MAX_INTERVAL_S),
+            metrics_interval_s: self
+                .metrics_interval_s
+                .clamp(Self::MIN_METRICS_INTERVAL_S, Self::MAX_INTERVAL_S),
         }
     }
 }
@@ -100,19 +106,6 @@ pub struct Heartbeat {
     /// CPU use in hundredths of a percent (integer, so messages compare exactly).
     pub cpu_centipercent: u16,
     pub memory_used_bytes: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MetricsSample {
-    pub taken_at_ms: u64,
-    pub cpu_centipercent: u16,
-    pub memory_used_bytes: u64,
-    pub memory_total_bytes: u64,
-    pub disk_used_bytes: u64,
-    pub disk_total_bytes: u64,
-    pub net_rx_bytes: u64,
-    pub net_tx_bytes: u64,
-    pub load1_centi: u32,
 }
 
 /// Why a connection is being closed; also the QUIC application close code.
@@ -234,6 +227,8 @@ pub enum Message {
     JobResultAck {
         job_id: [u8; 16],
     },
+    /// A → S (uni stream): samples buffered while the agent was offline, oldest first.
+    MetricsBatch(MetricsBatch),
 }
 
 /// The kind byte of an envelope header.
@@ -257,6 +252,7 @@ pub enum MessageKind {
     JobResult = 15,
     JobCancel = 16,
     JobResultAck = 17,
+    MetricsBatch = 18,
 }
 
 impl MessageKind {
@@ -279,6 +275,7 @@ impl MessageKind {
             15 => Self::JobResult,
             16 => Self::JobCancel,
             17 => Self::JobResultAck,
+            18 => Self::MetricsBatch,
             other => return Err(WireError::UnknownKind(other)),
         })
     }
@@ -304,6 +301,7 @@ impl Message {
             Self::JobResult(_) => MessageKind::JobResult,
             Self::JobCancel { .. } => MessageKind::JobCancel,
             Self::JobResultAck { .. } => MessageKind::JobResultAck,
+            Self::MetricsBatch(_) => MessageKind::MetricsBatch,
         }
     }
 

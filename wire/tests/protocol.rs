@@ -37,6 +37,51 @@ fn arb_inventory() -> impl Strategy<Value = InventorySummary> {
         )
 }
 
+fn arb_sample() -> impl Strategy<Value = MetricsSample> {
+    (
+        any::<[u64; 6]>(),
+        any::<u16>(),
+        any::<[u32; 4]>(),
+        proptest::collection::vec(("[a-z/]{0,12}", any::<u64>(), any::<u64>()), 0..4),
+        proptest::collection::vec(("[a-z0-9]{0,8}", any::<[u64; 4]>()), 0..3),
+    )
+        .prop_map(|(v, cpu, l, mounts, ifaces)| MetricsSample {
+            taken_at_ms: v[0],
+            cpu_centipercent: cpu,
+            load1_centi: l[0],
+            load5_centi: l[1],
+            load15_centi: l[2],
+            memory_used_bytes: v[1],
+            memory_total_bytes: v[2],
+            swap_used_bytes: v[3],
+            swap_total_bytes: v[4],
+            mounts: Capped::truncated(
+                mounts
+                    .into_iter()
+                    .map(|(m, used_bytes, total_bytes)| MountUsage {
+                        mount: Name::truncated(&m),
+                        used_bytes,
+                        total_bytes,
+                    })
+                    .collect(),
+            ),
+            interfaces: Capped::truncated(
+                ifaces
+                    .into_iter()
+                    .map(|(n, c)| InterfaceCounters {
+                        name: Name::truncated(&n),
+                        rx_bytes: c[0],
+                        tx_bytes: c[1],
+                        rx_errors: c[2],
+                        tx_errors: c[3],
+                    })
+                    .collect(),
+            ),
+            process_count: l[3],
+            uptime_s: v[5],
+        })
+}
+
 fn arb_message() -> impl Strategy<Value = Message> {
     let close = (proptest::sample::select(CloseCode::ALL.to_vec()), ".{0,40}")
         .prop_map(|(code, message)| Message::Close(CloseReason { code, message }));
@@ -102,19 +147,12 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 })
             }
         ),
-        (any::<[u64; 7]>(), any::<u16>(), any::<u32>()).prop_map(
-            |(v, cpu, load)| Message::Metrics(MetricsSample {
-                taken_at_ms: v[0],
-                cpu_centipercent: cpu,
-                memory_used_bytes: v[1],
-                memory_total_bytes: v[2],
-                disk_used_bytes: v[3],
-                disk_total_bytes: v[4],
-                net_rx_bytes: v[5],
-                net_tx_bytes: v[6],
-                load1_centi: load,
+        arb_sample().prop_map(Message::Metrics),
+        proptest::collection::vec(arb_sample(), 0..4).prop_map(|samples| {
+            Message::MetricsBatch(MetricsBatch {
+                samples: Capped::truncated(samples),
             })
-        ),
+        }),
         (any::<u32>(), any::<u32>()).prop_map(|(h, m)| Message::ConfigUpdate(AgentConfig {
             heartbeat_interval_s: h,
             metrics_interval_s: m

@@ -121,10 +121,15 @@ pub(super) fn parse_payload(
         JobType::ConfigUpdate => {
             let p: ConfigPayload = parse(payload)?;
             let range = AgentConfig::MIN_INTERVAL_S..=AgentConfig::MAX_INTERVAL_S;
-            if !range.contains(&p.heartbeat_interval_s) || !range.contains(&p.metrics_interval_s) {
+            let metrics = AgentConfig::MIN_METRICS_INTERVAL_S..=AgentConfig::MAX_INTERVAL_S;
+            if !range.contains(&p.heartbeat_interval_s) || !metrics.contains(&p.metrics_interval_s)
+            {
                 return Err(DomainError::invalid(format!(
-                    "payload: intervals must be between {} and {} seconds",
+                    "payload: heartbeat_interval_s must be between {} and {} seconds, \
+                     metrics_interval_s between {} and {}",
                     AgentConfig::MIN_INTERVAL_S,
+                    AgentConfig::MAX_INTERVAL_S,
+                    AgentConfig::MIN_METRICS_INTERVAL_S,
                     AgentConfig::MAX_INTERVAL_S
                 )));
             }

@@ -8,6 +8,7 @@ use super::jobs::check_result;
 use super::refusal::Refusal;
 use super::{Phase, SessionMsg, SessionState};
 use crate::jobs::AgentJobEvent;
+use crate::metrics::agent_sample;
 use crate::{FleetStats, PresenceMsg, VerifyError};
 
 impl SessionState {
@@ -81,7 +82,7 @@ impl SessionState {
         let Phase::Live(live) = &self.phase else {
             return Err(Refusal::new(CloseCode::ProtocolError, "not live"));
         };
-        let (agent_id, key) = (live.agent_id, live.key);
+        let (agent_id, org_id, key) = (live.agent_id, live.org_id, live.key);
         let env = self.accept(env, agent_id.as_bytes(), key).await?;
         let now = self.now();
         let grain = self.args.ctx.settings.last_seen_grain_ms();
@@ -100,7 +101,15 @@ impl SessionState {
                 }
                 Ok(())
             }
-            Message::Metrics(_) | Message::Ack { .. } => Ok(()),
+            Message::Metrics(sample) => {
+                self.to_metrics(agent_id, org_id, now, std::iter::once(sample));
+                Ok(())
+            }
+            Message::MetricsBatch(batch) => {
+                self.to_metrics(agent_id, org_id, now, batch.samples.into_vec());
+                Ok(())
+            }
+            Message::Ack { .. } => Ok(()),
             Message::JobAck(ack) => self.to_job(
                 agent_id,
                 ack.job_id,
@@ -145,6 +154,30 @@ impl SessionState {
                 format!("unexpected {:?} from agent", other.kind()),
             )),
         }
+    }
+
+    /// Hands verified samples to the metrics writer's bounded intake. A sample whose time the
+    /// server refuses (far future, older than raw retention) is counted and dropped: a bad agent
+    /// clock is not a reason to close its session.
+    fn to_metrics(
+        &self,
+        agent_id: reap3r_store::Uuid,
+        org_id: reap3r_store::Uuid,
+        now: u64,
+        samples: impl IntoIterator<Item = reap3r_wire::MetricsSample>,
+    ) {
+        let ctx = self.ctx();
+        let admitted: Vec<_> = samples
+            .into_iter()
+            .filter_map(|s| {
+                let sample = agent_sample(agent_id, org_id, &s, now, &ctx.settings.metrics);
+                if sample.is_err() {
+                    ctx.metrics.count_refused();
+                }
+                sample.ok()
+            })
+            .collect();
+        ctx.metrics.offer(admitted);
     }
 
     pub(super) fn on_tick(&mut self, now: u64) -> Result<(), Refusal> {

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod groups;
 pub mod health;
 pub mod jobs;
+pub mod metrics;
 pub mod orgs;
 pub mod tokens;
 pub mod users;
@@ -48,6 +49,8 @@ pub enum ApiTags {
     /// Alerting: notification policies, silences, maintenance windows, integrations (where
     /// notifications go) and the delivery log.
     Alerting,
+    /// Agent metrics: series, CSV export and fleet views.
+    Metrics,
 }
 
 /// Page size: default 100, between 1 and `max`.

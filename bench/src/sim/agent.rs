@@ -11,8 +11,9 @@ use anyhow::{Result, bail};
 use quinn::{Connection, VarInt};
 use reap3r_agent::protocol::{AgentCore, ConnId, Effect, Lane as WireLane, MemoryStore, Session};
 use reap3r_wire::{
-    AgentConfig, CloseCode, Heartbeat, InventorySummary, JobAckOutcome, JobEnd, JobPayload,
-    JobResult, Message, MetricsSample, SigningKey, VerifiedJob, VerifyingKey, Welcome,
+    AgentConfig, Capped, CloseCode, Heartbeat, InterfaceCounters, InventorySummary, JobAckOutcome,
+    JobEnd, JobPayload, JobResult, Message, MetricsSample, MountUsage, Name, SigningKey,
+    VerifiedJob, VerifyingKey, Welcome,
 };
 
 use super::now_ms;
@@ -173,13 +174,27 @@ impl SimAgent {
         Message::Metrics(MetricsSample {
             taken_at_ms: now_ms(),
             cpu_centipercent: (idx % 500) as u16,
+            load1_centi: 12,
+            load5_centi: 10,
+            load15_centi: 8,
             memory_used_bytes: 900 << 20,
             memory_total_bytes: 4 << 30,
-            disk_used_bytes: 20 << 30,
-            disk_total_bytes: 64 << 30,
-            net_rx_bytes: 1 << 20,
-            net_tx_bytes: 1 << 19,
-            load1_centi: 12,
+            swap_used_bytes: 0,
+            swap_total_bytes: 1 << 30,
+            mounts: Capped::truncated(vec![MountUsage {
+                mount: Name::truncated("/"),
+                used_bytes: 20 << 30,
+                total_bytes: 64 << 30,
+            }]),
+            interfaces: Capped::truncated(vec![InterfaceCounters {
+                name: Name::truncated("eth0"),
+                rx_bytes: 1 << 20,
+                tx_bytes: 1 << 19,
+                rx_errors: 0,
+                tx_errors: 0,
+            }]),
+            process_count: 200,
+            uptime_s: 3600,
         })
     }
 

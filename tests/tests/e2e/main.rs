@@ -24,4 +24,5 @@ mod api_ws;
 mod clients;
 mod jobs;
 mod notifications;
+mod metrics;
 mod swagger;
