@@ -5,6 +5,7 @@
 //! taken. Time is always passed in (`now_ms`), never read here, so callers can test time logic.
 
 mod agents;
+mod alerts;
 mod api_keys;
 mod audit;
 mod db;
@@ -29,6 +30,11 @@ use sqlx::{Any, AnyPool, ConnectOptions, Connection, Transaction};
 pub use agents::{
     Agent, AgentApproval, AgentCursor, AgentFilter, AgentHello, AgentStats, AgentStatus,
     MAX_AGENT_PAGE, NewAgent,
+};
+pub use alerts::{
+    AlertAgent, AlertEvent, AlertEventFilter, AlertHistoryEntry, AlertNote, AlertRule, AlertRuleState,
+    AlertRuleUpdate, AlertStats, MAX_ALERT_EVENT_PAGE, MAX_ALERT_NOTE_CHARS, NewAlertEvent,
+    NewAlertRule, SYSTEM_ACTOR,
 };
 pub use api_keys::{ApiKey, NewApiKey};
 pub use audit::{

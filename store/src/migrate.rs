@@ -11,11 +11,13 @@ const SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_access.sql")),
     (3, include_str!("../../migrations/sqlite/0003_jobs.sql")),
+    (5, include_str!("../../migrations/sqlite/0005_alerts.sql")),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_access.sql")),
     (3, include_str!("../../migrations/postgres/0003_jobs.sql")),
+    (5, include_str!("../../migrations/postgres/0005_alerts.sql")),
 ];
 
 /// Advisory-lock key that serialises migrations across processes on PostgreSQL ("R3MIGRAT").
