@@ -1,5 +1,6 @@
 //! The root supervisor: owns every long-lived actor of a node — the presence writer, the session
-//! supervisor (one actor per live connection) and the job supervisor (one actor per active job) —
+//! supervisor (one actor per live connection), the job supervisor (one actor per active job) and
+//! the alert supervisor (one actor per enabled rule) —
 //! restarts whichever crashes, and runs the shutdown sequence over the node's one drain signal.
 //!
 //! Each child is found through an [`ActorSlot`], so a restarted child is reached by everyone who
@@ -21,6 +22,7 @@ use reap3r_wire::CloseCode;
 use tracing::{error, info, warn};
 
 use crate::AgentRouter;
+use crate::alerts::{AlertSupervisor, AlertingArgs};
 use crate::jobs::JobSupervisorMsg;
 use crate::session::mark_offline;
 use crate::slot::ActorSlot;
@@ -41,6 +43,8 @@ pub enum Subsystem {
     Presence,
     Jobs,
     Sessions,
+    /// Started only when the node runs alerting ([`RootArgs::alerting`]).
+    Alerts,
 }
 
 impl Subsystem {
@@ -49,6 +53,7 @@ impl Subsystem {
             Subsystem::Presence => "presence writer",
             Subsystem::Jobs => "job supervisor",
             Subsystem::Sessions => "session supervisor",
+            Subsystem::Alerts => "alert supervisor",
         }
     }
 }
@@ -66,6 +71,8 @@ pub struct RootArgs {
     /// How job actors reach agents.
     pub router: Arc<dyn AgentRouter>,
     pub subsystems: Subsystems,
+    /// The alert supervisor's sink, sample queue and settings; `None` runs no alerting.
+    pub alerting: Option<AlertingArgs>,
 }
 
 #[derive(Debug)]
@@ -125,6 +132,14 @@ impl RootState {
                 self.args.subsystems.sessions.set(sessions.clone());
                 sessions.get_cell()
             }
+            Subsystem::Alerts => {
+                let Some(alerting) = self.args.alerting.clone() else {
+                    return Ok(());
+                };
+                AlertSupervisor::spawn_linked(ctx.domain(), alerting, cell)
+                    .await?
+                    .get_cell()
+            }
         };
         self.children.insert(child.get_id(), which);
         Ok(())
@@ -135,6 +150,12 @@ impl RootState {
             Subsystem::Presence => self.args.subsystems.presence.get().map(|a| a.get_cell()),
             Subsystem::Sessions => self.args.subsystems.sessions.get().map(|a| a.get_cell()),
             Subsystem::Jobs => self.args.ctx.jobs.get().map(|a| a.get_cell()),
+            Subsystem::Alerts => self
+                .args
+                .alerting
+                .as_ref()
+                .and_then(|a| a.samples.supervisor())
+                .map(|a| a.get_cell()),
         }
     }
 
@@ -181,7 +202,12 @@ impl RootState {
                 .await;
             info!(?closed, "agent sessions closed");
         }
-        for which in [Subsystem::Jobs, Subsystem::Sessions, Subsystem::Presence] {
+        for which in [
+            Subsystem::Alerts,
+            Subsystem::Jobs,
+            Subsystem::Sessions,
+            Subsystem::Presence,
+        ] {
             if let Some(child) = self.child(which) {
                 // The presence writer's post_stop flushes; the supervisors hold nothing unsaved.
                 if let Err(err) = child
@@ -211,7 +237,12 @@ impl Actor for RootSupervisor {
             restarts: HashMap::new(),
             stopping: false,
         };
-        for which in [Subsystem::Presence, Subsystem::Jobs, Subsystem::Sessions] {
+        for which in [
+            Subsystem::Presence,
+            Subsystem::Jobs,
+            Subsystem::Sessions,
+            Subsystem::Alerts,
+        ] {
             state.spawn(&myself, which).await?;
         }
         Ok(state)

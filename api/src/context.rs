@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use reap3r_actors::access::AccessSettings;
+use reap3r_actors::alerts::AlertSink;
 pub use reap3r_actors::enrolment::EnrolmentInfo;
 use reap3r_actors::{Clock, Domain, EventBus, FleetStats, JobEngine};
 use reap3r_store::{Store, Uuid};
@@ -61,6 +62,8 @@ pub struct ApiContext {
     pub node: Arc<dyn NodeHooks>,
     /// The job engine; `None` where no node runs (spec generation, unit tests).
     pub jobs: Option<JobEngine>,
+    /// Where operator acks and resolves of alerts are handed to notification routing.
+    pub alert_sink: Arc<dyn AlertSink>,
 }
 
 impl std::fmt::Debug for ApiContext {

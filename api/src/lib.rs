@@ -24,6 +24,8 @@ pub use context::{ApiContext, ApiSettings, EnrolmentInfo, NoNode, NodeHooks};
 pub use error::{ApiError, ErrorBody};
 
 use handlers::agents::AgentsApi;
+use handlers::alerting_events::AlertEventsApi;
+use handlers::alerting_rules::AlertRulesApi;
 use handlers::api_keys::ApiKeysApi;
 use handlers::audit::AuditApi;
 use handlers::auth::AuthApi;
@@ -47,6 +49,7 @@ type Apis = (
     (HealthApi, AuthApi, UsersApi, OrgsApi, EventsApi),
     (SitesApi, CompaniesApi, FoldersApi, TagsApi),
     (AgentsApi, TokensApi, ApiKeysApi, AuditApi, JobsApi),
+    (AlertRulesApi, AlertEventsApi),
 );
 
 fn service() -> OpenApiService<Apis, ()> {
@@ -55,6 +58,7 @@ fn service() -> OpenApiService<Apis, ()> {
             (HealthApi, AuthApi, UsersApi, OrgsApi, EventsApi),
             (SitesApi, CompaniesApi, FoldersApi, TagsApi),
             (AgentsApi, TokensApi, ApiKeysApi, AuditApi, JobsApi),
+            (AlertRulesApi, AlertEventsApi),
         ),
         "Reap3r API",
         env!("CARGO_PKG_VERSION"),

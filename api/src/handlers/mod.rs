@@ -2,6 +2,8 @@
 //! what they share: tags and page sizes.
 
 pub mod agents;
+pub mod alerting_events;
+pub mod alerting_rules;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
@@ -41,6 +43,8 @@ pub enum ApiTags {
     Events,
     /// Jobs run on agents, and their results.
     Jobs,
+    /// Alert rules, the alert events they raise, and operator actions on them.
+    Alerting,
 }
 
 /// Page size: default 100, between 1 and `max`.
