@@ -61,12 +61,14 @@ CREATE INDEX alert_events_rule ON alert_events (rule_id, state);
 CREATE TABLE alert_event_history (
     id        TEXT PRIMARY KEY NOT NULL,
     event_id  TEXT NOT NULL REFERENCES alert_events (id) ON DELETE CASCADE,
+    -- Order within the event (several transitions can share a millisecond).
+    seq       BIGINT NOT NULL,
     at        BIGINT NOT NULL,
     actor     TEXT NOT NULL,
     action    TEXT NOT NULL,
     detail    TEXT NULL
 );
-CREATE INDEX alert_event_history_event ON alert_event_history (event_id, at);
+CREATE UNIQUE INDEX alert_event_history_event ON alert_event_history (event_id, seq);
 
 CREATE TABLE alert_event_notes (
     id         TEXT PRIMARY KEY NOT NULL,

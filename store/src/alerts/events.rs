@@ -128,8 +128,9 @@ async fn add_history(
     detail: Option<&str>,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO alert_event_history (id, event_id, at, actor, action, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO alert_event_history (id, event_id, seq, at, actor, action, detail) \
+         SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, $4, $5, $6 \
+         FROM alert_event_history WHERE event_id = $2",
     )
     .bind(uuid_text(Uuid::new_v4()))
     .bind(uuid_text(event_id))
@@ -409,7 +410,7 @@ impl Store {
     pub async fn alert_event_history(&self, event_id: Uuid) -> Result<Vec<AlertHistoryEntry>> {
         let rows = sqlx::query(
             "SELECT at, actor, action, detail FROM alert_event_history \
-             WHERE event_id = $1 ORDER BY at, id",
+             WHERE event_id = $1 ORDER BY seq",
         )
         .bind(uuid_text(event_id))
         .fetch_all(self.pool())
