@@ -211,8 +211,13 @@ async fn rule_operations_validate_and_audit() {
             .await
             .unwrap();
         assert_eq!(rule.kind, RuleKind::AgentOffline { for_s: 60 });
-        let dup = create("offline", RuleKind::AgentOffline { for_s: 60 }).run(d, cli).await;
-        assert!(matches!(dup, Err(DomainError::Store(_)) | Err(DomainError::Conflict(_))));
+        let dup = create("offline", RuleKind::AgentOffline { for_s: 60 })
+            .run(d, cli)
+            .await;
+        assert!(matches!(
+            dup,
+            Err(DomainError::Store(_)) | Err(DomainError::Conflict(_))
+        ));
         let updated = UpdateRule {
             id: rule.id,
             enabled: Some(false),
@@ -229,14 +234,22 @@ async fn rule_operations_validate_and_audit() {
             kind: Some(RuleKind::AgentOffline { for_s: u32::MAX }),
             ..Default::default()
         };
-        assert_eq!(code(bad_update.run(d, cli).await.unwrap_err()), "invalid_duration");
+        assert_eq!(
+            code(bad_update.run(d, cli).await.unwrap_err()),
+            "invalid_duration"
+        );
         DeleteRule { id: rule.id }.run(d, cli).await.unwrap();
         assert!(matches!(
             DeleteRule { id: rule.id }.run(d, cli).await,
             Err(DomainError::NotFound(_))
         ));
         let other_org = Caller::cli(Uuid::new_v4());
-        assert!(reap3r_actors::alerts::list_rules(d, &other_org).await.unwrap().is_empty());
+        assert!(
+            reap3r_actors::alerts::list_rules(d, &other_org)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let actions: Vec<String> = ListAudit::default()
             .run(d, cli)
             .await
@@ -247,7 +260,11 @@ async fn rule_operations_validate_and_audit() {
             .collect();
         assert_eq!(
             actions,
-            ["alert_rule.delete", "alert_rule.update", "alert_rule.create"]
+            [
+                "alert_rule.delete",
+                "alert_rule.update",
+                "alert_rule.create"
+            ]
         );
     }
 }
@@ -278,8 +295,10 @@ async fn a_threshold_rule_fires_once_across_restarts_and_resolves() {
         // A metric the rule does not watch changes nothing.
         rig.sample(&agent, Metric::CpuPercent, 99.0);
         rig.sample(&agent, Metric::ProcessCount, 120.0);
-        rig.until(&sup, "fired", |s, k| s == ["firing"] && k == [AlertChangeKind::Fired])
-            .await;
+        rig.until(&sup, "fired", |s, k| {
+            s == ["firing"] && k == [AlertChangeKind::Fired]
+        })
+        .await;
         let change = rig.sink.0.lock().unwrap()[0].clone();
         assert_eq!(change.agent_id, Some(agent.id));
         assert_eq!(change.hostname.as_deref(), Some("web-1"));
@@ -305,17 +324,26 @@ async fn a_threshold_rule_fires_once_across_restarts_and_resolves() {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let running = sup.call(AlertSupervisorMsg::Running, None).await.unwrap().unwrap();
+            let running = sup
+                .call(AlertSupervisorMsg::Running, None)
+                .await
+                .unwrap()
+                .unwrap();
             if running == vec![rule.id] {
                 break;
             }
-            assert!(Instant::now() < deadline, "crashed rule actor not restarted");
+            assert!(
+                Instant::now() < deadline,
+                "crashed rule actor not restarted"
+            );
         }
         rig.clock.advance(1_000);
         rig.sample(&agent, Metric::ProcessCount, 140.0);
         rig.sample(&other, Metric::ProcessCount, 0.0);
-        rig.until(&sup, "still one alert", |s, k| s == ["firing"] && k.len() == 1)
-            .await;
+        rig.until(&sup, "still one alert", |s, k| {
+            s == ["firing"] && k.len() == 1
+        })
+        .await;
 
         // The condition clears: resolved, by the system.
         rig.clock.advance(1_000);
@@ -324,8 +352,13 @@ async fn a_threshold_rule_fires_once_across_restarts_and_resolves() {
             s == ["resolved"] && k == [AlertChangeKind::Fired, AlertChangeKind::Resolved]
         })
         .await;
-        let page = ListEvents::default().run(&rig.domain, &rig.cli).await.unwrap();
-        let detail = get_event(&rig.domain, &rig.cli, page.events[0].id).await.unwrap();
+        let page = ListEvents::default()
+            .run(&rig.domain, &rig.cli)
+            .await
+            .unwrap();
+        let detail = get_event(&rig.domain, &rig.cli, page.events[0].id)
+            .await
+            .unwrap();
         let history: Vec<(&str, &str)> = detail
             .history
             .iter()
@@ -333,7 +366,11 @@ async fn a_threshold_rule_fires_once_across_restarts_and_resolves() {
             .collect();
         assert_eq!(
             history,
-            [("pending", "system"), ("fired", "system"), ("resolved", "system")]
+            [
+                ("pending", "system"),
+                ("fired", "system"),
+                ("resolved", "system")
+            ]
         );
         assert_eq!(rig.samples.dropped(), 0);
         sup.stop_and_wait(None, None).await.unwrap();
@@ -352,7 +389,12 @@ async fn operators_ack_note_snooze_and_resolve() {
         rig.until(&sup, "rule started", |_, _| true).await;
         rig.sample(&agent, Metric::UptimeSeconds, 5000.0);
         rig.until(&sup, "fired", |s, _| s == ["firing"]).await;
-        let id = ListEvents::default().run(&rig.domain, &rig.cli).await.unwrap().events[0].id;
+        let id = ListEvents::default()
+            .run(&rig.domain, &rig.cli)
+            .await
+            .unwrap()
+            .events[0]
+            .id;
 
         let (d, cli, sink) = (&rig.domain, &rig.cli, &*rig.sink);
         let acked = AckAlert { id }.run(d, cli, sink).await.unwrap();
@@ -373,7 +415,15 @@ async fn operators_ack_note_snooze_and_resolve() {
         let snoozed = SnoozeAlert { id, for_s: 600 }.run(d, cli).await.unwrap();
         assert_eq!(snoozed.snoozed_until, Some(T0 as i64 + 600_000));
         assert_eq!(
-            code(AddAlertNote { id, body: "  ".into() }.run(d, cli).await.unwrap_err()),
+            code(
+                AddAlertNote {
+                    id,
+                    body: "  ".into()
+                }
+                .run(d, cli)
+                .await
+                .unwrap_err()
+            ),
             "invalid_input"
         );
         AddAlertNote {
@@ -409,7 +459,10 @@ async fn operators_ack_note_snooze_and_resolve() {
         let detail = get_event(d, cli, id).await.unwrap();
         assert_eq!(detail.notes.len(), 1);
         let actions: Vec<&str> = detail.history.iter().map(|h| h.action.as_str()).collect();
-        assert_eq!(actions, ["pending", "fired", "acked", "snoozed", "note", "resolved"]);
+        assert_eq!(
+            actions,
+            ["pending", "fired", "acked", "snoozed", "note", "resolved"]
+        );
         let audited: Vec<String> = ListAudit::default()
             .run(d, cli)
             .await
@@ -437,7 +490,10 @@ async fn operators_ack_note_snooze_and_resolve() {
             if rig.states().await == ["firing", "resolved"] {
                 break;
             }
-            assert!(Instant::now() < deadline, "no new event after a manual resolve");
+            assert!(
+                Instant::now() < deadline,
+                "no new event after a manual resolve"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         sup.stop_and_wait(None, None).await.unwrap();
@@ -466,7 +522,10 @@ async fn offline_alerts_wait_out_the_restart_grace() {
             hostname: "web-1".into(),
         });
         rig.until(&sup, "cleared", |s, _| s == ["resolved"]).await;
-        assert!(rig.sink.kinds().is_empty(), "a restart raised an offline alert");
+        assert!(
+            rig.sink.kinds().is_empty(),
+            "a restart raised an offline alert"
+        );
 
         // Killed for real: it fires once `for` has elapsed, and resolves when it is back.
         rig.domain.events.publish(FleetEvent::AgentOffline {
@@ -474,22 +533,27 @@ async fn offline_alerts_wait_out_the_restart_grace() {
             org_id: agent.org_id,
             reason: "connection lost".into(),
         });
-        rig.until(&sup, "pending again", |s, _| s.first().map(String::as_str) == Some("pending"))
-            .await;
+        rig.until(&sup, "pending again", |s, _| {
+            s.first().map(String::as_str) == Some("pending")
+        })
+        .await;
         rig.clock.advance(29_999);
         sup.cast(AlertSupervisorMsg::Tick).unwrap();
         rig.until(&sup, "not yet", |s, _| s[0] == "pending").await;
         rig.clock.advance(1);
         sup.cast(AlertSupervisorMsg::Tick).unwrap();
-        rig.until(&sup, "fired", |s, k| s[0] == "firing" && k == [AlertChangeKind::Fired])
-            .await;
+        rig.until(&sup, "fired", |s, k| {
+            s[0] == "firing" && k == [AlertChangeKind::Fired]
+        })
+        .await;
         rig.domain.events.publish(FleetEvent::AgentOnline {
             agent_id: agent.id,
             org_id: agent.org_id,
             hostname: "web-1".into(),
         });
         rig.until(&sup, "resolved", |s, k| {
-            s == ["resolved", "resolved"] && k == [AlertChangeKind::Fired, AlertChangeKind::Resolved]
+            s == ["resolved", "resolved"]
+                && k == [AlertChangeKind::Fired, AlertChangeKind::Resolved]
         })
         .await;
         sup.stop_and_wait(None, None).await.unwrap();

@@ -137,8 +137,16 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/api/alerting/events", p(AlertEventList)),
     r("GET", "/api/alerting/events/{id}", p(AlertEventList)),
     r("POST", "/api/alerting/events/{id}/ack", p(AlertEventAck)),
-    r("POST", "/api/alerting/events/{id}/resolve", p(AlertEventResolve)),
-    r("POST", "/api/alerting/events/{id}/snooze", p(AlertEventSnooze)),
+    r(
+        "POST",
+        "/api/alerting/events/{id}/resolve",
+        p(AlertEventResolve),
+    ),
+    r(
+        "POST",
+        "/api/alerting/events/{id}/snooze",
+        p(AlertEventSnooze),
+    ),
     // A note is an operator's action on the event, like an ack.
     r("POST", "/api/alerting/events/{id}/notes", p(AlertEventAck)),
     r("GET", "/api/alerting/stats", p(AlertEventList)),

@@ -32,9 +32,9 @@ pub use agents::{
     MAX_AGENT_PAGE, NewAgent,
 };
 pub use alerts::{
-    AlertAgent, AlertEvent, AlertEventFilter, AlertHistoryEntry, AlertNote, AlertRule, AlertRuleState,
-    AlertRuleUpdate, AlertStats, MAX_ALERT_EVENT_PAGE, MAX_ALERT_NOTE_CHARS, NewAlertEvent,
-    NewAlertRule, SYSTEM_ACTOR,
+    AlertAgent, AlertEvent, AlertEventFilter, AlertHistoryEntry, AlertNote, AlertRule,
+    AlertRuleState, AlertRuleUpdate, AlertStats, MAX_ALERT_EVENT_PAGE, MAX_ALERT_NOTE_CHARS,
+    NewAlertEvent, NewAlertRule, SYSTEM_ACTOR,
 };
 pub use api_keys::{ApiKey, NewApiKey};
 pub use audit::{

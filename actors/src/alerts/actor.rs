@@ -23,7 +23,11 @@ pub enum RuleMsg {
     /// Values for a threshold rule: (agent, taken at, value), already matched to the scope.
     Samples(Vec<(Uuid, i64, f64)>),
     /// A presence or job condition of one agent.
-    Condition { agent: Uuid, active: bool, since: i64 },
+    Condition {
+        agent: Uuid,
+        active: bool,
+        since: i64,
+    },
     /// An operator resolved the agent's event by hand.
     Reset(Uuid),
     /// The agents now in scope: an alert of any other agent ends (it left the scope or the
@@ -68,7 +72,11 @@ fn phase_of(s: &AlertRuleState) -> Phase {
 fn summary(kind: &RuleKind, value: Option<f64>) -> String {
     match kind {
         RuleKind::MetricThreshold(t) => {
-            let label = t.label.as_deref().map(|l| format!("[{l}]")).unwrap_or_default();
+            let label = t
+                .label
+                .as_deref()
+                .map(|l| format!("[{l}]"))
+                .unwrap_or_default();
             let value = value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"));
             format!(
                 "{}{label} {} {}s {value} {} {}",
@@ -129,7 +137,11 @@ impl RuleState {
                 Effect::Resolved { .. } | Effect::Cleared { .. } => {
                     if let Some(event_id) = self.events.remove(&agent) {
                         let fired = matches!(effect, Effect::Resolved { .. });
-                        let detail = if fired { "condition cleared" } else { "cleared before firing" };
+                        let detail = if fired {
+                            "condition cleared"
+                        } else {
+                            "cleared before firing"
+                        };
                         let resolved = tx
                             .resolve_alert_event(None, event_id, SYSTEM_ACTOR, Some(detail), now)
                             .await?;
@@ -165,7 +177,15 @@ impl RuleState {
                     .get(agent)
                     .map(|a| AgentFacts::from(&a))
                     .unwrap_or_default();
-                announce(domain, &*self.args.sink, &event, kind, facts, SYSTEM_ACTOR, now);
+                announce(
+                    domain,
+                    &*self.args.sink,
+                    &event,
+                    kind,
+                    facts,
+                    SYSTEM_ACTOR,
+                    now,
+                );
             }
         }
         Ok(())
@@ -226,7 +246,15 @@ impl Actor for RuleActor {
                 agent,
                 active,
                 since,
-            } => state.feed(Input::Condition { agent, active, since }).await?,
+            } => {
+                state
+                    .feed(Input::Condition {
+                        agent,
+                        active,
+                        since,
+                    })
+                    .await?
+            }
             RuleMsg::Reset(agent) => {
                 state.events.remove(&agent);
                 state.feed(Input::Reset { agent }).await?;

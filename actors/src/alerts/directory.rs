@@ -14,7 +14,11 @@ pub struct Directory(Arc<RwLock<HashMap<Uuid, AlertAgent>>>);
 
 impl Directory {
     pub fn get(&self, id: Uuid) -> Option<AlertAgent> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
     }
 
     pub fn replace_all(&self, agents: Vec<AlertAgent>) {
@@ -30,12 +34,20 @@ impl Directory {
     }
 
     pub fn remove(&self, id: Uuid) {
-        self.0.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
     }
 
     /// Updates an agent's presence, if it is known.
     pub fn set_connected(&self, id: Uuid, connected: bool) {
-        if let Some(a) = self.0.write().unwrap_or_else(|e| e.into_inner()).get_mut(&id) {
+        if let Some(a) = self
+            .0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&id)
+        {
             a.connected = connected;
         }
     }
@@ -48,7 +60,8 @@ impl Directory {
     /// The agents a rule watches.
     pub fn scope_of(&self, rule: &Rule) -> Vec<AlertAgent> {
         let map = self.0.read().unwrap_or_else(|e| e.into_inner());
-        let mut agents: Vec<AlertAgent> = map.values().filter(|a| matches(rule, a)).cloned().collect();
+        let mut agents: Vec<AlertAgent> =
+            map.values().filter(|a| matches(rule, a)).cloned().collect();
         agents.sort_by_key(|a| a.id);
         agents
     }

@@ -26,7 +26,6 @@ pub const MAX_SNOOZE_S: u32 = 7 * 24 * 3600;
 /// Most agents `stats` lists as top alerting.
 pub const MAX_TOP_AGENTS: u32 = 50;
 
-
 fn event_target(id: Uuid) -> Option<String> {
     Some(format!("alert_event:{id}"))
 }
@@ -96,7 +95,10 @@ impl ListEvents {
 fn parse_cursor(s: &str) -> DomainResult<(i64, Uuid)> {
     let bad = || DomainError::invalid("before is not a cursor from a previous page");
     let (at, id) = s.split_once('_').ok_or_else(bad)?;
-    Ok((at.parse().map_err(|_| bad())?, id.parse().map_err(|_| bad())?))
+    Ok((
+        at.parse().map_err(|_| bad())?,
+        id.parse().map_err(|_| bad())?,
+    ))
 }
 
 /// One event with its notes and history.
@@ -160,7 +162,15 @@ impl AckAlert {
         .await?;
         domain.commit(tx).await?;
         let facts = AgentFacts::load(domain, event.org_id, event.agent_id).await;
-        announce(domain, sink, &event, AlertChangeKind::Acked, facts, &actor, now);
+        announce(
+            domain,
+            sink,
+            &event,
+            AlertChangeKind::Acked,
+            facts,
+            &actor,
+            now,
+        );
         Ok(event)
     }
 }
@@ -186,13 +196,16 @@ impl ResolveAlert {
             .resolve_alert_event(Some(caller.org_id), self.id, &actor, reason.as_deref(), now)
             .await?
         else {
-            return Err(match domain.store.alert_event(caller.org_id, self.id).await? {
-                None => DomainError::NotFound("alert event"),
-                Some(_) => DomainError::conflict("alert is already resolved"),
-            });
+            return Err(
+                match domain.store.alert_event(caller.org_id, self.id).await? {
+                    None => DomainError::NotFound("alert event"),
+                    Some(_) => DomainError::conflict("alert is already resolved"),
+                },
+            );
         };
         if let Some(agent) = event.agent_id {
-            tx.put_alert_rule_state(event.rule_id, agent, None, now).await?;
+            tx.put_alert_rule_state(event.rule_id, agent, None, now)
+                .await?;
         }
         audit::record(
             &mut tx,
@@ -207,7 +220,15 @@ impl ResolveAlert {
         if event.fired_at.is_some() {
             // A pending event that never fired was never announced, so its end is not either.
             let facts = AgentFacts::load(domain, event.org_id, event.agent_id).await;
-            announce(domain, sink, &event, AlertChangeKind::Resolved, facts, &actor, now);
+            announce(
+                domain,
+                sink,
+                &event,
+                AlertChangeKind::Resolved,
+                facts,
+                &actor,
+                now,
+            );
         }
         Ok(event)
     }

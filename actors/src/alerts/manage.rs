@@ -6,8 +6,8 @@
 use reap3r_store::{AlertRule, AlertRuleUpdate, NewAlertRule, Uuid};
 use serde_json::json;
 
-use super::rule::{MAX_RULE_NAME_CHARS, RuleKind, RuleScope};
 use super::Severity;
+use super::rule::{MAX_RULE_NAME_CHARS, RuleKind, RuleScope};
 use crate::access::Caller;
 use crate::error::{DomainError, DomainResult, required_text};
 use crate::{Domain, audit};

@@ -31,7 +31,12 @@ impl AgentFacts {
         let Some(agent_id) = agent_id else {
             return Self::default();
         };
-        let agent = domain.store.agent_in_org(org_id, agent_id).await.ok().flatten();
+        let agent = domain
+            .store
+            .agent_in_org(org_id, agent_id)
+            .await
+            .ok()
+            .flatten();
         let tags = domain
             .store
             .agent_tags(org_id, agent_id)

@@ -157,12 +157,18 @@ impl Threshold {
 pub enum RuleKind {
     MetricThreshold(Threshold),
     /// The agent has been offline for `for_s`.
-    AgentOffline { for_s: u32 },
+    AgentOffline {
+        for_s: u32,
+    },
     /// A job target failed on the agent (optionally only jobs of one type); resolves when a
     /// later job of the same filter succeeds there, or by hand.
-    JobFailed { job_type: Option<JobType> },
+    JobFailed {
+        job_type: Option<JobType>,
+    },
     /// The agent enrolled and has waited for approval for `for_s`.
-    AgentPendingApproval { for_s: u32 },
+    AgentPendingApproval {
+        for_s: u32,
+    },
 }
 
 impl RuleKind {
@@ -312,8 +318,15 @@ mod tests {
             Err(DomainError::Invalid { code, .. }) => code,
             other => panic!("expected invalid, got {other:?}"),
         };
-        assert!(RuleKind::MetricThreshold(threshold("cpu.percent")).validate().is_ok());
-        assert_eq!(code(RuleKind::MetricThreshold(threshold("cpu.percnt"))), "unknown_metric");
+        assert!(
+            RuleKind::MetricThreshold(threshold("cpu.percent"))
+                .validate()
+                .is_ok()
+        );
+        assert_eq!(
+            code(RuleKind::MetricThreshold(threshold("cpu.percnt"))),
+            "unknown_metric"
+        );
         let mut t = threshold("cpu.percent");
         t.window_s = 0;
         assert_eq!(code(RuleKind::MetricThreshold(t)), "invalid_duration");
@@ -333,14 +346,21 @@ mod tests {
         t.value = f64::NAN;
         assert_eq!(code(RuleKind::MetricThreshold(t)), "invalid_input");
         assert_eq!(
-            code(RuleKind::AgentOffline { for_s: MIN_PRESENCE_FOR_S - 1 }),
+            code(RuleKind::AgentOffline {
+                for_s: MIN_PRESENCE_FOR_S - 1
+            }),
             "invalid_duration"
         );
     }
 
     #[test]
     fn scope_matches_any_listed_item_or_everything_when_empty() {
-        let (a, b, f, t) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let (a, b, f, t) = (
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+        );
         assert!(RuleScope::default().matches(a, None, &[]));
         let by_folder = RuleScope {
             folders: vec![f],
@@ -362,7 +382,10 @@ mod tests {
         };
         assert!(matches!(
             big.validate(),
-            Err(DomainError::Invalid { code: "scope_too_large", .. })
+            Err(DomainError::Invalid {
+                code: "scope_too_large",
+                ..
+            })
         ));
     }
 }

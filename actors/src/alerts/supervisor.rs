@@ -26,6 +26,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 use tracing::{error, warn};
 
+use super::AlertSink;
 use super::actor::{RuleActor, RuleArgs, RuleMsg};
 use super::directory::Directory;
 use super::events::RESOLVE_AUDIT_ACTION;
@@ -33,7 +34,6 @@ use super::machine::pick_value;
 use super::manage::{RULE_AUDIT_PREFIX, Rule};
 use super::rule::RuleKind;
 use super::samples::AlertSamples;
-use super::AlertSink;
 use crate::metrics::Metric;
 use crate::{Domain, FleetEvent};
 
@@ -216,7 +216,10 @@ impl SupervisorState {
         }
     }
 
-    async fn reload(&mut self, myself: &ActorRef<AlertSupervisorMsg>) -> Result<(), ActorProcessingErr> {
+    async fn reload(
+        &mut self,
+        myself: &ActorRef<AlertSupervisorMsg>,
+    ) -> Result<(), ActorProcessingErr> {
         self.directory
             .replace_all(self.domain.store.alert_agents(None).await?);
         let mut wanted = HashSet::new();
@@ -234,7 +237,12 @@ impl SupervisorState {
                 _ => self.start_rule(myself, rule).await,
             }
         }
-        let gone: Vec<Uuid> = self.rules.keys().filter(|id| !wanted.contains(id)).copied().collect();
+        let gone: Vec<Uuid> = self
+            .rules
+            .keys()
+            .filter(|id| !wanted.contains(id))
+            .copied()
+            .collect();
         for id in gone {
             self.stop_rule(id);
         }
@@ -275,7 +283,9 @@ impl SupervisorState {
                 let metrics: HashSet<Metric> = sample.values.iter().map(|v| v.metric).collect();
                 for metric in metrics {
                     for id in self.by_metric.get(&metric).into_iter().flatten() {
-                        let Some(r) = self.rules.get(id) else { continue };
+                        let Some(r) = self.rules.get(id) else {
+                            continue;
+                        };
                         let RuleKind::MetricThreshold(t) = &r.rule.kind else {
                             continue;
                         };
@@ -287,10 +297,11 @@ impl SupervisorState {
                         if let Some(v) =
                             pick_value(&sample.values, metric, t.label.as_deref(), t.operator)
                         {
-                            per_rule
-                                .entry(*id)
-                                .or_default()
-                                .push((sample.agent_id, sample.taken_at_ms, v));
+                            per_rule.entry(*id).or_default().push((
+                                sample.agent_id,
+                                sample.taken_at_ms,
+                                v,
+                            ));
                         }
                     }
                 }
@@ -408,7 +419,8 @@ impl SupervisorState {
                     let event_id = target_id(target.as_deref(), "alert_event:");
                     if let (Some(org), Some(id)) = (org_id, event_id)
                         && let Some(event) = self.domain.store.alert_event(org, id).await?
-                        && let (Some(r), Some(agent)) = (self.rules.get(&event.rule_id), event.agent_id)
+                        && let (Some(r), Some(agent)) =
+                            (self.rules.get(&event.rule_id), event.agent_id)
                     {
                         let _ = r.actor.cast(RuleMsg::Reset(agent));
                     }

@@ -197,7 +197,11 @@ pub struct AlertEventsApi;
 #[OpenApi(tag = "ApiTags::Alerting")]
 impl AlertEventsApi {
     /// List alert events, newest first.
-    #[oai(path = "/api/alerting/events", method = "get", operation_id = "listAlertEvents")]
+    #[oai(
+        path = "/api/alerting/events",
+        method = "get",
+        operation_id = "listAlertEvents"
+    )]
     #[expect(clippy::too_many_arguments, reason = "one parameter per query filter")]
     async fn list(
         &self,
@@ -233,7 +237,11 @@ impl AlertEventsApi {
     }
 
     /// Get an alert event with its notes and history.
-    #[oai(path = "/api/alerting/events/:id", method = "get", operation_id = "getAlertEvent")]
+    #[oai(
+        path = "/api/alerting/events/:id",
+        method = "get",
+        operation_id = "getAlertEvent"
+    )]
     async fn get(
         &self,
         ctx: Data<&ApiContext>,
@@ -249,7 +257,11 @@ impl AlertEventsApi {
     }
 
     /// Acknowledge an open alert (escalation stops); 409 if resolved or already acknowledged.
-    #[oai(path = "/api/alerting/events/:id/ack", method = "post", operation_id = "ackAlertEvent")]
+    #[oai(
+        path = "/api/alerting/events/:id/ack",
+        method = "post",
+        operation_id = "ackAlertEvent"
+    )]
     async fn ack(
         &self,
         ctx: Data<&ApiContext>,
@@ -329,7 +341,11 @@ impl AlertEventsApi {
     }
 
     /// Open, acknowledged and critical counts, and the agents with the most firing alerts.
-    #[oai(path = "/api/alerting/stats", method = "get", operation_id = "getAlertStats")]
+    #[oai(
+        path = "/api/alerting/stats",
+        method = "get",
+        operation_id = "getAlertStats"
+    )]
     async fn stats(
         &self,
         ctx: Data<&ApiContext>,

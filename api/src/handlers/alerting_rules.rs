@@ -6,11 +6,11 @@ use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi};
+use reap3r_actors::DomainError;
 use reap3r_actors::alerts::{
     self, Aggregation, CreateRule, DeleteRule, Operator, Rule, RuleKind, RuleScope, Severity,
     Threshold, UpdateRule,
 };
-use reap3r_actors::DomainError;
 use reap3r_store::Uuid;
 
 use super::ApiTags;
@@ -266,14 +266,26 @@ pub struct AlertRulesApi;
 #[OpenApi(tag = "ApiTags::Alerting")]
 impl AlertRulesApi {
     /// List the organisation's alert rules, by name.
-    #[oai(path = "/api/alerting/rules", method = "get", operation_id = "listAlertRules")]
-    async fn list(&self, ctx: Data<&ApiContext>, auth: Auth) -> ApiResult<Json<Vec<AlertRuleView>>> {
+    #[oai(
+        path = "/api/alerting/rules",
+        method = "get",
+        operation_id = "listAlertRules"
+    )]
+    async fn list(
+        &self,
+        ctx: Data<&ApiContext>,
+        auth: Auth,
+    ) -> ApiResult<Json<Vec<AlertRuleView>>> {
         let rules = alerts::list_rules(&ctx.domain, auth.caller()).await?;
         Ok(Json(rules.into_iter().map(AlertRuleView::from).collect()))
     }
 
     /// Create an alert rule; an enabled rule starts evaluating at once.
-    #[oai(path = "/api/alerting/rules", method = "post", operation_id = "createAlertRule")]
+    #[oai(
+        path = "/api/alerting/rules",
+        method = "post",
+        operation_id = "createAlertRule"
+    )]
     async fn create(
         &self,
         ctx: Data<&ApiContext>,
@@ -294,7 +306,11 @@ impl AlertRulesApi {
     }
 
     /// Get an alert rule.
-    #[oai(path = "/api/alerting/rules/:id", method = "get", operation_id = "getAlertRule")]
+    #[oai(
+        path = "/api/alerting/rules/:id",
+        method = "get",
+        operation_id = "getAlertRule"
+    )]
     async fn get(
         &self,
         ctx: Data<&ApiContext>,
@@ -307,7 +323,11 @@ impl AlertRulesApi {
 
     /// Change an alert rule. A new condition or scope, or disabling it, resolves its open
     /// alerts and starts it over.
-    #[oai(path = "/api/alerting/rules/:id", method = "patch", operation_id = "updateAlertRule")]
+    #[oai(
+        path = "/api/alerting/rules/:id",
+        method = "patch",
+        operation_id = "updateAlertRule"
+    )]
     async fn update(
         &self,
         ctx: Data<&ApiContext>,
@@ -330,9 +350,20 @@ impl AlertRulesApi {
     }
 
     /// Delete an alert rule; its open alerts are resolved, its past events are kept.
-    #[oai(path = "/api/alerting/rules/:id", method = "delete", operation_id = "deleteAlertRule")]
-    async fn delete(&self, ctx: Data<&ApiContext>, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<Done>> {
-        DeleteRule { id: id.0 }.run(&ctx.domain, auth.caller()).await?;
+    #[oai(
+        path = "/api/alerting/rules/:id",
+        method = "delete",
+        operation_id = "deleteAlertRule"
+    )]
+    async fn delete(
+        &self,
+        ctx: Data<&ApiContext>,
+        auth: Auth,
+        id: Path<Uuid>,
+    ) -> ApiResult<Json<Done>> {
+        DeleteRule { id: id.0 }
+            .run(&ctx.domain, auth.caller())
+            .await?;
         Ok(done())
     }
 }

@@ -3,9 +3,9 @@
 
 use uuid::Uuid;
 
+use crate::Store;
 use crate::db::{get_i64, get_opt_i64, get_opt_uuid, get_str, get_uuid, uuid_text};
 use crate::error::Result;
-use crate::Store;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertAgent {

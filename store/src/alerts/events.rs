@@ -3,11 +3,13 @@
 //! `UPDATE … WHERE state …`, so two writers (a rule actor and an operator) cannot both resolve
 //! one event: the second finds nothing to change.
 
-use sqlx::any::AnyRow;
 use sqlx::Row;
+use sqlx::any::AnyRow;
 use uuid::Uuid;
 
-use crate::db::{Conditions, get_i64, get_opt_i64, get_opt_str, get_opt_uuid, get_str, get_uuid, uuid_text};
+use crate::db::{
+    Conditions, get_i64, get_opt_i64, get_opt_str, get_opt_uuid, get_str, get_uuid, uuid_text,
+};
 use crate::error::{Result, StoreError};
 use crate::{Store, Tx};
 
@@ -179,7 +181,11 @@ async fn event_in(tx: &mut Tx, org_id: Uuid, id: Uuid) -> Result<Option<AlertEve
 
 impl Tx {
     /// Opens an event in `pending` (history: `pending`).
-    pub async fn open_alert_event(&mut self, new: &NewAlertEvent, now_ms: i64) -> Result<AlertEvent> {
+    pub async fn open_alert_event(
+        &mut self,
+        new: &NewAlertEvent,
+        now_ms: i64,
+    ) -> Result<AlertEvent> {
         let sql = format!(
             "INSERT INTO alert_events (id, org_id, rule_id, rule_name, agent_id, severity, state, \
              summary, value, pending_at, updated_at) \
@@ -199,7 +205,15 @@ impl Tx {
             .fetch_one(&mut *self.conn())
             .await?;
         let event = event_from_row(&row)?;
-        add_history(self, event.id, now_ms, SYSTEM_ACTOR, "pending", Some(&new.summary)).await?;
+        add_history(
+            self,
+            event.id,
+            now_ms,
+            SYSTEM_ACTOR,
+            "pending",
+            Some(&new.summary),
+        )
+        .await?;
         Ok(event)
     }
 
@@ -278,7 +292,9 @@ impl Tx {
         let Some(row) = row else {
             return Err(match event_in(self, org_id, id).await? {
                 None => StoreError::NotFound,
-                Some(e) if e.state == "resolved" => StoreError::Conflict("alert is resolved".into()),
+                Some(e) if e.state == "resolved" => {
+                    StoreError::Conflict("alert is resolved".into())
+                }
                 Some(_) => StoreError::Conflict("alert is already acknowledged".into()),
             });
         };
@@ -392,7 +408,9 @@ impl Store {
             let a = c.int(at);
             let a2 = c.int(at);
             let i = c.text(uuid_text(id));
-            c.and(format!("(pending_at < {a} OR (pending_at = {a2} AND id < {i}))"));
+            c.and(format!(
+                "(pending_at < {a} OR (pending_at = {a2} AND id < {i}))"
+            ));
         }
         let limit = c.int(i64::from(filter.limit.clamp(1, MAX_ALERT_EVENT_PAGE)));
         let sql = format!(

@@ -1,12 +1,14 @@
 //! `alert_rules` rows and `alert_rule_state`, what a rule actor resumes from. The store keeps a
 //! rule's kind and scope as JSON it does not interpret (the domain validates them).
 
-use sqlx::any::AnyRow;
 use sqlx::Row;
+use sqlx::any::AnyRow;
 use uuid::Uuid;
 
 use super::events::resolve_open_events_of_rule;
-use crate::db::{bool_int, get_bool, get_i64, get_opt_i64, get_str, get_uuid, to_json_text, uuid_text};
+use crate::db::{
+    bool_int, get_bool, get_i64, get_opt_i64, get_str, get_uuid, to_json_text, uuid_text,
+};
 use crate::error::{Result, StoreError, map_constraint};
 use crate::{Store, Tx};
 
@@ -228,7 +230,8 @@ impl Store {
 
     /// The rules of `org_id`, by name.
     pub async fn list_alert_rules(&self, org_id: Uuid) -> Result<Vec<AlertRule>> {
-        let sql = format!("SELECT {RULE_COLS} FROM alert_rules WHERE org_id = $1 ORDER BY name, id");
+        let sql =
+            format!("SELECT {RULE_COLS} FROM alert_rules WHERE org_id = $1 ORDER BY name, id");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(uuid_text(org_id))
             .fetch_all(self.pool())

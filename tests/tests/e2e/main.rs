@@ -13,6 +13,7 @@ mod supervision;
 
 mod api_harness;
 
+mod alerting_rules;
 mod api_audit;
 mod api_auth;
 mod api_health;

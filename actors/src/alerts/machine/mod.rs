@@ -120,7 +120,11 @@ impl AgentState {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
     /// One value for a threshold rule, taken at `at` (already picked from the agent's sample).
-    Sample { agent: Uuid, at: i64, value: f64 },
+    Sample {
+        agent: Uuid,
+        at: i64,
+        value: f64,
+    },
     /// A presence or job condition: active since `since`, or no longer active.
     Condition {
         agent: Uuid,
@@ -129,9 +133,13 @@ pub enum Input {
     },
     /// An operator resolved the agent's alert by hand (the event is already written): start
     /// again from inactive; a condition counts only from now.
-    Reset { agent: Uuid },
+    Reset {
+        agent: Uuid,
+    },
     /// The agent left the rule's scope or was deleted: its alert ends.
-    Forget { agent: Uuid },
+    Forget {
+        agent: Uuid,
+    },
     Tick,
 }
 
@@ -182,7 +190,10 @@ impl RuleMachine {
 
     /// Rebuilds a machine from persisted states. A resumed presence condition stays pending
     /// from no earlier than the floor; a firing alert stays firing and is not fired again.
-    pub fn resume(config: MachineConfig, states: impl IntoIterator<Item = (Uuid, Persisted)>) -> Self {
+    pub fn resume(
+        config: MachineConfig,
+        states: impl IntoIterator<Item = (Uuid, Persisted)>,
+    ) -> Self {
         let mut m = Self::new(config);
         for (agent, p) in states {
             let phase = match p.phase {
@@ -327,8 +338,9 @@ impl RuleMachine {
                 state.phase = Phase::Inactive;
                 out.push(Effect::Cleared { agent, value });
             }
-            (Phase::Inactive, false) | (Phase::Pending { .. }, true) | (Phase::Firing { .. }, _) => {
-            }
+            (Phase::Inactive, false)
+            | (Phase::Pending { .. }, true)
+            | (Phase::Firing { .. }, _) => {}
         }
         self.check_timers(now, agent, out);
     }

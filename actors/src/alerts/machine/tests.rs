@@ -108,11 +108,7 @@ fn check(config: MachineConfig, script: &str, want: &str) {
                 if let Some(f) = words.get(1).and_then(|w| w.strip_prefix("floor=")) {
                     config.since_floor = f.parse().unwrap();
                 }
-                let states: Vec<_> = m
-                    .agents
-                    .keys()
-                    .map(|a| (*a, m.persisted(*a)))
-                    .collect();
+                let states: Vec<_> = m.agents.keys().map(|a| (*a, m.persisted(*a))).collect();
                 m = RuleMachine::resume(config, states);
                 continue;
             }
@@ -125,7 +121,12 @@ fn check(config: MachineConfig, script: &str, want: &str) {
                     agent,
                     since,
                     value,
-                } => writeln!(log, "{now} pending {} since={since}{}", name(agent), v(value)),
+                } => writeln!(
+                    log,
+                    "{now} pending {} since={since}{}",
+                    name(agent),
+                    v(value)
+                ),
                 Effect::Fired { agent, since, .. } => {
                     writeln!(log, "{now} fired {} since={since}", name(agent))
                 }

@@ -24,7 +24,11 @@ impl Window {
         while self.samples.len() > MAX_WINDOW_SAMPLES {
             self.samples.pop_front();
         }
-        while self.samples.front().is_some_and(|(t, _)| *t <= at - window_ms) {
+        while self
+            .samples
+            .front()
+            .is_some_and(|(t, _)| *t <= at - window_ms)
+        {
             self.samples.pop_front();
         }
     }
@@ -68,7 +72,11 @@ mod tests {
         assert_eq!(w.value(Aggregation::Max), Some(30.0));
         assert_eq!(w.value(Aggregation::Last), Some(30.0));
         w.push(10_000, 99.0, 60_000);
-        assert_eq!(w.value(Aggregation::Max), Some(30.0), "out of order is ignored");
+        assert_eq!(
+            w.value(Aggregation::Max),
+            Some(30.0),
+            "out of order is ignored"
+        );
         for i in 0..(MAX_WINDOW_SAMPLES as i64 + 10) {
             w.push(100_000 + i, 1.0, 3_600_000);
         }
