@@ -118,7 +118,7 @@ async fn migrations_are_idempotent_and_safe_to_race() -> Result<()> {
             again
                 .raw_execute("UPDATE schema_migrations SET version = version")
                 .await?,
-            3,
+            4,
         );
         for s in [a, c, again] {
             s.close().await;
