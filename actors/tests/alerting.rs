@@ -17,11 +17,12 @@ use reap3r_actors::alerts::{
     SnoozeAlert, Threshold, UpdateRule, alert_stats, get_event,
 };
 use reap3r_actors::audit::ListAudit;
-use reap3r_actors::enrolment::{CreateEnrolmentToken, EnrolAgent, EnrolmentInfo};
+use reap3r_actors::enrolment::{CreateEnrolmentToken, EnrolAgent, EnrolmentInfo, SetAgentApproval};
 use reap3r_actors::metrics::{AgentSample, Metric, SampleSink, SeriesValue};
 use reap3r_actors::{Domain, DomainError, EventBus, FleetEvent, ManualClock};
-use reap3r_store::{Agent, NewAgent, Uuid};
+use reap3r_store::{Agent, AgentApproval, NewAgent, TargetCounts, Uuid};
 use reap3r_testkit::TestDatabase;
+use reap3r_wire::JobType;
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -70,15 +71,22 @@ async fn rigs() -> Vec<Rig> {
 
 impl Rig {
     async fn agent(&self, hostname: &str) -> Agent {
+        self.enrol(hostname, false).await
+    }
+
+    async fn enrol(&self, hostname: &str, require_approval: bool) -> Agent {
         let info = EnrolmentInfo {
             server_addr: "cp:4433".into(),
             cert_fingerprint: "f".repeat(64),
             server_key: "k".repeat(64),
         };
-        let token = CreateEnrolmentToken::default()
-            .run(&self.domain, &self.cli, &info)
-            .await
-            .unwrap();
+        let token = CreateEnrolmentToken {
+            require_approval,
+            ..Default::default()
+        }
+        .run(&self.domain, &self.cli, &info)
+        .await
+        .unwrap();
         EnrolAgent {
             token: token.secret,
             agent: NewAgent {
@@ -556,6 +564,83 @@ async fn offline_alerts_wait_out_the_restart_grace() {
                 && k == [AlertChangeKind::Fired, AlertChangeKind::Resolved]
         })
         .await;
+        sup.stop_and_wait(None, None).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_failures_and_pending_approvals_alert() {
+    for rig in rigs().await {
+        let agent = rig.agent("web-1").await;
+        let waiting = rig.enrol("new-1", true).await;
+        let any_job = create("jobs", RuleKind::JobFailed { job_type: None })
+            .run(&rig.domain, &rig.cli)
+            .await
+            .unwrap();
+        // Only reboots: the failed job below is of no known type, so this one stays quiet.
+        create(
+            "reboots",
+            RuleKind::JobFailed {
+                job_type: Some(JobType::Reboot),
+            },
+        )
+        .run(&rig.domain, &rig.cli)
+        .await
+        .unwrap();
+        create("approval", RuleKind::AgentPendingApproval { for_s: 60 })
+            .run(&rig.domain, &rig.cli)
+            .await
+            .unwrap();
+        let sup = rig.supervisor(0).await;
+        rig.until(&sup, "approval pending", |s, _| s == ["pending"])
+            .await;
+
+        let job_update = |state: &str| FleetEvent::JobUpdate {
+            job_id: Uuid::new_v4(),
+            org_id: agent.org_id,
+            agent_id: Some(agent.id),
+            state: state.into(),
+            counts: TargetCounts::default(),
+        };
+        rig.domain.events.publish(job_update("failed"));
+        rig.until(&sup, "job failure fired", |s, k| {
+            s.len() == 2 && k == [AlertChangeKind::Fired]
+        })
+        .await;
+        let page = ListEvents {
+            rule_id: Some(any_job.id),
+            ..Default::default()
+        }
+        .run(&rig.domain, &rig.cli)
+        .await
+        .unwrap();
+        assert_eq!(page.events.len(), 1);
+        assert_eq!(page.events[0].state, "firing");
+        rig.domain.events.publish(job_update("succeeded"));
+        rig.until(&sup, "job failure resolved", |_, k| {
+            k == [AlertChangeKind::Fired, AlertChangeKind::Resolved]
+        })
+        .await;
+
+        // Waiting for approval 60 s: fires; approved: resolves.
+        rig.clock.advance(60_000);
+        sup.cast(AlertSupervisorMsg::Tick).unwrap();
+        rig.until(&sup, "approval fired", |_, k| k.len() == 3).await;
+        let withdraw = |_: Uuid, _: &str| {};
+        SetAgentApproval {
+            id: waiting.id,
+            approval: AgentApproval::Approved,
+        }
+        .run(&rig.domain, &rig.cli, &withdraw)
+        .await
+        .unwrap();
+        rig.until(&sup, "approval resolved", |s, k| {
+            k.len() == 4 && s.iter().all(|s| s == "resolved")
+        })
+        .await;
+        let changes = rig.sink.0.lock().unwrap().clone();
+        assert_eq!(changes[2].agent_id, Some(waiting.id));
+        assert_eq!(changes[3].kind, AlertChangeKind::Resolved);
         sup.stop_and_wait(None, None).await.unwrap();
     }
 }
