@@ -1,5 +1,6 @@
 //! Alert rules end to end: the rules API refuses bad input with 400s and keeps rules per
-//! organisation; with a real server process and a real agent process, an offline rule fires
+//! organisation; with a real server process and a real agent process, a job-failed rule fires
+//! for a failing script and resolves on a passing one, an offline rule fires
 //! once the killed agent has been gone for its duration (visible in the API and on the
 //! WebSocket), is acknowledged and resolves when the agent is back, and a server restart the
 //! agent comes back from raises no offline alert.
@@ -16,6 +17,7 @@ use serde_json::{Value, json};
 use crate::api_harness::{Api, default_org, id_of, logged_in};
 use crate::api_ws::{connect, wait_event};
 use crate::harness::{TestServer, backends, eventually};
+use crate::jobs::{create, script_job, wait_job};
 use crate::server_process::{Heartbeats, ServerProcess};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -186,7 +188,7 @@ async fn events(api: &Api, state: &str) -> Result<Vec<Value>> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn alerting_offline_rule_fires_for_a_killed_agent_but_not_for_a_server_restart() -> Result<()>
+async fn alerting_with_a_real_agent_job_failure_offline_and_no_alert_after_a_restart() -> Result<()>
 {
     let dir = tempfile::tempdir()?;
     let mut server = ServerProcess::new(dir.path(), Heartbeats::Quick)?;
@@ -199,6 +201,52 @@ async fn alerting_offline_rule_fires_for_a_killed_agent_but_not_for_a_server_res
     let rule_id = id_of(&rule)?;
     let mut ws = connect(&api, false).await?;
 
+    // A failing script fires a job-failed rule for run_script jobs; a later success resolves it.
+    let job_rule = api
+        .post(
+            "/api/alerting/rules",
+            json!({ "name": "scripts fail", "severity": "warning",
+                    "condition": { "kind": "job_failed", "job_type": "run_script" } }),
+        )
+        .await?
+        .expect(200)?;
+    let job_rule_id = id_of(&job_rule)?;
+    let job_events = |state: &'static str| {
+        let api = api.clone();
+        async move {
+            let page = api
+                .get(&format!(
+                    "/api/alerting/events?rule_id={job_rule_id}&state={state}"
+                ))
+                .await?
+                .expect(200)?;
+            Ok::<_, anyhow::Error>(page["items"].as_array().cloned().unwrap_or_default())
+        }
+    };
+    let failing = create(&api, script_job(&[agent_id], "exit 3", 30)).await?;
+    wait_job(&api, failing, "the failing job", |j| {
+        j["status"] == "completed"
+    })
+    .await?;
+    eventually("the job-failed alert", WAIT, || async {
+        Ok((job_events("firing").await?.len() == 1).then_some(()))
+    })
+    .await?;
+    let fired = wait_event(&mut ws, "alert_fired for the job", |e| {
+        e["type"] == "alert_fired" && e["rule_id"] == job_rule_id.to_string()
+    })
+    .await?;
+    assert_eq!(fired["agent_id"], agent_id.to_string());
+    let passing = create(&api, script_job(&[agent_id], "true", 30)).await?;
+    wait_job(&api, passing, "the passing job", |j| {
+        j["status"] == "completed"
+    })
+    .await?;
+    eventually("the job-failed alert resolved", WAIT, || async {
+        Ok((job_events("resolved").await?.len() == 1).then_some(()))
+    })
+    .await?;
+
     // Killed: offline after the heartbeat timeout, then firing once it has been gone 10 s.
     agents[0].kill().await?;
     let firing = eventually("the offline alert to fire", WAIT, || async {
@@ -208,7 +256,10 @@ async fn alerting_offline_rule_fires_for_a_killed_agent_but_not_for_a_server_res
     .await?;
     assert_eq!(firing.len(), 1, "{firing:?}");
     let event_id = id_of(&firing[0])?;
-    let fired = wait_event(&mut ws, "alert_fired", |e| e["type"] == "alert_fired").await?;
+    let fired = wait_event(&mut ws, "alert_fired", |e| {
+        e["type"] == "alert_fired" && e["rule_id"] == rule_id.to_string()
+    })
+    .await?;
     assert_eq!(fired["agent_id"], agent_id.to_string());
     assert_eq!(fired["rule_id"], rule_id.to_string());
     assert_eq!(fired["severity"], "critical");
@@ -233,7 +284,10 @@ async fn alerting_offline_rule_fires_for_a_killed_agent_but_not_for_a_server_res
 
     // Back: resolved by the system.
     agents[0].start()?;
-    let resolved = wait_event(&mut ws, "alert_resolved", |e| e["type"] == "alert_resolved").await?;
+    let resolved = wait_event(&mut ws, "alert_resolved", |e| {
+        e["type"] == "alert_resolved" && e["event_id"] == event_id.to_string()
+    })
+    .await?;
     assert_eq!(
         (&resolved["event_id"], &resolved["by"]),
         (&json!(event_id.to_string()), &json!("system"))
@@ -270,7 +324,10 @@ async fn alerting_offline_rule_fires_for_a_killed_agent_but_not_for_a_server_res
         firing.is_empty(),
         "a restart raised an offline alert: {firing:?}"
     );
-    let all = api.get("/api/alerting/events").await?.expect(200)?;
+    let all = api
+        .get(&format!("/api/alerting/events?rule_id={rule_id}"))
+        .await?
+        .expect(200)?;
     let fired: Vec<&Value> = all["items"]
         .as_array()
         .map(|v| v.iter().filter(|e| !e["fired_at"].is_null()).collect())
