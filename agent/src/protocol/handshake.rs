@@ -342,7 +342,7 @@ mod tests {
                     approval: Approval::Approved,
                 }))
             },
-            "error: expected Welcome, got EnrollResult",
+            "error: expected Welcome, got EnrolResult",
         );
     }
 

@@ -1,5 +1,6 @@
-//! What the job store tests share: stores of every backend, enrolled agents, new jobs and
-//! their targets, the Tx-form writes, and a model of the documented step rules.
+//! What the job store tests share beyond `support` (stores of every backend, `check`, the
+//! Tx-form setup writes): enrolled agents, new jobs and their targets, job creation and cancel
+//! in Tx form, and a model of the documented step rules.
 
 pub(crate) use std::fmt::Debug;
 pub(crate) use std::time::Instant;
@@ -7,61 +8,17 @@ pub(crate) use std::time::Instant;
 pub(crate) use crate::support::*;
 pub(crate) use anyhow::{Result, anyhow};
 pub(crate) use reap3r_store::{
-    Agent, AgentApproval, AgentHello, AgentPlacement, Backend, GroupKind, Job, JobFilter, JobStats,
+    Agent, AgentApproval, AgentHello, AgentPlacement, GroupKind, Job, JobFilter, JobStats,
     JobStatus, JobTarget, JobTargetGrant, JobTargetSelector, NewAgent, NewEnrolmentToken, NewGroup,
     NewJob, NewJobTarget, Store, StoreError, TargetCounts, TargetOutcome, TargetState,
     TargetTransition, Uuid,
 };
-pub(crate) use reap3r_testkit::TestDatabase;
 pub(crate) use serde_json::json;
 
 /// Picks the jobs a filter should return.
 pub(crate) type Pick = Box<dyn Fn(&Job) -> bool>;
 /// What `resolve_job_targets` returns.
 pub(crate) type Resolved = Vec<(Uuid, Vec<String>, String)>;
-
-/// A fixed "now"; the store never reads the clock, so tests pick their own times.
-pub(crate) const T0: i64 = 1_700_000_000_000;
-
-/// Compares one case's outcome, naming backend and case when it differs.
-pub(crate) fn check<T: PartialEq + Debug>(backend: Backend, case: &str, got: T, want: T) {
-    assert_eq!(got, want, "[{backend}] {case}");
-}
-
-/// The error's kind as a short word, for table-driven cases.
-pub(crate) fn kind<T: Debug>(result: Result<T, StoreError>) -> &'static str {
-    match result {
-        Ok(_) => "ok",
-        Err(StoreError::NotFound) => "not_found",
-        Err(StoreError::Conflict(_)) => "conflict",
-        Err(StoreError::Invalid(_)) => "invalid",
-        Err(e) => {
-            eprintln!("unexpected error {e:?}");
-            "unexpected"
-        }
-    }
-}
-
-pub(crate) fn invalid_message<T: Debug>(result: Result<T, StoreError>) -> String {
-    match result {
-        Err(StoreError::Invalid(m)) => m,
-        other => format!("expected Invalid, got {other:?}"),
-    }
-}
-
-pub(crate) async fn stores() -> Result<Vec<(TestDatabase, Store)>> {
-    let mut out = Vec::new();
-    for db in TestDatabase::all().await? {
-        let store = db.open().await?;
-        assert_eq!(store.backend(), db.backend());
-        out.push((db, store));
-    }
-    Ok(out)
-}
-
-pub(crate) fn hash_of(secret: &str) -> String {
-    blake3::hash(secret.as_bytes()).to_hex().to_string()
-}
 
 /// Enrols an agent, pending when `approval` is required, and reports its capabilities.
 pub(crate) async fn agent(

@@ -1,14 +1,64 @@
-//! Test setup over the store's transactional writes: each helper runs one `Tx` method in a
+//! What every store test crate shares: a store of each available backend, the fixed "now",
+//! the `check` that names backend and case, error kinds for table-driven cases, and test setup
+//! over the store's transactional writes: each of those helpers runs one `Tx` method in a
 //! transaction of its own and commits it, with the arguments the tests read best (an agent's
 //! organisation is looked up from the agent). Production code goes through the domain
 //! operations instead, which add the audit record to the same transaction.
 
 #![allow(dead_code, reason = "each test crate uses a different subset")]
 
+use std::fmt::Debug;
+
 use reap3r_store::{
-    Agent, AgentApproval, AgentPlacement, EnrolmentToken, Group, GroupKind, GroupUpdate, NewAgent,
-    NewEnrolmentToken, NewGroup, Org, OrgAssignment, Result, Store, StoreError, Tx, Uuid,
+    Agent, AgentApproval, AgentPlacement, Backend, EnrolmentToken, Group, GroupKind, GroupUpdate,
+    NewAgent, NewEnrolmentToken, NewGroup, Org, OrgAssignment, Result, Store, StoreError, Tx, Uuid,
 };
+use reap3r_testkit::TestDatabase;
+
+/// A fixed "now"; the store never reads the clock, so tests pick their own times.
+pub const T0: i64 = 1_700_000_000_000;
+
+/// Compares one case's outcome, naming backend and case when it differs.
+pub fn check<T: PartialEq + Debug>(backend: Backend, case: &str, got: T, want: T) {
+    assert_eq!(got, want, "[{backend}] {case}");
+}
+
+/// Every available backend, freshly created and migrated.
+pub async fn stores() -> anyhow::Result<Vec<(TestDatabase, Store)>> {
+    let mut out = Vec::new();
+    for db in TestDatabase::all().await? {
+        let store = db.open().await?;
+        assert_eq!(store.backend(), db.backend());
+        out.push((db, store));
+    }
+    Ok(out)
+}
+
+/// The error's kind as a short word, for table-driven cases.
+pub fn kind<T: Debug>(result: Result<T>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(StoreError::NotFound) => "not_found",
+        Err(StoreError::Conflict(_)) => "conflict",
+        Err(StoreError::Invalid(_)) => "invalid",
+        Err(e) => {
+            eprintln!("unexpected error {e:?}");
+            "unexpected"
+        }
+    }
+}
+
+pub fn invalid_message<T: Debug>(result: Result<T>) -> String {
+    match result {
+        Err(StoreError::Invalid(m)) => m,
+        other => format!("expected Invalid, got {other:?}"),
+    }
+}
+
+/// A secret's hash as the store keeps it (BLAKE3 hex).
+pub fn hash_of(secret: &str) -> String {
+    blake3::hash(secret.as_bytes()).to_hex().to_string()
+}
 
 async fn commit<T>(tx: Tx, value: Result<T>) -> Result<T> {
     let value = value?;
