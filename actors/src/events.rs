@@ -41,6 +41,33 @@ pub enum FleetEvent {
         offset: u64,
         data: String,
     },
+    /// An alert event started firing (its rule's `for` elapsed).
+    AlertFired {
+        event_id: Uuid,
+        org_id: Uuid,
+        rule_id: Uuid,
+        rule_name: String,
+        agent_id: Option<Uuid>,
+        severity: String,
+        summary: String,
+        value: Option<f64>,
+    },
+    /// An alert event resolved: its condition cleared (`by` = `system`) or an operator resolved it.
+    AlertResolved {
+        event_id: Uuid,
+        org_id: Uuid,
+        rule_id: Uuid,
+        agent_id: Option<Uuid>,
+        by: String,
+    },
+    /// An operator acknowledged an alert event.
+    AlertAcked {
+        event_id: Uuid,
+        org_id: Uuid,
+        rule_id: Uuid,
+        agent_id: Option<Uuid>,
+        by: String,
+    },
     /// A record appended to the audit log (a mutation through the API or the CLI).
     Audit {
         org_id: Option<Uuid>,
@@ -60,7 +87,10 @@ impl FleetEvent {
             | FleetEvent::AgentOnline { org_id, .. }
             | FleetEvent::AgentOffline { org_id, .. }
             | FleetEvent::JobUpdate { org_id, .. }
-            | FleetEvent::JobOutput { org_id, .. } => Some(*org_id),
+            | FleetEvent::JobOutput { org_id, .. }
+            | FleetEvent::AlertFired { org_id, .. }
+            | FleetEvent::AlertResolved { org_id, .. }
+            | FleetEvent::AlertAcked { org_id, .. } => Some(*org_id),
             FleetEvent::Audit { org_id, .. } => *org_id,
         }
     }

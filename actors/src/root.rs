@@ -1,7 +1,7 @@
 //! The root supervisor: owns every long-lived actor of a node — the presence writer, the metrics
 //! writer, the session supervisor (one actor per live connection), the job supervisor (one actor
 //! per active job), the notification routing driver and the notifier (which delivers the
-//! notification outbox) —
+//! notification outbox) and the alert supervisor (one actor per enabled rule) —
 //! restarts whichever crashes, and runs the shutdown sequence over the node's one drain signal.
 //!
 //! Each child is found through an [`ActorSlot`], so a restarted child is reached by everyone who
@@ -23,10 +23,11 @@ use reap3r_wire::CloseCode;
 use tracing::{error, info, warn};
 
 use crate::AgentRouter;
+use crate::alerts::{AlertSupervisor, AlertingArgs};
 use crate::jobs::JobSupervisorMsg;
+use crate::metrics::{MetricsWriter, MetricsWriterArgs, SampleSink};
 use crate::notify::routing::{RoutingDriver, RoutingSink};
 use crate::notify::{Notifier, NotifierArgs, NotifierMsg};
-use crate::metrics::{MetricsWriter, MetricsWriterArgs, SampleSink};
 use crate::session::mark_offline;
 use crate::slot::ActorSlot;
 use crate::{
@@ -49,6 +50,8 @@ pub enum Subsystem {
     Sessions,
     Routing,
     Notifier,
+    /// Started only when the node runs alerting ([`RootArgs::alerting`]).
+    Alerts,
 }
 
 impl Subsystem {
@@ -60,6 +63,7 @@ impl Subsystem {
             Subsystem::Sessions => "session supervisor",
             Subsystem::Routing => "notification routing",
             Subsystem::Notifier => "notifier",
+            Subsystem::Alerts => "alert supervisor",
         }
     }
 }
@@ -84,6 +88,8 @@ pub struct RootArgs {
     pub notifier: NotifierArgs,
     /// Handed every committed flush of metrics samples (alert evaluation).
     pub sample_sinks: Vec<Arc<dyn SampleSink>>,
+    /// The alert supervisor's sink, sample queue and settings; `None` runs no alerting.
+    pub alerting: Option<AlertingArgs>,
 }
 
 #[derive(Debug)]
@@ -168,6 +174,14 @@ impl RootState {
                 self.args.subsystems.notifier.set(notifier.clone());
                 notifier.get_cell()
             }
+            Subsystem::Alerts => {
+                let Some(alerting) = self.args.alerting.clone() else {
+                    return Ok(());
+                };
+                AlertSupervisor::spawn_linked(ctx.domain(), alerting, cell)
+                    .await?
+                    .get_cell()
+            }
         };
         self.children.insert(child.get_id(), which);
         Ok(())
@@ -192,6 +206,12 @@ impl RootState {
                 .metrics
                 .writer_slot()
                 .get()
+                .map(|a| a.get_cell()),
+            Subsystem::Alerts => self
+                .args
+                .alerting
+                .as_ref()
+                .and_then(|a| a.samples.supervisor())
                 .map(|a| a.get_cell()),
         }
     }
@@ -242,6 +262,7 @@ impl RootState {
         // An attempt the notifier has in flight is cut off; its claim expires and the row is
         // sent again by the next node (receivers drop the duplicate by its idempotency id).
         for which in [
+            Subsystem::Alerts,
             Subsystem::Routing,
             Subsystem::Notifier,
             Subsystem::Jobs,
@@ -286,6 +307,7 @@ impl Actor for RootSupervisor {
             Subsystem::Sessions,
             Subsystem::Routing,
             Subsystem::Notifier,
+            Subsystem::Alerts,
         ] {
             state.spawn(&myself, which).await?;
         }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use reap3r_actors::access::AccessSettings;
+use reap3r_actors::alerts::AlertSink;
 pub use reap3r_actors::enrolment::EnrolmentInfo;
 use reap3r_actors::notify::Channels;
 use reap3r_actors::{Clock, Domain, EventBus, FleetStats, JobEngine};
@@ -64,6 +65,8 @@ pub struct ApiContext {
     pub jobs: Option<JobEngine>,
     /// Sends integration tests now (the notifier delivers everything else).
     pub notify: Channels,
+    /// Where operator acks and resolves of alerts are handed to notification routing.
+    pub alert_sink: Arc<dyn AlertSink>,
 }
 
 impl std::fmt::Debug for ApiContext {

@@ -24,10 +24,12 @@ pub use context::{ApiContext, ApiSettings, EnrolmentInfo, NoNode, NodeHooks};
 pub use error::{ApiError, ErrorBody};
 
 use handlers::agents::AgentsApi;
+use handlers::alerting_events::AlertEventsApi;
+use handlers::alerting_integrations::AlertingIntegrationsApi;
 use handlers::alerting_maintenance::AlertingMaintenanceApi;
 use handlers::alerting_policies::AlertingPoliciesApi;
+use handlers::alerting_rules::AlertRulesApi;
 use handlers::alerting_silences::AlertingSilencesApi;
-use handlers::alerting_integrations::AlertingIntegrationsApi;
 use handlers::api_keys::ApiKeysApi;
 use handlers::audit::AuditApi;
 use handlers::auth::AuthApi;
@@ -59,6 +61,7 @@ type Apis = (
         AlertingIntegrationsApi,
     ),
     MetricsApi,
+    (AlertRulesApi, AlertEventsApi),
 );
 
 fn service() -> OpenApiService<Apis, ()> {
@@ -74,6 +77,7 @@ fn service() -> OpenApiService<Apis, ()> {
                 AlertingIntegrationsApi,
             ),
             MetricsApi,
+            (AlertRulesApi, AlertEventsApi),
         ),
         "Reap3r API",
         env!("CARGO_PKG_VERSION"),

@@ -208,6 +208,28 @@ pub const ROUTES: &[Route] = &[
     // Audit
     r("GET", "/api/audit-logs", p(AuditView)),
     r("GET", "/api/audit-logs/verify", p(AuditVerify)),
+    // Alerting: rules and events
+    r("GET", "/api/alerting/rules", p(AlertRuleList)),
+    r("POST", "/api/alerting/rules", p(AlertRuleCreate)),
+    r("GET", "/api/alerting/rules/{id}", p(AlertRuleList)),
+    r("PATCH", "/api/alerting/rules/{id}", p(AlertRuleUpdate)),
+    r("DELETE", "/api/alerting/rules/{id}", p(AlertRuleDelete)),
+    r("GET", "/api/alerting/events", p(AlertEventList)),
+    r("GET", "/api/alerting/events/{id}", p(AlertEventList)),
+    r("POST", "/api/alerting/events/{id}/ack", p(AlertEventAck)),
+    r(
+        "POST",
+        "/api/alerting/events/{id}/resolve",
+        p(AlertEventResolve),
+    ),
+    r(
+        "POST",
+        "/api/alerting/events/{id}/snooze",
+        p(AlertEventSnooze),
+    ),
+    // A note is an operator's action on the event, like an ack.
+    r("POST", "/api/alerting/events/{id}/notes", p(AlertEventAck)),
+    r("GET", "/api/alerting/stats", p(AlertEventList)),
 ];
 
 /// The route a request path and method belong to. Literal segments beat `{param}` segments, so

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use quinn::Endpoint;
 use ractor::ActorRef;
+use reap3r_actors::alerts::{AlertSamples, AlertSettings, AlertSink, AlertingArgs};
 use reap3r_actors::jobs::JobSupervisorMsg;
+use reap3r_actors::metrics::{MetricsIntake, MetricsSettings, SampleSink};
 use reap3r_actors::notify::{Channels, NotifierArgs, NotifierSettings, NotifySettings};
-use reap3r_actors::metrics::{MetricsIntake, MetricsSettings};
 use reap3r_actors::{
     AgentCommand, AgentRouter, Clock, Domain, Drain, EventBus, FleetContext, FleetSettings,
     FleetStats, JobEngine, JobRouter, LocalRouter, RootArgs, RootMsg, RootSupervisor,
@@ -87,6 +88,8 @@ pub struct Node {
     pub quic_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub api: ApiContext,
+    /// Alerting's `SampleSink`: the metrics writer hands committed samples here.
+    pub alert_samples: AlertSamples,
     http: HttpServer,
     quic_listening: Arc<AtomicBool>,
     pub store: Store,
@@ -168,6 +171,24 @@ impl Node {
             allow_loopback: config.alerting_allow_loopback,
         })
         .map_err(NodeError::Actors)?;
+        // Restart grace for offline alerts: an agent is declared offline by the heartbeat
+        // timeout (missed_heartbeats × interval), so one that reconnects within that time after
+        // this node started was down only because the node was. No offline (or approval)
+        // clock starts before node start + grace.
+        let node_started_ms = ctx.clock.now_ms() as i64;
+        let restart_grace_ms = ctx.settings.heartbeat_timeout_ms() as i64;
+        // Committed alert changes go to notification routing (the root's `Routing` child).
+        let alert_sink: Arc<dyn AlertSink> = Arc::new(subsystems.routing.clone());
+        let alert_samples = AlertSamples::default();
+        let alerting = AlertingArgs {
+            sink: alert_sink.clone(),
+            samples: alert_samples.clone(),
+            settings: AlertSettings {
+                tick_ms: 1_000,
+                reload_ms: 30_000,
+                since_floor_ms: node_started_ms + restart_grace_ms,
+            },
+        };
         // The job supervisor resumes jobs left active by the previous run; dispatch waits for
         // agents to connect.
         let root = RootSupervisor::start(RootArgs {
@@ -180,7 +201,8 @@ impl Node {
                 channels: channels.clone(),
                 settings: NotifierSettings::default(),
             },
-            sample_sinks: Vec::new(),
+            sample_sinks: vec![Arc::new(alert_samples.clone()) as Arc<dyn SampleSink>],
+            alerting: Some(alerting),
         })
         .await
         .map_err(|e| NodeError::Actors(e.to_string()))?;
@@ -219,6 +241,7 @@ impl Node {
                 server_key: identity.public_key_hex(),
             }),
             jobs: Some(JobEngine::new(ctx.clone())),
+            alert_sink,
             node: Arc::new(NodeLink {
                 router,
                 quic_listening: quic_listening.clone(),
@@ -232,6 +255,7 @@ impl Node {
             quic_addr,
             http_addr,
             api,
+            alert_samples,
             http,
             quic_listening,
             store,

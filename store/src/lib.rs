@@ -5,6 +5,7 @@
 //! taken. Time is always passed in (`now_ms`), never read here, so callers can test time logic.
 
 mod agents;
+mod alerts;
 mod api_keys;
 mod audit;
 mod db;
@@ -14,8 +15,8 @@ mod jobs;
 mod login_events;
 mod metrics;
 mod migrate;
-mod notify_routing;
 mod notifications;
+mod notify_routing;
 mod orgs;
 mod sessions;
 mod tokens;
@@ -33,6 +34,11 @@ pub use agents::{
     Agent, AgentApproval, AgentCursor, AgentFilter, AgentHello, AgentStats, AgentStatus,
     MAX_AGENT_PAGE, NewAgent,
 };
+pub use alerts::{
+    AlertAgent, AlertEvent, AlertEventFilter, AlertHistoryEntry, AlertNote, AlertRule,
+    AlertRuleState, AlertRuleUpdate, AlertStats, MAX_ALERT_EVENT_PAGE, MAX_ALERT_NOTE_CHARS,
+    NewAlertEvent, NewAlertRule, SYSTEM_ACTOR,
+};
 pub use api_keys::{ApiKey, NewApiKey};
 pub use audit::{
     AuditFilter, AuditRecord, ChainReport, GENESIS_HASH, MAX_AUDIT_PAGE, NewAuditEntry,
@@ -48,15 +54,15 @@ pub use login_events::{
     LoginEvent, LoginEventFilter, MAX_LOGIN_DETAIL_CHARS, MAX_LOGIN_EMAIL_CHARS,
     MAX_LOGIN_EVENT_PAGE, NewLoginEvent,
 };
-pub use notify_routing::{RoutingGroupRow, RoutingKind, RoutingRecord, RoutingSent, RoutingWrite};
-pub use notifications::{
-    AttemptEnd, ClaimedNotification, Integration, IntegrationUpdate, MAX_NOTIFICATION_PAGE,
-    NewIntegration, NewNotification, Notification, NotificationFilter, NotificationState,
-};
 pub use metrics::{
     Agg, FleetFilter, LatestSample, MetricLevel, NewSample, Point, RollupPass, SeriesRow,
     merge_series,
 };
+pub use notifications::{
+    AttemptEnd, ClaimedNotification, Integration, IntegrationUpdate, MAX_NOTIFICATION_PAGE,
+    NewIntegration, NewNotification, Notification, NotificationFilter, NotificationState,
+};
+pub use notify_routing::{RoutingGroupRow, RoutingKind, RoutingRecord, RoutingSent, RoutingWrite};
 pub use orgs::{DEFAULT_ORG_NAME, Org, OrgAssignment};
 pub use sessions::{
     AuthSession, ChallengeCheck, NewAuthSession, REFRESH_REUSE_REASON, RefreshOutcome,

@@ -12,6 +12,7 @@ const SQLITE: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/sqlite/0002_access.sql")),
     (3, include_str!("../../migrations/sqlite/0003_jobs.sql")),
     (4, include_str!("../../migrations/sqlite/0004_metrics.sql")),
+    (5, include_str!("../../migrations/sqlite/0005_alerts.sql")),
     (
         6,
         include_str!("../../migrations/sqlite/0006_notify_routing.sql"),
@@ -29,6 +30,7 @@ const POSTGRES: &[(i64, &str)] = &[
         4,
         include_str!("../../migrations/postgres/0004_metrics.sql"),
     ),
+    (5, include_str!("../../migrations/postgres/0005_alerts.sql")),
     (
         6,
         include_str!("../../migrations/postgres/0006_notify_routing.sql"),

@@ -8,8 +8,8 @@ mod integrations;
 mod message;
 mod notifier;
 pub mod outbox;
-pub mod routing;
 mod retry;
+pub mod routing;
 pub mod ssrf;
 
 pub use channels::{

@@ -2,10 +2,12 @@
 //! what they share: tags and page sizes.
 
 pub mod agents;
+pub mod alerting_events;
+pub mod alerting_integrations;
 pub mod alerting_maintenance;
 pub mod alerting_policies;
+pub mod alerting_rules;
 pub mod alerting_silences;
-pub mod alerting_integrations;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
@@ -46,8 +48,8 @@ pub enum ApiTags {
     Events,
     /// Jobs run on agents, and their results.
     Jobs,
-    /// Alerting: notification policies, silences, maintenance windows, integrations (where
-    /// notifications go) and the delivery log.
+    /// Alerting: rules, the alert events they raise and operator actions on them, notification
+    /// policies, silences, maintenance windows, integrations and the delivery log.
     Alerting,
     /// Agent metrics: series, CSV export and fleet views.
     Metrics,

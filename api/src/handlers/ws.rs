@@ -31,6 +31,9 @@ pub fn visible(caller: &Caller, event: &FleetEvent) -> bool {
         FleetEvent::JobUpdate { .. } | FleetEvent::JobOutput { .. } => {
             caller.allows(Permission::JobView)
         }
+        FleetEvent::AlertFired { .. }
+        | FleetEvent::AlertResolved { .. }
+        | FleetEvent::AlertAcked { .. } => caller.allows(Permission::AlertEventList),
         _ => caller.allows(Permission::AgentList),
     }
 }
@@ -55,7 +58,8 @@ impl EventsApi {
     ///
     /// Authenticate with `Authorization: Bearer`, `X-API-Key`, or (browsers) an `access_token`
     /// query parameter. Each text frame is one JSON event with a `type` of `agent_enrolled`,
-    /// `agent_online`, `agent_offline` or `audit`, plus `lagged` when the client fell behind and
+    /// `agent_online`, `agent_offline`, `audit`, `job_update`, `job_output`, `alert_fired`,
+    /// `alert_resolved` or `alert_acked`, plus `lagged` when the client fell behind and
     /// missed events. See docs/EVENTS.md for the fields.
     #[oai(path = "/api/ws", method = "get", operation_id = "streamEvents")]
     async fn stream(

@@ -32,9 +32,8 @@ async fn migrations_are_idempotent_and_safe_to_race() -> Result<()> {
             again
                 .raw_execute("UPDATE schema_migrations SET version = version")
                 .await?,
-            // 0001-0004, 0006 (notification routing) and 0007 (notifications); 0005 lands with
-            // alert rules.
-            6,
+            // 0001-0007.
+            7,
         );
         for s in [a, c, again] {
             s.close().await;

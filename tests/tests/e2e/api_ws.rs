@@ -19,9 +19,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::api_harness::{Api, default_org, id_of, logged_in};
 use crate::harness::{AgentProcess, TestServer};
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-async fn connect(api: &Api, via_query: bool) -> Result<Socket> {
+pub async fn connect(api: &Api, via_query: bool) -> Result<Socket> {
     let token = api.bearer.clone().context("client has no token")?;
     let base = api.base.replace("http://", "ws://");
     let (socket, _) = if via_query {
@@ -36,7 +36,7 @@ async fn connect(api: &Api, via_query: bool) -> Result<Socket> {
 }
 
 /// Reads events until one matches, failing after the timeout.
-async fn wait_event(
+pub async fn wait_event(
     socket: &mut Socket,
     what: &str,
     mut matches: impl FnMut(&Value) -> bool,

@@ -14,6 +14,7 @@ mod supervision;
 mod api_harness;
 
 mod alerting_routing;
+mod alerting_rules;
 mod api_audit;
 mod api_auth;
 mod api_health;
@@ -23,6 +24,6 @@ mod api_tenancy;
 mod api_ws;
 mod clients;
 mod jobs;
-mod notifications;
 mod metrics;
+mod notifications;
 mod swagger;

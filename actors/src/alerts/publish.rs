@@ -1,0 +1,115 @@
+//! After an alert event change is committed: the [`AlertChange`] for notification routing
+//! (through the [`AlertSink`]) and the `alert_fired` / `alert_resolved` / `alert_acked` fleet
+//! event for UIs. One place for both, used by the rule actors and the operator operations.
+
+use reap3r_store::{AlertAgent, AlertEvent, Uuid};
+
+use super::{AlertChange, AlertChangeKind, AlertSink, Severity};
+use crate::{Domain, FleetEvent};
+
+/// What a change says about the agent (hostname, tags, folder), when known.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgentFacts {
+    pub hostname: Option<String>,
+    pub tags: Vec<String>,
+    pub folder_id: Option<Uuid>,
+}
+
+impl From<&AlertAgent> for AgentFacts {
+    fn from(a: &AlertAgent) -> Self {
+        Self {
+            hostname: Some(a.hostname.clone()),
+            tags: a.tags.iter().map(|(_, name)| name.clone()).collect(),
+            folder_id: a.folder_id,
+        }
+    }
+}
+
+impl AgentFacts {
+    /// Reads the facts of an event's agent (operator operations, which have no directory).
+    pub async fn load(domain: &Domain, org_id: Uuid, agent_id: Option<Uuid>) -> Self {
+        let Some(agent_id) = agent_id else {
+            return Self::default();
+        };
+        let agent = domain
+            .store
+            .agent_in_org(org_id, agent_id)
+            .await
+            .ok()
+            .flatten();
+        let tags = domain
+            .store
+            .agent_tags(org_id, agent_id)
+            .await
+            .unwrap_or_default();
+        Self {
+            hostname: agent.as_ref().map(|a| a.hostname.clone()),
+            tags: tags.into_iter().map(|t| t.name).collect(),
+            folder_id: agent.and_then(|a| a.folder_id),
+        }
+    }
+}
+
+/// Hands a committed change to routing and announces it. `by` names who acked or resolved.
+pub fn announce(
+    domain: &Domain,
+    sink: &dyn AlertSink,
+    event: &AlertEvent,
+    kind: AlertChangeKind,
+    facts: AgentFacts,
+    by: &str,
+    at_ms: i64,
+) {
+    let severity = event.severity.parse().unwrap_or(Severity::Warning);
+    domain.events.publish(match kind {
+        AlertChangeKind::Fired => FleetEvent::AlertFired {
+            event_id: event.id,
+            org_id: event.org_id,
+            rule_id: event.rule_id,
+            rule_name: event.rule_name.clone(),
+            agent_id: event.agent_id,
+            severity: event.severity.clone(),
+            summary: event.summary.clone(),
+            value: event.value,
+        },
+        AlertChangeKind::Resolved => FleetEvent::AlertResolved {
+            event_id: event.id,
+            org_id: event.org_id,
+            rule_id: event.rule_id,
+            agent_id: event.agent_id,
+            by: by.to_owned(),
+        },
+        AlertChangeKind::Acked => FleetEvent::AlertAcked {
+            event_id: event.id,
+            org_id: event.org_id,
+            rule_id: event.rule_id,
+            agent_id: event.agent_id,
+            by: by.to_owned(),
+        },
+    });
+    sink.alert_changed(AlertChange {
+        event_id: event.id,
+        rule_id: event.rule_id,
+        rule_name: event.rule_name.clone(),
+        org_id: event.org_id,
+        agent_id: event.agent_id,
+        hostname: facts.hostname,
+        agent_tags: facts.tags,
+        folder_id: facts.folder_id,
+        severity,
+        kind,
+        fired_at_ms: event.fired_at.unwrap_or(event.pending_at),
+        at_ms,
+        summary: event.summary.clone(),
+        value: event.value,
+    });
+}
+
+/// A sink that drops every change: for a node without notification routing yet, and for the
+/// CLI.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoAlertSink;
+
+impl AlertSink for NoAlertSink {
+    fn alert_changed(&self, _change: AlertChange) {}
+}
