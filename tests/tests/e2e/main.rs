@@ -13,6 +13,7 @@ mod supervision;
 
 mod api_harness;
 
+mod alerting_flow;
 mod alerting_routing;
 mod alerting_rules;
 mod api_audit;
