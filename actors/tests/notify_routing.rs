@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use reap3r_actors::access::Caller;
 use reap3r_actors::alerts::{AlertChange, AlertChangeKind, AlertSink, Severity};
+use reap3r_actors::notify::{
+    Channels, CreateIntegration, IntegrationKind, NotifySettings, SecretsInput,
+};
 use reap3r_actors::notify::routing::{
     CreateRouting, DEFAULT_GROUP_INTERVAL_S, DEFAULT_GROUP_WAIT_S, DEFAULT_REPEAT_INTERVAL_S,
     Matcher, PolicySpec, RoutingDriver, RoutingMsg, RoutingSink, SilenceSpec,
@@ -36,13 +39,34 @@ async fn rigs() -> Vec<Rig> {
         let clock = ManualClock::new(T0);
         let domain = Domain::new(store.clone(), Arc::new(clock.clone()), EventBus::new(256));
         let org = store.default_org(T0 as i64).await.unwrap().id;
+        // The outbox refuses integrations that do not exist: the policy names a real one (it
+        // is never delivered to: no notifier runs here).
+        let channels = Channels::new(NotifySettings {
+            allow_loopback: true,
+        })
+        .unwrap();
+        let mail = CreateIntegration {
+            name: "mail".into(),
+            kind: IntegrationKind::Webhook,
+            enabled: true,
+            email: None,
+            url: Some("http://127.0.0.1:9/hook".into()),
+            secrets: SecretsInput {
+                webhook_secret: Some("routing-test-secret-0123".into()),
+                ..SecretsInput::default()
+            },
+        }
+        .run(&domain, &Caller::cli(org), &channels)
+        .await
+        .unwrap()
+        .id;
         out.push(Rig {
             _db: db,
             store,
             clock,
             domain,
             org,
-            mail: Uuid::new_v4(),
+            mail,
         });
     }
     out
