@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use reap3r_actors::access::Caller;
 use reap3r_actors::alerts::{AlertChange, AlertChangeKind, AlertSink, Severity};
-use reap3r_actors::notify::{
-    Channels, CreateIntegration, IntegrationKind, NotifySettings, SecretsInput,
-};
 use reap3r_actors::notify::routing::{
     CreateRouting, DEFAULT_GROUP_INTERVAL_S, DEFAULT_GROUP_WAIT_S, DEFAULT_REPEAT_INTERVAL_S,
     Matcher, PolicySpec, RoutingDriver, RoutingMsg, RoutingSink, SilenceSpec,
+};
+use reap3r_actors::notify::{
+    Channels, CreateIntegration, IntegrationKind, NotifySettings, SecretsInput,
 };
 use reap3r_actors::{Domain, EventBus, ManualClock};
 use reap3r_store::{RoutingSent, Store, Uuid};
