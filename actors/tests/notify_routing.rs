@@ -15,7 +15,7 @@ use reap3r_actors::notify::routing::{
     Matcher, PolicySpec, RoutingDriver, RoutingMsg, RoutingSink, SilenceSpec,
 };
 use reap3r_actors::notify::{
-    Channels, CreateIntegration, IntegrationKind, NotifySettings, SecretsInput,
+    Channels, CreateIntegration, DeleteIntegration, IntegrationKind, NotifySettings, SecretsInput,
 };
 use reap3r_actors::{Domain, EventBus, ManualClock};
 use reap3r_store::{RoutingSent, Store, Uuid};
@@ -41,25 +41,7 @@ async fn rigs() -> Vec<Rig> {
         let org = store.default_org(T0 as i64).await.unwrap().id;
         // The outbox refuses integrations that do not exist: the policy names a real one (it
         // is never delivered to: no notifier runs here).
-        let channels = Channels::new(NotifySettings {
-            allow_loopback: true,
-        })
-        .unwrap();
-        let mail = CreateIntegration {
-            name: "mail".into(),
-            kind: IntegrationKind::Webhook,
-            enabled: true,
-            email: None,
-            url: Some("http://127.0.0.1:9/hook".into()),
-            secrets: SecretsInput {
-                webhook_secret: Some("routing-test-secret-0123".into()),
-                ..SecretsInput::default()
-            },
-        }
-        .run(&domain, &Caller::cli(org), &channels)
-        .await
-        .unwrap()
-        .id;
+        let mail = webhook(&domain, org, "mail").await;
         out.push(Rig {
             _db: db,
             store,
@@ -72,8 +54,35 @@ async fn rigs() -> Vec<Rig> {
     out
 }
 
+/// A real webhook integration (never delivered to: no notifier runs in these tests).
+async fn webhook(domain: &Domain, org: Uuid, name: &str) -> Uuid {
+    let channels = Channels::new(NotifySettings {
+        allow_loopback: true,
+    })
+    .unwrap();
+    CreateIntegration {
+        name: name.into(),
+        kind: IntegrationKind::Webhook,
+        enabled: true,
+        email: None,
+        url: Some("http://127.0.0.1:9/hook".into()),
+        secrets: SecretsInput {
+            webhook_secret: Some("routing-test-secret-0123".into()),
+            ..SecretsInput::default()
+        },
+    }
+    .run(domain, &Caller::cli(org), &channels)
+    .await
+    .unwrap()
+    .id
+}
+
 impl Rig {
     async fn policy(&self) {
+        self.policy_to(vec![self.mail]).await;
+    }
+
+    async fn policy_to(&self, integrations: Vec<Uuid>) {
         CreateRouting {
             spec: PolicySpec {
                 name: "on call".into(),
@@ -81,7 +90,7 @@ impl Rig {
                 severities: vec![],
                 tags: vec![],
                 folder_ids: vec![],
-                integrations: vec![self.mail],
+                integrations,
                 group_by: vec![],
                 group_wait_s: DEFAULT_GROUP_WAIT_S,
                 group_interval_s: DEFAULT_GROUP_INTERVAL_S,
@@ -278,6 +287,38 @@ async fn a_silence_created_through_the_operation_reaches_the_driver() {
             sent_later
                 .iter()
                 .all(|s| s.group_key.contains(&rule.to_string()))
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_integration_deleted_after_its_policy_is_skipped_and_the_others_still_hear() {
+    for rig in rigs().await {
+        let gone = webhook(&rig.domain, rig.org, "gone").await;
+        rig.policy_to(vec![gone, rig.mail]).await;
+        DeleteIntegration { id: gone }
+            .run(&rig.domain, &Caller::cli(rig.org))
+            .await
+            .unwrap();
+        let sink = RoutingSink::default();
+        let _driver = RoutingDriver::start(rig.domain.clone(), sink.clone())
+            .await
+            .unwrap();
+        let rule = Uuid::new_v4();
+        sink.alert_changed(rig.change(rule, "h1", AlertChangeKind::Fired));
+        rig.groups_hold(1).await;
+        tick(&sink, &rig.clock, Duration::from_secs(31));
+        let sent = rig.sent_until("the message", |s| !s.is_empty()).await;
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0].integration_id, rig.mail);
+        // The batch committed (it was not retried forever): a later change is sent too.
+        sink.alert_changed(rig.change(rule, "h2", AlertChangeKind::Fired));
+        rig.groups_hold(2).await;
+        tick(&sink, &rig.clock, Duration::from_secs(5 * 60));
+        let sent = rig.sent_until("the second message", |s| s.len() >= 2).await;
+        assert!(
+            sent.iter().all(|s| s.integration_id == rig.mail),
+            "{sent:?}"
         );
     }
 }
