@@ -122,9 +122,9 @@ impl Api {
         (start.elapsed(), result)
     }
 
-    /// `POST /api/jobs`: a job; returns its id.
-    pub async fn create_job(&self, body: &Value) -> Result<String> {
-        let req = self.client.post(self.url("/api/jobs")).json(body);
+    /// A POST with a JSON body; the answer's JSON, or an error naming the status and body.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value> {
+        let req = self.client.post(self.url(path)).json(body);
         let req = match &self.token {
             Some(t) => req.bearer_auth(t),
             None => req,
@@ -133,13 +133,24 @@ impl Api {
         let status = resp.status();
         let answer: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            bail!("POST /api/jobs: {status} {answer}");
+            bail!("POST {path}: {status} {answer}");
         }
+        Ok(answer)
+    }
+
+    /// A POST that creates something; returns the new object's `id`.
+    pub async fn create(&self, path: &str, body: &Value) -> Result<String> {
+        let answer = self.post_json(path, body).await?;
         answer
             .get("id")
             .and_then(Value::as_str)
             .map(str::to_string)
-            .ok_or_else(|| anyhow!("POST /api/jobs answered no id: {answer}"))
+            .ok_or_else(|| anyhow!("POST {path} answered no id: {answer}"))
+    }
+
+    /// `POST /api/jobs`: a job; returns its id.
+    pub async fn create_job(&self, body: &Value) -> Result<String> {
+        self.create("/api/jobs", body).await
     }
 
     pub async fn job(&self, id: &str) -> Result<Value> {

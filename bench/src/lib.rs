@@ -15,6 +15,7 @@ pub mod server;
 pub mod sim;
 pub mod stats;
 pub mod transport;
+pub mod webhook;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +34,8 @@ pub enum Scenario {
     Storm,
     /// A fan-out through a UDP impairment relay: every result exactly once, p50/p99.
     Lossy,
+    /// Metrics with alert rules: ingestion, threshold → webhook latency, storage per agent-day.
+    Alerting,
 }
 
 impl Scenario {
@@ -43,6 +46,7 @@ impl Scenario {
             Self::Fanout => "fanout",
             Self::Storm => "storm",
             Self::Lossy => "lossy",
+            Self::Alerting => "alerting",
         }
     }
 }
@@ -177,6 +181,34 @@ pub struct Options {
     /// storm: API sampling period, ms.
     #[arg(long, default_value_t = 100)]
     pub api_sample_ms: u64,
+
+    /// The server's database (REAP3R_DATABASE_URL, e.g. a PostgreSQL URL); its SQLite file in
+    /// the data dir if unset.
+    #[arg(long)]
+    pub database_url: Option<String>,
+
+    /// alerting: the metrics interval the server pushes to agents, seconds.
+    #[arg(long, default_value_t = 10)]
+    pub metrics_interval_s: u32,
+    /// alerting: threshold rules enabled (one of them fires for the hot agents).
+    #[arg(long, default_value_t = 100)]
+    pub rules: usize,
+    /// alerting: agents that cross the threshold.
+    #[arg(long, default_value_t = 100)]
+    pub hot: usize,
+    /// alerting: the firing rule's `for`, seconds.
+    #[arg(long, default_value_t = 30)]
+    pub alert_for_s: u32,
+    /// alerting: seconds of ingestion measured before the crossing.
+    #[arg(long, default_value_t = 60)]
+    pub ingest_s: u64,
+    /// alerting: agents in the simulated storage day (0: no storage measure).
+    #[arg(long, default_value_t = 20)]
+    pub storage_agents: usize,
+    /// alerting: also measure storage on a fresh database created on this PostgreSQL server
+    /// (an admin URL such as postgres://postgres@127.0.0.1:5432/postgres; dropped afterwards).
+    #[arg(long)]
+    pub storage_postgres_url: Option<String>,
 }
 
 impl Options {

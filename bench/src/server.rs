@@ -27,6 +27,8 @@ pub struct ServerOptions {
     pub data_dir: Option<PathBuf>,
     /// Talk to an already running server instead of starting one.
     pub external: Option<External>,
+    /// More server configuration (`REAP3R_*` variables) a scenario needs.
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -203,6 +205,7 @@ impl ServerProcess {
         if let Some(n) = self.opts.max_handshakes {
             cmd.env("REAP3R_MAX_CONCURRENT_HANDSHAKES", n.to_string());
         }
+        cmd.envs(self.opts.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 

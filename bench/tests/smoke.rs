@@ -136,3 +136,60 @@ async fn lossy_link_still_delivers_every_result_exactly_once() {
     assert!(has_check(&r, "every agent ran the job exactly once"));
     assert!(r.get("relay_dropped_pct").is_some_and(|p| p > 5.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerting_keeps_up_and_delivers_each_hot_alert_once() {
+    let mut extra = Vec::new();
+    if let Ok(url) = std::env::var("REAP3R_TEST_POSTGRES_URL") {
+        extra = vec!["--storage-postgres-url".to_string(), url];
+    }
+    let with_pg = !extra.is_empty();
+    let r = run(
+        &[
+            "alerting",
+            "--metrics-interval-s",
+            "5",
+            "--rules",
+            "10",
+            "--hot",
+            "5",
+            "--alert-for-s",
+            "5",
+            "--ingest-s",
+            "6",
+            "--storage-agents",
+            "2",
+        ],
+        extra,
+    )
+    .await;
+    assert!(has_check(&r, "ingestion keeps up"));
+    assert!(has_check(&r, "every hot agent's alert reached the webhook"));
+    assert!(has_check(&r, "no duplicate notification"));
+    assert!(has_check(&r, "every webhook signature verifies"));
+    // One day at one sample per 5 s: the rows each level must hold per agent.
+    let backends: &[&str] = if with_pg {
+        &["sqlite", "postgres"]
+    } else {
+        &["sqlite"]
+    };
+    for backend in backends {
+        for (level, rows) in [
+            ("raw", 17_280.0),
+            ("1m", 1_440.0),
+            ("5m", 288.0),
+            ("1h", 24.0),
+            ("1d", 1.0),
+        ] {
+            let key = format!("storage_{backend}_{level}_rows");
+            assert_eq!(r.get(&key), Some(rows), "{key}");
+            // Sizes are page-granular: two agents' few coarse rows may fit in free space.
+            let bytes = r.get(&format!("storage_{backend}_{level}_kib"));
+            let grows = matches!(level, "raw" | "1m");
+            assert!(
+                bytes.is_some_and(|b| b > 0.0 || !grows),
+                "{backend} {level}: {bytes:?}"
+            );
+        }
+    }
+}

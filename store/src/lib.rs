@@ -55,8 +55,8 @@ pub use login_events::{
     MAX_LOGIN_EVENT_PAGE, NewLoginEvent,
 };
 pub use metrics::{
-    Agg, FleetFilter, LatestSample, MetricLevel, NewSample, Point, RollupPass, SeriesRow,
-    merge_series,
+    Agg, FleetFilter, LatestSample, MetricLevel, MetricStorage, NewSample, Point, RollupPass,
+    SeriesRow, merge_series,
 };
 pub use notifications::{
     AttemptEnd, ClaimedNotification, Integration, IntegrationUpdate, MAX_NOTIFICATION_PAGE,

@@ -372,3 +372,48 @@ async fn fleet_reads_the_latest_sample_per_agent_filtered_by_folder_and_tag() ->
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn storage_counts_rows_per_level_and_grows_with_them() -> Result<()> {
+    for (_db, store) in stores().await? {
+        let b = store.backend();
+        let empty = store.metric_storage().await?;
+        assert!(empty.rows.iter().all(|(_, n)| *n == 0), "[{b}] {empty:?}");
+        let org = create_org(&store, "size", DAY0).await?.id;
+        let a = agent(&store, org, "size").await?;
+        for level in MetricLevel::ROLLUPS {
+            pass(&store, level, DAY0).await?;
+        }
+        // Two hours of one sample every 10 s.
+        let samples: Vec<NewSample> = (0..720)
+            .map(|i| sample(org, a, DAY0 + i * 10_000, i as f64, 1.0))
+            .collect();
+        for chunk in samples.chunks(500) {
+            insert(&store, chunk).await?;
+        }
+        let raw = store.metric_storage().await?;
+        assert_eq!(raw.rows_of(MetricLevel::Raw), 720, "[{b}]");
+        assert!(raw.raw_bytes > empty.raw_bytes, "[{b}] {raw:?}");
+        let mut last = raw.rollup_bytes;
+        for (level, rows) in [(MetricLevel::Minute, 120), (MetricLevel::FiveMinutes, 24)] {
+            while pass(&store, level, DAY0 + 120 * MIN).await?.behind {}
+            let now = store.metric_storage().await?;
+            assert_eq!(now.rows_of(level), rows, "[{b}] {level:?}");
+            // Page-granular sizes: 120 rows need new pages, 24 more may fit in free space.
+            if level == MetricLevel::Minute {
+                assert!(
+                    now.rollup_bytes > last,
+                    "[{b}] {level:?} did not grow: {now:?}"
+                );
+            }
+            assert!(now.rollup_bytes >= last, "[{b}] {level:?} shrank: {now:?}");
+            last = now.rollup_bytes;
+        }
+        assert_eq!(
+            store.metric_storage().await?.rows_of(MetricLevel::Day),
+            0,
+            "[{b}]"
+        );
+    }
+    Ok(())
+}

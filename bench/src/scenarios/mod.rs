@@ -1,13 +1,17 @@
 //! The scenarios. Each starts its own server (unless pointed at a running one), enrols and
 //! connects a simulated fleet, measures, checks correctness, and judges the design targets.
 //! This module has what they share (the bed, waiting for the fleet, common checks); each
-//! scenario has its own file: [`connect`], [`steady`], [`fanout`] (also lossy), [`storm`].
+//! scenario has its own file: [`connect`], [`steady`], [`fanout`] (also lossy), [`storm`],
+//! [`alerting`] (with [`storage`]).
 
+mod alerting;
 mod connect;
 mod fanout;
 mod steady;
+mod storage;
 mod storm;
 
+use alerting::alerting;
 use connect::connect;
 use fanout::fanout;
 use steady::steady;
@@ -81,6 +85,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
         Scenario::Steady => steady(opts, &mut report).await,
         Scenario::Fanout => fanout(opts, &mut report, None).await,
         Scenario::Storm => storm(opts, &mut report).await,
+        Scenario::Alerting => alerting(opts, &mut report).await,
         Scenario::Lossy => {
             let imp = Impairment {
                 loss: opts.loss,
@@ -103,6 +108,11 @@ fn server_options(opts: &Options) -> ServerOptions {
         shutdown_grace_s: opts.shutdown_grace_s,
         log: opts.server_log.clone(),
         data_dir: opts.data_dir.clone(),
+        env: opts
+            .database_url
+            .iter()
+            .map(|url| ("REAP3R_DATABASE_URL".to_string(), url.clone()))
+            .collect(),
         external: opts.quic_addr.map(|quic_addr| External {
             quic_addr,
             http_addr: opts
@@ -165,7 +175,12 @@ fn save_fleet(path: &std::path::Path, ids: &[Identity]) -> Result<()> {
 }
 
 async fn prepare(opts: &Options, r: &mut Report) -> Result<Bed> {
-    let server = ServerProcess::start(server_options(opts)).await?;
+    prepare_with(opts, r, server_options(opts)).await
+}
+
+/// [`prepare`] with a server configured beyond the common options.
+async fn prepare_with(opts: &Options, r: &mut Report, server: ServerOptions) -> Result<Bed> {
+    let server = ServerProcess::start(server).await?;
     let api = Api::new(server.http_addr)?;
     let fleet_file = opts.data_dir.as_ref().map(|d| d.join(FLEET_FILE));
     if let Some(ids) = fleet_file

@@ -4,7 +4,7 @@
 //! "succeeds" at once with no output; anything else ends `refused`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use anyhow::{Result, bail};
@@ -94,7 +94,14 @@ pub struct SimAgent {
     pub welcome_us: AtomicU64,
     pub heartbeats_sent: AtomicU64,
     pub metrics_sent: AtomicU64,
+    /// Its metrics report [`HOT_CPU_CENTIPERCENT`] (the alerting scenario's threshold crossing).
+    hot: AtomicBool,
+    /// `taken_at` of the first hot sample it sent, ms since the Unix epoch (0 = none yet).
+    first_hot_ms: AtomicU64,
 }
+
+/// CPU a hot agent reports: 99 %.
+pub const HOT_CPU_CENTIPERCENT: u16 = 9_900;
 
 impl std::fmt::Debug for SimAgent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -136,6 +143,42 @@ fn run_noop(job: &VerifiedJob, now: u64) -> JobResult {
     }
 }
 
+/// The sample simulated agent `idx` takes at `taken_at_ms`: one mount, one interface, values
+/// that move with time (CPU within 0–5 %, counters growing) as a quiet machine's do; `hot`
+/// reports [`HOT_CPU_CENTIPERCENT`] instead.
+pub fn sample(idx: usize, hot: bool, taken_at_ms: u64) -> MetricsSample {
+    let tick = taken_at_ms / 10_000;
+    MetricsSample {
+        taken_at_ms,
+        cpu_centipercent: if hot {
+            HOT_CPU_CENTIPERCENT
+        } else {
+            ((idx as u64 * 7 + tick) % 500) as u16
+        },
+        load1_centi: 12 + (tick % 5) as u32,
+        load5_centi: 10,
+        load15_centi: 8,
+        memory_used_bytes: (900 << 20) + (tick % 64) * 4096,
+        memory_total_bytes: 4 << 30,
+        swap_used_bytes: 0,
+        swap_total_bytes: 1 << 30,
+        mounts: Capped::truncated(vec![MountUsage {
+            mount: Name::truncated("/"),
+            used_bytes: (20 << 30) + tick * 4096,
+            total_bytes: 64 << 30,
+        }]),
+        interfaces: Capped::truncated(vec![InterfaceCounters {
+            name: Name::truncated("eth0"),
+            rx_bytes: tick * 1500,
+            tx_bytes: tick * 700,
+            rx_errors: 0,
+            tx_errors: 0,
+        }]),
+        process_count: 200 + (tick % 10) as u32,
+        uptime_s: 3600 + tick * 10,
+    }
+}
+
 impl SimAgent {
     pub(super) fn new(idx: usize, id: [u8; 16], key: SigningKey, server_key: VerifyingKey) -> Self {
         Self {
@@ -154,6 +197,8 @@ impl SimAgent {
             welcome_us: AtomicU64::new(0),
             heartbeats_sent: AtomicU64::new(0),
             metrics_sent: AtomicU64::new(0),
+            hot: AtomicBool::new(false),
+            first_hot_ms: AtomicU64::new(0),
         }
     }
 
@@ -170,32 +215,8 @@ impl SimAgent {
         })
     }
 
-    fn metrics(idx: usize) -> Message {
-        Message::Metrics(MetricsSample {
-            taken_at_ms: now_ms(),
-            cpu_centipercent: (idx % 500) as u16,
-            load1_centi: 12,
-            load5_centi: 10,
-            load15_centi: 8,
-            memory_used_bytes: 900 << 20,
-            memory_total_bytes: 4 << 30,
-            swap_used_bytes: 0,
-            swap_total_bytes: 1 << 30,
-            mounts: Capped::truncated(vec![MountUsage {
-                mount: Name::truncated("/"),
-                used_bytes: 20 << 30,
-                total_bytes: 64 << 30,
-            }]),
-            interfaces: Capped::truncated(vec![InterfaceCounters {
-                name: Name::truncated("eth0"),
-                rx_bytes: 1 << 20,
-                tx_bytes: 1 << 19,
-                rx_errors: 0,
-                tx_errors: 0,
-            }]),
-            process_count: 200,
-            uptime_s: 3600,
-        })
+    fn metrics(idx: usize, hot: bool, taken_at_ms: u64) -> Message {
+        Message::Metrics(sample(idx, hot, taken_at_ms))
     }
 
     /// A heartbeat on the current session's datagram lane (unless the pacer owns the load).
@@ -232,9 +253,27 @@ impl SimAgent {
             return None;
         }
         let id = st.live_id(conn)?;
-        let frame = st.core.seal(id, Self::metrics(self.idx), now_ms())?;
+        let now = now_ms();
+        let hot = self.hot.load(Ordering::Relaxed);
+        let frame = st.core.seal(id, Self::metrics(self.idx, hot, now), now)?;
         self.metrics_sent.fetch_add(1, Ordering::Relaxed);
+        if hot {
+            let _ =
+                self.first_hot_ms
+                    .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        }
         Some(frame)
+    }
+
+    /// From its next sample on, the agent reports a CPU of [`HOT_CPU_CENTIPERCENT`] (or its
+    /// usual value again).
+    pub fn set_hot(&self, hot: bool) {
+        self.hot.store(hot, Ordering::Relaxed);
+    }
+
+    /// When it sent its first hot sample (`taken_at`, ms since the Unix epoch).
+    pub fn first_hot_ms(&self) -> Option<u64> {
+        Some(self.first_hot_ms.load(Ordering::Relaxed)).filter(|ms| *ms > 0)
     }
 
     /// Suspends or resumes the agent's own heartbeat and metrics timers.
@@ -261,7 +300,7 @@ impl SimAgent {
             *uptime_s += 1;
             let msg = match lane {
                 Lane::Datagram => Self::heartbeat(*uptime_s, self.idx),
-                Lane::Uni => Self::metrics(self.idx),
+                Lane::Uni => Self::metrics(self.idx, false, now),
             };
             let Some(frame) = core.seal(id, msg, now) else {
                 return 0;

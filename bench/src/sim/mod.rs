@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 
 use reap3r_agent::Backoff;
 
-pub use agent::{JobTrack, Lane, Outgoing, SimAgent};
+pub use agent::{HOT_CPU_CENTIPERCENT, JobTrack, Lane, Outgoing, SimAgent, sample};
 pub use enrol::{Endpoints, Identity, enrol_all};
 
 use crate::stats::Rng;

@@ -9,10 +9,12 @@
 mod codec;
 mod read;
 mod rollup;
+mod size;
 mod write;
 
 pub use read::{FleetFilter, LatestSample, SeriesRow};
 pub use rollup::RollupPass;
+pub use size::MetricStorage;
 
 use uuid::Uuid;
 
