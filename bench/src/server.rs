@@ -124,7 +124,7 @@ impl ServerProcess {
         }
         if !opts.bin.is_file() {
             bail!(
-                "server binary {} not found; build it with `cargo build --release --bin reap3r --bin reap3r-bench` or pass --server-bin",
+                "server binary {} not found; build it with `cargo build --release --workspace --bin reap3r --bin reap3r-bench` or pass --server-bin",
                 opts.bin.display()
             );
         }
