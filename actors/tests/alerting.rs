@@ -417,10 +417,10 @@ async fn operators_ack_note_snooze_and_resolve() {
             Err(DomainError::NotFound(_))
         ));
         assert_eq!(
-            code(SnoozeAlert { id, for_s: 0 }.run(d, cli).await.unwrap_err()),
+            code(SnoozeAlert { id, for_s: 0 }.run(d, cli, sink).await.unwrap_err()),
             "invalid_duration"
         );
-        let snoozed = SnoozeAlert { id, for_s: 600 }.run(d, cli).await.unwrap();
+        let snoozed = SnoozeAlert { id, for_s: 600 }.run(d, cli, sink).await.unwrap();
         assert_eq!(snoozed.snoozed_until, Some(T0 as i64 + 600_000));
         assert_eq!(
             code(
@@ -461,9 +461,15 @@ async fn operators_ack_note_snooze_and_resolve() {
             [
                 AlertChangeKind::Fired,
                 AlertChangeKind::Acked,
+                AlertChangeKind::Snoozed,
                 AlertChangeKind::Resolved
             ]
         );
+        // The snooze reaches routing with its end, and later changes still carry it.
+        let until = Some(T0 as i64 + 600_000);
+        let changes = rig.sink.0.lock().unwrap().clone();
+        assert_eq!(changes[2].snoozed_until_ms, until);
+        assert_eq!(changes[3].snoozed_until_ms, until);
         let detail = get_event(d, cli, id).await.unwrap();
         assert_eq!(detail.notes.len(), 1);
         let actions: Vec<&str> = detail.history.iter().map(|h| h.action.as_str()).collect();

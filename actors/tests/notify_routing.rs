@@ -120,6 +120,7 @@ impl Rig {
             at_ms: now,
             summary: format!("cpu on {host}"),
             value: Some(97.0),
+            snoozed_until_ms: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! After an alert event change is committed: the [`AlertChange`] for notification routing
 //! (through the [`AlertSink`]) and the `alert_fired` / `alert_resolved` / `alert_acked` fleet
-//! event for UIs. One place for both, used by the rule actors and the operator operations.
+//! event for UIs (a snooze has no fleet event of its own: its audit record is published). One
+//! place for both, used by the rule actors and the operator operations.
 
 use reap3r_store::{AlertAgent, AlertEvent, Uuid};
 
@@ -61,8 +62,8 @@ pub fn announce(
     at_ms: i64,
 ) {
     let severity = event.severity.parse().unwrap_or(Severity::Warning);
-    domain.events.publish(match kind {
-        AlertChangeKind::Fired => FleetEvent::AlertFired {
+    let fleet = match kind {
+        AlertChangeKind::Fired => Some(FleetEvent::AlertFired {
             event_id: event.id,
             org_id: event.org_id,
             rule_id: event.rule_id,
@@ -71,22 +72,26 @@ pub fn announce(
             severity: event.severity.clone(),
             summary: event.summary.clone(),
             value: event.value,
-        },
-        AlertChangeKind::Resolved => FleetEvent::AlertResolved {
+        }),
+        AlertChangeKind::Resolved => Some(FleetEvent::AlertResolved {
             event_id: event.id,
             org_id: event.org_id,
             rule_id: event.rule_id,
             agent_id: event.agent_id,
             by: by.to_owned(),
-        },
-        AlertChangeKind::Acked => FleetEvent::AlertAcked {
+        }),
+        AlertChangeKind::Acked => Some(FleetEvent::AlertAcked {
             event_id: event.id,
             org_id: event.org_id,
             rule_id: event.rule_id,
             agent_id: event.agent_id,
             by: by.to_owned(),
-        },
-    });
+        }),
+        AlertChangeKind::Snoozed => None,
+    };
+    if let Some(fleet) = fleet {
+        domain.events.publish(fleet);
+    }
     sink.alert_changed(AlertChange {
         event_id: event.id,
         rule_id: event.rule_id,
@@ -102,6 +107,7 @@ pub fn announce(
         at_ms,
         summary: event.summary.clone(),
         value: event.value,
+        snoozed_until_ms: event.snoozed_until,
     });
 }
 

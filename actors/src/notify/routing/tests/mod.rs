@@ -16,6 +16,7 @@
 //! | `window W weekly days=sun,.. at=HH:MM for=D tz=ZONE [tags=..] [folders=..]` | a weekly one |
 //! | `fire A,B \| h1..hN [rule=r] [sev=s] [tags=..] [folder=f] [org=o]` | alerts fire (rule `cpu`, critical, by default) |
 //! | `resolve A,..` / `ack A,..` (same `rule=`) | they resolve / are acknowledged |
+//! | `snooze A,.. until=T` (same `rule=`) | an operator snoozes them (a later `fire` of a snoozed pending alert carries it) |
 //! | `at T` | time moves to T, every wake due on the way fired in order |
 //! | `restart` | a new core from the persisted groups and the same configuration |
 //!
@@ -27,6 +28,7 @@ mod grouping;
 mod maintenance;
 mod schedule;
 mod silences;
+mod snooze;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -76,6 +78,8 @@ struct Rig {
     persisted: BTreeMap<GroupId, String>,
     /// How many times each (rule, agent) alert has resolved, so a new firing is a new event.
     generation: HashMap<(String, String), u32>,
+    /// Each (rule, agent) alert's current snooze, as alert_events holds it.
+    snoozes: HashMap<(String, String), i64>,
     names: HashMap<Uuid, String>,
     log: Vec<String>,
 }
@@ -91,6 +95,7 @@ impl Rig {
             wakes: BTreeSet::new(),
             persisted: BTreeMap::new(),
             generation: HashMap::new(),
+            snoozes: HashMap::new(),
             names: HashMap::new(),
             log: Vec::new(),
         };
@@ -127,6 +132,7 @@ impl Rig {
             "fire" => self.alerts(AlertChangeKind::Fired, args[0], &opts),
             "resolve" => self.alerts(AlertChangeKind::Resolved, args[0], &opts),
             "ack" => self.alerts(AlertChangeKind::Acked, args[0], &opts),
+            "snooze" => self.alerts(AlertChangeKind::Snoozed, args[0], &opts),
             "at" => self.run_until(self.time(args[0])),
             "restart" => {
                 let groups = self
@@ -303,7 +309,12 @@ impl Rig {
         for agent in agents(who) {
             let key = (rule.to_owned(), agent.clone());
             let generation = *self.generation.get(&key).unwrap_or(&0);
+            if kind == AlertChangeKind::Snoozed {
+                self.snoozes.insert(key.clone(), self.time(opts["until"]));
+            }
+            let snoozed_until_ms = self.snoozes.get(&key).copied();
             if kind == AlertChangeKind::Resolved {
+                self.snoozes.remove(&key);
                 self.generation.insert(key, generation + 1);
             }
             let change = AlertChange {
@@ -326,6 +337,7 @@ impl Rig {
                 at_ms: self.now,
                 summary: format!("{rule} on {agent}"),
                 value: None,
+                snoozed_until_ms,
             };
             let effects = self.core.handle(self.now, Input::Change(change));
             self.apply(effects);
