@@ -61,7 +61,6 @@ pub fn announce(
     by: &str,
     at_ms: i64,
 ) {
-    let severity = event.severity.parse().unwrap_or(Severity::Warning);
     let fleet = match kind {
         AlertChangeKind::Fired => Some(FleetEvent::AlertFired {
             event_id: event.id,
@@ -92,7 +91,18 @@ pub fn announce(
     if let Some(fleet) = fleet {
         domain.events.publish(fleet);
     }
-    sink.alert_changed(AlertChange {
+    sink.alert_changed(change_of(event, kind, facts, at_ms));
+}
+
+/// The change routing gets for `event` (as committed) with `kind`; also how routing rebuilds
+/// a change it missed from the event row.
+pub fn change_of(
+    event: &AlertEvent,
+    kind: AlertChangeKind,
+    facts: AgentFacts,
+    at_ms: i64,
+) -> AlertChange {
+    AlertChange {
         event_id: event.id,
         rule_id: event.rule_id,
         rule_name: event.rule_name.clone(),
@@ -101,14 +111,14 @@ pub fn announce(
         hostname: facts.hostname,
         agent_tags: facts.tags,
         folder_id: facts.folder_id,
-        severity,
+        severity: event.severity.parse().unwrap_or(Severity::Warning),
         kind,
         fired_at_ms: event.fired_at.unwrap_or(event.pending_at),
         at_ms,
         summary: event.summary.clone(),
         value: event.value,
         snoozed_until_ms: event.snoozed_until,
-    });
+    }
 }
 
 /// A sink that drops every change: for a node without notification routing yet, and for the

@@ -1,8 +1,9 @@
 //! A deterministic rig for [`RoutingCore`]: no database, no sockets, no sleeping. A scenario is
 //! a few lines of text; the rig plays the driver — it fires every wake the core asked for, in
-//! order, as time moves, and keeps the groups the core reports dirty as the store would (so
-//! `restart` rebuilds the core from exactly what was persisted) — and writes each enqueued
-//! message as one line, which [`check`] compares with the expected text.
+//! order, as time moves, keeps the groups the core reports dirty as the store would and the
+//! alert event rows as alerting commits them (so `restart` rebuilds the core from exactly what
+//! was persisted and reconciles it with the rows) — and writes each enqueued message as one
+//! line, which [`check`] compares with the expected text.
 //!
 //! Scenario lines (`#` starts a comment; T is a duration from the start like `5m30s`, or an
 //! instant like `2027-03-28T00:00:00Z` after `start`):
@@ -17,8 +18,9 @@
 //! | `fire A,B \| h1..hN [rule=r] [sev=s] [tags=..] [folder=f] [org=o]` | alerts fire (rule `cpu`, critical, by default) |
 //! | `resolve A,..` / `ack A,..` (same `rule=`) | they resolve / are acknowledged |
 //! | `snooze A,.. until=T` (same `rule=`) | an operator snoozes them (a later `fire` of a snoozed pending alert carries it) |
+//! | any of these four `... lost` | committed, but the change never reaches routing (a crash between the two) |
 //! | `at T` | time moves to T, every wake due on the way fired in order |
-//! | `restart` | a new core from the persisted groups and the same configuration |
+//! | `restart` | a new core from the persisted groups and the same configuration, fed what it missed |
 //!
 //! Effect lines: `TIME INTEGRATION KIND TOTAL SAMPLE`, the sample as hostnames (or `N sampled`
 //! past five).
@@ -26,6 +28,7 @@
 mod escalation;
 mod grouping;
 mod maintenance;
+mod reconcile;
 mod schedule;
 mod silences;
 mod snooze;
@@ -33,10 +36,10 @@ mod snooze;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use jiff::Timestamp;
-use reap3r_store::Uuid;
+use reap3r_store::{AlertEvent, Uuid};
 
 use super::*;
-use crate::alerts::{AlertChange, AlertChangeKind, Severity};
+use crate::alerts::{AgentFacts, AlertChange, AlertChangeKind, Severity};
 use crate::notify::NotificationKind;
 
 /// Runs `scenario` and compares the messages it produced, line by line, with `expected`.
@@ -80,6 +83,9 @@ struct Rig {
     generation: HashMap<(String, String), u32>,
     /// Each (rule, agent) alert's current snooze, as alert_events holds it.
     snoozes: HashMap<(String, String), i64>,
+    /// The alert_events rows, as alerting commits them (whether routing heard or not).
+    rows: BTreeMap<Uuid, AlertEvent>,
+    agent_facts: HashMap<Uuid, AgentFacts>,
     names: HashMap<Uuid, String>,
     log: Vec<String>,
 }
@@ -96,6 +102,8 @@ impl Rig {
             persisted: BTreeMap::new(),
             generation: HashMap::new(),
             snoozes: HashMap::new(),
+            rows: BTreeMap::new(),
+            agent_facts: HashMap::new(),
             names: HashMap::new(),
             log: Vec::new(),
         };
@@ -140,8 +148,15 @@ impl Rig {
                     .values()
                     .map(|json| serde_json::from_str(json).unwrap())
                     .collect();
-                // Anything not persisted yet is lost, as in a crash.
+                // Anything not persisted yet is lost, as in a crash; the rows tell what was.
                 self.core = RoutingCore::new(self.config.clone(), groups);
+                let rows: Vec<AlertEvent> = self.rows.values().cloned().collect();
+                let missed =
+                    missed_changes(self.core.groups(), &rows, &self.agent_facts, self.now);
+                for change in missed {
+                    let effects = self.core.handle(self.now, Input::Change(change));
+                    self.apply(effects);
+                }
                 let effects = self.core.handle(self.now, Input::Tick);
                 self.apply(effects);
             }
@@ -339,8 +354,61 @@ impl Rig {
                 value: None,
                 snoozed_until_ms,
             };
-            let effects = self.core.handle(self.now, Input::Change(change));
-            self.apply(effects);
+            self.commit(&change);
+            if !opts.contains_key("lost") {
+                let effects = self.core.handle(self.now, Input::Change(change));
+                self.apply(effects);
+            }
+        }
+    }
+
+    /// What alerting writes to alert_events for `change`.
+    fn commit(&mut self, c: &AlertChange) {
+        if let Some(agent) = c.agent_id {
+            self.agent_facts.insert(
+                agent,
+                AgentFacts {
+                    hostname: c.hostname.clone(),
+                    tags: c.agent_tags.clone(),
+                    folder_id: c.folder_id,
+                },
+            );
+        }
+        if c.kind == AlertChangeKind::Fired {
+            self.rows.insert(
+                c.event_id,
+                AlertEvent {
+                    id: c.event_id,
+                    org_id: c.org_id,
+                    rule_id: c.rule_id,
+                    rule_name: c.rule_name.clone(),
+                    agent_id: c.agent_id,
+                    severity: c.severity.as_str().to_owned(),
+                    state: "firing".into(),
+                    summary: c.summary.clone(),
+                    value: c.value,
+                    pending_at: c.fired_at_ms,
+                    fired_at: Some(c.fired_at_ms),
+                    resolved_at: None,
+                    resolved_by: None,
+                    acked_at: None,
+                    acked_by: None,
+                    snoozed_until: c.snoozed_until_ms,
+                    updated_at: c.at_ms,
+                },
+            );
+        }
+        let Some(row) = self.rows.get_mut(&c.event_id) else {
+            return;
+        };
+        match c.kind {
+            AlertChangeKind::Fired => {}
+            AlertChangeKind::Resolved => {
+                row.state = "resolved".into();
+                row.resolved_at = Some(c.at_ms);
+            }
+            AlertChangeKind::Acked => row.acked_at = Some(c.at_ms),
+            AlertChangeKind::Snoozed => row.snoozed_until = c.snoozed_until_ms,
         }
     }
 
@@ -449,7 +517,7 @@ fn split_opts<'a>(words: &[&'a str]) -> (Vec<&'a str>, HashMap<&'a str, &'a str>
 }
 
 fn is_flag(word: &str) -> bool {
-    matches!(word, "off" | "org")
+    matches!(word, "off" | "org" | "lost")
 }
 
 fn instant(text: &str) -> i64 {
