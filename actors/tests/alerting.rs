@@ -419,10 +419,18 @@ async fn operators_ack_note_snooze_and_resolve() {
             Err(DomainError::NotFound(_))
         ));
         assert_eq!(
-            code(SnoozeAlert { id, for_s: 0 }.run(d, cli, sink).await.unwrap_err()),
+            code(
+                SnoozeAlert { id, for_s: 0 }
+                    .run(d, cli, sink)
+                    .await
+                    .unwrap_err()
+            ),
             "invalid_duration"
         );
-        let snoozed = SnoozeAlert { id, for_s: 600 }.run(d, cli, sink).await.unwrap();
+        let snoozed = SnoozeAlert { id, for_s: 600 }
+            .run(d, cli, sink)
+            .await
+            .unwrap();
         assert_eq!(snoozed.snoozed_until, Some(T0 as i64 + 600_000));
         assert_eq!(
             code(

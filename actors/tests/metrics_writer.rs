@@ -160,7 +160,10 @@ async fn a_flush_the_database_fails_is_retried_and_only_overflow_is_lost() {
         });
         let deadline = Instant::now() + Duration::from_secs(20);
         while w.intake.len() != 3 {
-            assert!(Instant::now() < deadline, "the flush did not take its batch");
+            assert!(
+                Instant::now() < deadline,
+                "the flush did not take its batch"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         // Samples keep arriving meanwhile: 3 + 4 queued, and the failed 5 put back make 12,
@@ -170,7 +173,10 @@ async fn a_flush_the_database_fails_is_retried_and_only_overflow_is_lost() {
         // SQLite's writer gives up after busy_timeout; PostgreSQL's connection is cut.
         while !flushing.is_finished() {
             outage.cut_waiters().await.unwrap();
-            assert!(Instant::now() < deadline, "the flush neither failed nor finished");
+            assert!(
+                Instant::now() < deadline,
+                "the flush neither failed nor finished"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(flushing.await.unwrap(), 0, "{}", db.url);

@@ -432,7 +432,10 @@ async fn a_snooze_holds_reminders_and_escalation_across_a_restart_and_its_end_is
             .state
             .contains("\"snoozed_until_ms\":1")
         {
-            assert!(Instant::now() < deadline, "the snooze did not reach routing");
+            assert!(
+                Instant::now() < deadline,
+                "the snooze did not reach routing"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         driver.stop_and_wait(None, None).await.unwrap();
@@ -443,7 +446,8 @@ async fn a_snooze_holds_reminders_and_escalation_across_a_restart_and_its_end_is
         // Past the escalation step's 10 minutes, and on to just before the snooze ends; each
         // tick is seen (the group is written) before the clock moves on.
         rig.tick_seen(&sink, Duration::from_secs(11 * 60)).await;
-        rig.tick_seen(&sink, Duration::from_secs(7200 - 11 * 60 - 1)).await;
+        rig.tick_seen(&sink, Duration::from_secs(7200 - 11 * 60 - 1))
+            .await;
         // The snooze ends: told once; the escalation's delay starts over from then.
         rig.tick_seen(&sink, Duration::from_secs(2)).await;
         let sent = rig.sent_until("the snooze's end", |s| s.len() >= 2).await;
@@ -452,7 +456,10 @@ async fn a_snooze_holds_reminders_and_escalation_across_a_restart_and_its_end_is
         tick(&sink, &rig.clock, Duration::from_secs(10 * 60));
         let sent = rig.sent_until("the escalation", |s| s.len() >= 3).await;
         assert_eq!(sent.len(), 3, "{sent:?}");
-        assert_eq!((sent[2].kind.as_str(), sent[2].integration_id), ("escalation", pager));
+        assert_eq!(
+            (sent[2].kind.as_str(), sent[2].integration_id),
+            ("escalation", pager)
+        );
     }
 }
 

@@ -146,10 +146,8 @@ impl Node {
                 ..MetricsSettings::default()
             },
         };
-        let metrics = MetricsIntake::new(
-            settings.metrics.intake_capacity,
-            settings.metrics.flush_max,
-        );
+        let metrics =
+            MetricsIntake::new(settings.metrics.intake_capacity, settings.metrics.flush_max);
         let idle = Duration::from_millis(settings.heartbeat_timeout_ms()) + Duration::from_secs(10);
         let stats = Arc::new(FleetStats::default());
         let verifier =

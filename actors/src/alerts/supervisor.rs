@@ -221,7 +221,9 @@ impl SupervisorState {
     fn prime_agent(&self, agent_id: Uuid) {
         let agent = self.directory.get(agent_id);
         for r in self.rules.values() {
-            let in_scope = agent.as_ref().filter(|_| self.directory.in_scope(&r.rule, agent_id));
+            let in_scope = agent
+                .as_ref()
+                .filter(|_| self.directory.in_scope(&r.rule, agent_id));
             match in_scope {
                 None => {
                     let _ = r.actor.cast(RuleMsg::Forget(agent_id));

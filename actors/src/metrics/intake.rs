@@ -180,6 +180,10 @@ mod tests {
         // 3 back + 4 queued = 7: the 2 newest do not fit.
         assert_eq!(intake.requeue(batch), 2);
         assert_eq!(times(&intake.take(10)), vec![0, 1, 2, 3, 4]);
-        assert_eq!(intake.dropped(), 0, "requeue losses are the writer's to count");
+        assert_eq!(
+            intake.dropped(),
+            0,
+            "requeue losses are the writer's to count"
+        );
     }
 }

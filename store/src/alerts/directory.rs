@@ -33,10 +33,7 @@ impl Store {
 
     /// One agent of `org_id` with its tags; `None` if it is not (or no longer) there.
     pub async fn alert_agent(&self, org_id: Uuid, id: Uuid) -> Result<Option<AlertAgent>> {
-        Ok(self
-            .alert_agents_where(Some(org_id), Some(id))
-            .await?
-            .pop())
+        Ok(self.alert_agents_where(Some(org_id), Some(id)).await?.pop())
     }
 
     async fn alert_agents_where(

@@ -122,7 +122,10 @@ async fn rebuild(domain: &Domain) -> DomainResult<(RoutingCore, Vec<AlertChange>
     let core = RoutingCore::new(config, groups);
     let missed = missed(domain, &core).await?;
     if !missed.is_empty() {
-        info!(changes = missed.len(), "routing catches up on alert changes it missed");
+        info!(
+            changes = missed.len(),
+            "routing catches up on alert changes it missed"
+        );
     }
     Ok((core, missed))
 }

@@ -151,8 +151,7 @@ impl Rig {
                 // Anything not persisted yet is lost, as in a crash; the rows tell what was.
                 self.core = RoutingCore::new(self.config.clone(), groups);
                 let rows: Vec<AlertEvent> = self.rows.values().cloned().collect();
-                let missed =
-                    missed_changes(self.core.groups(), &rows, &self.agent_facts, self.now);
+                let missed = missed_changes(self.core.groups(), &rows, &self.agent_facts, self.now);
                 for change in missed {
                     let effects = self.core.handle(self.now, Input::Change(change));
                     self.apply(effects);

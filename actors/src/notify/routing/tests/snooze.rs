@@ -119,4 +119,3 @@ fn a_restart_keeps_the_snooze() {
          1h10m pager escalation 1 a",
     );
 }
-
