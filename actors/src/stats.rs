@@ -43,7 +43,9 @@ pub struct FleetStats {
     /// (far-future time, older than raw retention).
     pub metrics_dropped: AtomicU64,
     pub metrics_refused: AtomicU64,
-    /// Samples of flushes whose transaction failed.
+    /// Flushes whose transaction failed (their samples are retried), and samples lost anyway:
+    /// past the intake's capacity when put back, or refused by the database for good.
+    pub metrics_flush_failures: AtomicU64,
     pub metrics_lost: AtomicU64,
     /// Finished rollup buckets late samples were merged into; rollup rows written; rows expired.
     pub metrics_late_buckets: AtomicU64,

@@ -17,7 +17,9 @@ use reap3r_actors::alerts::{
     SnoozeAlert, Threshold, UpdateRule, alert_stats, get_event,
 };
 use reap3r_actors::audit::ListAudit;
-use reap3r_actors::enrolment::{CreateEnrolmentToken, EnrolAgent, EnrolmentInfo, SetAgentApproval};
+use reap3r_actors::enrolment::{
+    CreateEnrolmentToken, DeleteAgent, EnrolAgent, EnrolmentInfo, SetAgentApproval,
+};
 use reap3r_actors::metrics::{AgentSample, Metric, SampleSink, SeriesValue};
 use reap3r_actors::{Domain, DomainError, EventBus, FleetEvent, ManualClock};
 use reap3r_store::{Agent, AgentApproval, NewAgent, TargetCounts, Uuid};
@@ -417,10 +419,18 @@ async fn operators_ack_note_snooze_and_resolve() {
             Err(DomainError::NotFound(_))
         ));
         assert_eq!(
-            code(SnoozeAlert { id, for_s: 0 }.run(d, cli).await.unwrap_err()),
+            code(
+                SnoozeAlert { id, for_s: 0 }
+                    .run(d, cli, sink)
+                    .await
+                    .unwrap_err()
+            ),
             "invalid_duration"
         );
-        let snoozed = SnoozeAlert { id, for_s: 600 }.run(d, cli).await.unwrap();
+        let snoozed = SnoozeAlert { id, for_s: 600 }
+            .run(d, cli, sink)
+            .await
+            .unwrap();
         assert_eq!(snoozed.snoozed_until, Some(T0 as i64 + 600_000));
         assert_eq!(
             code(
@@ -461,9 +471,15 @@ async fn operators_ack_note_snooze_and_resolve() {
             [
                 AlertChangeKind::Fired,
                 AlertChangeKind::Acked,
+                AlertChangeKind::Snoozed,
                 AlertChangeKind::Resolved
             ]
         );
+        // The snooze reaches routing with its end, and later changes still carry it.
+        let until = Some(T0 as i64 + 600_000);
+        let changes = rig.sink.0.lock().unwrap().clone();
+        assert_eq!(changes[2].snoozed_until_ms, until);
+        assert_eq!(changes[3].snoozed_until_ms, until);
         let detail = get_event(d, cli, id).await.unwrap();
         assert_eq!(detail.notes.len(), 1);
         let actions: Vec<&str> = detail.history.iter().map(|h| h.action.as_str()).collect();
@@ -641,6 +657,51 @@ async fn job_failures_and_pending_approvals_alert() {
         let changes = rig.sink.0.lock().unwrap().clone();
         assert_eq!(changes[2].agent_id, Some(waiting.id));
         assert_eq!(changes[3].kind, AlertChangeKind::Resolved);
+        sup.stop_and_wait(None, None).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_agent_s_alert_resolves_and_the_others_stay() {
+    for rig in rigs().await {
+        let gone = rig.agent("gone-1").await;
+        let stays = rig.agent("stays-1").await;
+        create("uptime", threshold("uptime.seconds", Operator::Gt, 0.0, 0))
+            .run(&rig.domain, &rig.cli)
+            .await
+            .unwrap();
+        let sup = rig.supervisor(0).await;
+        rig.until(&sup, "rule started", |_, _| true).await;
+        rig.sample(&gone, Metric::UptimeSeconds, 5000.0);
+        rig.sample(&stays, Metric::UptimeSeconds, 5000.0);
+        rig.until(&sup, "both fired", |s, _| s == ["firing", "firing"])
+            .await;
+        // The supervisor re-reads only the agent the audit event names, and ends its alert.
+        let withdraw = |_: Uuid, _: &str| {};
+        DeleteAgent { id: gone.id }
+            .run(&rig.domain, &rig.cli, &withdraw)
+            .await
+            .unwrap();
+        rig.until(&sup, "the deleted agent's alert resolved", |s, k| {
+            let mut s = s.to_vec();
+            s.sort();
+            s == ["firing", "resolved"] && k.len() == 3
+        })
+        .await;
+        let changes = rig.sink.0.lock().unwrap().clone();
+        assert_eq!(
+            (changes[2].kind, changes[2].agent_id),
+            (AlertChangeKind::Resolved, Some(gone.id))
+        );
+        let open = ListEvents {
+            state: Some("firing".into()),
+            ..Default::default()
+        }
+        .run(&rig.domain, &rig.cli)
+        .await
+        .unwrap();
+        assert_eq!(open.events.len(), 1);
+        assert_eq!(open.events[0].agent_id, Some(stays.id));
         sup.stop_and_wait(None, None).await.unwrap();
     }
 }

@@ -1,18 +1,21 @@
 //! The metrics writer on a real store (SQLite, and PostgreSQL when configured): a flush takes at
 //! most `flush_max` samples in arrival order and stores them with one insert, replays are not
 //! stored or handed on twice, every sink gets each committed flush, late samples land in their
-//! finished rollup bucket, and a maintenance tick rolls up closed buckets.
+//! finished rollup bucket, a maintenance tick rolls up closed buckets, and a flush the database
+//! fails (locked, or its connection cut) is retried without losing a sample within the intake's
+//! capacity.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use reap3r_actors::metrics::{
     AgentSample, Metric, MetricsIntake, MetricsSettings, MetricsWriterArgs, SampleSink, SeriesValue,
 };
 use reap3r_actors::*;
 use reap3r_store::{MetricLevel, Uuid};
-use reap3r_testkit::TestDatabase;
+use reap3r_testkit::{TestDatabase, WriteOutage};
 
 /// A day boundary (1 m and 5 m buckets start here too).
 const T0: i64 = 1_699_920_000_000;
@@ -137,5 +140,66 @@ async fn maintenance_rolls_up_and_late_samples_join_finished_buckets() {
             vec![(T0, 2, 50.0), (T0 + 60_000, 1, 30.0)]
         );
         assert_eq!(w.stats.metrics_late_buckets.load(Ordering::Relaxed), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_the_database_fails_is_retried_and_only_overflow_is_lost() {
+    for db in TestDatabase::all().await.unwrap() {
+        let (w, recorder, _clock) = writer(&db, 5, 10).await;
+        let org = w.store.default_org(0).await.unwrap().id;
+        let agent = Uuid::new_v4();
+        w.intake
+            .offer((0..8).map(|i| sample(org, agent, T0 + i * 1000, i as f64)));
+
+        // The database becomes unavailable to writers while a flush is under way.
+        let mut outage = WriteOutage::begin(&db, "metric_samples").await.unwrap();
+        let flushing = tokio::spawn({
+            let w = w.clone();
+            async move { w.flush().await }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while w.intake.len() != 3 {
+            assert!(
+                Instant::now() < deadline,
+                "the flush did not take its batch"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Samples keep arriving meanwhile: 3 + 4 queued, and the failed 5 put back make 12,
+        // past the capacity of 10.
+        w.intake
+            .offer((8..12).map(|i| sample(org, agent, T0 + i * 1000, i as f64)));
+        // SQLite's writer gives up after busy_timeout; PostgreSQL's connection is cut.
+        while !flushing.is_finished() {
+            outage.cut_waiters().await.unwrap();
+            assert!(
+                Instant::now() < deadline,
+                "the flush neither failed nor finished"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(flushing.await.unwrap(), 0, "{}", db.url);
+        assert_eq!(w.stats.metrics_flush_failures.load(Ordering::Relaxed), 1);
+        assert_eq!(w.stats.metrics_lost.load(Ordering::Relaxed), 2);
+        assert_eq!(w.intake.len(), 10);
+        assert!(recorder.0.lock().unwrap().is_empty());
+
+        // Back up: the retried batch goes first, everything kept is stored and handed on once.
+        outage.end().await.unwrap();
+        assert_eq!(w.flush().await, 5);
+        assert_eq!(w.flush().await, 5);
+        assert_eq!(w.flush().await, 0);
+        assert_eq!(*recorder.0.lock().unwrap(), vec![5, 5]);
+        let rows = w
+            .store
+            .metric_rows(org, agent, MetricLevel::Raw, 0, i64::MAX, 100)
+            .await
+            .unwrap();
+        let stored: Vec<f64> = rows.iter().map(|r| r.series[0].last).collect();
+        // The two newest (10 and 11) did not fit when the batch was put back.
+        assert_eq!(stored, (0..10).map(f64::from).collect::<Vec<_>>());
+        assert_eq!(w.stats.metrics_stored.load(Ordering::Relaxed), 10);
+        assert_eq!(w.stats.metrics_flush_failures.load(Ordering::Relaxed), 1);
     }
 }

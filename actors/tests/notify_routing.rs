@@ -1,7 +1,9 @@
 //! The routing driver with a real store (SQLite and PostgreSQL) and a manual clock: alert
 //! changes handed to its sink are grouped into one message, what it decided survives a restart
-//! (no due message lost, none sent twice), and policy or silence changes made through the
-//! operations reach it.
+//! (no due message lost, none sent twice), policy or silence changes made through the
+//! operations reach it, a snooze made through its operation holds reminders and escalation
+//! across a restart, and changes a crash lost between alerting's commit and routing's are
+//! routed from the alert_events rows when the driver starts again.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -9,16 +11,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reap3r_actors::access::Caller;
-use reap3r_actors::alerts::{AlertChange, AlertChangeKind, AlertSink, Severity};
+use reap3r_actors::alerts::{
+    AckAlert, AgentFacts, AlertChange, AlertChangeKind, AlertSink, NoAlertSink, Severity,
+    SnoozeAlert, change_of,
+};
 use reap3r_actors::notify::routing::{
     CreateRouting, DEFAULT_GROUP_INTERVAL_S, DEFAULT_GROUP_WAIT_S, DEFAULT_REPEAT_INTERVAL_S,
-    Matcher, PolicySpec, RoutingDriver, RoutingMsg, RoutingSink, SilenceSpec,
+    EscalationStep, Matcher, PolicySpec, RoutingDriver, RoutingMsg, RoutingSink, SilenceSpec,
 };
 use reap3r_actors::notify::{
     Channels, CreateIntegration, DeleteIntegration, IntegrationKind, NotifySettings, SecretsInput,
 };
 use reap3r_actors::{Domain, EventBus, ManualClock};
-use reap3r_store::{RoutingSent, Store, Uuid};
+use reap3r_store::{AlertEvent, NewAlertEvent, RoutingSent, Store, Uuid};
 use reap3r_testkit::TestDatabase;
 
 const T0: u64 = 1_700_000_000_000;
@@ -83,6 +88,10 @@ impl Rig {
     }
 
     async fn policy_to(&self, integrations: Vec<Uuid>) {
+        self.policy_with(integrations, vec![]).await;
+    }
+
+    async fn policy_with(&self, integrations: Vec<Uuid>, escalation: Vec<EscalationStep>) {
         CreateRouting {
             spec: PolicySpec {
                 name: "on call".into(),
@@ -95,7 +104,7 @@ impl Rig {
                 group_wait_s: DEFAULT_GROUP_WAIT_S,
                 group_interval_s: DEFAULT_GROUP_INTERVAL_S,
                 repeat_interval_s: DEFAULT_REPEAT_INTERVAL_S,
-                escalation: vec![],
+                escalation,
             },
         }
         .run(&self.domain, &Caller::cli(self.org))
@@ -120,7 +129,59 @@ impl Rig {
             at_ms: now,
             summary: format!("cpu on {host}"),
             value: Some(97.0),
+            snoozed_until_ms: None,
         }
+    }
+
+    /// An event alerting committed as firing (open, then fire), as a rule actor does.
+    async fn fire_event(&self, rule: Uuid, host: &str) -> AlertEvent {
+        let now = self.domain.now_ms();
+        let mut tx = self.domain.begin().await.unwrap();
+        let open = tx
+            .open_alert_event(
+                &NewAlertEvent {
+                    org_id: self.org,
+                    rule_id: rule,
+                    rule_name: "High CPU".into(),
+                    agent_id: Some(name_id(host)),
+                    severity: "critical".into(),
+                    summary: format!("cpu on {host}"),
+                    value: Some(97.0),
+                    pending_at: now,
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        let fired = tx
+            .fire_alert_event(open.id, &open.summary, open.value, now)
+            .await
+            .unwrap()
+            .unwrap();
+        self.domain.commit(tx).await.unwrap();
+        fired
+    }
+
+    /// Alerting resolves the event (the condition cleared).
+    async fn resolve_event(&self, event: &AlertEvent) -> AlertEvent {
+        let now = self.domain.now_ms();
+        let mut tx = self.domain.begin().await.unwrap();
+        let resolved = tx
+            .resolve_alert_event(None, event.id, "system", None, now)
+            .await
+            .unwrap()
+            .unwrap();
+        self.domain.commit(tx).await.unwrap();
+        resolved
+    }
+
+    /// What alerting hands to routing after committing `event`.
+    fn handed(&self, event: &AlertEvent, kind: AlertChangeKind) -> AlertChange {
+        change_of(event, kind, AgentFacts::default(), self.domain.now_ms())
+    }
+
+    fn cli(&self) -> Caller {
+        Caller::cli(self.org)
     }
 
     async fn sent(&self) -> Vec<RoutingSent> {
@@ -143,6 +204,18 @@ impl Rig {
                 Instant::now() < deadline,
                 "timed out waiting for {what}: {sent:?}"
             );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Moves the clock and ticks, then waits until the (only) group is written at the new time,
+    /// so the next move of the clock cannot overtake this tick.
+    async fn tick_seen(&self, sink: &RoutingSink, by: Duration) {
+        tick(sink, &self.clock, by);
+        let now = self.domain.now_ms();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.store.routing_groups().await.unwrap()[0].updated_at < now {
+            assert!(Instant::now() < deadline, "the tick was not handled");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -320,5 +393,153 @@ async fn an_integration_deleted_after_its_policy_is_skipped_and_the_others_still
             sent.iter().all(|s| s.integration_id == rig.mail),
             "{sent:?}"
         );
+    }
+}
+
+fn kinds(sent: &[RoutingSent]) -> Vec<(&str, i64)> {
+    sent.iter().map(|s| (s.kind.as_str(), s.total)).collect()
+}
+
+#[tokio::test]
+async fn a_snooze_holds_reminders_and_escalation_across_a_restart_and_its_end_is_told_once() {
+    for rig in rigs().await {
+        let pager = webhook(&rig.domain, rig.org, "pager").await;
+        let step = EscalationStep {
+            after_minutes: 10,
+            integrations: vec![pager],
+        };
+        rig.policy_with(vec![rig.mail], vec![step]).await;
+        let sink = RoutingSink::default();
+        let driver = RoutingDriver::start(rig.domain.clone(), sink.clone())
+            .await
+            .unwrap();
+        let event = rig.fire_event(Uuid::new_v4(), "db-1").await;
+        sink.alert_changed(rig.handed(&event, AlertChangeKind::Fired));
+        rig.groups_hold(1).await;
+        tick(&sink, &rig.clock, Duration::from_secs(30));
+        rig.sent_until("firing", |s| s.len() == 1).await;
+
+        // Snoozed for 2 h through the operation; the snooze survives a restart.
+        SnoozeAlert {
+            id: event.id,
+            for_s: 7200,
+        }
+        .run(&rig.domain, &rig.cli(), &sink)
+        .await
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !rig.store.routing_groups().await.unwrap()[0]
+            .state
+            .contains("\"snoozed_until_ms\":1")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the snooze did not reach routing"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        driver.stop_and_wait(None, None).await.unwrap();
+        let _driver = RoutingDriver::start(rig.domain.clone(), sink.clone())
+            .await
+            .unwrap();
+        // Past the escalation step's 10 minutes, and on to just before the snooze ends.
+        // Past the escalation step's 10 minutes, and on to just before the snooze ends; each
+        // tick is seen (the group is written) before the clock moves on.
+        rig.tick_seen(&sink, Duration::from_secs(11 * 60)).await;
+        rig.tick_seen(&sink, Duration::from_secs(7200 - 11 * 60 - 1))
+            .await;
+        // The snooze ends: told once; the escalation's delay starts over from then.
+        rig.tick_seen(&sink, Duration::from_secs(2)).await;
+        let sent = rig.sent_until("the snooze's end", |s| s.len() >= 2).await;
+        assert_eq!(kinds(&sent), [("firing", 1), ("reminder", 1)], "{sent:?}");
+        assert!(sent[1].title.contains("after snooze"), "{sent:?}");
+        tick(&sink, &rig.clock, Duration::from_secs(10 * 60));
+        let sent = rig.sent_until("the escalation", |s| s.len() >= 3).await;
+        assert_eq!(sent.len(), 3, "{sent:?}");
+        assert_eq!(
+            (sent[2].kind.as_str(), sent[2].integration_id),
+            ("escalation", pager)
+        );
+    }
+}
+
+#[tokio::test]
+async fn changes_lost_in_a_crash_are_routed_once_from_the_event_rows_after_the_restart() {
+    for rig in rigs().await {
+        rig.policy().await;
+        let rule = Uuid::new_v4();
+        let sink = RoutingSink::default();
+        let driver = RoutingDriver::start(rig.domain.clone(), sink.clone())
+            .await
+            .unwrap();
+        let a = rig.fire_event(rule, "a").await;
+        let b = rig.fire_event(rule, "b").await;
+        for e in [&a, &b] {
+            sink.alert_changed(rig.handed(e, AlertChangeKind::Fired));
+        }
+        rig.groups_hold(2).await;
+        tick(&sink, &rig.clock, Duration::from_secs(30));
+        rig.sent_until("firing", |s| s.len() == 1).await;
+
+        // Routing dies; meanwhile alerting commits a resolve of a and a new firing c, and
+        // neither change reaches routing.
+        driver.stop_and_wait(None, None).await.unwrap();
+        rig.resolve_event(&a).await;
+        rig.fire_event(rule, "c").await;
+        let driver = RoutingDriver::start(rig.domain.clone(), sink.clone())
+            .await
+            .unwrap();
+        rig.groups_hold(3).await;
+        tick(&sink, &rig.clock, Duration::from_secs(5 * 60));
+        let sent = rig.sent_until("the missed changes", |s| s.len() >= 3).await;
+        let mut later = kinds(&sent[1..]);
+        later.sort();
+        // c is new (sent with b, which is still firing); a's resolution is told.
+        assert_eq!(later, [("firing", 2), ("resolved", 1)], "{sent:?}");
+
+        // Another restart finds nothing missed: nothing is sent again.
+        driver.stop_and_wait(None, None).await.unwrap();
+        let _driver = RoutingDriver::start(rig.domain.clone(), sink.clone())
+            .await
+            .unwrap();
+        rig.groups_hold(2).await;
+        assert_eq!(rig.sent().await.len(), 3);
+    }
+}
+
+#[tokio::test]
+async fn an_ack_lost_in_a_crash_still_stops_escalation() {
+    for rig in rigs().await {
+        let pager = webhook(&rig.domain, rig.org, "pager").await;
+        let step = EscalationStep {
+            after_minutes: 10,
+            integrations: vec![pager],
+        };
+        rig.policy_with(vec![rig.mail], vec![step]).await;
+        let sink = RoutingSink::default();
+        let driver = RoutingDriver::start(rig.domain.clone(), sink.clone())
+            .await
+            .unwrap();
+        let event = rig.fire_event(Uuid::new_v4(), "a").await;
+        sink.alert_changed(rig.handed(&event, AlertChangeKind::Fired));
+        rig.groups_hold(1).await;
+        tick(&sink, &rig.clock, Duration::from_secs(30));
+        rig.sent_until("firing", |s| s.len() == 1).await;
+
+        driver.stop_and_wait(None, None).await.unwrap();
+        AckAlert { id: event.id }
+            .run(&rig.domain, &rig.cli(), &NoAlertSink)
+            .await
+            .unwrap();
+        let _driver = RoutingDriver::start(rig.domain.clone(), sink.clone())
+            .await
+            .unwrap();
+        tick(&sink, &rig.clock, Duration::from_secs(11 * 60));
+        // The resolution's message shows the tick above was handled: no escalation before it.
+        let resolved = rig.resolve_event(&event).await;
+        sink.alert_changed(rig.handed(&resolved, AlertChangeKind::Resolved));
+        tick(&sink, &rig.clock, Duration::from_secs(5 * 60));
+        let sent = rig.sent_until("resolved", |s| s.len() >= 2).await;
+        assert_eq!(kinds(&sent), [("firing", 1), ("resolved", 1)], "{sent:?}");
     }
 }

@@ -238,8 +238,14 @@ fn render_fleet(out: &mut String, fleet: &FleetStats) {
             get(&fleet.metrics_refused),
         ),
         (
+            "reap3r_metrics_flush_failures_total",
+            "Metrics writer flushes whose transaction failed (their samples are retried).",
+            get(&fleet.metrics_flush_failures),
+        ),
+        (
             "reap3r_metrics_samples_lost_total",
-            "Agent metrics samples of flushes whose transaction failed.",
+            "Agent metrics samples a failed flush could not keep for a retry (intake full, or \
+             refused by the database for good).",
             get(&fleet.metrics_lost),
         ),
         (

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use reap3r_actors::metrics::{DEFAULT_FLUSH_MAX, DEFAULT_INTAKE_CAPACITY};
 use serde::Deserialize;
 
 /// Exit code for configuration errors (EX_CONFIG is 78; EX_USAGE 64 is what operators grep for).
@@ -36,6 +37,9 @@ pub struct Config {
     pub metrics_raw_retention_h: u32,
     /// Rollup retention in days: 1 m, 5 m, 1 h, 1 d.
     pub metrics_rollup_retention_d: [u32; 4],
+    /// Most metric samples waiting for the writer (also what a failed flush keeps for its
+    /// retry); past it new samples are dropped and counted.
+    pub metrics_queue: u32,
 }
 
 /// Metrics settings: (file key and variable suffix, default, allowed range). 1 h rollups must
@@ -44,6 +48,12 @@ const METRICS_INTERVAL: (&str, u32, std::ops::RangeInclusive<u32>) =
     ("metrics_interval_s", 60, 5..=3600);
 const METRICS_RAW_RETENTION: (&str, u32, std::ops::RangeInclusive<u32>) =
     ("metrics_raw_retention_h", 48, 2..=8760);
+/// At least one flush's worth; at most what a node's memory holds easily (~1 KiB a sample).
+const METRICS_QUEUE: (&str, u32, std::ops::RangeInclusive<u32>) = (
+    "metrics_queue",
+    DEFAULT_INTAKE_CAPACITY as u32,
+    DEFAULT_FLUSH_MAX as u32..=2_000_000,
+);
 const METRICS_ROLLUP_RETENTION: [(&str, u32, std::ops::RangeInclusive<u32>); 4] = [
     ("metrics_retention_1m_d", 7, 1..=3650),
     ("metrics_retention_5m_d", 30, 1..=3650),
@@ -73,6 +83,7 @@ struct FileConfig {
     metrics_retention_5m_d: Option<u32>,
     metrics_retention_1h_d: Option<u32>,
     metrics_retention_1d_d: Option<u32>,
+    metrics_queue: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +109,7 @@ const ENV_KEYS: &[&str] = &[
     "REAP3R_METRICS_RETENTION_5M_D",
     "REAP3R_METRICS_RETENTION_1H_D",
     "REAP3R_METRICS_RETENTION_1D_D",
+    "REAP3R_METRICS_QUEUE",
 ];
 
 impl Config {
@@ -258,6 +270,7 @@ impl Config {
             ranged(r1h, file.metrics_retention_1h_d),
             ranged(r1d, file.metrics_retention_1d_d),
         ];
+        let metrics_queue = ranged(METRICS_QUEUE, file.metrics_queue);
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -277,6 +290,7 @@ impl Config {
             metrics_interval_s,
             metrics_raw_retention_h,
             metrics_rollup_retention_d,
+            metrics_queue,
         })
     }
 
@@ -298,6 +312,7 @@ impl Config {
             metrics_interval_s: METRICS_INTERVAL.1,
             metrics_raw_retention_h: METRICS_RAW_RETENTION.1,
             metrics_rollup_retention_d: METRICS_ROLLUP_RETENTION.map(|(_, d, _)| d),
+            metrics_queue: METRICS_QUEUE.1,
         }
     }
 }
@@ -456,6 +471,31 @@ mod tests {
                 "metrics_retention_1h_d must be",
                 "metrics_retention_5m_d: 'x'",
             ]),
+        );
+    }
+
+    #[test]
+    fn the_metrics_queue_is_configurable_within_bounds() {
+        check(None, &[], Ok(&|c| c.metrics_queue == 20_000));
+        check(
+            Some("metrics_queue = 50000"),
+            &[],
+            Ok(&|c| c.metrics_queue == 50_000),
+        );
+        check(
+            None,
+            &[("REAP3R_METRICS_QUEUE", "100000")],
+            Ok(&|c| c.metrics_queue == 100_000),
+        );
+        check(
+            None,
+            &[("REAP3R_METRICS_QUEUE", "1999")],
+            Err(&["metrics_queue must be between 2000 and 2000000"]),
+        );
+        check(
+            None,
+            &[("REAP3R_METRICS_QUEUE", "lots")],
+            Err(&["metrics_queue: 'lots'"]),
         );
     }
 }

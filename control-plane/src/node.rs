@@ -142,9 +142,12 @@ impl Node {
                 rollup_retention_ms: config
                     .metrics_rollup_retention_d
                     .map(|d| i64::from(d) * 86_400_000),
+                intake_capacity: config.metrics_queue as usize,
                 ..MetricsSettings::default()
             },
         };
+        let metrics =
+            MetricsIntake::new(settings.metrics.intake_capacity, settings.metrics.flush_max);
         let idle = Duration::from_millis(settings.heartbeat_timeout_ms()) + Duration::from_secs(10);
         let stats = Arc::new(FleetStats::default());
         let verifier =
@@ -159,10 +162,7 @@ impl Node {
             events: EventBus::default(),
             jobs: JobRouter::default(),
             verifier,
-            metrics: MetricsIntake::new(
-                MetricsSettings::default().intake_capacity,
-                MetricsSettings::default().flush_max,
-            ),
+            metrics,
         };
         let registry = SessionRegistry::default();
         let router: Arc<dyn AgentRouter> = Arc::new(LocalRouter::new(registry.clone()));

@@ -33,6 +33,8 @@ pub enum RuleMsg {
     /// The agents now in scope: an alert of any other agent ends (it left the scope or the
     /// fleet).
     Keep(Vec<Uuid>),
+    /// One agent left the scope or the fleet: its alert ends.
+    Forget(Uuid),
     Tick,
     /// Answers once everything sent before it is handled (tests, shutdown).
     Ping(RpcReplyPort<()>),
@@ -270,6 +272,7 @@ impl Actor for RuleActor {
                     state.feed(Input::Forget { agent }).await?;
                 }
             }
+            RuleMsg::Forget(agent) => state.feed(Input::Forget { agent }).await?,
             RuleMsg::Tick => state.feed(Input::Tick).await?,
             RuleMsg::Ping(reply) => {
                 let _ = reply.send(());

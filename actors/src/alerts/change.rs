@@ -1,5 +1,5 @@
 //! What alerting hands to notification routing: one [`AlertChange`] each time an alert event
-//! (one per rule and agent while active) fires, resolves or is acknowledged. The change is
+//! (one per rule and agent while active) fires, resolves, is acknowledged or snoozed. The change is
 //! committed (event row and audit record) before it is handed on, so routing never notifies
 //! about something the database does not hold.
 
@@ -54,6 +54,9 @@ pub enum AlertChangeKind {
     Resolved,
     /// An operator acknowledged it: escalation stops.
     Acked,
+    /// An operator snoozed it until [`AlertChange::snoozed_until_ms`]: no reminders and no
+    /// escalation until then, one message when it ends if it still fires.
+    Snoozed,
 }
 
 /// One committed change of one alert event, with what routing needs to match policies,
@@ -78,6 +81,9 @@ pub struct AlertChange {
     /// One line for humans: "cpu.percent avg 5m 97.2 > 90".
     pub summary: String,
     pub value: Option<f64>,
+    /// Until when the event is snoozed (as committed; every kind carries it, so an event
+    /// snoozed while pending fires snoozed).
+    pub snoozed_until_ms: Option<i64>,
 }
 
 /// Where alerting hands committed changes. Routing implements it; it must not block (it queues

@@ -1,7 +1,8 @@
 //! What operators do with alert events: read them (filtered pages, one with its notes and
 //! history, counts), acknowledge, snooze, resolve by hand and add notes. Each change commits
 //! with its audit record (`alert_event.ack|snooze|resolve|note`, target `alert_event:<id>`) and
-//! its history entry; ack and resolve are then handed to routing and announced.
+//! its history entry; ack, snooze and resolve are then handed to routing (and ack and resolve
+//! announced).
 //!
 //! A manual resolve also drops the rule's persisted state for the agent in the same
 //! transaction, and the alert supervisor resets the rule actor's state when it sees the audit
@@ -242,7 +243,12 @@ pub struct SnoozeAlert {
 }
 
 impl SnoozeAlert {
-    pub async fn run(self, domain: &Domain, caller: &Caller) -> DomainResult<AlertEvent> {
+    pub async fn run(
+        self,
+        domain: &Domain,
+        caller: &Caller,
+        sink: &dyn AlertSink,
+    ) -> DomainResult<AlertEvent> {
         if self.for_s == 0 || self.for_s > MAX_SNOOZE_S {
             return Err(DomainError::bad_request(
                 "invalid_duration",
@@ -251,9 +257,10 @@ impl SnoozeAlert {
         }
         let now = domain.now_ms();
         let until = now + i64::from(self.for_s) * 1000;
+        let actor = caller.actor();
         let mut tx = domain.begin().await?;
         let event = tx
-            .snooze_alert_event(caller.org_id, self.id, until, &caller.actor(), now)
+            .snooze_alert_event(caller.org_id, self.id, until, &actor, now)
             .await
             .map_err(store_err)?;
         audit::record(
@@ -266,6 +273,19 @@ impl SnoozeAlert {
         )
         .await?;
         domain.commit(tx).await?;
+        // A pending event is not in routing yet; its `Fired` change will carry the snooze.
+        if event.fired_at.is_some() {
+            let facts = AgentFacts::load(domain, event.org_id, event.agent_id).await;
+            announce(
+                domain,
+                sink,
+                &event,
+                AlertChangeKind::Snoozed,
+                facts,
+                &actor,
+                now,
+            );
+        }
         Ok(event)
     }
 }

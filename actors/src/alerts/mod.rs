@@ -20,7 +20,7 @@ pub use events::{
 pub use manage::{
     CreateRule, DeleteRule, RULE_AUDIT_PREFIX, Rule, UpdateRule, get_rule, list_rules,
 };
-pub use publish::{AgentFacts, NoAlertSink};
+pub use publish::{AgentFacts, NoAlertSink, change_of};
 pub use rule::{
     Aggregation, MAX_FOR_S, MAX_HOLD_S, MAX_RULE_NAME_CHARS, MAX_SCOPE_ITEMS, MAX_THRESHOLD_ABS,
     MAX_WINDOW_S, MIN_PRESENCE_FOR_S, Operator, RuleKind, RuleScope, Threshold,

@@ -1,6 +1,7 @@
 //! After an alert event change is committed: the [`AlertChange`] for notification routing
 //! (through the [`AlertSink`]) and the `alert_fired` / `alert_resolved` / `alert_acked` fleet
-//! event for UIs. One place for both, used by the rule actors and the operator operations.
+//! event for UIs (a snooze has no fleet event of its own: its audit record is published). One
+//! place for both, used by the rule actors and the operator operations.
 
 use reap3r_store::{AlertAgent, AlertEvent, Uuid};
 
@@ -60,9 +61,8 @@ pub fn announce(
     by: &str,
     at_ms: i64,
 ) {
-    let severity = event.severity.parse().unwrap_or(Severity::Warning);
-    domain.events.publish(match kind {
-        AlertChangeKind::Fired => FleetEvent::AlertFired {
+    let fleet = match kind {
+        AlertChangeKind::Fired => Some(FleetEvent::AlertFired {
             event_id: event.id,
             org_id: event.org_id,
             rule_id: event.rule_id,
@@ -71,23 +71,38 @@ pub fn announce(
             severity: event.severity.clone(),
             summary: event.summary.clone(),
             value: event.value,
-        },
-        AlertChangeKind::Resolved => FleetEvent::AlertResolved {
+        }),
+        AlertChangeKind::Resolved => Some(FleetEvent::AlertResolved {
             event_id: event.id,
             org_id: event.org_id,
             rule_id: event.rule_id,
             agent_id: event.agent_id,
             by: by.to_owned(),
-        },
-        AlertChangeKind::Acked => FleetEvent::AlertAcked {
+        }),
+        AlertChangeKind::Acked => Some(FleetEvent::AlertAcked {
             event_id: event.id,
             org_id: event.org_id,
             rule_id: event.rule_id,
             agent_id: event.agent_id,
             by: by.to_owned(),
-        },
-    });
-    sink.alert_changed(AlertChange {
+        }),
+        AlertChangeKind::Snoozed => None,
+    };
+    if let Some(fleet) = fleet {
+        domain.events.publish(fleet);
+    }
+    sink.alert_changed(change_of(event, kind, facts, at_ms));
+}
+
+/// The change routing gets for `event` (as committed) with `kind`; also how routing rebuilds
+/// a change it missed from the event row.
+pub fn change_of(
+    event: &AlertEvent,
+    kind: AlertChangeKind,
+    facts: AgentFacts,
+    at_ms: i64,
+) -> AlertChange {
+    AlertChange {
         event_id: event.id,
         rule_id: event.rule_id,
         rule_name: event.rule_name.clone(),
@@ -96,13 +111,14 @@ pub fn announce(
         hostname: facts.hostname,
         agent_tags: facts.tags,
         folder_id: facts.folder_id,
-        severity,
+        severity: event.severity.parse().unwrap_or(Severity::Warning),
         kind,
         fired_at_ms: event.fired_at.unwrap_or(event.pending_at),
         at_ms,
         summary: event.summary.clone(),
         value: event.value,
-    });
+        snoozed_until_ms: event.snoozed_until,
+    }
 }
 
 /// A sink that drops every change: for a node without notification routing yet, and for the

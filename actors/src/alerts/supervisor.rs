@@ -216,6 +216,31 @@ impl SupervisorState {
         }
     }
 
+    /// Tells every rule what the directory knows now of one agent: a rule whose scope it left
+    /// (or that it left the fleet) forgets it; a presence rule is fed its stored presence.
+    fn prime_agent(&self, agent_id: Uuid) {
+        let agent = self.directory.get(agent_id);
+        for r in self.rules.values() {
+            let in_scope = agent
+                .as_ref()
+                .filter(|_| self.directory.in_scope(&r.rule, agent_id));
+            match in_scope {
+                None => {
+                    let _ = r.actor.cast(RuleMsg::Forget(agent_id));
+                }
+                Some(a) => {
+                    if let Some((active, since)) = presence(&r.rule.kind, a) {
+                        let _ = r.actor.cast(RuleMsg::Condition {
+                            agent: agent_id,
+                            active,
+                            since,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
     async fn reload(
         &mut self,
         myself: &ActorRef<AlertSupervisorMsg>,
@@ -425,17 +450,14 @@ impl SupervisorState {
                         let _ = r.actor.cast(RuleMsg::Reset(agent));
                     }
                 } else if let Some(agent_id) = target_id(target.as_deref(), "agent:") {
-                    // Approved, rejected, revoked or deleted: re-read it and re-prime.
+                    // Approved, rejected, revoked, moved or deleted: re-read that agent only and
+                    // tell each rule what it now means for it.
                     let org = org_id.unwrap_or_default();
-                    let fresh = self.domain.store.alert_agents(Some(org)).await?;
-                    match fresh.into_iter().find(|a| a.id == agent_id) {
+                    match self.domain.store.alert_agent(org, agent_id).await? {
                         Some(a) => self.directory.upsert(a),
                         None => self.directory.remove(agent_id),
                     }
-                    let ids: Vec<Uuid> = self.rules.keys().copied().collect();
-                    for id in ids {
-                        self.prime(id);
-                    }
+                    self.prime_agent(agent_id);
                 } else {
                     // Tags and folders changed: scopes may have.
                     return self.reload(myself).await;

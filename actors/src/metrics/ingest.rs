@@ -30,6 +30,11 @@ pub struct MetricsSettings {
     pub rollup_delay_ms: i64,
 }
 
+/// Samples waiting for the writer, at most, unless configured (`metrics_queue`).
+pub const DEFAULT_INTAKE_CAPACITY: usize = 20_000;
+/// Samples per flush.
+pub const DEFAULT_FLUSH_MAX: usize = 2_000;
+
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 
@@ -39,8 +44,8 @@ impl Default for MetricsSettings {
             raw_retention_ms: 48 * HOUR_MS,
             rollup_retention_ms: [7 * DAY_MS, 30 * DAY_MS, 180 * DAY_MS, 730 * DAY_MS],
             flush_interval_ms: 1_000,
-            flush_max: 2_000,
-            intake_capacity: 20_000,
+            flush_max: DEFAULT_FLUSH_MAX,
+            intake_capacity: DEFAULT_INTAKE_CAPACITY,
             maintain_interval_ms: 10_000,
             rollup_delay_ms: 15_000,
         }

@@ -1,13 +1,15 @@
 //! The bounded hand-off between sessions and the metrics writer. Sessions `offer` verified
-//! samples; the writer `take`s up to a flush's worth. Nothing here can grow without bound: past
-//! the capacity samples are dropped and counted, and at most one "flush now" nudge is in the
-//! writer's mailbox at a time (ractor mailboxes are unbounded, so the network must not fill it).
+//! samples; the writer `take`s up to a flush's worth, and `requeue`s it when the flush failed.
+//! Nothing here can grow without bound: past the capacity samples are dropped and counted, and
+//! at most one "flush now" nudge is in the writer's mailbox at a time (ractor mailboxes are
+//! unbounded, so the network must not fill it).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::catalog::AgentSample;
+use super::ingest::{DEFAULT_FLUSH_MAX, DEFAULT_INTAKE_CAPACITY};
 use super::writer::MetricsMsg;
 use crate::slot::ActorSlot;
 
@@ -29,7 +31,7 @@ pub struct MetricsIntake(Arc<Inner>);
 
 impl Default for MetricsIntake {
     fn default() -> Self {
-        Self::new(20_000, 2_000)
+        Self::new(DEFAULT_INTAKE_CAPACITY, DEFAULT_FLUSH_MAX)
     }
 }
 
@@ -88,6 +90,22 @@ impl MetricsIntake {
         let mut q = self.queue();
         let n = q.len().min(max);
         q.drain(..n).collect()
+    }
+
+    /// Puts back a batch whose flush failed, ahead of what arrived since, so the next flush
+    /// retries it in arrival order. The queue still holds at most its capacity: what does not
+    /// fit is dropped from the newest end (as [`Self::offer`] does) and the count returned.
+    /// The nudge stays disarmed until the next `take`, so while the database is down the writer
+    /// retries on its timer instead of on every offer.
+    pub fn requeue(&self, batch: Vec<AgentSample>) -> usize {
+        self.0.nudged.store(true, Ordering::Release);
+        let mut q = self.queue();
+        for s in batch.into_iter().rev() {
+            q.push_front(s);
+        }
+        let over = q.len().saturating_sub(self.0.capacity);
+        q.truncate(self.0.capacity);
+        over
     }
 
     pub fn len(&self) -> usize {
@@ -149,5 +167,23 @@ mod tests {
         // Room again after a take.
         assert_eq!(intake.offer([sample(9)]), 1);
         assert_eq!(intake.dropped(), 3);
+    }
+
+    #[test]
+    fn a_requeued_batch_goes_first_and_the_queue_stays_within_its_capacity() {
+        let intake = MetricsIntake::new(5, 100);
+        intake.offer((0..4).map(sample));
+        let batch = intake.take(3);
+        // Arrived while the flush was failing.
+        intake.offer((4..7).map(sample));
+        assert_eq!(intake.len(), 4);
+        // 3 back + 4 queued = 7: the 2 newest do not fit.
+        assert_eq!(intake.requeue(batch), 2);
+        assert_eq!(times(&intake.take(10)), vec![0, 1, 2, 3, 4]);
+        assert_eq!(
+            intake.dropped(),
+            0,
+            "requeue losses are the writer's to count"
+        );
     }
 }

@@ -9,8 +9,8 @@ mod writer;
 
 pub use catalog::{AgentSample, MAX_LABEL_LEN, Metric, SampleSink, SeriesValue, UnknownMetric};
 pub use ingest::{
-    MAX_FUTURE_SKEW_MS, MetricsSettings, Refused, admit, agent_sample, from_code, new_sample,
-    series_of,
+    DEFAULT_FLUSH_MAX, DEFAULT_INTAKE_CAPACITY, MAX_FUTURE_SKEW_MS, MetricsSettings, Refused,
+    admit, agent_sample, from_code, new_sample, series_of,
 };
 pub use intake::MetricsIntake;
 pub use query::*;

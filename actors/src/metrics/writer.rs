@@ -1,14 +1,16 @@
 //! The metrics writer: a child of the root supervisor that drains the [`MetricsIntake`] on a
 //! timer (or when a flush's worth waits) into ONE multi-row insert per flush, merges late samples
 //! into finished rollup buckets in the same transaction, hands the committed samples to every
-//! [`SampleSink`], and runs the incremental rollup passes and the chunked expiry.
+//! [`SampleSink`], and runs the incremental rollup passes and the chunked expiry. A flush the
+//! database fails (it is down or locked for a while) puts its batch back at the head of the
+//! intake for the next timer flush: samples are only lost past the intake's capacity.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use reap3r_store::{MetricLevel, NewSample, Store};
+use reap3r_store::{MetricLevel, NewSample, Store, StoreError};
 use tracing::warn;
 
 use super::catalog::{AgentSample, SampleSink};
@@ -95,9 +97,20 @@ impl MetricsWriterArgs {
             }
             Err(err) => {
                 self.stats
+                    .metrics_flush_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                let samples = batch.len();
+                // The database failed, so the batch is kept for the next flush (the insert skips
+                // what a commit that failed after all did store). Anything else is about the
+                // data itself and would fail again: it is dropped.
+                let lost = match err {
+                    StoreError::Database(_) => self.intake.requeue(batch),
+                    _ => samples,
+                };
+                self.stats
                     .metrics_lost
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                warn!(%err, samples = batch.len(), "metrics flush failed");
+                    .fetch_add(lost as u64, Ordering::Relaxed);
+                warn!(%err, samples, lost, "metrics flush failed; the samples kept are retried");
                 0
             }
         }

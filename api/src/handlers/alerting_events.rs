@@ -296,7 +296,8 @@ impl AlertEventsApi {
         Ok(Json(e.into()))
     }
 
-    /// Snooze an open alert: no notifications for it until then.
+    /// Snooze an open alert: no reminders or escalation for it until then; if it still fires
+    /// when the snooze ends, it is notified once.
     #[oai(
         path = "/api/alerting/events/:id/snooze",
         method = "post",
@@ -313,7 +314,7 @@ impl AlertEventsApi {
             id: id.0,
             for_s: body.0.for_s,
         }
-        .run(&ctx.domain, auth.caller())
+        .run(&ctx.domain, auth.caller(), &*ctx.alert_sink)
         .await?;
         Ok(Json(e.into()))
     }

@@ -1,5 +1,6 @@
 //! What alert rules need to know of agents to match scopes and describe alerts: each agent's
-//! organisation, hostname, folder, tags and presence, read in two queries for a whole fleet.
+//! organisation, hostname, folder, tags and presence, read in two queries for a whole fleet
+//! (or for one agent, when one changed).
 
 use uuid::Uuid;
 
@@ -27,12 +28,28 @@ pub struct AlertAgent {
 impl Store {
     /// Every agent (of `org_id`, or of every organisation) with its tags.
     pub async fn alert_agents(&self, org_id: Option<Uuid>) -> Result<Vec<AlertAgent>> {
+        self.alert_agents_where(org_id, None).await
+    }
+
+    /// One agent of `org_id` with its tags; `None` if it is not (or no longer) there.
+    pub async fn alert_agent(&self, org_id: Uuid, id: Uuid) -> Result<Option<AlertAgent>> {
+        Ok(self.alert_agents_where(Some(org_id), Some(id)).await?.pop())
+    }
+
+    async fn alert_agents_where(
+        &self,
+        org_id: Option<Uuid>,
+        agent_id: Option<Uuid>,
+    ) -> Result<Vec<AlertAgent>> {
         let org = org_id.map(uuid_text);
+        let agent = agent_id.map(uuid_text);
         let rows = sqlx::query(
             "SELECT id, org_id, hostname, folder_id, connected, approval, revoked, enrolled_at, \
-             last_seen FROM agents WHERE ($1 IS NULL OR org_id = $1) ORDER BY id",
+             last_seen FROM agents WHERE ($1 IS NULL OR org_id = $1) \
+             AND ($2 IS NULL OR id = $2) ORDER BY id",
         )
         .bind(org.clone())
+        .bind(agent.clone())
         .fetch_all(self.pool())
         .await?;
         let mut agents = Vec::with_capacity(rows.len());
@@ -58,9 +75,10 @@ impl Store {
         let tags = sqlx::query(
             "SELECT l.agent_id AS agent_id, t.id AS tag_id, t.name AS name FROM agent_tags l \
              JOIN tags t ON t.id = l.tag_id WHERE ($1 IS NULL OR t.org_id = $1) \
-             ORDER BY t.name",
+             AND ($2 IS NULL OR l.agent_id = $2) ORDER BY t.name",
         )
         .bind(org)
+        .bind(agent)
         .fetch_all(self.pool())
         .await?;
         for row in &tags {

@@ -17,6 +17,8 @@ use crate::{Store, Tx};
 pub const MAX_ALERT_EVENT_PAGE: u32 = 200;
 /// Longest note, in characters.
 pub const MAX_ALERT_NOTE_CHARS: usize = 4000;
+/// Ids per query of [`Store::alert_events_by_id`] (well below both backends' parameter limits).
+const EVENTS_BY_ID_CHUNK: usize = 500;
 /// Who automated transitions are recorded as in the history.
 pub const SYSTEM_ACTOR: &str = "system";
 
@@ -377,6 +379,40 @@ impl Store {
             .fetch_optional(self.pool())
             .await?;
         row.as_ref().map(event_from_row).transpose()
+    }
+
+    /// Every firing event of every organisation, by id: what notification routing compares its
+    /// groups with when it starts.
+    pub async fn firing_alert_events(&self) -> Result<Vec<AlertEvent>> {
+        let sql =
+            format!("SELECT {EVENT_COLS} FROM alert_events WHERE state = 'firing' ORDER BY id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// The events with these ids, of any organisation (ids not found are left out), read
+    /// `EVENTS_BY_ID_CHUNK` at a time.
+    pub async fn alert_events_by_id(&self, ids: &[Uuid]) -> Result<Vec<AlertEvent>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(EVENTS_BY_ID_CHUNK) {
+            let mut c = Conditions::default();
+            let list: Vec<String> = chunk.iter().map(|id| c.text(uuid_text(*id))).collect();
+            c.and(format!("id IN ({})", list.join(", ")));
+            let sql = format!(
+                "SELECT {EVENT_COLS} FROM alert_events{} ORDER BY id",
+                c.where_sql()
+            );
+            let rows = c
+                .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
+                .fetch_all(self.pool())
+                .await?;
+            for row in &rows {
+                out.push(event_from_row(row)?);
+            }
+        }
+        Ok(out)
     }
 
     /// A page of `org_id`'s events, newest first (keyset on pending_at, id).

@@ -110,7 +110,8 @@ impl RoutingCore {
             .collect()
     }
 
-    /// When something is next due: a group's flush or escalation, or a window's edge.
+    /// When something is next due: a group's flush, escalation or snooze end, or a window's
+    /// edge.
     pub fn next_wake(&self, now_ms: i64) -> Option<i64> {
         let groups = self.groups.values().map(Group::next_due);
         let windows = self
@@ -169,11 +170,15 @@ impl RoutingCore {
                         .groups
                         .entry(id.clone())
                         .or_insert_with(|| Group::new(policy, id.1.clone(), facts.org_id, now_ms));
-                    group.fire(facts.clone());
+                    // A snooze that already ended is no snooze: the alert is simply new.
+                    group.fire(
+                        facts.clone(),
+                        change.snoozed_until_ms.filter(|until| *until > now_ms),
+                    );
                     touched.push(id);
                 }
             }
-            AlertChangeKind::Resolved | AlertChangeKind::Acked => {
+            AlertChangeKind::Resolved | AlertChangeKind::Acked | AlertChangeKind::Snoozed => {
                 for (id, group) in &mut self.groups {
                     let Some(policy) = self.policies.get(&id.0) else {
                         continue;
@@ -184,10 +189,10 @@ impl RoutingCore {
                         silences: &self.silences,
                         open_windows: &open,
                     };
-                    let held = if change.kind == AlertChangeKind::Resolved {
-                        group.resolve(change.event_id, &env)
-                    } else {
-                        group.ack(change.event_id)
+                    let held = match change.kind {
+                        AlertChangeKind::Resolved => group.resolve(change.event_id, &env),
+                        AlertChangeKind::Acked => group.ack(change.event_id),
+                        _ => group.snooze(change.event_id, change.snoozed_until_ms),
                     };
                     if held {
                         touched.push(id.clone());

@@ -3,22 +3,26 @@
 //! [`AlertSink`]) without blocking: changes are batched in a capped queue and the actor is
 //! poked once per batch. Each batch's enqueues, their log rows and the groups they changed
 //! commit in ONE transaction, so a restart neither loses a due notification nor sends one
-//! twice; on start (and after a failed commit) the core is rebuilt from those tables. It wakes
+//! twice; on start (and after a failed commit) the core is rebuilt from those tables and
+//! reconciled with `alert_events` (what a crash lost between alerting's commit and routing's is
+//! routed then, see [`super::reconcile`]). It wakes
 //! with `send_after` timers at the times the core asks for, and reloads its configuration when
 //! a routing change's audit record is published.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use reap3r_store::{RoutingGroupRow, RoutingKind, RoutingSent};
-use tracing::{error, warn};
+use reap3r_store::{RoutingGroupRow, RoutingKind, RoutingSent, Uuid};
+use tracing::{error, info, warn};
 
 use super::core::{Effect, Input, RoutingConfig, RoutingCore};
 use super::group::Group;
 use super::manage::{ROUTING_AUDIT_PREFIX, Saved};
 use super::model::{PolicySpec, SilenceSpec, WindowSpec};
-use crate::alerts::{AlertChange, AlertSink};
+use super::reconcile;
+use crate::alerts::{AgentFacts, AlertChange, AlertSink};
 use crate::error::DomainResult;
 use crate::notify::{NotificationKind, outbox};
 use crate::slot::ActorSlot;
@@ -105,7 +109,8 @@ pub async fn load_config(domain: &Domain) -> DomainResult<RoutingConfig> {
     Ok(config)
 }
 
-async fn rebuild(domain: &Domain) -> DomainResult<RoutingCore> {
+/// The core as persisted, and the changes it missed (to feed before any queued change).
+async fn rebuild(domain: &Domain) -> DomainResult<(RoutingCore, Vec<AlertChange>)> {
     let config = load_config(domain).await?;
     let mut groups = Vec::new();
     for row in domain.store.routing_groups().await? {
@@ -114,7 +119,43 @@ async fn rebuild(domain: &Domain) -> DomainResult<RoutingCore> {
             Err(err) => warn!(%err, key = row.group_key, "unreadable routing group dropped"),
         }
     }
-    Ok(RoutingCore::new(config, groups))
+    let core = RoutingCore::new(config, groups);
+    let missed = missed(domain, &core).await?;
+    if !missed.is_empty() {
+        info!(
+            changes = missed.len(),
+            "routing catches up on alert changes it missed"
+        );
+    }
+    Ok((core, missed))
+}
+
+/// Reads the event rows the reconciliation compares the core's groups with.
+async fn missed(domain: &Domain, core: &RoutingCore) -> DomainResult<Vec<AlertChange>> {
+    let store = &domain.store;
+    let mut events = store.firing_alert_events().await?;
+    let firing: HashSet<Uuid> = events.iter().map(|e| e.id).collect();
+    let tracked: HashSet<Uuid> = reconcile::tracked_firing(core.groups())
+        .into_iter()
+        .collect();
+    let gone: Vec<Uuid> = tracked.difference(&firing).copied().collect();
+    events.extend(store.alert_events_by_id(&gone).await?);
+    // Agents are only described for firing events no group holds (usually none).
+    let mut agents = HashMap::new();
+    if events
+        .iter()
+        .any(|e| e.state == "firing" && e.agent_id.is_some() && !tracked.contains(&e.id))
+    {
+        for a in store.alert_agents(None).await? {
+            agents.insert(a.id, AgentFacts::from(&a));
+        }
+    }
+    Ok(reconcile::missed_changes(
+        core.groups(),
+        &events,
+        &agents,
+        domain.now_ms(),
+    ))
 }
 
 #[derive(Debug)]
@@ -159,7 +200,10 @@ impl RoutingState {
     async fn step(&mut self, myself: &ActorRef<RoutingMsg>, input: Option<Input>) {
         if self.core.is_none() {
             match rebuild(&self.domain).await {
-                Ok(core) => self.core = Some(core),
+                Ok((core, missed)) => {
+                    self.core = Some(core);
+                    self.unsaved.splice(0..0, missed);
+                }
                 Err(err) => {
                     error!(%err, "routing state cannot be loaded; retrying");
                     myself.send_after(RETRY_DELAY, || RoutingMsg::Tick);
@@ -300,7 +344,7 @@ impl Actor for RoutingDriver {
         myself: ActorRef<RoutingMsg>,
         (domain, sink): Self::Arguments,
     ) -> Result<RoutingState, ActorProcessingErr> {
-        let core = rebuild(&domain).await?;
+        let (core, missed) = rebuild(&domain).await?;
         // Reload when a routing change is durable (its audit record is published on commit).
         let mut events = domain.events.subscribe();
         let me = myself.clone();
@@ -325,7 +369,7 @@ impl Actor for RoutingDriver {
             domain,
             sink,
             core: Some(core),
-            unsaved: Vec::new(),
+            unsaved: missed,
             timer_at: None,
         };
         // What came due while the node was down is decided now.

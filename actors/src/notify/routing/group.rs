@@ -1,7 +1,7 @@
 //! One alert group of one policy and what it decides when its time comes: the first message
 //! after group_wait, changes at most once per group_interval, a reminder after
-//! repeat_interval, one message when a maintenance window over its alerts ends, and escalation
-//! steps while nothing is acknowledged. A group is plain data (it is persisted as JSON after
+//! repeat_interval, one message when a maintenance window over its alerts (or an alert's
+//! snooze) ends, and escalation steps while nothing is acknowledged. A group is plain data (it is persisted as JSON after
 //! each decision, in the transaction that enqueues the decision's messages).
 
 use std::collections::BTreeMap;
@@ -58,11 +58,19 @@ pub struct TrackedAlert {
     pub notified: bool,
     /// It was seen inside a maintenance window the last time the group looked.
     pub in_maintenance: bool,
+    /// An operator snoozed it until then: like a maintenance window of its own. Cleared when
+    /// the group sees it end. (Groups persisted before snoozes reached routing have none.)
+    #[serde(default)]
+    pub snoozed_until_ms: Option<i64>,
 }
 
 impl TrackedAlert {
     fn firing(&self) -> bool {
         self.resolved_at_ms.is_none()
+    }
+
+    fn snoozed(&self, now_ms: i64) -> bool {
+        self.snoozed_until_ms.is_some_and(|until| now_ms < until)
     }
 }
 
@@ -133,19 +141,27 @@ impl Group {
         }
     }
 
-    /// The earliest time this group has something to decide.
+    /// The earliest time this group has something to decide: a flush, an escalation step or
+    /// the end of a snooze.
     pub fn next_due(&self) -> i64 {
         let esc = self
             .escalation
             .and_then(|e| e.due_at_ms)
             .unwrap_or(i64::MAX);
-        self.next_flush_at_ms.min(esc)
+        let snooze = self
+            .alerts
+            .values()
+            .filter_map(|a| a.snoozed_until_ms)
+            .min()
+            .unwrap_or(i64::MAX);
+        self.next_flush_at_ms.min(esc).min(snooze)
     }
 
-    /// A new firing alert (or one firing again under a new event). A change for an event the
-    /// group already holds as firing (a replay) only refreshes its facts: it is not new again.
-    pub fn fire(&mut self, facts: AlertFacts) {
-        if let Some(known) = self.alerts.get_mut(&facts.event_id).filter(|a| a.firing()) {
+    /// A new firing alert (or one firing again under a new event), snoozed until
+    /// `snoozed_until_ms` if it was snoozed while pending. A change for an event the group
+    /// already holds (a replay: an event fires once) only refreshes its facts.
+    pub fn fire(&mut self, facts: AlertFacts, snoozed_until_ms: Option<i64>) {
+        if let Some(known) = self.alerts.get_mut(&facts.event_id) {
             known.facts = facts;
             return;
         }
@@ -157,18 +173,19 @@ impl Group {
                 acked: false,
                 notified: false,
                 in_maintenance: false,
+                snoozed_until_ms,
             },
         );
     }
 
     /// The event resolved: told at the next flush if it was told firing; forgotten if it never
-    /// was, or if it resolved inside a maintenance window (nothing from inside is sent).
-    /// Returns whether the group holds the event.
+    /// was, or if it resolved inside a maintenance window or a snooze (nothing from inside is
+    /// sent). Returns whether the group holds the event.
     pub fn resolve(&mut self, event_id: Uuid, env: &Env<'_>) -> bool {
         let Some(a) = self.alerts.get_mut(&event_id) else {
             return false;
         };
-        if a.notified && !env.in_maintenance(&a.facts) {
+        if a.notified && !env.in_maintenance(&a.facts) && !a.snoozed(env.now_ms) {
             a.resolved_at_ms = Some(env.now_ms);
         } else {
             self.alerts.remove(&event_id);
@@ -188,10 +205,20 @@ impl Group {
         true
     }
 
+    /// An operator snoozed the event until `until_ms` (a later snooze replaces it). Returns
+    /// whether the group holds the event.
+    pub fn snooze(&mut self, event_id: Uuid, until_ms: Option<i64>) -> bool {
+        let Some(a) = self.alerts.get_mut(&event_id) else {
+            return false;
+        };
+        a.snoozed_until_ms = until_ms;
+        true
+    }
+
     /// Decides everything due at `env.now_ms`; returns the messages to enqueue.
     pub fn advance(&mut self, env: &Env<'_>) -> Vec<Outgoing> {
         let mut out = Vec::new();
-        self.maintenance_edges(env, &mut out);
+        self.mute_edges(env, &mut out);
         if env.now_ms >= self.next_flush_at_ms {
             self.flush(env, &mut out);
             let interval = env.policy.spec.group_interval_s.max(1) * 1000;
@@ -206,38 +233,54 @@ impl Group {
         self.alerts.is_empty()
     }
 
-    /// Notes which alerts are inside a window now; those whose window just ended and still
-    /// fire are told once, in one message.
-    fn maintenance_edges(&mut self, env: &Env<'_>, out: &mut Vec<Outgoing>) {
-        let mut ended = Vec::new();
+    /// Notes which alerts are inside a window now and clears snoozes that ended; those whose
+    /// window or snooze just ended, still fire and are muted by nothing else are told once,
+    /// in one message per cause.
+    fn mute_edges(&mut self, env: &Env<'_>, out: &mut Vec<Outgoing>) {
+        let mut after_window = Vec::new();
+        let mut after_snooze = Vec::new();
         for a in self.alerts.values_mut() {
             let inside = env.in_maintenance(&a.facts);
-            if a.in_maintenance && !inside && a.firing() {
-                ended.push(a.facts.event_id);
-            }
+            let window_ended = a.in_maintenance && !inside;
             a.in_maintenance = inside;
-        }
-        ended.retain(|id| self.alerts.get(id).is_some_and(|a| !env.silenced(a)));
-        if ended.is_empty() {
-            return;
-        }
-        for id in &ended {
-            if let Some(a) = self.alerts.get_mut(id) {
-                a.notified = true;
+            let snooze_ended = a.snoozed_until_ms.is_some_and(|u| env.now_ms >= u);
+            if snooze_ended {
+                a.snoozed_until_ms = None;
+            }
+            if !a.firing() || inside || a.snoozed(env.now_ms) || env.silenced(a) {
+                continue;
+            }
+            if window_ended {
+                after_window.push(a.facts.event_id);
+            } else if snooze_ended {
+                after_snooze.push(a.facts.event_id);
             }
         }
-        let mut alerts: Vec<&TrackedAlert> =
-            ended.iter().filter_map(|id| self.alerts.get(id)).collect();
-        by_time(&mut alerts);
-        self.send(
-            NotificationKind::Reminder,
-            "still firing after maintenance",
-            &alerts,
-            &env.policy.spec.integrations,
-            out,
-        );
-        self.last_sent_at_ms = Some(env.now_ms);
-        self.start_escalation(env);
+        for (ended, what) in [
+            (after_window, "still firing after maintenance"),
+            (after_snooze, "still firing after snooze"),
+        ] {
+            if ended.is_empty() {
+                continue;
+            }
+            for id in &ended {
+                if let Some(a) = self.alerts.get_mut(id) {
+                    a.notified = true;
+                }
+            }
+            let mut alerts: Vec<&TrackedAlert> =
+                ended.iter().filter_map(|id| self.alerts.get(id)).collect();
+            by_time(&mut alerts);
+            self.send(
+                NotificationKind::Reminder,
+                what,
+                &alerts,
+                &env.policy.spec.integrations,
+                out,
+            );
+            self.last_sent_at_ms = Some(env.now_ms);
+            self.start_escalation(env);
+        }
     }
 
     fn flush(&mut self, env: &Env<'_>, out: &mut Vec<Outgoing>) {
@@ -245,7 +288,7 @@ impl Group {
         let mut resolved = Vec::new();
         let mut dropped = Vec::new();
         for (id, a) in &mut self.alerts {
-            let muted = env.silenced(a) || a.in_maintenance;
+            let muted = env.silenced(a) || a.in_maintenance || a.snoozed(env.now_ms);
             match (a.firing(), a.notified, muted) {
                 (true, false, false) => new_firing.push(*id),
                 (false, true, false) => resolved.push(*id),
@@ -278,6 +321,7 @@ impl Group {
                         && !new_firing.contains(&a.facts.event_id)
                         && !env.silenced(a)
                         && !a.in_maintenance
+                        && !a.snoozed(env.now_ms)
                 })
                 .collect();
             by_time(&mut told);
@@ -318,7 +362,13 @@ impl Group {
             let mut alerts: Vec<&TrackedAlert> = self
                 .alerts
                 .values()
-                .filter(|a| a.firing() && a.notified && !env.silenced(a) && !a.in_maintenance)
+                .filter(|a| {
+                    a.firing()
+                        && a.notified
+                        && !env.silenced(a)
+                        && !a.in_maintenance
+                        && !a.snoozed(env.now_ms)
+                })
                 .collect();
             by_time(&mut alerts);
             if !alerts.is_empty() {
@@ -350,7 +400,7 @@ impl Group {
     }
 
     /// Fires the due step for what is told, firing and unacked; pauses while all of that is in
-    /// maintenance, and restarts the step's delay when the window ends.
+    /// maintenance or snoozed, and restarts the step's delay when the window or snooze ends.
     fn escalate(&mut self, env: &Env<'_>, out: &mut Vec<Outgoing>) {
         let Some(mut esc) = self.escalation else {
             return;
@@ -364,8 +414,10 @@ impl Group {
             self.escalation = None;
             return;
         }
-        let mut reachable: Vec<&TrackedAlert> =
-            open.into_iter().filter(|a| !a.in_maintenance).collect();
+        let mut reachable: Vec<&TrackedAlert> = open
+            .into_iter()
+            .filter(|a| !a.in_maintenance && !a.snoozed(env.now_ms))
+            .collect();
         by_time(&mut reachable);
         let steps = &env.policy.spec.escalation;
         match esc.due_at_ms {

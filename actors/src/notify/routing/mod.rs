@@ -2,14 +2,17 @@
 //! scope and group alerts (`group_wait`, `group_interval`, `repeat_interval`), silences mute by
 //! matchers, maintenance windows hold notifications and pause escalation and, when they end,
 //! tell what still fires once; escalation steps reach further integrations while nothing is
-//! acknowledged. The decisions are a pure core ([`RoutingCore`]); the driver actor persists
-//! them with the outbox entries they produce; the CRUD operations live beside them.
+//! acknowledged; snoozed alerts are held like a maintenance window of their own. The
+//! decisions are a pure core ([`RoutingCore`]); the driver actor persists them with the outbox
+//! entries they produce and, when it starts, routes what it missed ([`missed_changes`]); the
+//! CRUD operations live beside them.
 
 mod core;
 mod driver;
 mod group;
 mod manage;
 mod model;
+mod reconcile;
 mod schedule;
 
 pub use self::core::{Effect, GroupId, GroupWrite, Input, RoutingConfig, RoutingCore};
@@ -20,6 +23,7 @@ pub use manage::{
     get_routing, list_routing,
 };
 pub use model::*;
+pub use reconcile::{missed_changes, tracked_firing};
 pub use schedule::{
     Compiled, Day, MAX_ONE_OFF_WINDOW_S, MAX_TIME_ZONE_CHARS, MAX_WEEKLY_DURATION_MINUTES, Schedule,
 };

@@ -1,8 +1,9 @@
 //! A deterministic rig for [`RoutingCore`]: no database, no sockets, no sleeping. A scenario is
 //! a few lines of text; the rig plays the driver — it fires every wake the core asked for, in
-//! order, as time moves, and keeps the groups the core reports dirty as the store would (so
-//! `restart` rebuilds the core from exactly what was persisted) — and writes each enqueued
-//! message as one line, which [`check`] compares with the expected text.
+//! order, as time moves, keeps the groups the core reports dirty as the store would and the
+//! alert event rows as alerting commits them (so `restart` rebuilds the core from exactly what
+//! was persisted and reconciles it with the rows) — and writes each enqueued message as one
+//! line, which [`check`] compares with the expected text.
 //!
 //! Scenario lines (`#` starts a comment; T is a duration from the start like `5m30s`, or an
 //! instant like `2027-03-28T00:00:00Z` after `start`):
@@ -16,8 +17,10 @@
 //! | `window W weekly days=sun,.. at=HH:MM for=D tz=ZONE [tags=..] [folders=..]` | a weekly one |
 //! | `fire A,B \| h1..hN [rule=r] [sev=s] [tags=..] [folder=f] [org=o]` | alerts fire (rule `cpu`, critical, by default) |
 //! | `resolve A,..` / `ack A,..` (same `rule=`) | they resolve / are acknowledged |
+//! | `snooze A,.. until=T` (same `rule=`) | an operator snoozes them (a later `fire` of a snoozed pending alert carries it) |
+//! | any of these four `... lost` | committed, but the change never reaches routing (a crash between the two) |
 //! | `at T` | time moves to T, every wake due on the way fired in order |
-//! | `restart` | a new core from the persisted groups and the same configuration |
+//! | `restart` | a new core from the persisted groups and the same configuration, fed what it missed |
 //!
 //! Effect lines: `TIME INTEGRATION KIND TOTAL SAMPLE`, the sample as hostnames (or `N sampled`
 //! past five).
@@ -25,16 +28,18 @@
 mod escalation;
 mod grouping;
 mod maintenance;
+mod reconcile;
 mod schedule;
 mod silences;
+mod snooze;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use jiff::Timestamp;
-use reap3r_store::Uuid;
+use reap3r_store::{AlertEvent, Uuid};
 
 use super::*;
-use crate::alerts::{AlertChange, AlertChangeKind, Severity};
+use crate::alerts::{AgentFacts, AlertChange, AlertChangeKind, Severity};
 use crate::notify::NotificationKind;
 
 /// Runs `scenario` and compares the messages it produced, line by line, with `expected`.
@@ -76,6 +81,11 @@ struct Rig {
     persisted: BTreeMap<GroupId, String>,
     /// How many times each (rule, agent) alert has resolved, so a new firing is a new event.
     generation: HashMap<(String, String), u32>,
+    /// Each (rule, agent) alert's current snooze, as alert_events holds it.
+    snoozes: HashMap<(String, String), i64>,
+    /// The alert_events rows, as alerting commits them (whether routing heard or not).
+    rows: BTreeMap<Uuid, AlertEvent>,
+    agent_facts: HashMap<Uuid, AgentFacts>,
     names: HashMap<Uuid, String>,
     log: Vec<String>,
 }
@@ -91,6 +101,9 @@ impl Rig {
             wakes: BTreeSet::new(),
             persisted: BTreeMap::new(),
             generation: HashMap::new(),
+            snoozes: HashMap::new(),
+            rows: BTreeMap::new(),
+            agent_facts: HashMap::new(),
             names: HashMap::new(),
             log: Vec::new(),
         };
@@ -127,6 +140,7 @@ impl Rig {
             "fire" => self.alerts(AlertChangeKind::Fired, args[0], &opts),
             "resolve" => self.alerts(AlertChangeKind::Resolved, args[0], &opts),
             "ack" => self.alerts(AlertChangeKind::Acked, args[0], &opts),
+            "snooze" => self.alerts(AlertChangeKind::Snoozed, args[0], &opts),
             "at" => self.run_until(self.time(args[0])),
             "restart" => {
                 let groups = self
@@ -134,8 +148,14 @@ impl Rig {
                     .values()
                     .map(|json| serde_json::from_str(json).unwrap())
                     .collect();
-                // Anything not persisted yet is lost, as in a crash.
+                // Anything not persisted yet is lost, as in a crash; the rows tell what was.
                 self.core = RoutingCore::new(self.config.clone(), groups);
+                let rows: Vec<AlertEvent> = self.rows.values().cloned().collect();
+                let missed = missed_changes(self.core.groups(), &rows, &self.agent_facts, self.now);
+                for change in missed {
+                    let effects = self.core.handle(self.now, Input::Change(change));
+                    self.apply(effects);
+                }
                 let effects = self.core.handle(self.now, Input::Tick);
                 self.apply(effects);
             }
@@ -303,7 +323,12 @@ impl Rig {
         for agent in agents(who) {
             let key = (rule.to_owned(), agent.clone());
             let generation = *self.generation.get(&key).unwrap_or(&0);
+            if kind == AlertChangeKind::Snoozed {
+                self.snoozes.insert(key.clone(), self.time(opts["until"]));
+            }
+            let snoozed_until_ms = self.snoozes.get(&key).copied();
             if kind == AlertChangeKind::Resolved {
+                self.snoozes.remove(&key);
                 self.generation.insert(key, generation + 1);
             }
             let change = AlertChange {
@@ -326,9 +351,63 @@ impl Rig {
                 at_ms: self.now,
                 summary: format!("{rule} on {agent}"),
                 value: None,
+                snoozed_until_ms,
             };
-            let effects = self.core.handle(self.now, Input::Change(change));
-            self.apply(effects);
+            self.commit(&change);
+            if !opts.contains_key("lost") {
+                let effects = self.core.handle(self.now, Input::Change(change));
+                self.apply(effects);
+            }
+        }
+    }
+
+    /// What alerting writes to alert_events for `change`.
+    fn commit(&mut self, c: &AlertChange) {
+        if let Some(agent) = c.agent_id {
+            self.agent_facts.insert(
+                agent,
+                AgentFacts {
+                    hostname: c.hostname.clone(),
+                    tags: c.agent_tags.clone(),
+                    folder_id: c.folder_id,
+                },
+            );
+        }
+        if c.kind == AlertChangeKind::Fired {
+            self.rows.insert(
+                c.event_id,
+                AlertEvent {
+                    id: c.event_id,
+                    org_id: c.org_id,
+                    rule_id: c.rule_id,
+                    rule_name: c.rule_name.clone(),
+                    agent_id: c.agent_id,
+                    severity: c.severity.as_str().to_owned(),
+                    state: "firing".into(),
+                    summary: c.summary.clone(),
+                    value: c.value,
+                    pending_at: c.fired_at_ms,
+                    fired_at: Some(c.fired_at_ms),
+                    resolved_at: None,
+                    resolved_by: None,
+                    acked_at: None,
+                    acked_by: None,
+                    snoozed_until: c.snoozed_until_ms,
+                    updated_at: c.at_ms,
+                },
+            );
+        }
+        let Some(row) = self.rows.get_mut(&c.event_id) else {
+            return;
+        };
+        match c.kind {
+            AlertChangeKind::Fired => {}
+            AlertChangeKind::Resolved => {
+                row.state = "resolved".into();
+                row.resolved_at = Some(c.at_ms);
+            }
+            AlertChangeKind::Acked => row.acked_at = Some(c.at_ms),
+            AlertChangeKind::Snoozed => row.snoozed_until = c.snoozed_until_ms,
         }
     }
 
@@ -437,7 +516,7 @@ fn split_opts<'a>(words: &[&'a str]) -> (Vec<&'a str>, HashMap<&'a str, &'a str>
 }
 
 fn is_flag(word: &str) -> bool {
-    matches!(word, "off" | "org")
+    matches!(word, "off" | "org" | "lost")
 }
 
 fn instant(text: &str) -> i64 {
