@@ -188,6 +188,8 @@ struct Arrivals {
     duplicates: usize,
     bad_signatures: usize,
     other: usize,
+    /// A few of the others, for the report.
+    other_sample: Vec<String>,
 }
 
 fn arrivals(receiver: &Receiver, hot_ids: &HashSet<String>) -> Arrivals {
@@ -196,6 +198,7 @@ fn arrivals(receiver: &Receiver, hot_ids: &HashSet<String>) -> Arrivals {
         duplicates: 0,
         bad_signatures: 0,
         other: 0,
+        other_sample: Vec::new(),
     };
     let mut notifications = HashSet::new();
     for d in receiver.deliveries() {
@@ -214,6 +217,10 @@ fn arrivals(receiver: &Receiver, hot_ids: &HashSet<String>) -> Arrivals {
             let agent = alert["agent_id"].as_str().unwrap_or_default().to_string();
             if alert["rule_name"] != HOT_RULE || !hot_ids.contains(&agent) {
                 out.other += 1;
+                if out.other_sample.len() < 3 {
+                    out.other_sample
+                        .push(format!("{} {agent}: {}", alert["rule_name"], alert["summary"]));
+                }
             } else if out.first_ms.insert(agent, d.received_ms).is_some() {
                 out.duplicates += 1;
             }
@@ -287,7 +294,10 @@ async fn threshold_crossing(opts: &Options, r: &mut Report, fleet: &Fleet, recei
     r.check(
         "no duplicate notification, none for a quiet agent or rule",
         seen.duplicates == 0 && seen.other == 0,
-        format!("{} duplicates, {} others", seen.duplicates, seen.other),
+        format!(
+            "{} duplicates, {} others {:?}",
+            seen.duplicates, seen.other, seen.other_sample
+        ),
     );
     r.check(
         "every webhook signature verifies",
