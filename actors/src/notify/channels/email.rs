@@ -199,5 +199,54 @@ fn describe(e: &lettre::transport::smtp::Error) -> String {
         }
         source = s.source();
     }
-    text
+    // lettre wraps a connection error in another ("Connection error: Connection error: …").
+    let mut parts: Vec<&str> = text.split(": ").collect();
+    parts.dedup();
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use reap3r_testkit::TestCa;
+
+    use super::*;
+
+    #[test]
+    fn ca_pem_takes_1_to_16_usable_certificates() {
+        let cas: Vec<String> = (0..=MAX_CA_CERTS)
+            .map(|i| TestCa::new(&format!("CA {i}")).unwrap().pem())
+            .collect();
+        assert_eq!(ca_certificates(&cas[0]).unwrap().len(), 1);
+        let bundle = cas[..MAX_CA_CERTS].concat();
+        assert_eq!(ca_certificates(&bundle).unwrap().len(), MAX_CA_CERTS);
+        let refused: &[(&str, String)] = &[
+            ("holds more than", cas.concat()),
+            ("holds no PEM CERTIFICATE", String::new()),
+            ("holds no PEM CERTIFICATE", "just text".into()),
+            (
+                "holds no PEM CERTIFICATE",
+                "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n"
+                    .into(),
+            ),
+            (
+                "is not valid PEM",
+                "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n".into(),
+            ),
+            (
+                "certificate 2 is not usable as a CA",
+                format!(
+                    "{}-----BEGIN CERTIFICATE-----\nAAECAwQ=\n-----END CERTIFICATE-----\n",
+                    cas[0]
+                ),
+            ),
+            ("longer than", "a".repeat(MAX_CA_PEM_LEN + 1)),
+        ];
+        for (why, pem) in refused {
+            let got = ca_certificates(pem);
+            assert!(
+                got.as_ref().is_err_and(|e| e.contains(why)),
+                "{why}: {got:?}"
+            );
+        }
+    }
 }
