@@ -5,7 +5,7 @@
 //! `tls.rs`): STARTTLS (then required before AUTH and MAIL, as real submission servers do) or
 //! TLS from the first byte (implicit TLS, "SMTPS"); each mail records whether it came over TLS.
 //!
-//! ```ignore
+//! ```text
 //! let smtp = SmtpReceiver::start(SmtpOptions::default()).await?;
 //! // ... configure the sender with smtp.host() and smtp.port() ...
 //! let mails = smtp.wait_for(1, Duration::from_secs(10)).await?;

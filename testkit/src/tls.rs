@@ -2,7 +2,7 @@
 //! issues server certificates for the names a test chooses, so a test can make a client trust
 //! exactly this CA, or another one, or present a certificate for the wrong name.
 //!
-//! ```ignore
+//! ```text
 //! let ca = TestCa::new("Test mail CA")?;
 //! let cert = ca.issue(&["127.0.0.1"])?;
 //! // ... the server presents `cert`; the client is given `ca.pem()` to trust ...

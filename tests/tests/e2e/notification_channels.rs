@@ -313,7 +313,7 @@ async fn slack_teams_and_discord_get_their_formats_through_the_notifier() -> Res
                 .expect(200)?;
             ensure!(created["hook_url_set"] == true, "{created}");
             ensure!(
-                !created.to_string().contains("/teams"),
+                !created.to_string().contains(&hook.url("")),
                 "hook URL shown: {created}"
             );
             ids.push((kind, id_of(&created)?));
