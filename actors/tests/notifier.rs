@@ -363,6 +363,7 @@ async fn a_test_email_arrives_with_plain_and_html_parts_and_the_smtp_answer() {
                 username: Some("alerts".into()),
                 from: Some("Reap3r <reap3r@example.com>".into()),
                 to: Some(vec!["ops@example.com".into(), "oncall@example.com".into()]),
+                ca_pem: None,
             }),
             url: None,
             secrets: SecretsInput {

@@ -1,9 +1,11 @@
 //! A real SMTP receiver on a loopback port, for tests of anything that sends mail: it speaks
 //! EHLO/HELO, AUTH PLAIN and LOGIN (when credentials are set, then required before MAIL),
-//! MAIL, RCPT, DATA, RSET, NOOP and QUIT, and records every accepted message. No STARTTLS:
-//! clients must be allowed plain SMTP to loopback.
+//! MAIL, RCPT, DATA, RSET, NOOP and QUIT, and records every accepted message. With
+//! [`SmtpReceiver::start_tls`] it also speaks TLS with a certificate the test chose (see
+//! `tls.rs`): STARTTLS (then required before AUTH and MAIL, as real submission servers do) or
+//! TLS from the first byte (implicit TLS, "SMTPS"); each mail records whether it came over TLS.
 //!
-//! ```ignore
+//! ```text
 //! let smtp = SmtpReceiver::start(SmtpOptions::default()).await?;
 //! // ... configure the sender with smtp.host() and smtp.port() ...
 //! let mails = smtp.wait_for(1, Duration::from_secs(10)).await?;
@@ -16,10 +18,13 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::tls::ServerCert;
 
 /// Longest command line accepted (RFC 5321 says 512; generous).
 const MAX_LINE: usize = 4096;
@@ -32,6 +37,15 @@ pub struct SmtpOptions {
     pub credentials: Option<(String, String)>,
 }
 
+/// How a TLS receiver ([`SmtpReceiver::start_tls`]) offers TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTlsMode {
+    /// Plain at first; STARTTLS is offered and required before AUTH and MAIL.
+    Starttls,
+    /// TLS from the first byte.
+    Implicit,
+}
+
 /// One message the receiver accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedMail {
@@ -41,6 +55,8 @@ pub struct ReceivedMail {
     pub data: String,
     /// Who authenticated, if anyone.
     pub user: Option<String>,
+    /// Whether the message came over TLS (after STARTTLS, or implicit TLS).
+    pub tls: bool,
 }
 
 impl ReceivedMail {
@@ -92,9 +108,34 @@ impl Drop for SmtpReceiver {
     }
 }
 
+/// What a session offers: its options and, for a TLS receiver, how and with what certificate.
+#[derive(Clone)]
+struct Offer {
+    options: SmtpOptions,
+    tls: Option<(SmtpTlsMode, TlsAcceptor)>,
+}
+
 impl SmtpReceiver {
-    /// Listens on a free port of 127.0.0.1.
+    /// Listens on a free port of 127.0.0.1, plain SMTP only.
     pub async fn start(options: SmtpOptions) -> std::io::Result<SmtpReceiver> {
+        Self::listen(Offer { options, tls: None }).await
+    }
+
+    /// Listens on a free port of 127.0.0.1 with TLS (`mode`), presenting `cert`.
+    pub async fn start_tls(
+        options: SmtpOptions,
+        mode: SmtpTlsMode,
+        cert: &ServerCert,
+    ) -> std::io::Result<SmtpReceiver> {
+        let config = cert.server_config().map_err(std::io::Error::other)?;
+        Self::listen(Offer {
+            options,
+            tls: Some((mode, TlsAcceptor::from(config))),
+        })
+        .await
+    }
+
+    async fn listen(offer: Offer) -> std::io::Result<SmtpReceiver> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
@@ -103,9 +144,9 @@ impl SmtpReceiver {
             let mut sessions = tokio::task::JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
                 let shared = accept_shared.clone();
-                let options = options.clone();
+                let offer = offer.clone();
                 sessions.spawn(async move {
-                    let _ = session(stream, &options, &shared).await;
+                    let _ = session(stream, &offer, &shared).await;
                 });
             }
         });
@@ -176,26 +217,80 @@ fn decode_text(b64: &str) -> Option<String> {
     String::from_utf8(B64.decode(b64.trim()).ok()?).ok()
 }
 
-async fn session(stream: TcpStream, options: &SmtpOptions, shared: &Shared) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read);
+/// How a conversation ended.
+enum End {
+    /// The client quit or hung up.
+    Closed,
+    /// The client asked for STARTTLS and was told to go ahead: the stream is to be upgraded.
+    StartTls,
+}
+
+async fn session(mut stream: TcpStream, offer: &Offer, shared: &Shared) -> std::io::Result<()> {
+    let greeting = b"220 reap3r-testkit ESMTP ready\r\n";
+    match &offer.tls {
+        None => {
+            stream.write_all(greeting).await?;
+            converse(stream, &offer.options, Phase::Plain, shared).await?;
+        }
+        Some((SmtpTlsMode::Implicit, acceptor)) => {
+            let mut stream = acceptor.accept(stream).await?;
+            stream.write_all(greeting).await?;
+            stream.flush().await?;
+            converse(stream, &offer.options, Phase::Tls, shared).await?;
+        }
+        Some((SmtpTlsMode::Starttls, acceptor)) => {
+            stream.write_all(greeting).await?;
+            if let (End::StartTls, stream) =
+                converse(stream, &offer.options, Phase::BeforeStartTls, shared).await?
+            {
+                // RFC 3207: the client starts over with EHLO; nothing said before counts.
+                let stream = acceptor.accept(stream).await?;
+                converse(stream, &offer.options, Phase::Tls, shared).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where a conversation is, as to TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// A plain-only receiver.
+    Plain,
+    /// A STARTTLS receiver before the upgrade: STARTTLS offered, AUTH and MAIL refused.
+    BeforeStartTls,
+    /// Over TLS.
+    Tls,
+}
+
+/// One SMTP conversation on `stream`, until the client quits, hangs up, or starts TLS (then
+/// the stream is handed back to be upgraded).
+async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    options: &SmtpOptions,
+    phase: Phase,
+    shared: &Shared,
+) -> std::io::Result<(End, S)> {
+    // A BufReader passes writes through to the stream, so one value both reads and writes.
+    let mut io = BufReader::new(stream);
     let mut line = String::new();
     let mut envelope = Envelope::default();
     let mut user: Option<String> = None;
-    write
-        .write_all(b"220 reap3r-testkit ESMTP ready\r\n")
-        .await?;
     macro_rules! read_line {
         () => {{
             line.clear();
-            let n = (&mut lines)
-                .take(MAX_LINE as u64)
-                .read_line(&mut line)
-                .await?;
+            let n = (&mut io).take(MAX_LINE as u64).read_line(&mut line).await?;
             if n == 0 {
-                return Ok(());
+                return Ok((End::Closed, io.into_inner()));
             }
             line.trim_end_matches(['\r', '\n']).to_owned()
+        }};
+    }
+    // Flushed at once: a TLS stream holds what is written until it is flushed.
+    macro_rules! send {
+        ($bytes:expr) => {{
+            io.write_all($bytes).await?;
+            io.flush().await?;
         }};
     }
     let check = |u: &str, p: &str| {
@@ -209,20 +304,31 @@ async fn session(stream: TcpStream, options: &SmtpOptions, shared: &Shared) -> s
         let (verb, arg) = command.split_once(' ').unwrap_or((command.as_str(), ""));
         let reply: String = match verb.to_ascii_uppercase().as_str() {
             "EHLO" => {
-                let auth = if options.credentials.is_some() {
+                let extension = if phase == Phase::BeforeStartTls {
+                    "250-STARTTLS\r\n"
+                } else if options.credentials.is_some() {
                     "250-AUTH PLAIN LOGIN\r\n"
                 } else {
                     ""
                 };
-                format!("250-reap3r-testkit greets {arg}\r\n250-8BITMIME\r\n{auth}250 SMTPUTF8\r\n")
+                format!(
+                    "250-reap3r-testkit greets {arg}\r\n250-8BITMIME\r\n{extension}250 SMTPUTF8\r\n"
+                )
             }
             "HELO" => "250 reap3r-testkit\r\n".into(),
+            "STARTTLS" if phase == Phase::BeforeStartTls => {
+                send!(b"220 2.0.0 Ready to start TLS\r\n");
+                return Ok((End::StartTls, io.into_inner()));
+            }
+            "AUTH" | "MAIL" if phase == Phase::BeforeStartTls => {
+                "530 5.7.0 Must issue a STARTTLS command first\r\n".into()
+            }
             "AUTH" => {
                 let (mechanism, initial) = arg.split_once(' ').unwrap_or((arg, ""));
                 let creds = match mechanism.to_ascii_uppercase().as_str() {
                     "PLAIN" => {
                         let data = if initial.is_empty() {
-                            write.write_all(b"334 \r\n").await?;
+                            send!(b"334 \r\n");
                             read_line!()
                         } else {
                             initial.to_owned()
@@ -230,9 +336,9 @@ async fn session(stream: TcpStream, options: &SmtpOptions, shared: &Shared) -> s
                         decode_plain(&data)
                     }
                     "LOGIN" => {
-                        write.write_all(b"334 VXNlcm5hbWU6\r\n").await?;
+                        send!(b"334 VXNlcm5hbWU6\r\n");
                         let u = read_line!();
-                        write.write_all(b"334 UGFzc3dvcmQ6\r\n").await?;
+                        send!(b"334 UGFzc3dvcmQ6\r\n");
                         let p = read_line!();
                         decode_text(&u).zip(decode_text(&p))
                     }
@@ -267,9 +373,7 @@ async fn session(stream: TcpStream, options: &SmtpOptions, shared: &Shared) -> s
             }
             "DATA" if envelope.to.is_empty() => "503 5.5.1 RCPT first\r\n".into(),
             "DATA" => {
-                write
-                    .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
-                    .await?;
+                send!(b"354 End data with <CR><LF>.<CR><LF>\r\n");
                 let mut data: Vec<String> = Vec::new();
                 let mut size = 0;
                 loop {
@@ -296,6 +400,7 @@ async fn session(stream: TcpStream, options: &SmtpOptions, shared: &Shared) -> s
                             to: env.to,
                             data: data.join("\r\n"),
                             user: user.clone(),
+                            tls: phase == Phase::Tls,
                         });
                         mails.len()
                     };
@@ -309,11 +414,11 @@ async fn session(stream: TcpStream, options: &SmtpOptions, shared: &Shared) -> s
             }
             "NOOP" => "250 2.0.0 Ok\r\n".into(),
             "QUIT" => {
-                write.write_all(b"221 2.0.0 Bye\r\n").await?;
-                return Ok(());
+                send!(b"221 2.0.0 Bye\r\n");
+                return Ok((End::Closed, io.into_inner()));
             }
             _ => "502 5.5.2 Command not recognised\r\n".into(),
         };
-        write.write_all(reply.as_bytes()).await?;
+        send!(reply.as_bytes());
     }
 }

@@ -3,7 +3,7 @@
 //! given the secret, answers with the status it is told to (200 by default), and can be stopped
 //! and started again on the same port (a receiver that is down refuses connections).
 //!
-//! ```ignore
+//! ```text
 //! let hook = WebhookReceiver::start(Some(b"the-secret")).await?;
 //! // ... create a webhook integration for hook.url("/hook") ...
 //! let got = hook.wait_for(1, Duration::from_secs(10)).await?;

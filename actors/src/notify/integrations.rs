@@ -6,12 +6,12 @@
 use reap3r_store::{Integration, IntegrationUpdate, NewIntegration, Uuid};
 use serde_json::json;
 
-use super::channels::mailbox;
 use super::channels::{
     Channel, ChannelConfig, ChannelSecrets, Channels, EmailConfig, IntegrationKind, MAX_RECIPIENTS,
     MAX_SECRET_LEN, MIN_WEBHOOK_SECRET_LEN, SendReport, SmtpSecurity,
 };
-use super::ssrf::{MAX_HOST_LEN, check_host, check_url, resolve_checked};
+use super::channels::{ca_certificates, mailbox};
+use super::ssrf::{MAX_HOST_LEN, check_host, check_url};
 use super::{NotificationKind, NotificationMessage, outbox};
 use crate::access::Caller;
 use crate::error::{DomainError, DomainResult, required_text};
@@ -35,6 +35,9 @@ pub struct EmailInput {
     pub username: Option<String>,
     pub from: Option<String>,
     pub to: Option<Vec<String>>,
+    /// PEM CA certificates to verify the server with instead of the public roots; an empty
+    /// string goes back to the public roots.
+    pub ca_pem: Option<String>,
 }
 
 /// Secrets as given: `Some` replaces, an empty string clears.
@@ -101,7 +104,15 @@ fn merge(
                 None => old.as_ref().and_then(|o| o.username.clone()),
             },
             from,
-            to: input.to.or_else(|| old.map(|o| o.to)).unwrap_or_default(),
+            to: input
+                .to
+                .or_else(|| old.as_ref().map(|o| o.to.clone()))
+                .unwrap_or_default(),
+            ca_pem: match input.ca_pem {
+                Some(p) if p.trim().is_empty() => None,
+                Some(p) => Some(p),
+                None => old.and_then(|o| o.ca_pem),
+            },
         });
     }
     if let Some(url) = url {
@@ -179,6 +190,12 @@ async fn validate(
                     "plain SMTP is only allowed with the allow-loopback setting (local tests)",
                 ));
             }
+            if let Some(pem) = email.ca_pem.as_deref() {
+                if email.security == SmtpSecurity::Plain {
+                    return Err(invalid("ca_pem", "is for starttls or tls, not plain SMTP"));
+                }
+                ca_certificates(pem).map_err(|e| invalid("ca_pem", e))?;
+            }
             if email
                 .username
                 .as_ref()
@@ -199,7 +216,7 @@ async fn validate(
             for to in &email.to {
                 email_address("to", to)?;
             }
-            refuse_resolved(resolve_checked(&email.host, email.port, allow).await)
+            refuse_resolved(channels.resolve(&email.host, email.port).await)
         }
         IntegrationKind::Webhook => {
             let Some(url) = config.url.as_deref() else {
@@ -219,7 +236,7 @@ async fn validate(
             }
             let host = parsed.host_str().unwrap_or_default().to_owned();
             let port = parsed.port_or_known_default().unwrap_or(443);
-            refuse_resolved(resolve_checked(&host, port, allow).await)
+            refuse_resolved(channels.resolve(&host, port).await)
         }
         IntegrationKind::Slack | IntegrationKind::Teams | IntegrationKind::Discord => {
             let Some(url) = secrets.hook_url.as_deref() else {
@@ -231,7 +248,7 @@ async fn validate(
             let parsed = check_url(url, allow).map_err(|e| invalid("hook_url", e))?;
             let host = parsed.host_str().unwrap_or_default().to_owned();
             let port = parsed.port_or_known_default().unwrap_or(443);
-            refuse_resolved(resolve_checked(&host, port, allow).await)
+            refuse_resolved(channels.resolve(&host, port).await)
         }
     }
 }

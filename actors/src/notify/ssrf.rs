@@ -1,11 +1,16 @@
 //! Where notifications may not be sent: a receiver URL or SMTP host that is, or resolves to, a
 //! loopback, link-local or cloud-metadata address is refused (SSRF), unless the server config
 //! allows it (local tests). Checked when an integration is saved and again at every send, on the
-//! addresses actually connected to, so a name that re-resolves elsewhere (DNS rebinding) is
-//! refused too.
+//! addresses actually connected to: a send resolves the name once, checks every address, and
+//! connects only to those, so a name that re-resolves elsewhere (DNS rebinding) is refused too.
+//! Names are looked up through [`Lookup`], the system resolver in production, so tests can play
+//! DNS deterministically.
 
+use std::fmt::Debug;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use reqwest::Url;
 
 /// Longest receiver URL, in bytes (the API schema says the same number).
@@ -91,19 +96,49 @@ pub fn check_url(raw: &str, allow_loopback: bool) -> Result<Url, String> {
     Ok(url)
 }
 
-/// Resolves `host` and refuses it if any of its addresses is forbidden; the addresses returned
-/// are the ones to connect to.
+/// Turns a host name into addresses. A seam: production uses [`SystemLookup`]; a test gives a
+/// table, so a name can resolve to loopback, or change its answer between two sends, without
+/// touching the machine's DNS.
+pub trait Lookup: Send + Sync + Debug {
+    fn lookup<'a>(
+        &'a self,
+        name: &'a str,
+        port: u16,
+    ) -> BoxFuture<'a, std::io::Result<Vec<SocketAddr>>>;
+}
+
+/// The operating system's resolver (getaddrinfo through tokio).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemLookup;
+
+impl Lookup for SystemLookup {
+    fn lookup<'a>(
+        &'a self,
+        name: &'a str,
+        port: u16,
+    ) -> BoxFuture<'a, std::io::Result<Vec<SocketAddr>>> {
+        Box::pin(async move { Ok(tokio::net::lookup_host((name, port)).await?.collect()) })
+    }
+}
+
+/// Resolves `host` once and refuses it if any of its addresses is forbidden; the addresses
+/// returned are the ones to connect to (never resolve the name again for this send). An
+/// address literal is used as it is, without a lookup.
 pub async fn resolve_checked(
+    lookup: &dyn Lookup,
     host: &str,
     port: u16,
     allow_loopback: bool,
 ) -> Result<Vec<SocketAddr>, String> {
     check_host(host, allow_loopback)?;
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((bare, port))
-        .await
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .collect();
+    let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => lookup
+            .lookup(bare, port)
+            .await
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?,
+    };
     if addrs.is_empty() {
         return Err(format!("{host} has no address"));
     }
@@ -117,17 +152,20 @@ pub async fn resolve_checked(
 }
 
 /// reqwest's resolver for notifications: every name is resolved through [`resolve_checked`],
-/// so the address connected to is the address checked.
-#[derive(Debug, Clone, Copy)]
+/// and reqwest connects to the addresses it returns, so the address connected to is the
+/// address checked.
+#[derive(Debug, Clone)]
 pub(crate) struct GuardedResolver {
     pub allow_loopback: bool,
+    pub lookup: Arc<dyn Lookup>,
 }
 
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let allow = self.allow_loopback;
+        let lookup = self.lookup.clone();
         Box::pin(async move {
-            let addrs = resolve_checked(name.as_str(), 0, allow)
+            let addrs = resolve_checked(lookup.as_ref(), name.as_str(), 0, allow)
                 .await
                 .map_err(|e| Box::new(std::io::Error::other(e)) as Box<_>)?;
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
@@ -190,12 +228,119 @@ mod tests {
         check(&long, false, Some("longer"));
     }
 
+    /// A DNS table for tests: each name's answer, and how many lookups were made.
+    #[derive(Debug, Default)]
+    struct Table {
+        answers: std::sync::Mutex<std::collections::HashMap<String, Vec<IpAddr>>>,
+        lookups: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Table {
+        fn set(&self, name: &str, ips: &[&str]) {
+            let ips = ips.iter().map(|ip| ip.parse().unwrap()).collect();
+            self.answers.lock().unwrap().insert(name.into(), ips);
+        }
+    }
+
+    impl Lookup for Table {
+        fn lookup<'a>(
+            &'a self,
+            name: &'a str,
+            port: u16,
+        ) -> BoxFuture<'a, std::io::Result<Vec<SocketAddr>>> {
+            self.lookups
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let found = self.answers.lock().unwrap().get(name).cloned();
+            Box::pin(async move {
+                let ips = found.ok_or_else(|| std::io::Error::other("no such name"))?;
+                Ok(ips
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, port))
+                    .collect())
+            })
+        }
+    }
+
     #[tokio::test]
-    async fn send_time_resolution_refuses_loopback_unless_allowed() {
-        // A plain name that resolves to loopback: what DNS rebinding would do to a checked name.
-        let refused = resolve_checked("localhost", 80, false).await;
+    async fn names_resolving_to_forbidden_addresses_are_refused() {
+        let dns = Table::default();
+        dns.set("hooks.example.com", &["203.0.113.7"]);
+        dns.set("rebind.example.com", &["127.0.0.1"]);
+        dns.set("metadata.example.com", &["169.254.169.254"]);
+        dns.set("v6.example.com", &["2001:db8::1", "fe80::1"]);
+        dns.set("mapped.example.com", &["::ffff:127.0.0.1"]);
+        assert_eq!(
+            resolve_checked(&dns, "hooks.example.com", 443, false).await,
+            Ok(vec!["203.0.113.7:443".parse().unwrap()])
+        );
+        for (name, bad) in [
+            ("rebind.example.com", "127.0.0.1"),
+            ("metadata.example.com", "169.254.169.254"),
+            // One forbidden address among good ones is enough to refuse the name.
+            ("v6.example.com", "fe80::1"),
+            ("mapped.example.com", "::ffff:127.0.0.1"),
+        ] {
+            let refused = resolve_checked(&dns, name, 443, false).await;
+            let want = format!("{name} resolves to {bad}");
+            assert!(
+                refused.as_ref().is_err_and(|e| e.starts_with(&want)),
+                "{name}: {refused:?}"
+            );
+        }
+        // The allow-loopback setting lets it through, to the addresses looked up.
+        assert_eq!(
+            resolve_checked(&dns, "rebind.example.com", 25, true).await,
+            Ok(vec!["127.0.0.1:25".parse().unwrap()])
+        );
+        let unknown = resolve_checked(&dns, "nowhere.example.com", 25, false).await;
+        assert!(
+            unknown
+                .as_ref()
+                .is_err_and(|e| e.starts_with("cannot resolve")),
+            "{unknown:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_name_that_rebinds_is_refused_at_the_next_resolution() {
+        let dns = Table::default();
+        dns.set("hooks.example.com", &["203.0.113.7"]);
+        assert!(
+            resolve_checked(&dns, "hooks.example.com", 443, false)
+                .await
+                .is_ok()
+        );
+        dns.set("hooks.example.com", &["127.0.0.1"]);
+        let refused = resolve_checked(&dns, "hooks.example.com", 443, false).await;
         assert!(refused.is_err(), "{refused:?}");
-        let allowed = resolve_checked("127.0.0.1", 80, true).await;
-        assert_eq!(allowed, Ok(vec!["127.0.0.1:80".parse().unwrap()]));
+        // Literals are checked without a lookup; refused names never reach the resolver.
+        let before = dns.lookups.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(resolve_checked(&dns, "127.0.0.1", 80, false).await.is_err());
+        assert!(
+            resolve_checked(&dns, "app.localhost", 80, false)
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            resolve_checked(&dns, "[2001:db8::2]", 80, false).await,
+            Ok(vec!["[2001:db8::2]:80".parse().unwrap()])
+        );
+        assert_eq!(
+            dns.lookups.load(std::sync::atomic::Ordering::SeqCst),
+            before
+        );
+    }
+
+    #[tokio::test]
+    async fn the_system_resolver_is_checked_too() {
+        // "127.1" is not an address literal to a URL-less host check, but getaddrinfo turns
+        // it into 127.0.0.1 without any DNS server: deterministic on every machine.
+        let refused = resolve_checked(&SystemLookup, "127.1", 25, false).await;
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.contains("resolves to 127.0.0.1")),
+            "{refused:?}"
+        );
     }
 }

@@ -97,6 +97,11 @@ pub struct EmailSettings {
     /// Recipients, 1 to 50.
     #[oai(validator(max_items = 50, min_items = 1))]
     pub to: Option<Vec<String>>,
+    /// PEM CA certificates (1 to 16 `CERTIFICATE` blocks) to verify the server's TLS
+    /// certificate with, instead of the public roots: for a self-hosted server with a private
+    /// CA. The host name is verified either way. An empty string goes back to the public roots.
+    #[oai(validator(max_length = 65536))]
+    pub ca_pem: Option<String>,
 }
 
 impl From<EmailSettings> for EmailInput {
@@ -108,6 +113,7 @@ impl From<EmailSettings> for EmailInput {
             username: e.username,
             from: e.from,
             to: e.to,
+            ca_pem: e.ca_pem,
         }
     }
 }
@@ -164,6 +170,8 @@ pub struct EmailSettingsView {
     pub username: Option<String>,
     pub from: String,
     pub to: Vec<String>,
+    /// The CA certificates the server is verified with, when not the public roots.
+    pub ca_pem: Option<String>,
 }
 
 #[derive(Debug, Object)]
@@ -203,6 +211,7 @@ impl From<Channel> for IntegrationView {
                 username: e.username,
                 from: e.from,
                 to: e.to,
+                ca_pem: e.ca_pem,
             }),
             url: c.config.url,
             smtp_password_set: c.secrets.smtp_password.is_some(),

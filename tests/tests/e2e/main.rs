@@ -26,5 +26,6 @@ mod api_ws;
 mod clients;
 mod jobs;
 mod metrics;
+mod notification_channels;
 mod notifications;
 mod swagger;

@@ -13,7 +13,7 @@ use sha2::Sha256;
 use super::render::{render_chat, render_webhook};
 use super::{ATTEMPT_TIMEOUT, Channel, NotifySettings, SendReport, clip};
 use crate::notify::NotificationMessage;
-use crate::notify::ssrf::{GuardedResolver, check_url};
+use crate::notify::ssrf::{GuardedResolver, Lookup, check_url};
 
 pub const TIMESTAMP_HEADER: &str = "X-Reap3r-Timestamp";
 pub const SIGNATURE_HEADER: &str = "X-Reap3r-Signature";
@@ -22,7 +22,10 @@ pub const IDEMPOTENCY_HEADER: &str = "X-Reap3r-Notification-Id";
 /// How much of a response body is read into the answer.
 const BODY_PREVIEW: usize = 200;
 
-pub(super) fn client(settings: NotifySettings) -> Result<reqwest::Client, String> {
+pub(super) fn client(
+    settings: NotifySettings,
+    lookup: std::sync::Arc<dyn Lookup>,
+) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .use_rustls_tls()
         .redirect(reqwest::redirect::Policy::none())
@@ -30,6 +33,7 @@ pub(super) fn client(settings: NotifySettings) -> Result<reqwest::Client, String
         .user_agent(concat!("reap3r-notifier/", env!("CARGO_PKG_VERSION")))
         .dns_resolver(std::sync::Arc::new(GuardedResolver {
             allow_loopback: settings.allow_loopback,
+            lookup,
         }))
         .build()
         .map_err(|e| format!("cannot build the notification HTTP client: {e}"))

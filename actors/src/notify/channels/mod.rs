@@ -7,18 +7,22 @@ mod email;
 mod http;
 mod render;
 
+use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reap3r_store::{Integration, Uuid};
 use serde::{Deserialize, Serialize};
 
+pub(crate) use email::ca_certificates;
 pub(crate) use email::mailbox;
-pub use email::{EmailConfig, SmtpSecurity};
+pub use email::{EmailConfig, MAX_CA_CERTS, MAX_CA_PEM_LEN, SmtpSecurity};
 pub use http::{IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
 pub use render::{render_chat, render_email, render_webhook};
 
 use super::NotificationMessage;
+use super::ssrf::{Lookup, SystemLookup, resolve_checked};
 
 /// Most recipients of an email integration.
 pub const MAX_RECIPIENTS: usize = 50;
@@ -175,23 +179,45 @@ pub(crate) fn clip(mut s: String) -> String {
 }
 
 /// Delivers messages: one HTTP client (guarded resolver, no redirects, rustls/ring) shared by
-/// every send. Cheap to clone.
+/// every send, and the name lookup every receiver address goes through. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Channels {
     http: reqwest::Client,
     settings: NotifySettings,
+    lookup: Arc<dyn Lookup>,
 }
 
 impl Channels {
+    /// Channels that look names up with the system resolver.
     pub fn new(settings: NotifySettings) -> Result<Channels, String> {
+        Self::with_lookup(settings, Arc::new(SystemLookup))
+    }
+
+    /// Channels that look names up through `lookup` (tests play DNS with a table).
+    pub fn with_lookup(
+        settings: NotifySettings,
+        lookup: Arc<dyn Lookup>,
+    ) -> Result<Channels, String> {
         Ok(Channels {
-            http: http::client(settings)?,
+            http: http::client(settings, lookup.clone())?,
             settings,
+            lookup,
         })
     }
 
     pub fn settings(&self) -> NotifySettings {
         self.settings
+    }
+
+    /// Resolves a receiver's host once and checks every address (SSRF); connect only to these.
+    pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+        resolve_checked(
+            self.lookup.as_ref(),
+            host,
+            port,
+            self.settings.allow_loopback,
+        )
+        .await
     }
 
     /// Sends `message` through `channel` now, as notification `id` (the idempotency id),
@@ -208,7 +234,7 @@ impl Channels {
         }
         let attempt = async {
             match channel.kind {
-                IntegrationKind::Email => email::send(channel, message, id, self.settings).await,
+                IntegrationKind::Email => email::send(self, channel, message, id).await,
                 IntegrationKind::Webhook => {
                     http::send_webhook(&self.http, channel, message, id, now_ms, self.settings)
                         .await

@@ -1,6 +1,9 @@
 //! A [`NotificationMessage`] rendered for each channel: an email's subject, plain-text and HTML
-//! bodies; the generic webhook's JSON; the Slack, Teams (MessageCard) and Discord payloads.
-//! Pure functions, so every format is unit-tested without a receiver.
+//! bodies; the generic webhook's JSON; the Slack (Block Kit with a `text` fallback), Teams
+//! (MessageCard) and Discord (embed) payloads. Text that comes from agents (host names,
+//! summaries) cannot mention anyone: Slack's `<!channel>`-style syntax is escaped, Discord's
+//! `allowed_mentions` parses none. Pure functions, so every format is unit-tested without a
+//! receiver.
 
 use reap3r_store::Uuid;
 use serde_json::{Value, json};
@@ -12,6 +15,10 @@ use crate::notify::{NotificationKind, NotificationMessage};
 const DISCORD_CONTENT_MAX: usize = 2000;
 /// Discord refuses an embed description longer than this.
 const DISCORD_DESCRIPTION_MAX: usize = 4096;
+/// Slack refuses a header block's text longer than this.
+const SLACK_HEADER_MAX: usize = 150;
+/// Slack refuses a section block's text longer than this.
+const SLACK_SECTION_MAX: usize = 3000;
 
 fn kind_str(kind: NotificationKind) -> &'static str {
     match kind {
@@ -126,6 +133,46 @@ fn cut(s: &str, max_chars: usize) -> String {
     out
 }
 
+/// Slack's mrkdwn escaping: `&`, `<` and `>` (so `<!channel>` or `<@U123>` in an agent's host
+/// name is text, not a mention or a link).
+fn escape_slack(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A Slack message: a header, the alert lines, and a context line; `text` is the fallback
+/// shown in notifications and by clients without blocks.
+fn render_slack(message: &NotificationMessage, body: &str) -> Value {
+    let mut blocks = vec![json!({
+        "type": "header",
+        "text": { "type": "plain_text", "text": cut(&message.title, SLACK_HEADER_MAX) },
+    })];
+    // Slack refuses a section with empty text (a test message lists no alerts).
+    if !body.is_empty() {
+        blocks.push(json!({
+            "type": "section",
+            "text": { "type": "mrkdwn", "text": cut(&escape_slack(body), SLACK_SECTION_MAX) },
+        }));
+    }
+    blocks.push(json!({
+        "type": "context",
+        "elements": [{
+            "type": "mrkdwn",
+            "text": escape_slack(&format!(
+                "{} · {} alert(s) · {}",
+                kind_str(message.kind),
+                message.total,
+                message.severity
+            )),
+        }],
+    }));
+    json!({
+        "text": format!("*{}*\n{}", escape_slack(&message.title), escape_slack(body)),
+        "blocks": blocks,
+    })
+}
+
 /// The JSON an incoming webhook of Slack, Teams or Discord accepts.
 pub fn render_chat(kind: IntegrationKind, message: &NotificationMessage) -> Value {
     let body = lines(message).join("\n");
@@ -149,9 +196,7 @@ pub fn render_chat(kind: IntegrationKind, message: &NotificationMessage) -> Valu
             "allowed_mentions": { "parse": [] },
         }),
         // Slack (and anything else that takes `text`).
-        _ => json!({
-            "text": format!("*{}*\n{body}", message.title),
-        }),
+        _ => render_slack(message, &body),
     }
 }
 
@@ -227,7 +272,23 @@ mod tests {
             slack["text"]
                 .as_str()
                 .unwrap()
-                .starts_with("*[critical] High CPU")
+                .starts_with("*[critical] High CPU: &lt;3&gt; agents firing*\n")
+        );
+        assert_eq!(slack["blocks"][0]["type"], "header");
+        assert_eq!(
+            slack["blocks"][0]["text"]["text"],
+            "[critical] High CPU: <3> agents firing"
+        );
+        assert_eq!(slack["blocks"][1]["text"]["type"], "mrkdwn");
+        assert!(
+            slack["blocks"][1]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .contains("web-1: cpu.percent 97 &gt; 90")
+        );
+        assert_eq!(
+            slack["blocks"][2]["elements"][0]["text"],
+            "firing · 2 alert(s) · critical"
         );
         let teams = render_chat(IntegrationKind::Teams, &m);
         assert_eq!(teams["@type"], "MessageCard");
@@ -243,5 +304,39 @@ mod tests {
             discord["content"].as_str().unwrap().chars().count(),
             DISCORD_CONTENT_MAX
         );
+        let slack = render_chat(IntegrationKind::Slack, &long);
+        assert_eq!(
+            slack["blocks"][0]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .count(),
+            SLACK_HEADER_MAX
+        );
+    }
+
+    #[test]
+    fn agent_text_cannot_mention_anyone_on_slack() {
+        let mut m = message(1, 1);
+        m.alerts[0].hostname = Some("<!channel> & <@U123>".into());
+        let slack = render_chat(IntegrationKind::Slack, &m);
+        let text = slack.to_string();
+        assert!(
+            !text.contains("<!channel>") && !text.contains("<@U123>"),
+            "{text}"
+        );
+        assert!(
+            slack["blocks"][1]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .contains("&lt;!channel&gt; &amp; &lt;@U123&gt;")
+        );
+        // A test message lists no alerts: no empty section (Slack refuses those).
+        let mut test = message(0, 0);
+        test.kind = NotificationKind::Test;
+        let slack = render_chat(IntegrationKind::Slack, &test);
+        let blocks = slack["blocks"].as_array().unwrap();
+        assert_eq!(blocks.len(), 2, "{slack}");
+        assert_eq!(blocks[1]["type"], "context");
     }
 }

@@ -1,0 +1,83 @@
+//! Certificates for tests of TLS clients: a throw-away certificate authority (rcgen, ring) that
+//! issues server certificates for the names a test chooses, so a test can make a client trust
+//! exactly this CA, or another one, or present a certificate for the wrong name.
+//!
+//! ```text
+//! let ca = TestCa::new("Test mail CA")?;
+//! let cert = ca.issue(&["127.0.0.1"])?;
+//! // ... the server presents `cert`; the client is given `ca.pem()` to trust ...
+//! ```
+
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// A certificate authority made for one test.
+#[derive(Debug)]
+pub struct TestCa {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+/// A server certificate (issued by a [`TestCa`]) with its private key.
+#[derive(Debug, Clone)]
+pub struct ServerCert {
+    pub cert: CertificateDer<'static>,
+    key_der: Vec<u8>,
+}
+
+fn failed(what: &str, e: impl std::fmt::Display) -> String {
+    format!("cannot {what}: {e}")
+}
+
+impl TestCa {
+    /// A new self-signed CA whose subject common name is `name`.
+    pub fn new(name: &str) -> Result<TestCa, String> {
+        let mut params = CertificateParams::new(Vec::<String>::new())
+            .map_err(|e| failed("make CA parameters", e))?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().map_err(|e| failed("make a CA key", e))?;
+        let issuer =
+            CertifiedIssuer::self_signed(params, key).map_err(|e| failed("sign the CA", e))?;
+        Ok(TestCa { issuer })
+    }
+
+    /// The CA certificate, PEM: what a client is told to trust.
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A server certificate for `names` (DNS names or IP addresses), signed by this CA.
+    pub fn issue(&self, names: &[&str]) -> Result<ServerCert, String> {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params =
+            CertificateParams::new(names).map_err(|e| failed("make server parameters", e))?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "reap3r-testkit server");
+        let key = KeyPair::generate().map_err(|e| failed("make a server key", e))?;
+        let cert = params
+            .signed_by(&key, &*self.issuer)
+            .map_err(|e| failed("sign the server certificate", e))?;
+        Ok(ServerCert {
+            cert: cert.der().clone(),
+            key_der: key.serialize_der(),
+        })
+    }
+}
+
+impl ServerCert {
+    /// A rustls server configuration (ring provider) presenting this certificate.
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()));
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| failed("choose TLS versions", e))?
+            .with_no_client_auth()
+            .with_single_cert(vec![self.cert.clone()], key)
+            .map_err(|e| failed("load the server certificate", e))?;
+        Ok(Arc::new(config))
+    }
+}
