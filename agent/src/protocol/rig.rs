@@ -332,6 +332,12 @@ impl Rig {
             .and_then(|l| l.strip_prefix('c')?.split_whitespace().next()?.parse().ok())
     }
 
+    /// The driver asks at `now_ms` which results to send again.
+    pub fn resend(&mut self, now_ms: u64) {
+        let effects = self.core.resend_due(now_ms);
+        self.log("resend".into(), &effects);
+    }
+
     pub fn outbox(&mut self) {
         let ids: Vec<String> = self
             .core

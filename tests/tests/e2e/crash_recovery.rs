@@ -66,7 +66,11 @@ async fn killed_mid_job(backend: Backend) -> Result<()> {
     .await?;
     tokio::time::sleep_until(created + KILL_AFTER).await;
     server.sigkill().await?;
-    assert_eq!(lines(&runs), 0, "the scripts were still running at the kill");
+    assert_eq!(
+        lines(&runs),
+        0,
+        "the scripts were still running at the kill"
+    );
     // The node is down for a while, as when a process manager restarts it.
     tokio::time::sleep(DOWN_FOR).await;
     server.start().await?;
@@ -88,7 +92,11 @@ async fn killed_mid_job(backend: Backend) -> Result<()> {
         assert_eq!(r["exit_code"], 0, "{r}");
         assert_eq!(r["stdout"], "start\ndone\n", "{r}");
     }
-    assert_eq!(lines(&runs), AGENTS, "each agent ran the script exactly once");
+    assert_eq!(
+        lines(&runs),
+        AGENTS,
+        "each agent ran the script exactly once"
+    );
     let stats = api.get("/api/agents/stats").await?.expect(200)?;
     assert_eq!(stats["online"], AGENTS as i64, "{stats}");
 
