@@ -365,18 +365,8 @@ impl<S: JobStore> AgentCore<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::rig::{NOW_MS, Rig, job};
+    use super::super::rig::{Rig, check, job};
     use super::*;
-
-    /// Runs `steps` on a fresh rig and compares its transcript (one line per input, with the
-    /// effects it produced) with `expect`.
-    fn check(steps: impl FnOnce(&mut Rig), expect: &str) {
-        let mut rig = Rig::new();
-        steps(&mut rig);
-        let want: Vec<&str> = expect.trim().lines().map(str::trim).collect();
-        let got: Vec<&str> = rig.transcript.iter().map(String::as_str).collect();
-        assert_eq!(got, want, "\ntranscript:\n{}", rig.transcript.join("\n"));
-    }
 
     #[test]
     fn a_dispatch_is_accepted_once_then_duplicate() {
@@ -503,50 +493,6 @@ mod tests {
             c2 control: acked j1 kept
             c2 down
             welcome c3: config 30s; send c3 uni result j2
-            ",
-        );
-    }
-
-    /// Issue 17, defect 2: the server stored a result, its `JobResultAck` never reached the
-    /// agent, and the connection stayed up, so nothing replayed it: the agent held the result
-    /// for good (the flaky bench smoke "1 without JobResultAck"). Now it goes again on the live
-    /// connection once its wait is over, until the ack comes; a new connection starts a new wait.
-    #[test]
-    fn an_unacknowledged_result_goes_again_on_the_live_connection() {
-        use super::super::resend::RESEND_AFTER_MS;
-        let t = NOW_MS;
-        check(
-            |r| {
-                r.connect();
-                r.dispatch(1, r.grant(job(1)));
-                r.finish(job(1), Some(1));
-                r.resend(t);
-                r.resend(t + RESEND_AFTER_MS - 1);
-                r.resend(t + RESEND_AFTER_MS);
-                r.resend(t + RESEND_AFTER_MS + 1);
-                r.disconnect();
-                r.resend(t + 3 * RESEND_AFTER_MS);
-                r.connect();
-                r.resend(t + 4 * RESEND_AFTER_MS);
-                r.resend(t + 5 * RESEND_AFTER_MS);
-                r.control(Message::JobResultAck { job_id: job(1) });
-                r.resend(t + 7 * RESEND_AFTER_MS);
-            },
-            "
-            welcome c1: config 30s
-            c1 job#1: ack j1 accepted; start j1 on #1
-            j1 finished: send c1 job#1 result j1; finish #1
-            resend: -
-            resend: -
-            resend: send c1 uni result j1
-            resend: -
-            c1 down
-            resend: -
-            welcome c2: config 30s; send c2 uni result j1
-            resend: -
-            resend: send c2 uni result j1
-            c2 control: acked j1 kept
-            resend: -
             ",
         );
     }

@@ -56,7 +56,53 @@ impl Resends {
 
 #[cfg(test)]
 mod tests {
+    use reap3r_wire::Message;
+
+    use super::super::rig::{NOW_MS, check, job};
     use super::*;
+
+    /// Issue 17, defect 2: the server stored a result, its `JobResultAck` never reached the
+    /// agent, and the connection stayed up, so nothing replayed it: the agent held the result
+    /// for good (the flaky bench smoke "1 without JobResultAck"). Now it goes again on the live
+    /// connection once its wait is over, until the ack comes; a new connection starts a new wait.
+    #[test]
+    fn an_unacknowledged_result_goes_again_on_the_live_connection() {
+        let t = NOW_MS;
+        check(
+            |r| {
+                r.connect();
+                r.dispatch(1, r.grant(job(1)));
+                r.finish(job(1), Some(1));
+                r.resend(t);
+                r.resend(t + RESEND_AFTER_MS - 1);
+                r.resend(t + RESEND_AFTER_MS);
+                r.resend(t + RESEND_AFTER_MS + 1);
+                r.disconnect();
+                r.resend(t + 3 * RESEND_AFTER_MS);
+                r.connect();
+                r.resend(t + 4 * RESEND_AFTER_MS);
+                r.resend(t + 5 * RESEND_AFTER_MS);
+                r.control(Message::JobResultAck { job_id: job(1) });
+                r.resend(t + 7 * RESEND_AFTER_MS);
+            },
+            "
+            welcome c1: config 30s
+            c1 job#1: ack j1 accepted; start j1 on #1
+            j1 finished: send c1 job#1 result j1; finish #1
+            resend: -
+            resend: -
+            resend: send c1 uni result j1
+            resend: -
+            c1 down
+            resend: -
+            welcome c2: config 30s; send c2 uni result j1
+            resend: -
+            resend: send c2 uni result j1
+            c2 control: acked j1 kept
+            resend: -
+            ",
+        );
+    }
 
     #[test]
     fn a_result_goes_again_once_per_wait_until_acked() {

@@ -356,6 +356,17 @@ impl Rig {
     }
 }
 
+/// Runs `steps` on a fresh rig and compares its transcript (one line per input, with the
+/// effects it produced) with `expect`.
+#[track_caller]
+pub fn check(steps: impl FnOnce(&mut Rig), expect: &str) {
+    let mut rig = Rig::new();
+    steps(&mut rig);
+    let want: Vec<&str> = expect.trim().lines().map(str::trim).collect();
+    let got: Vec<&str> = rig.transcript.iter().map(String::as_str).collect();
+    assert_eq!(got, want, "\ntranscript:\n{}", rig.transcript.join("\n"));
+}
+
 fn id(job_id: &[u8; 16]) -> String {
     format!("j{}", job_id[0])
 }
