@@ -64,6 +64,19 @@ impl Link {
         lock(&self.core).on_frame(self.id, Lane::Control, frame, now_ms())
     }
 
+    /// Results still unacknowledged on this connection long after they were sent, to send
+    /// again (see `AgentCore::resend_due`).
+    pub(crate) fn resend_due(&self) -> Vec<Message> {
+        lock(&self.core)
+            .resend_due(now_ms())
+            .into_iter()
+            .filter_map(|effect| match effect {
+                Effect::Send { conn, message, .. } if conn == self.id => Some(message),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Sends one message on a new uni stream: the stream is opened first (which may wait for
     /// the server's stream credit), then the message is sealed and written.
     pub(crate) async fn send_uni(&self, message: Message) -> Result<(), AgentError> {

@@ -344,6 +344,16 @@ impl Session<'_> {
                     if let Err(err) = conn.send_datagram(datagram.into()) {
                         break Ended::Lost(err.to_string());
                     }
+                    // A result whose ack went missing goes again; the server acks every copy.
+                    for message in link.resend_due() {
+                        let link = link.clone();
+                        tokio::spawn(async move {
+                            match link.send_uni(message).await {
+                                Ok(()) => warn!("result sent again: no ack for it yet"),
+                                Err(err) => debug!(%err, "result not sent again; it stays in the outbox"),
+                            }
+                        });
+                    }
                 }
                 frame = frames.recv() => {
                     let frame = match frame {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{Connection, Endpoint, EndpointConfig, Incoming, RecvStream, SendStream, VarInt};
+use quinn_proto::HashedConnectionIdGenerator;
 use ractor::ActorRef;
 use reap3r_actors::{
     ActorSlot, AgentLink, DrainSignal, FleetStats, LinkError, SessionMsg, SupervisorMsg,
@@ -68,12 +69,34 @@ pub fn bind_endpoint(
     server.transport_config(Arc::new(transport));
     let socket = udp_socket(addr).map_err(|source| GatewayError::Bind { addr, source })?;
     Endpoint::new(
-        EndpointConfig::default(),
+        endpoint_config(&identity.quic_secret),
         Some(server),
         socket,
         Arc::new(quinn::TokioRuntime),
     )
     .map_err(|source| GatewayError::Bind { addr, source })
+}
+
+/// The endpoint's keys, derived from the secret kept in the data dir. A restarted process must
+/// recognise the connections of the process before it and reset them at their first packet
+/// (RFC 9000 §10.3), so that their agents reconnect at once instead of waiting out their idle
+/// timeout (3 heartbeat intervals + 10 s): the connection ids carry a keyed check (without the
+/// same key, quinn drops their packets without an answer) and each reset token is an HMAC of
+/// the connection id (without the same key, the agent ignores the reset).
+fn endpoint_config(secret: &[u8; 32]) -> EndpointConfig {
+    let master = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let derive = |label: &[u8]| ring::hmac::sign(&master, label);
+    let reset_key = ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        derive(b"reap3r quic stateless reset v1").as_ref(),
+    );
+    let cid_tag = derive(b"reap3r quic connection id v1");
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&cid_tag.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    let mut config = EndpointConfig::new(Arc::new(reset_key));
+    config.cid_generator(move || Box::new(HashedConnectionIdGenerator::from_key(cid_key)));
+    config
 }
 
 fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {

@@ -1,5 +1,6 @@
-//! The server's long-lived identity: a self-signed TLS certificate and an Ed25519 signing key,
-//! created in the data dir at first start (files 0600) and reused afterwards.
+//! The server's long-lived identity: a self-signed TLS certificate, an Ed25519 signing key and
+//! the QUIC endpoint secret, created in the data dir at first start (files 0600) and reused
+//! afterwards.
 
 use std::fs;
 use std::io::Write;
@@ -11,6 +12,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 const CERT_FILE: &str = "tls-cert.der";
 const CERT_KEY_FILE: &str = "tls-key.der";
 const SIGNING_KEY_FILE: &str = "server-signing.key";
+const QUIC_SECRET_FILE: &str = "quic-reset.key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -29,6 +31,10 @@ pub struct ServerIdentity {
     pub cert: CertificateDer<'static>,
     pub cert_key: PrivatePkcs8KeyDer<'static>,
     pub signing_key: SigningKey,
+    /// Keys the QUIC endpoint's stateless resets and connection ids (see
+    /// `gateway::endpoint_config`): kept so that a restarted process recognises the connection
+    /// ids of the one before and resets those connections at their first packet.
+    pub quic_secret: [u8; 32],
 }
 
 impl std::fmt::Debug for ServerIdentity {
@@ -53,27 +59,16 @@ impl ServerIdentity {
             create_if_absent(&key_path, &generated.signing_key.serialize_der())?;
             create_if_absent(&cert_path, generated.cert.der())?;
         }
-        let signing_path = dir.join(SIGNING_KEY_FILE);
-        if read_opt(&signing_path)?.is_none() {
-            let mut seed = [0u8; 32];
-            getrandom::fill(&mut seed).map_err(|e| IdentityError::Generate(e.to_string()))?;
-            create_if_absent(&signing_path, &seed)?;
-        }
+        let signing_key = SigningKey::from_bytes(&load_or_create_secret(dir, SIGNING_KEY_FILE)?);
+        let quic_secret = load_or_create_secret(dir, QUIC_SECRET_FILE)?;
         // Always read back what is on disk: if another process won the race, use its files.
         let cert = read_required(&cert_path)?;
         let cert_key = read_required(&key_path)?;
-        let seed: [u8; 32] = read_required(&signing_path)?
-            .as_slice()
-            .try_into()
-            .map_err(|_| IdentityError::Corrupt {
-                path: signing_path.clone(),
-                reason: "expected 32 bytes".into(),
-            })?;
-        let signing_key = SigningKey::from_bytes(&seed);
         Ok(Self {
             cert: CertificateDer::from(cert),
             cert_key: PrivatePkcs8KeyDer::from(cert_key),
             signing_key,
+            quic_secret,
         })
     }
 
@@ -90,6 +85,24 @@ impl ServerIdentity {
     pub fn private_key_der(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(self.cert_key.clone_key())
     }
+}
+
+/// A random 32-byte secret kept in `dir/file`, made at first start.
+fn load_or_create_secret(dir: &Path, file: &str) -> Result<[u8; 32], IdentityError> {
+    let path = dir.join(file);
+    if read_opt(&path)?.is_none() {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| IdentityError::Generate(e.to_string()))?;
+        create_if_absent(&path, &seed)?;
+    }
+    // Read back what is on disk: if another process won the race, use its secret.
+    read_required(&path)?
+        .as_slice()
+        .try_into()
+        .map_err(|_| IdentityError::Corrupt {
+            path: path.clone(),
+            reason: "expected 32 bytes".into(),
+        })
 }
 
 fn read_opt(path: &Path) -> Result<Option<Vec<u8>>, IdentityError> {

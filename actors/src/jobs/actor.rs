@@ -150,7 +150,8 @@ impl JobState {
                     .await?
                     .ok_or_else(|| format!("job {job_id} is not in the database"))?;
                 let rows = ctx.store.job_target_grants(job_id).await?;
-                JobMachine::resume(job, rows, ctx.clock.now_ms(), grace)
+                let heartbeat_ms = u64::from(ctx.settings.agent_config.heartbeat_interval_s) * 1000;
+                JobMachine::resume(job, rows, ctx.clock.now_ms(), grace, heartbeat_ms)
             }
         };
         Ok(Self {

@@ -5,7 +5,9 @@
 //!   accepted once: a job id in the ledger is never run again (`JobAck::Duplicate`, with the
 //!   result again while it is still in the outbox); a refused dispatch is not recorded;
 //! - a result goes to the outbox before it is sent, and stays there until `JobResultAck`;
-//! - after every `Welcome`, everything in the outbox is sent again, each on a uni stream.
+//! - after every `Welcome`, everything in the outbox is sent again, each on a uni stream;
+//!   and on a live connection, a result still unacknowledged after
+//!   [`RESEND_AFTER_MS`](super::resend::RESEND_AFTER_MS) goes again ([`AgentCore::resend_due`]).
 //!
 //! Inputs are frames (with the connection and lane they came on) and local events (a job
 //! finished); outputs are [`Effect`]s for the driver to carry out. Frames to send are given as
@@ -17,6 +19,7 @@ use reap3r_wire::{
 };
 
 use super::handshake::Session;
+use super::resend::Resends;
 use super::store::JobStore;
 
 /// Clock difference allowed when checking a grant's expiry (docs/JOBS.md: 5 min).
@@ -110,6 +113,7 @@ pub struct AgentCore<S> {
     accepting: bool,
     live: Option<(ConnId, Session)>,
     conns: ConnId,
+    resends: Resends,
 }
 
 impl<S: JobStore> AgentCore<S> {
@@ -121,6 +125,7 @@ impl<S: JobStore> AgentCore<S> {
             accepting: true,
             live: None,
             conns: 0,
+            resends: Resends::default(),
         }
     }
 
@@ -143,6 +148,7 @@ impl<S: JobStore> AgentCore<S> {
         self.conns += 1;
         let conn = self.conns;
         self.live = Some((conn, session));
+        self.resends.clear();
         let (replay, store_failed) = match self.store.unacked() {
             Ok(results) => (results, None),
             Err(e) => (Vec::new(), Some(format!("cannot read the outbox: {e}"))),
@@ -159,7 +165,31 @@ impl<S: JobStore> AgentCore<S> {
     pub fn disconnected(&mut self, conn: ConnId) {
         if self.current() == Some(conn) {
             self.live = None;
+            self.resends.clear();
         }
+    }
+
+    /// Results sent on the live connection and still unacknowledged
+    /// [`RESEND_AFTER_MS`](super::resend::RESEND_AFTER_MS) later, to send again, each on a uni
+    /// stream. The driver calls this now and then (at each heartbeat): however an ack went
+    /// missing, no result the server stored stays in the outbox for long.
+    pub fn resend_due(&mut self, now_ms: u64) -> Vec<Effect> {
+        let Some(conn) = self.current() else {
+            return Vec::new();
+        };
+        let Ok(outbox) = self.store.unacked() else {
+            return Vec::new();
+        };
+        let due = self.resends.due(outbox.iter().map(|r| r.job_id), now_ms);
+        outbox
+            .into_iter()
+            .filter(|r| due.contains(&r.job_id))
+            .map(|r| Effect::Send {
+                conn,
+                lane: Lane::Uni,
+                message: Message::JobResult(r),
+            })
+            .collect()
     }
 
     /// From now on dispatches are refused ("the agent is stopping").
@@ -220,7 +250,10 @@ impl<S: JobStore> AgentCore<S> {
             Message::ConfigUpdate(config) => Effect::ApplyConfig(config.clamped()),
             Message::JobCancel { job_id } => Effect::CancelJob { job_id },
             Message::JobResultAck { job_id } => match self.store.drop_result(&job_id) {
-                Ok(kept) => Effect::Acked { job_id, kept },
+                Ok(kept) => {
+                    self.resends.acked(&job_id);
+                    Effect::Acked { job_id, kept }
+                }
                 Err(e) => Effect::StoreFailed(format!("cannot drop an acknowledged result: {e}")),
             },
             Message::Close(reason) => Effect::Closed(reason),
@@ -332,18 +365,8 @@ impl<S: JobStore> AgentCore<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::rig::{Rig, job};
+    use super::super::rig::{Rig, check, job};
     use super::*;
-
-    /// Runs `steps` on a fresh rig and compares its transcript (one line per input, with the
-    /// effects it produced) with `expect`.
-    fn check(steps: impl FnOnce(&mut Rig), expect: &str) {
-        let mut rig = Rig::new();
-        steps(&mut rig);
-        let want: Vec<&str> = expect.trim().lines().map(str::trim).collect();
-        let got: Vec<&str> = rig.transcript.iter().map(String::as_str).collect();
-        assert_eq!(got, want, "\ntranscript:\n{}", rig.transcript.join("\n"));
-    }
 
     #[test]
     fn a_dispatch_is_accepted_once_then_duplicate() {

@@ -11,10 +11,12 @@
 //!
 //! - [`handshake`]: challenge → hello/enrol → welcome/enrol result, then a [`Session`].
 //! - [`core`]: [`AgentCore`], the live session and the job rules.
+//! - [`resend`]: when an unacknowledged result goes out again on a live connection.
 //! - [`store`]: [`JobStore`] and [`MemoryStore`].
 
 pub mod core;
 pub mod handshake;
+pub mod resend;
 #[cfg(test)]
 mod rig;
 pub mod store;
@@ -23,4 +25,5 @@ pub use self::core::{
     AgentCore, ConnId, Effect, FrameError, GRANT_SKEW_MS, Lane, StreamId, Welcomed,
 };
 pub use handshake::{Answer, Challenged, HandshakeError, Pending, ServerChannel, Session};
+pub use resend::RESEND_AFTER_MS;
 pub use store::{JobStore, MemoryStore};

@@ -332,6 +332,12 @@ impl Rig {
             .and_then(|l| l.strip_prefix('c')?.split_whitespace().next()?.parse().ok())
     }
 
+    /// The driver asks at `now_ms` which results to send again.
+    pub fn resend(&mut self, now_ms: u64) {
+        let effects = self.core.resend_due(now_ms);
+        self.log("resend".into(), &effects);
+    }
+
     pub fn outbox(&mut self) {
         let ids: Vec<String> = self
             .core
@@ -348,6 +354,17 @@ impl Rig {
         };
         self.transcript.push(format!("outbox: {ids}"));
     }
+}
+
+/// Runs `steps` on a fresh rig and compares its transcript (one line per input, with the
+/// effects it produced) with `expect`.
+#[track_caller]
+pub fn check(steps: impl FnOnce(&mut Rig), expect: &str) {
+    let mut rig = Rig::new();
+    steps(&mut rig);
+    let want: Vec<&str> = expect.trim().lines().map(str::trim).collect();
+    let got: Vec<&str> = rig.transcript.iter().map(String::as_str).collect();
+    assert_eq!(got, want, "\ntranscript:\n{}", rig.transcript.join("\n"));
 }
 
 fn id(job_id: &[u8; 16]) -> String {

@@ -53,6 +53,8 @@ pub struct JobTrack {
     /// `JobResult` frames sent: live, duplicate answers and replays after reconnects.
     pub results_sent: u32,
     pub results_replayed: u32,
+    /// Sent again on a live connection for want of an ack (`AgentCore::resend_due`).
+    pub results_resent: u32,
     pub acks: u32,
     pub first_dispatch_us: Option<u64>,
     pub first_ack_us: Option<u64>,
@@ -385,6 +387,29 @@ impl SimAgent {
             replay.extend(st.core.seal(id, Message::JobResult(result), now));
         }
         (welcomed.config, replay)
+    }
+
+    /// Results still unacknowledged long after they went out on `conn` (see
+    /// `AgentCore::resend_due`), sealed for it, one uni stream each.
+    pub(super) fn resend_due(&self, conn: &Connection) -> Vec<Vec<u8>> {
+        let now = now_ms();
+        let mut st = self.state();
+        let Some(id) = st.live_id(conn) else {
+            return Vec::new();
+        };
+        let mut frames = Vec::new();
+        for effect in st.core.resend_due(now) {
+            let Effect::Send { message, .. } = effect else {
+                continue;
+            };
+            if let Message::JobResult(r) = &message {
+                let t = st.jobs.entry(r.job_id).or_default();
+                t.results_sent += 1;
+                t.results_resent += 1;
+            }
+            frames.extend(st.core.seal(id, message, now));
+        }
+        frames
     }
 
     pub(super) fn uninstall(&self, conn: &Connection) {

@@ -388,6 +388,11 @@ async fn live_loop(
                 if let Err(kind) = agent.send_heartbeat(&conn) {
                     break Ended::Lost(kind);
                 }
+                // As the real agent: a result whose ack went missing goes again.
+                let resend = agent.resend_due(&conn);
+                if !resend.is_empty() {
+                    tokio::spawn(replay_outbox(resend, conn.clone()));
+                }
             }
             _ = metrics.tick(), if shared.cfg.metrics => {
                 if let Some(frame) = agent.seal_metrics(&conn) {

@@ -3,6 +3,7 @@
 mod harness;
 
 mod cli;
+mod crash_recovery;
 mod docs;
 mod pinning;
 mod presence;

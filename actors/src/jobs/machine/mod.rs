@@ -189,16 +189,26 @@ impl JobMachine {
     }
 
     /// A job reloaded from the database (node restart, crashed actor). A target dispatched
-    /// before gets its deadline from its dispatch time, but never sooner than a grace from
-    /// `now`: agents must have time to reconnect and replay their results first.
-    pub fn resume(job: Job, rows: Vec<JobTargetGrant>, now: u64, grace_ms: u64) -> Self {
+    /// before gets its deadline from its dispatch time, but never sooner than `reconnect_ms`
+    /// plus a grace from `now`: agents must have time to notice the restart, reconnect and
+    /// replay their results first. An agent notices at its next packet, which the restarted
+    /// endpoint answers with a stateless reset; one waiting for an ack sends nothing before its
+    /// next heartbeat, so `reconnect_ms` is the heartbeat interval.
+    pub fn resume(
+        job: Job,
+        rows: Vec<JobTargetGrant>,
+        now: u64,
+        grace_ms: u64,
+        reconnect_ms: u64,
+    ) -> Self {
         let timeout_ms = timeout_ms(&job);
+        let floor = now + reconnect_ms + grace_ms;
         let targets = rows
             .into_iter()
             .map(|row| {
                 let deadline = row
                     .dispatched_at
-                    .map(|d| (d.max(0) as u64 + timeout_ms + grace_ms).max(now + grace_ms));
+                    .map(|d| (d.max(0) as u64 + timeout_ms + grace_ms).max(floor));
                 let target = Target::loaded(
                     row.state,
                     deadline,

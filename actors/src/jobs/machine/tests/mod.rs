@@ -9,7 +9,7 @@
 //! | line | meaning |
 //! |---|---|
 //! | `job a b c [timeout=S] [grace=MS] [batch=N] [expires=MS] [cancelled]` | a new job, every target queued (timeout 10 s, grace 2000 ms by default) |
-//! | `resume a=running@T b=succeeded … [options as for job]` | a job reloaded after a restart (`@T`: its `dispatched_at`) |
+//! | `resume a=running@T b=succeeded … [reconnect=MS] [options as for job]` | a job reloaded after a restart (`@T`: its `dispatched_at`; `reconnect`: the time agents may take to notice the restart, 0 by default) |
 //! | `start [a b …]` | these agents are connected; the driver starts the machine |
 //! | `at T` | the clock moves to T ms |
 //! | `online a` / `gone a` | the agent connects (hello) / loses its connection (no input: the machine learns it from a failed delivery) |
@@ -63,6 +63,7 @@
 //! | 29 | queued (batch full) | a result frees a slot | next queued dispatched | `resume::a_rolling_batch_refills_after_each_commit` |
 //! | 30 | queued (batch) | undelivered offer | slot goes to the next reachable target | `resume::an_undelivered_batch_slot_goes_to_the_next_target` |
 //! | 31 | dispatched, acked, running | restart | deadline extended to a grace from now, dispatched again | `resume::a_restart_resumes_with_extended_deadlines` |
+//! | 31a | running (result kept, agent silent) | restart, result a heartbeat later | the agent's real result stored, not timed_out | `resume::a_restart_waits_a_heartbeat_for_agents_to_notice` |
 //! | 32 | queued, running | restart of a cancelled job | cancelled / JobCancel | `resume::a_restart_of_a_cancelled_job_applies_the_cancel` |
 //! | 33 | terminal (all) | restart | finishes at once | `resume::a_restart_with_every_target_done_finishes` |
 //! | 34 | dispatched, acked, running | agent reconnects | dispatched again, state unchanged | `resume::a_reconnect_dispatches_every_open_target_again` |
@@ -283,12 +284,14 @@ impl Rig {
             total_targets: 0,
         };
         let mut grace = 2_000;
+        let mut reconnect = 0;
         let mut rows = Vec::new();
         for w in words {
             let number = |v: &str| -> i64 { v.parse().unwrap_or_else(|_| panic!("number in {w}")) };
             match w.split_once('=') {
                 Some(("timeout", v)) => job.timeout_s = number(v),
                 Some(("grace", v)) => grace = number(v) as u64,
+                Some(("reconnect", v)) => reconnect = number(v) as u64,
                 Some(("batch", v)) => job.batch_size = Some(number(v)),
                 Some(("expires", v)) => job.expires_at = Some(number(v)),
                 Some((name, st)) if resume => {
@@ -325,7 +328,7 @@ impl Rig {
         }
         job.total_targets = rows.len() as i64;
         self.machine = Some(if resume {
-            JobMachine::resume(job, rows, self.now, grace)
+            JobMachine::resume(job, rows, self.now, grace, reconnect)
         } else {
             let grants = rows.into_iter().map(|r| {
                 let grant = hex::decode(r.grant_hex).unwrap_or_default();

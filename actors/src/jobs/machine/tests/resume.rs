@@ -85,6 +85,41 @@ fn a_restart_resumes_with_extended_deadlines() {
     );
 }
 
+/// Defect 1 of issue 17. An agent that finished its script while the server was down, or
+/// whose result the old process received but never acknowledged, holds the result and sends
+/// nothing until its next heartbeat; only then does the restarted endpoint's stateless reset
+/// tell it to reconnect. With a grace from the restart alone (10 s, against 30 s heartbeats),
+/// the target was judged `timed_out` first and the real result, arriving later, was acked and
+/// dropped. The deadline now waits a heartbeat interval (`reconnect`) plus the grace.
+#[test]
+fn a_restart_waits_a_heartbeat_for_agents_to_notice() {
+    check(
+        "
+        at 100000
+        resume a=running@95000 b=running@95000 timeout=5 grace=10000 reconnect=30000
+        start
+        at 139000               # 39 s after the restart: past the grace, within heartbeat + grace
+        tick
+        online a
+        result a succeeded
+        at 140001               # past restart + heartbeat + grace: b never came back
+        tick
+        ?
+        ",
+        "
+        dispatch a (not here)
+        dispatch b (not here)
+        dispatch a
+        persist #1 | a:succeeded@139000
+        ack a
+        persist #2 | b:timed_out@140001 \"no result from the agent within the timeout\"
+        finish completed
+        retire
+        = a:succeeded b:timed_out
+        ",
+    );
+}
+
 #[test]
 fn a_restart_of_a_cancelled_job_applies_the_cancel() {
     check(
