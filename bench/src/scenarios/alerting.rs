@@ -218,8 +218,10 @@ fn arrivals(receiver: &Receiver, hot_ids: &HashSet<String>) -> Arrivals {
             if alert["rule_name"] != HOT_RULE || !hot_ids.contains(&agent) {
                 out.other += 1;
                 if out.other_sample.len() < 3 {
-                    out.other_sample
-                        .push(format!("{} {agent}: {}", alert["rule_name"], alert["summary"]));
+                    out.other_sample.push(format!(
+                        "{} {agent}: {}",
+                        alert["rule_name"], alert["summary"]
+                    ));
                 }
             } else if out.first_ms.insert(agent, d.received_ms).is_some() {
                 out.duplicates += 1;

@@ -166,7 +166,7 @@ pub fn sample(idx: usize, hot: bool, taken_at_ms: u64) -> MetricsSample {
         swap_total_bytes: 1 << 30,
         mounts: Capped::truncated(vec![MountUsage {
             mount: Name::truncated("/"),
-            used_bytes: (20 << 30) + tick * 4096,
+            used_bytes: (20 << 30) + (tick % 1024) * 4096,
             total_bytes: 64 << 30,
         }]),
         interfaces: Capped::truncated(vec![InterfaceCounters {
