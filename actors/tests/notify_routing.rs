@@ -400,24 +400,49 @@ fn kinds(sent: &[RoutingSent]) -> Vec<(&str, i64)> {
     sent.iter().map(|s| (s.kind.as_str(), s.total)).collect()
 }
 
+/// What [`escalating`] set up.
+struct Escalating {
+    pager: Uuid,
+    sink: RoutingSink,
+    driver: ractor::ActorRef<RoutingMsg>,
+    event: AlertEvent,
+}
+
+/// A mail policy escalating to a pager after 10 minutes, a running driver, and an event on
+/// `host` fired and notified (its first message sent).
+async fn escalating(rig: &Rig, host: &str) -> Escalating {
+    let pager = webhook(&rig.domain, rig.org, "pager").await;
+    let step = EscalationStep {
+        after_minutes: 10,
+        integrations: vec![pager],
+    };
+    rig.policy_with(vec![rig.mail], vec![step]).await;
+    let sink = RoutingSink::default();
+    let driver = RoutingDriver::start(rig.domain.clone(), sink.clone())
+        .await
+        .unwrap();
+    let event = rig.fire_event(Uuid::new_v4(), host).await;
+    sink.alert_changed(rig.handed(&event, AlertChangeKind::Fired));
+    rig.groups_hold(1).await;
+    tick(&sink, &rig.clock, Duration::from_secs(30));
+    rig.sent_until("firing", |s| s.len() == 1).await;
+    Escalating {
+        pager,
+        sink,
+        driver,
+        event,
+    }
+}
+
 #[tokio::test]
 async fn a_snooze_holds_reminders_and_escalation_across_a_restart_and_its_end_is_told_once() {
     for rig in rigs().await {
-        let pager = webhook(&rig.domain, rig.org, "pager").await;
-        let step = EscalationStep {
-            after_minutes: 10,
-            integrations: vec![pager],
-        };
-        rig.policy_with(vec![rig.mail], vec![step]).await;
-        let sink = RoutingSink::default();
-        let driver = RoutingDriver::start(rig.domain.clone(), sink.clone())
-            .await
-            .unwrap();
-        let event = rig.fire_event(Uuid::new_v4(), "db-1").await;
-        sink.alert_changed(rig.handed(&event, AlertChangeKind::Fired));
-        rig.groups_hold(1).await;
-        tick(&sink, &rig.clock, Duration::from_secs(30));
-        rig.sent_until("firing", |s| s.len() == 1).await;
+        let Escalating {
+            pager,
+            sink,
+            driver,
+            event,
+        } = escalating(&rig, "db-1").await;
 
         // Snoozed for 2 h through the operation; the snooze survives a restart.
         SnoozeAlert {
@@ -442,7 +467,6 @@ async fn a_snooze_holds_reminders_and_escalation_across_a_restart_and_its_end_is
         let _driver = RoutingDriver::start(rig.domain.clone(), sink.clone())
             .await
             .unwrap();
-        // Past the escalation step's 10 minutes, and on to just before the snooze ends.
         // Past the escalation step's 10 minutes, and on to just before the snooze ends; each
         // tick is seen (the group is written) before the clock moves on.
         rig.tick_seen(&sink, Duration::from_secs(11 * 60)).await;
@@ -510,21 +534,12 @@ async fn changes_lost_in_a_crash_are_routed_once_from_the_event_rows_after_the_r
 #[tokio::test]
 async fn an_ack_lost_in_a_crash_still_stops_escalation() {
     for rig in rigs().await {
-        let pager = webhook(&rig.domain, rig.org, "pager").await;
-        let step = EscalationStep {
-            after_minutes: 10,
-            integrations: vec![pager],
-        };
-        rig.policy_with(vec![rig.mail], vec![step]).await;
-        let sink = RoutingSink::default();
-        let driver = RoutingDriver::start(rig.domain.clone(), sink.clone())
-            .await
-            .unwrap();
-        let event = rig.fire_event(Uuid::new_v4(), "a").await;
-        sink.alert_changed(rig.handed(&event, AlertChangeKind::Fired));
-        rig.groups_hold(1).await;
-        tick(&sink, &rig.clock, Duration::from_secs(30));
-        rig.sent_until("firing", |s| s.len() == 1).await;
+        let Escalating {
+            pager: _,
+            sink,
+            driver,
+            event,
+        } = escalating(&rig, "a").await;
 
         driver.stop_and_wait(None, None).await.unwrap();
         AckAlert { id: event.id }

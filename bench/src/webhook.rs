@@ -1,18 +1,20 @@
 //! The alerting scenario's notification receiver: a real HTTP server (poem, on loopback) that
 //! takes the server's signed webhooks, stamps each with its arrival time, checks its
-//! `X-Reap3r-Signature` (HMAC-SHA256 over `<timestamp>.<body>`, as docs/ALERTING.md tells
-//! receivers to) and answers 200. Arrival times are wall-clock ms, the clock the simulated
+//! `X-Reap3r-Signature` (HMAC-SHA256 over `<timestamp>.<body>`, recomputed with the notifier's
+//! own `sign`: the check here is that every delivery arrived whole and signed; the e2e tests
+//! verify the scheme with an independent implementation) and answers 200. Arrival times are wall-clock ms, the clock the simulated
 //! agents stamp their samples with, so "sample taken → notification received" is one clock.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
-use hmac::{Hmac, KeyInit, Mac};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::{Request, Response, Server, endpoint::make};
+use reap3r_actors::notify::channels::{
+    IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign,
+};
 use serde_json::Value;
-use sha2::Sha256;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -50,16 +52,9 @@ pub struct Receiver {
 }
 
 fn signed(secret: &[u8], timestamp: &str, body: &[u8], signature: &str) -> bool {
-    let Some(Ok(want)) = signature.strip_prefix("sha256=").map(hex::decode) else {
-        return false;
-    };
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
-        return false;
-    };
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac.verify_slice(&want).is_ok()
+    timestamp
+        .parse::<i64>()
+        .is_ok_and(|t| sign(secret, t, body) == signature)
 }
 
 impl Receiver {
@@ -82,9 +77,8 @@ impl Receiver {
             async move {
                 let received_ms = now_ms();
                 let header = |name: &str| req.header(name).map(str::to_string);
-                let (timestamp, signature) =
-                    (header("X-Reap3r-Timestamp"), header("X-Reap3r-Signature"));
-                let notification_id = header("X-Reap3r-Notification-Id");
+                let (timestamp, signature) = (header(TIMESTAMP_HEADER), header(SIGNATURE_HEADER));
+                let notification_id = header(IDEMPOTENCY_HEADER);
                 let Ok(bytes) = req.into_body().into_bytes_limit(MAX_BODY_BYTES).await else {
                     return Response::builder()
                         .status(poem::http::StatusCode::BAD_REQUEST)

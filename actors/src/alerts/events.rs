@@ -14,7 +14,7 @@ use reap3r_store::{
 };
 use serde_json::json;
 
-use super::publish::{AgentFacts, announce};
+use super::publish::announce_by_operator;
 use super::{AlertChangeKind, AlertSink, Severity};
 use crate::access::Caller;
 use crate::error::{DomainError, DomainResult, required_text};
@@ -162,16 +162,7 @@ impl AckAlert {
         )
         .await?;
         domain.commit(tx).await?;
-        let facts = AgentFacts::load(domain, event.org_id, event.agent_id).await;
-        announce(
-            domain,
-            sink,
-            &event,
-            AlertChangeKind::Acked,
-            facts,
-            &actor,
-            now,
-        );
+        announce_by_operator(domain, sink, &event, AlertChangeKind::Acked, &actor, now).await;
         Ok(event)
     }
 }
@@ -220,16 +211,8 @@ impl ResolveAlert {
         domain.commit(tx).await?;
         if event.fired_at.is_some() {
             // A pending event that never fired was never announced, so its end is not either.
-            let facts = AgentFacts::load(domain, event.org_id, event.agent_id).await;
-            announce(
-                domain,
-                sink,
-                &event,
-                AlertChangeKind::Resolved,
-                facts,
-                &actor,
-                now,
-            );
+            announce_by_operator(domain, sink, &event, AlertChangeKind::Resolved, &actor, now)
+                .await;
         }
         Ok(event)
     }
@@ -275,16 +258,7 @@ impl SnoozeAlert {
         domain.commit(tx).await?;
         // A pending event is not in routing yet; its `Fired` change will carry the snooze.
         if event.fired_at.is_some() {
-            let facts = AgentFacts::load(domain, event.org_id, event.agent_id).await;
-            announce(
-                domain,
-                sink,
-                &event,
-                AlertChangeKind::Snoozed,
-                facts,
-                &actor,
-                now,
-            );
+            announce_by_operator(domain, sink, &event, AlertChangeKind::Snoozed, &actor, now).await;
         }
         Ok(event)
     }

@@ -94,6 +94,20 @@ pub fn announce(
     sink.alert_changed(change_of(event, kind, facts, at_ms));
 }
 
+/// [`announce`] for an operator's operation: the agent's facts are read first (operations have
+/// no directory).
+pub async fn announce_by_operator(
+    domain: &Domain,
+    sink: &dyn AlertSink,
+    event: &AlertEvent,
+    kind: AlertChangeKind,
+    by: &str,
+    at_ms: i64,
+) {
+    let facts = AgentFacts::load(domain, event.org_id, event.agent_id).await;
+    announce(domain, sink, event, kind, facts, by, at_ms);
+}
+
 /// The change routing gets for `event` (as committed) with `kind`; also how routing rebuilds
 /// a change it missed from the event row.
 pub fn change_of(

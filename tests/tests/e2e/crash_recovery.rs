@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use reap3r_store::{Backend, Uuid};
-use reap3r_testkit::TestDatabase;
 
-use crate::harness::{backends, eventually};
+use crate::harness::{backends, database, eventually};
 use crate::jobs::{count, create, lines, result, script_job, wait_job};
 use crate::server_process::{Heartbeats, ServerProcess};
 
@@ -37,14 +36,7 @@ async fn a_sigkilled_server_stores_the_agents_real_results() -> Result<()> {
 
 async fn killed_mid_job(backend: Backend) -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let db = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => Some(
-            TestDatabase::postgres()
-                .await?
-                .context("PostgreSQL not configured")?,
-        ),
-    };
+    let db = database(backend).await?;
     let mut server = ServerProcess::new(dir.path(), Heartbeats::Defaults)?;
     if let Some(db) = &db {
         server = server.with_env("REAP3R_DATABASE_URL", &db.url);

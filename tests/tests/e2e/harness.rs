@@ -52,6 +52,19 @@ pub async fn backends() -> Result<Vec<Backend>> {
     Ok(out)
 }
 
+/// A fresh database for `backend`: `None` for SQLite (the server's file in its data dir), a
+/// throw-away PostgreSQL database otherwise.
+pub async fn database(backend: Backend) -> Result<Option<TestDatabase>> {
+    Ok(match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(
+            TestDatabase::postgres()
+                .await?
+                .context("PostgreSQL not configured")?,
+        ),
+    })
+}
+
 pub struct TestServer {
     node: Option<Node>,
     pub config: Config,
@@ -70,14 +83,7 @@ impl TestServer {
         let dir = Arc::new(tempfile::tempdir()?);
         let mut config = Config::for_test(&dir.path().join("server"));
         adjust(&mut config);
-        let db = match backend {
-            Backend::Sqlite => None,
-            Backend::Postgres => Some(
-                TestDatabase::postgres()
-                    .await?
-                    .context("PostgreSQL not configured")?,
-            ),
-        };
+        let db = database(backend).await?;
         config.database_url = db.as_ref().map(|d| d.url.clone());
         let node = Node::start(config.clone()).await?;
         config.quic_addr = node.quic_addr;

@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::api_harness::{Api, default_org, id_of, logged_in, now_ms};
-use crate::harness::{TestServer, backends, eventually};
+use crate::harness::{TestServer, backends};
+use crate::notifications::{attempted, queue_test, test_now};
 
 const WAIT: Duration = Duration::from_secs(30);
 const USER: &str = "mailer";
@@ -52,52 +53,6 @@ async fn create(api: &Api, body: Value) -> Result<Uuid> {
         .expect(200)
         .with_context(|| format!("create {body}"))?;
     id_of(&created)
-}
-
-/// `POST …/test` (sent now): whether it was delivered, and the receiver's answer.
-async fn test_now(api: &Api, id: Uuid) -> Result<(bool, String, String)> {
-    let sent = api
-        .post(&format!("/api/alerting/integrations/{id}/test"), json!({}))
-        .await?
-        .expect(200)?;
-    Ok((
-        sent["delivered"] == true,
-        sent["answer"].as_str().unwrap_or_default().to_owned(),
-        sent["notification_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-    ))
-}
-
-/// Queues a test message for the notifier; its notification id.
-async fn queue_test(api: &Api, id: Uuid) -> Result<String> {
-    let queued = api
-        .post(
-            &format!("/api/alerting/integrations/{id}/test?queue=true"),
-            json!({}),
-        )
-        .await?
-        .expect(200)?;
-    ensure!(queued["queued"] == true, "{queued}");
-    Ok(queued["notification_id"]
-        .as_str()
-        .context("notification id")?
-        .to_owned())
-}
-
-/// Waits for the notifier's first attempt at `notification` to be recorded; the row.
-async fn attempted(api: &Api, integration: Uuid, notification: &str) -> Result<Value> {
-    let list = format!("/api/alerting/notifications?integration_id={integration}");
-    eventually("an attempt recorded", WAIT, || async {
-        let rows = api.get(&list).await?.expect(200)?;
-        let row = rows
-            .as_array()
-            .and_then(|r| r.iter().find(|n| n["id"] == notification))
-            .cloned();
-        Ok(row.filter(|r| r["attempts"].as_i64() >= Some(1) && r["state"] != "sending"))
-    })
-    .await
 }
 
 fn check_mail(mail: &ReceivedMail, notification: &str) -> Result<()> {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use reap3r_testkit::{SmtpOptions, SmtpReceiver, WebhookReceiver};
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::api_harness::{Api, PASSWORD, default_org, id_of, logged_in};
 use crate::harness::{TestServer, backends, eventually};
@@ -25,6 +26,52 @@ async fn admin(server: &TestServer) -> Result<Api> {
 
 fn webhook_body(url: &str) -> Value {
     json!({ "name": "hook", "kind": "webhook", "url": url, "webhook_secret": SECRET })
+}
+
+/// `POST …/test` (sent now): whether it was delivered, and the receiver's answer.
+pub(crate) async fn test_now(api: &Api, id: Uuid) -> Result<(bool, String, String)> {
+    let sent = api
+        .post(&format!("/api/alerting/integrations/{id}/test"), json!({}))
+        .await?
+        .expect(200)?;
+    Ok((
+        sent["delivered"] == true,
+        sent["answer"].as_str().unwrap_or_default().to_owned(),
+        sent["notification_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    ))
+}
+
+/// Queues a test message for the notifier; its notification id.
+pub(crate) async fn queue_test(api: &Api, id: Uuid) -> Result<String> {
+    let queued = api
+        .post(
+            &format!("/api/alerting/integrations/{id}/test?queue=true"),
+            json!({}),
+        )
+        .await?
+        .expect(200)?;
+    ensure!(queued["queued"] == true, "{queued}");
+    Ok(queued["notification_id"]
+        .as_str()
+        .context("notification id")?
+        .to_owned())
+}
+
+/// Waits for the notifier's first attempt at `notification` to be recorded; the row.
+pub(crate) async fn attempted(api: &Api, integration: Uuid, notification: &str) -> Result<Value> {
+    let list = format!("/api/alerting/notifications?integration_id={integration}");
+    eventually("an attempt recorded", WAIT, || async {
+        let rows = api.get(&list).await?.expect(200)?;
+        let row = rows
+            .as_array()
+            .and_then(|r| r.iter().find(|n| n["id"] == notification))
+            .cloned();
+        Ok(row.filter(|r| r["attempts"].as_i64() >= Some(1) && r["state"] != "sending"))
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -82,20 +129,9 @@ async fn alerting_integrations_test_messages_reach_real_receivers() -> Result<()
         ensure!(listed.as_array().map(Vec::len) == Some(2), "{listed}");
 
         // Email: the SMTP reply comes back; the mail has both parts.
-        let sent = api
-            .post(
-                &format!("/api/alerting/integrations/{email_id}/test"),
-                json!({}),
-            )
-            .await?
-            .expect(200)?;
-        ensure!(sent["delivered"] == true, "{sent}");
-        ensure!(
-            sent["answer"]
-                .as_str()
-                .is_some_and(|a| a.starts_with("250")),
-            "{sent}"
-        );
+        let (delivered, answer, notification_id) = test_now(&api, email_id).await?;
+        ensure!(delivered, "{answer}");
+        ensure!(answer.starts_with("250"), "{answer}");
         let mails = smtp.wait_for(1, WAIT).await.map_err(anyhow::Error::msg)?;
         let mail = &mails[0];
         ensure!(mail.user.as_deref() == Some("mailer"), "{mail:?}");
@@ -106,44 +142,22 @@ async fn alerting_integrations_test_messages_reach_real_receivers() -> Result<()
             mail.data
         );
         ensure!(
-            mail.header("X-Reap3r-Notification-Id").as_deref() == sent["notification_id"].as_str(),
+            mail.header("X-Reap3r-Notification-Id").as_deref() == Some(notification_id.as_str()),
             "{mail:?}"
         );
 
         // Webhook: signed, carrying the idempotency id; a 500 is reported, not hidden.
-        let sent = api
-            .post(
-                &format!("/api/alerting/integrations/{webhook_id}/test"),
-                json!({}),
-            )
-            .await?
-            .expect(200)?;
-        ensure!(sent["delivered"] == true, "{sent}");
-        ensure!(
-            sent["answer"]
-                .as_str()
-                .is_some_and(|a| a.starts_with("HTTP 200")),
-            "{sent}"
-        );
+        let (delivered, answer, notification_id) = test_now(&api, webhook_id).await?;
+        ensure!(delivered, "{answer}");
+        ensure!(answer.starts_with("HTTP 200"), "{answer}");
         let got = hook.wait_for(1, WAIT).await.map_err(anyhow::Error::msg)?;
         ensure!(got[0].signature_valid == Some(true), "{:?}", got[0]);
-        ensure!(got[0].header("x-reap3r-notification-id") == sent["notification_id"].as_str());
+        ensure!(got[0].header("x-reap3r-notification-id") == Some(notification_id.as_str()));
         ensure!(got[0].json().map_err(anyhow::Error::msg)?["kind"] == "test");
         hook.answer_with(500);
-        let failed = api
-            .post(
-                &format!("/api/alerting/integrations/{webhook_id}/test"),
-                json!({}),
-            )
-            .await?
-            .expect(200)?;
-        ensure!(failed["delivered"] == false, "{failed}");
-        ensure!(
-            failed["answer"]
-                .as_str()
-                .is_some_and(|a| a.starts_with("HTTP 500")),
-            "{failed}"
-        );
+        let (delivered, answer, _) = test_now(&api, webhook_id).await?;
+        ensure!(!delivered, "{answer}");
+        ensure!(answer.starts_with("HTTP 500"), "{answer}");
 
         // Change and delete.
         let changed = api
@@ -267,28 +281,11 @@ async fn alerting_notification_queued_before_a_sigkill_is_delivered_after_restar
         .await?
         .expect(200)?;
     let webhook_id = id_of(&webhook)?;
-    let queued = api
-        .post(
-            &format!("/api/alerting/integrations/{webhook_id}/test?queue=true"),
-            json!({}),
-        )
-        .await?
-        .expect(200)?;
-    ensure!(queued["queued"] == true, "{queued}");
-    let id = queued["notification_id"]
-        .as_str()
-        .context("notification id")?
-        .to_owned();
+    let id = queue_test(&api, webhook_id).await?;
 
     // The receiver is down: the first attempt fails and the row waits for its retry.
-    let list = format!("/api/alerting/notifications?integration_id={webhook_id}");
-    let failed = eventually("a failed first attempt", WAIT, || async {
-        let rows = api.get(&list).await?.expect(200)?;
-        let row = rows[0].clone();
-        Ok((row["attempts"].as_i64() >= Some(1) && row["state"] == "pending").then_some(row))
-    })
-    .await?;
-    ensure!(failed["id"] == id.as_str(), "{failed}");
+    let failed = attempted(&api, webhook_id, &id).await?;
+    ensure!(failed["state"] == "pending", "{failed}");
     ensure!(
         failed["last_error"]
             .as_str()
@@ -311,6 +308,7 @@ async fn alerting_notification_queued_before_a_sigkill_is_delivered_after_restar
         got[0]
     );
     ensure!(got[0].signature_valid == Some(true), "{:?}", got[0]);
+    let list = format!("/api/alerting/notifications?integration_id={webhook_id}");
     let delivered = eventually("delivered in the log", WAIT, || async {
         let rows = api.get(&list).await?.expect(200)?;
         let row = rows[0].clone();
