@@ -2,205 +2,29 @@
 //! `REAP3R_TEST_POSTGRES_URL` is set), driven through the alert supervisor with a manual clock:
 //! validation and audit of rule operations; a threshold rule fed through the `SampleSink` fires,
 //! survives a supervisor restart and a rule-actor crash without firing again, and resolves;
-//! ack, notes, snooze and manual resolve; offline alerts with the restart grace.
+//! ack, notes, snooze and manual resolve; offline alerts with the restart grace; on the system
+//! clock, a pending `for` fires on the rule actor's own timer with no periodic tick.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::{Arc, Mutex};
+#[path = "alerting/rig.rs"]
+mod rig;
+
+use rig::{T0, code, create, real_time_rigs, rigs, threshold};
+
 use std::time::{Duration, Instant};
 
-use ractor::ActorRef;
 use reap3r_actors::access::Caller;
 use reap3r_actors::alerts::{
-    AckAlert, AddAlertNote, Aggregation, AlertChange, AlertChangeKind, AlertSamples, AlertSettings,
-    AlertSink, AlertSupervisor, AlertSupervisorMsg, AlertingArgs, CreateRule, DeleteRule,
-    ListEvents, MAX_SCOPE_ITEMS, Operator, ResolveAlert, RuleKind, RuleScope, Severity,
-    SnoozeAlert, Threshold, UpdateRule, alert_stats, get_event,
+    AckAlert, AddAlertNote, AlertChangeKind, AlertSupervisorMsg, DeleteRule, ListEvents,
+    MAX_SCOPE_ITEMS, Operator, ResolveAlert, RuleKind, Severity, SnoozeAlert, UpdateRule,
+    alert_stats, get_event,
 };
 use reap3r_actors::audit::ListAudit;
-use reap3r_actors::enrolment::{
-    CreateEnrolmentToken, DeleteAgent, EnrolAgent, EnrolmentInfo, SetAgentApproval,
-};
-use reap3r_actors::metrics::{AgentSample, Metric, SampleSink, SeriesValue};
-use reap3r_actors::{Domain, DomainError, EventBus, FleetEvent, ManualClock};
-use reap3r_store::{Agent, AgentApproval, NewAgent, TargetCounts, Uuid};
-use reap3r_testkit::TestDatabase;
+use reap3r_actors::enrolment::{DeleteAgent, SetAgentApproval};
+use reap3r_actors::metrics::Metric;
+use reap3r_actors::{DomainError, FleetEvent};
+use reap3r_store::{AgentApproval, TargetCounts, Uuid};
 use reap3r_wire::JobType;
-
-const T0: u64 = 1_700_000_000_000;
-
-#[derive(Default)]
-struct Collecting(Mutex<Vec<AlertChange>>);
-
-impl AlertSink for Collecting {
-    fn alert_changed(&self, change: AlertChange) {
-        self.0.lock().unwrap().push(change);
-    }
-}
-
-impl Collecting {
-    fn kinds(&self) -> Vec<AlertChangeKind> {
-        self.0.lock().unwrap().iter().map(|c| c.kind).collect()
-    }
-}
-
-struct Rig {
-    _db: TestDatabase,
-    domain: Domain,
-    clock: ManualClock,
-    cli: Caller,
-    sink: Arc<Collecting>,
-    samples: AlertSamples,
-}
-
-async fn rigs() -> Vec<Rig> {
-    let mut out = Vec::new();
-    for db in TestDatabase::all().await.unwrap() {
-        let store = db.open().await.unwrap();
-        let clock = ManualClock::new(T0);
-        let domain = Domain::new(store, Arc::new(clock.clone()), EventBus::new(256));
-        let org = domain.store.default_org(0).await.unwrap();
-        out.push(Rig {
-            _db: db,
-            domain,
-            clock,
-            cli: Caller::cli(org.id),
-            sink: Arc::new(Collecting::default()),
-            samples: AlertSamples::default(),
-        });
-    }
-    out
-}
-
-impl Rig {
-    async fn agent(&self, hostname: &str) -> Agent {
-        self.enrol(hostname, false).await
-    }
-
-    async fn enrol(&self, hostname: &str, require_approval: bool) -> Agent {
-        let info = EnrolmentInfo {
-            server_addr: "cp:4433".into(),
-            cert_fingerprint: "f".repeat(64),
-            server_key: "k".repeat(64),
-        };
-        let token = CreateEnrolmentToken {
-            require_approval,
-            ..Default::default()
-        }
-        .run(&self.domain, &self.cli, &info)
-        .await
-        .unwrap();
-        EnrolAgent {
-            token: token.secret,
-            agent: NewAgent {
-                hostname: hostname.into(),
-                os: "linux".into(),
-                arch: "x86_64".into(),
-                agent_version: "0.1.0".into(),
-                public_key: *blake3::hash(hostname.as_bytes()).as_bytes(),
-            },
-            remote: "192.0.2.7:5000".into(),
-        }
-        .run(&self.domain)
-        .await
-        .unwrap()
-    }
-
-    /// A supervisor with ticks and reloads left to the test (an hour apart).
-    async fn supervisor(&self, grace_ms: i64) -> ActorRef<AlertSupervisorMsg> {
-        let args = AlertingArgs {
-            sink: self.sink.clone(),
-            samples: self.samples.clone(),
-            settings: AlertSettings {
-                tick_ms: 3_600_000,
-                reload_ms: 3_600_000,
-                since_floor_ms: self.domain.now_ms() + grace_ms,
-            },
-        };
-        AlertSupervisor::start(self.domain.clone(), args)
-            .await
-            .unwrap()
-    }
-
-    fn sample(&self, agent: &Agent, metric: Metric, value: f64) {
-        self.samples.samples_committed(Arc::from(vec![AgentSample {
-            agent_id: agent.id,
-            org_id: agent.org_id,
-            taken_at_ms: self.domain.now_ms(),
-            values: vec![SeriesValue {
-                metric,
-                label: String::new(),
-                value,
-            }],
-        }]));
-    }
-
-    async fn states(&self) -> Vec<String> {
-        ListEvents::default()
-            .run(&self.domain, &self.cli)
-            .await
-            .unwrap()
-            .events
-            .into_iter()
-            .map(|e| e.state)
-            .collect()
-    }
-
-    /// Polls (every rule actor synced each time) until `want` holds, or fails after 10 s.
-    async fn until<F: Fn(&[String], &[AlertChangeKind]) -> bool>(
-        &self,
-        sup: &ActorRef<AlertSupervisorMsg>,
-        what: &str,
-        want: F,
-    ) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            sup.call(AlertSupervisorMsg::Sync, Some(Duration::from_secs(10)))
-                .await
-                .unwrap();
-            let states = self.states().await;
-            if want(&states, &self.sink.kinds()) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: events {states:?}, changes {:?}",
-                self.sink.kinds()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-fn threshold(metric: &str, op: Operator, value: f64, hold_s: u32) -> RuleKind {
-    RuleKind::MetricThreshold(Threshold {
-        metric: metric.into(),
-        label: None,
-        operator: op,
-        value,
-        recovery: None,
-        aggregation: Aggregation::Last,
-        window_s: 60,
-        for_s: 0,
-        hold_s,
-    })
-}
-
-fn create(name: &str, kind: RuleKind) -> CreateRule {
-    CreateRule {
-        name: name.into(),
-        enabled: true,
-        severity: Severity::Critical,
-        kind,
-        scope: RuleScope::default(),
-    }
-}
-
-fn code(err: DomainError) -> &'static str {
-    match err {
-        DomainError::Invalid { code, .. } => code,
-        other => panic!("expected a 400, got {other:?}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_operations_validate_and_audit() {
@@ -703,5 +527,50 @@ async fn a_deleted_agent_s_alert_resolves_and_the_others_stay() {
         assert_eq!(open.events.len(), 1);
         assert_eq!(open.events[0].agent_id, Some(stays.id));
         sup.stop_and_wait(None, None).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_for_fires_on_the_rule_s_own_timer() {
+    for rig in real_time_rigs().await {
+        let agent = rig.agent("web-1").await;
+        let mut kind = threshold("cpu.percent", Operator::Gt, 90.0, 0);
+        if let RuleKind::MetricThreshold(t) = &mut kind {
+            t.for_s = 1;
+        }
+        create("cpu", kind)
+            .run(&rig.domain, &rig.cli)
+            .await
+            .unwrap();
+        // The supervisor's periodic tick is an hour away: only the armed timer can fire it.
+        let sup = rig.supervisor(0).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sup
+            .call(AlertSupervisorMsg::Running, None)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_empty()
+        {
+            assert!(Instant::now() < deadline, "rule actor never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        rig.sample(&agent, Metric::CpuPercent, 99.0);
+        rig.until(&sup, "pending", |s, _| s == ["pending"]).await;
+        rig.until(&sup, "fired by the timer", |s, k| {
+            s == ["firing"] && k == [AlertChangeKind::Fired]
+        })
+        .await;
+        let event = ListEvents::default()
+            .run(&rig.domain, &rig.cli)
+            .await
+            .unwrap()
+            .events
+            .remove(0);
+        let fired_after = event.fired_at.unwrap() - event.pending_at;
+        assert!(
+            fired_after >= 1_000,
+            "fired {fired_after} ms after pending, before its `for`"
+        );
     }
 }

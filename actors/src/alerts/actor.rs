@@ -1,14 +1,21 @@
 //! `RuleActor`, one per enabled rule, the thin driver of its [`RuleMachine`]: messages →
-//! inputs, effects → one transaction each (event row, its history entry and the rule's
-//! persisted state for the agent), then, once committed, the change handed to routing and
-//! announced. A failed write stops the actor with an error; the supervisor restarts it and it
-//! resumes from what was committed.
+//! inputs, a message's effects → one transaction per [`MAX_EFFECTS_PER_TX`] (event rows, their
+//! history entries and the rule's persisted state per agent), then, once committed, the changes
+//! handed to routing and announced. One timer is armed at the machine's next wake, so a `for`
+//! fires when it elapses, not at the next periodic tick. A failed write stops the actor with an
+//! error; the supervisor restarts it and it resumes from what was committed.
+//!
+//! Why batches: an alert storm (10,000 agents crossing at once) was one transaction per effect,
+//! 20,000 commits in one rule's mailbox, and the alerts of quieter agents waited behind them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
 use reap3r_store::{AlertRuleState, NewAlertEvent, SYSTEM_ACTOR, Uuid};
+use tokio::task::JoinHandle;
 
 use super::directory::Directory;
 use super::machine::{Effect, Input, MachineConfig, Persisted, Phase, RuleMachine};
@@ -17,6 +24,10 @@ use super::publish::{AgentFacts, announce};
 use super::rule::RuleKind;
 use super::{AlertChangeKind, AlertSink};
 use crate::Domain;
+
+/// Most effects written in one transaction: a storm's batch commits in pieces, so the database's
+/// writer is not held for one huge transaction while samples wait to be stored.
+pub const MAX_EFFECTS_PER_TX: usize = 500;
 
 #[derive(Debug)]
 pub enum RuleMsg {
@@ -35,7 +46,11 @@ pub enum RuleMsg {
     Keep(Vec<Uuid>),
     /// One agent left the scope or the fleet: its alert ends.
     Forget(Uuid),
+    /// The supervisor's periodic tick: a backstop for clocks that jump (a wall clock stepped
+    /// forward, a test's manual clock), which the armed timer, on monotonic time, does not see.
     Tick,
+    /// The armed timer: the machine's next wake is due.
+    Wake,
     /// Answers once everything sent before it is handled (tests, shutdown).
     Ping(RpcReplyPort<()>),
     /// Test hook: fail, to exercise the restart from persisted state.
@@ -58,6 +73,8 @@ pub struct RuleState {
     args: RuleArgs,
     machine: RuleMachine,
     events: HashMap<Uuid, Uuid>,
+    /// The armed timer and the wake it is for.
+    timer: Option<(i64, JoinHandle<Result<(), MessagingErr<RuleMsg>>>)>,
 }
 
 fn phase_of(s: &AlertRuleState) -> Phase {
@@ -100,14 +117,22 @@ fn summary(kind: &RuleKind, value: Option<f64>) -> String {
 
 impl RuleState {
     async fn apply(&mut self, effects: Vec<Effect>) -> Result<(), ActorProcessingErr> {
+        for chunk in effects.chunks(MAX_EFFECTS_PER_TX) {
+            self.apply_chunk(chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// One transaction for `effects`; what they announce is announced once it commits.
+    async fn apply_chunk(&mut self, effects: &[Effect]) -> Result<(), ActorProcessingErr> {
         let domain = &self.args.domain;
         let rule = &self.args.rule;
+        let now = domain.now_ms();
+        let mut tx = domain.begin().await?;
+        let mut announced = Vec::new();
         for effect in effects {
             let agent = effect.agent();
-            let now = domain.now_ms();
-            let mut tx = domain.begin().await?;
-            let mut announced = None;
-            match effect {
+            match *effect {
                 Effect::Pending { since, value, .. } => {
                     let event = tx
                         .open_alert_event(
@@ -131,10 +156,12 @@ impl RuleState {
                         Some(id) => *id,
                         None => return Err("firing without an open event".into()),
                     };
-                    announced = tx
+                    if let Some(e) = tx
                         .fire_alert_event(event_id, &summary(&rule.kind, value), value, now)
                         .await?
-                        .map(|e| (e, AlertChangeKind::Fired));
+                    {
+                        announced.push((e, AlertChangeKind::Fired));
+                    }
                 }
                 Effect::Resolved { .. } | Effect::Cleared { .. } => {
                     if let Some(event_id) = self.events.remove(&agent) {
@@ -147,56 +174,84 @@ impl RuleState {
                         let resolved = tx
                             .resolve_alert_event(None, event_id, SYSTEM_ACTOR, Some(detail), now)
                             .await?;
-                        announced = resolved
-                            .filter(|_| fired)
-                            .map(|e| (e, AlertChangeKind::Resolved));
+                        if let Some(e) = resolved.filter(|_| fired) {
+                            announced.push((e, AlertChangeKind::Resolved));
+                        }
                     }
                 }
             }
-            let persisted = self.machine.persisted(agent);
-            let row = self.events.get(&agent).and_then(|event_id| {
-                let (phase, since, fired_at) = match persisted.phase {
-                    Phase::Inactive => return None,
-                    Phase::Pending { since } => ("pending", since, None),
-                    Phase::Firing { since, fired_at } => ("firing", since, Some(fired_at)),
-                };
-                Some(AlertRuleState {
-                    agent_id: agent,
-                    phase: phase.to_owned(),
-                    since,
-                    fired_at,
-                    last_value: persisted.last_value,
-                    event_id: *event_id,
-                })
-            });
+            // The machine is already past the whole batch: each agent's row is its final state
+            // (written again, unchanged, when the batch holds several of its effects).
+            let row = self.state_row(agent);
             tx.put_alert_rule_state(rule.id, agent, row.as_ref(), now)
                 .await?;
-            domain.commit(tx).await?;
-            if let Some((event, kind)) = announced {
-                let facts = self
-                    .args
-                    .directory
-                    .get(agent)
-                    .map(|a| AgentFacts::from(&a))
-                    .unwrap_or_default();
-                announce(
-                    domain,
-                    &*self.args.sink,
-                    &event,
-                    kind,
-                    facts,
-                    SYSTEM_ACTOR,
-                    now,
-                );
-            }
+        }
+        domain.commit(tx).await?;
+        for (event, kind) in announced {
+            let facts = event
+                .agent_id
+                .and_then(|a| self.args.directory.get(a))
+                .map(|a| AgentFacts::from(&a))
+                .unwrap_or_default();
+            announce(
+                domain,
+                &*self.args.sink,
+                &event,
+                kind,
+                facts,
+                SYSTEM_ACTOR,
+                now,
+            );
         }
         Ok(())
     }
 
-    async fn feed(&mut self, input: Input) -> Result<(), ActorProcessingErr> {
+    /// The rule's persisted state for `agent` as the machine holds it now; `None` once inactive.
+    fn state_row(&self, agent: Uuid) -> Option<AlertRuleState> {
+        let persisted = self.machine.persisted(agent);
+        let event_id = *self.events.get(&agent)?;
+        let (phase, since, fired_at) = match persisted.phase {
+            Phase::Inactive => return None,
+            Phase::Pending { since } => ("pending", since, None),
+            Phase::Firing { since, fired_at } => ("firing", since, Some(fired_at)),
+        };
+        Some(AlertRuleState {
+            agent_id: agent,
+            phase: phase.to_owned(),
+            since,
+            fired_at,
+            last_value: persisted.last_value,
+            event_id,
+        })
+    }
+
+    /// Feeds `inputs` to the machine and writes all their effects.
+    async fn feed(
+        &mut self,
+        inputs: impl IntoIterator<Item = Input>,
+    ) -> Result<(), ActorProcessingErr> {
         let now = self.args.domain.now_ms();
-        let effects = self.machine.handle(now, input);
+        let mut effects = Vec::new();
+        for input in inputs {
+            effects.extend(self.machine.handle(now, input));
+        }
         self.apply(effects).await
+    }
+
+    /// Arms the timer for the machine's next wake unless one is armed for it or earlier.
+    fn arm(&mut self, myself: &ActorRef<RuleMsg>) {
+        let Some(at) = self.machine.next_wake() else {
+            return;
+        };
+        if self.timer.as_ref().is_some_and(|(armed, _)| *armed <= at) {
+            return;
+        }
+        if let Some((_, old)) = self.timer.take() {
+            old.abort();
+        }
+        let delay = u64::try_from(at - self.args.domain.now_ms()).unwrap_or(0);
+        let handle = myself.send_after(Duration::from_millis(delay), || RuleMsg::Wake);
+        self.timer = Some((at, handle));
     }
 }
 
@@ -229,20 +284,44 @@ impl Actor for RuleActor {
             args,
             machine,
             events,
+            timer: None,
         })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<RuleMsg>,
+        state: &mut RuleState,
+    ) -> Result<(), ActorProcessingErr> {
+        // A resumed pending `for` fires on time even if no input comes.
+        state.arm(&myself);
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<RuleMsg>,
+        state: &mut RuleState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some((_, timer)) = state.timer.take() {
+            timer.abort();
+        }
+        Ok(())
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<RuleMsg>,
+        myself: ActorRef<RuleMsg>,
         msg: RuleMsg,
         state: &mut RuleState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             RuleMsg::Samples(values) => {
-                for (agent, at, value) in values {
-                    state.feed(Input::Sample { agent, at, value }).await?;
-                }
+                let inputs =
+                    values
+                        .into_iter()
+                        .map(|(agent, at, value)| Input::Sample { agent, at, value });
+                state.feed(inputs).await?;
             }
             RuleMsg::Condition {
                 agent,
@@ -250,16 +329,16 @@ impl Actor for RuleActor {
                 since,
             } => {
                 state
-                    .feed(Input::Condition {
+                    .feed([Input::Condition {
                         agent,
                         active,
                         since,
-                    })
+                    }])
                     .await?
             }
             RuleMsg::Reset(agent) => {
                 state.events.remove(&agent);
-                state.feed(Input::Reset { agent }).await?;
+                state.feed([Input::Reset { agent }]).await?;
             }
             RuleMsg::Keep(agents) => {
                 let keep: std::collections::HashSet<Uuid> = agents.into_iter().collect();
@@ -268,18 +347,23 @@ impl Actor for RuleActor {
                     .active_agents()
                     .filter(|a| !keep.contains(a))
                     .collect();
-                for agent in gone {
-                    state.feed(Input::Forget { agent }).await?;
-                }
+                state
+                    .feed(gone.into_iter().map(|agent| Input::Forget { agent }))
+                    .await?;
             }
-            RuleMsg::Forget(agent) => state.feed(Input::Forget { agent }).await?,
-            RuleMsg::Tick => state.feed(Input::Tick).await?,
+            RuleMsg::Forget(agent) => state.feed([Input::Forget { agent }]).await?,
+            RuleMsg::Tick => state.feed([Input::Tick]).await?,
+            RuleMsg::Wake => {
+                state.timer = None;
+                state.feed([Input::Tick]).await?;
+            }
             RuleMsg::Ping(reply) => {
                 let _ = reply.send(());
             }
             #[cfg(feature = "fault-injection")]
             RuleMsg::Crash => return Err("injected fault".into()),
         }
+        state.arm(&myself);
         Ok(())
     }
 }

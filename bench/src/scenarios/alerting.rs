@@ -54,8 +54,8 @@ fn background_rule(i: usize) -> Value {
 }
 
 /// The webhook integration, a policy sending every alert on its own (grouped by agent, no
-/// group wait: the scenario times each alert), and the rules.
-async fn configure(opts: &Options, api: &Api, receiver: &Receiver) -> Result<()> {
+/// group wait: the scenario times each alert), and the rules; the hot rule's id.
+async fn configure(opts: &Options, api: &Api, receiver: &Receiver) -> Result<Option<String>> {
     let hook = api
         .create(
             "/api/alerting/integrations",
@@ -70,24 +70,25 @@ async fn configure(opts: &Options, api: &Api, receiver: &Receiver) -> Result<()>
     )
     .await?;
     if opts.rules == 0 {
-        return Ok(());
+        return Ok(None);
     }
-    api.create(
-        "/api/alerting/rules",
-        &json!({
-            "name": HOT_RULE,
-            "severity": "critical",
-            "condition": { "kind": "metric_threshold", "metric": "cpu.percent", "operator": ">",
-                           "value": 90.0, "aggregation": "last", "window_s": 60,
-                           "for_s": opts.alert_for_s },
-        }),
-    )
-    .await?;
+    let hot_rule = api
+        .create(
+            "/api/alerting/rules",
+            &json!({
+                "name": HOT_RULE,
+                "severity": "critical",
+                "condition": { "kind": "metric_threshold", "metric": "cpu.percent", "operator": ">",
+                               "value": 90.0, "aggregation": "last", "window_s": 60,
+                               "for_s": opts.alert_for_s },
+            }),
+        )
+        .await?;
     for i in 1..opts.rules {
         api.create("/api/alerting/rules", &background_rule(i))
             .await?;
     }
-    Ok(())
+    Ok(Some(hot_rule))
 }
 
 /// Counters of the metrics pipeline at one moment.
@@ -182,9 +183,16 @@ fn ingestion_figures(opts: &Options, r: &mut Report, a: Pipeline, b: Pipeline) {
     );
 }
 
+/// A hot agent's first firing alert as the receiver got it.
+#[derive(Debug, Clone)]
+struct Arrival {
+    received_ms: u64,
+    notification_id: Option<String>,
+}
+
 /// Firing alerts per agent id from the receiver's deliveries, and the problems seen.
 struct Arrivals {
-    first_ms: HashMap<String, u64>,
+    first_ms: HashMap<String, Arrival>,
     duplicates: usize,
     bad_signatures: usize,
     other: usize,
@@ -223,7 +231,17 @@ fn arrivals(receiver: &Receiver, hot_ids: &HashSet<String>) -> Arrivals {
                         alert["rule_name"], alert["summary"]
                     ));
                 }
-            } else if out.first_ms.insert(agent, d.received_ms).is_some() {
+            } else if out
+                .first_ms
+                .insert(
+                    agent,
+                    Arrival {
+                        received_ms: d.received_ms,
+                        notification_id: d.notification_id.clone(),
+                    },
+                )
+                .is_some()
+            {
                 out.duplicates += 1;
             }
         }
@@ -231,7 +249,13 @@ fn arrivals(receiver: &Receiver, hot_ids: &HashSet<String>) -> Arrivals {
     out
 }
 
-async fn threshold_crossing(opts: &Options, r: &mut Report, fleet: &Fleet, receiver: &Receiver) {
+async fn threshold_crossing(
+    opts: &Options,
+    r: &mut Report,
+    (api, hot_rule): (&Api, &str),
+    fleet: &Fleet,
+    receiver: &Receiver,
+) {
     let n = fleet.len();
     let hot = opts.hot.min(n);
     // Spread over the fleet (and so over the client endpoints).
@@ -264,7 +288,7 @@ async fn threshold_crossing(opts: &Options, r: &mut Report, fleet: &Fleet, recei
         .iter()
         .filter_map(|a| {
             let id = uuid::Uuid::from_bytes(a.id).to_string();
-            let got = *seen.first_ms.get(&id)?;
+            let got = seen.first_ms.get(&id)?.received_ms;
             let due = a.first_hot_ms()? + for_ms;
             Some(got as f64 - due as f64)
         })
@@ -288,6 +312,10 @@ async fn threshold_crossing(opts: &Options, r: &mut Report, fleet: &Fleet, recei
         lat.max,
         "ms",
     );
+    match stages(api, hot_rule, &hot_agents, &seen, for_ms).await {
+        Ok(stages) => stage_figures(r, &stages),
+        Err(err) => r.note(format!("alert latency stages not read: {err:#}")),
+    }
     r.check(
         "every hot agent's alert reached the webhook",
         seen.first_ms.len() == hot,
@@ -324,6 +352,117 @@ async fn threshold_crossing(opts: &Options, r: &mut Report, fleet: &Fleet, recei
         verdict,
         format!("p99 {:.0} ms over {hot} alerts", lat.p99),
     );
+}
+
+/// Where an alert's time goes, one list of milliseconds per stage (in order, they add up to the
+/// latency above).
+#[derive(Debug, Default)]
+struct Stages {
+    /// First hot sample taken → the event's pending `since`: 0 when the condition counts from
+    /// the sample's `taken_at`; more if it was clamped (older than the lag) or a later sample
+    /// started it.
+    sampled: Vec<f64>,
+    /// Pending → fired, beyond `for`: how late the rule's timer fired.
+    timer: Vec<f64>,
+    /// Fired → notification queued: the routing driver's batch and commit.
+    routed: Vec<f64>,
+    /// Queued → received: the notifier's claim, render and HTTP.
+    delivered: Vec<f64>,
+}
+
+/// Reads the hot rule's events (pending and fired times) and the notifications (queued times)
+/// and splits each timed alert's latency into [`Stages`].
+async fn stages(
+    api: &Api,
+    hot_rule: &str,
+    hot_agents: &[&Arc<SimAgent>],
+    seen: &Arrivals,
+    for_ms: u64,
+) -> Result<Stages> {
+    let mut events: HashMap<String, (f64, f64)> = HashMap::new();
+    let mut before: Option<String> = None;
+    loop {
+        let cursor = before
+            .as_deref()
+            .map(|c| format!("&before={c}"))
+            .unwrap_or_default();
+        let page = api
+            .get_json(&format!(
+                "/api/alerting/events?rule_id={hot_rule}&limit=200{cursor}"
+            ))
+            .await?;
+        for e in page["items"].as_array().into_iter().flatten() {
+            if let (Some(agent), Some(pending), Some(fired)) = (
+                e["agent_id"].as_str(),
+                e["pending_at"].as_f64(),
+                e["fired_at"].as_f64(),
+            ) {
+                events.entry(agent.to_owned()).or_insert((pending, fired));
+            }
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => before = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let notifications = api
+        .get_json("/api/alerting/notifications?limit=500")
+        .await?;
+    let queued: HashMap<&str, f64> = notifications
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| Some((n["id"].as_str()?, n["created_at"].as_f64()?)))
+        .collect();
+    let mut out = Stages::default();
+    for a in hot_agents {
+        let id = uuid::Uuid::from_bytes(a.id).to_string();
+        let (Some(arrival), Some(&(pending, fired)), Some(first)) =
+            (seen.first_ms.get(&id), events.get(&id), a.first_hot_ms())
+        else {
+            continue;
+        };
+        let Some(&queued_at) = arrival
+            .notification_id
+            .as_deref()
+            .and_then(|n| queued.get(n))
+        else {
+            continue;
+        };
+        out.sampled.push(pending - first as f64);
+        out.timer.push(fired - pending - for_ms as f64);
+        out.routed.push(queued_at - fired);
+        out.delivered.push(arrival.received_ms as f64 - queued_at);
+    }
+    Ok(out)
+}
+
+fn stage_figures(r: &mut Report, s: &Stages) {
+    let stages = [
+        (
+            "sampled",
+            "first hot sample → event's pending since",
+            &s.sampled,
+        ),
+        ("timer", "pending → fired, beyond `for`", &s.timer),
+        ("routed", "fired → notification queued", &s.routed),
+        ("delivered", "queued → webhook received", &s.delivered),
+    ];
+    for (key, label, values) in stages {
+        let sum = Summary::of(values.clone());
+        r.fig(
+            &format!("alert_stage_{key}_p50_ms"),
+            &format!("{label}, p50"),
+            sum.p50,
+            "ms",
+        );
+        r.fig(
+            &format!("alert_stage_{key}_p99_ms"),
+            &format!("{label}, p99"),
+            sum.p99,
+            "ms",
+        );
+    }
 }
 
 fn storage_figures(r: &mut Report, backend: &str, costs: &[LevelCost]) {
@@ -398,7 +537,7 @@ pub(super) async fn alerting(opts: &Options, r: &mut Report) -> Result<()> {
     let mut bed = prepare_with(opts, r, server_opts).await?;
     log_in(&bed.server, &mut bed.api).await?;
     let receiver = Receiver::start(WEBHOOK_SECRET.as_bytes().to_vec()).await?;
-    configure(opts, &bed.api, &receiver).await?;
+    let hot_rule = configure(opts, &bed.api, &receiver).await?;
 
     let start = Instant::now();
     let endpoints = direct_endpoints(opts, &bed.server)?;
@@ -413,8 +552,8 @@ pub(super) async fn alerting(opts: &Options, r: &mut Report) -> Result<()> {
         let b = pipeline(&bed.api, &fleet, &bed.server).await?;
         stop_profile(prof).await;
         ingestion_figures(opts, r, a, b);
-        if opts.rules > 0 && opts.hot > 0 {
-            threshold_crossing(opts, r, &fleet, &receiver).await;
+        if let Some(rule) = hot_rule.as_deref().filter(|_| opts.hot > 0) {
+            threshold_crossing(opts, r, (&bed.api, rule), &fleet, &receiver).await;
         }
     }
     finish_checks(r, &fleet);

@@ -8,6 +8,7 @@
 //! | `sample a V [@T]` | agent a's value V, taken now (or at T) |
 //! | `on a [S]` / `off a` | agent a's condition holds since S (default now) / stops holding |
 //! | `reset a` / `forget a` / `tick` | manual resolve / agent out of scope / timer tick |
+//! | `wake` | log the machine's next wake: `T wake=W` (or `none`) |
 //! | `restart [floor=F]` | persist every agent's state, build a new machine from it (with a since floor F) |
 //!
 //! Effect lines: `T pending a since=S [v=V]`, `T fired a since=S`, `T resolved a`, `T cleared a`.
@@ -32,6 +33,8 @@
 //! | firing | reset (manual resolve) | inactive; condition counts from now | `a_manual_resolve_starts_over` |
 //! | pending / firing | forget | cleared / resolved | `forgetting_an_agent_ends_its_alert` |
 //! | presence | on since long ago | fires at once | `a_condition_older_than_for_fires_at_once` |
+//! | inactive | breaching sample taken earlier | pending since it was taken (at most the lag earlier) | `a_threshold_holds_from_when_its_sample_was_taken` |
+//! | pending / firing | deadlines | next wake = earliest `for` or hold, kept across restarts | `the_next_wake_is_the_earliest_deadline` |
 
 use std::fmt::Write;
 
@@ -103,6 +106,11 @@ fn check(config: MachineConfig, script: &str, want: &str) {
             ["reset", a] => Input::Reset { agent: agent(a) },
             ["forget", a] => Input::Forget { agent: agent(a) },
             ["tick"] => Input::Tick,
+            ["wake"] => {
+                let wake = m.next_wake().map_or("none".to_owned(), |w| w.to_string());
+                let _ = writeln!(log, "{now} wake={wake}");
+                continue;
+            }
             ["restart"] | ["restart", _] => {
                 let mut config = m.config().clone();
                 if let Some(f) = words.get(1).and_then(|w| w.strip_prefix("floor=")) {
@@ -254,8 +262,9 @@ fn stale_samples_are_ignored() {
         "at 100000
          sample a 99 @40000
          sample a 99 @40001",
-        "100000 pending a since=100000 v=99
-         100000 fired a since=100000",
+        // The second is in the window; it is older than the lag, so it counts from now − lag.
+        "100000 pending a since=90000 v=99
+         100000 fired a since=90000",
     );
 }
 
@@ -399,5 +408,58 @@ fn the_worst_series_is_picked_without_a_label() {
     assert_eq!(
         pick_value(&values, Metric::CpuPercent, None, Operator::Gt),
         None
+    );
+}
+
+#[test]
+fn a_threshold_holds_from_when_its_sample_was_taken() {
+    check(
+        threshold(30_000, 0, None, Aggregation::Last),
+        "at 5000
+         sample a 95 @2000
+         at 31999
+         tick
+         at 32000
+         tick
+         at 60000
+         sample b 95 @1000",
+        "5000 pending a since=2000 v=95
+         32000 fired a since=2000
+         60000 pending b since=50000 v=95",
+    );
+}
+
+#[test]
+fn the_next_wake_is_the_earliest_deadline() {
+    check(
+        threshold(30_000, 10_000, None, Aggregation::Last),
+        "wake
+         sample a 95
+         at 5000
+         sample b 95
+         restart
+         wake
+         at 30000
+         tick
+         wake
+         sample a 50
+         wake
+         at 35000
+         tick
+         wake
+         at 40000
+         tick
+         wake",
+        "0 wake=none
+         0 pending a since=0 v=95
+         5000 pending b since=5000 v=95
+         5000 wake=30000
+         30000 fired a since=0
+         30000 wake=35000
+         30000 wake=35000
+         35000 fired b since=5000
+         35000 wake=40000
+         40000 resolved a
+         40000 wake=none",
     );
 }
