@@ -196,7 +196,7 @@ impl RoutingDriver {
 }
 
 impl RoutingState {
-    /// Feeds `input` (and any queued changes) to the core and commits what it decided.
+    /// Feeds the queued changes (then `input`, if any) to the core and commits what it decided.
     async fn step(&mut self, myself: &ActorRef<RoutingMsg>, input: Option<Input>) {
         if self.core.is_none() {
             match rebuild(&self.domain).await {
@@ -216,11 +216,8 @@ impl RoutingState {
         };
         let now = self.domain.now_ms();
         self.unsaved.extend(self.sink.take());
-        let mut effects = Vec::new();
-        for change in &self.unsaved {
-            effects.extend(core.handle(now, Input::Change(change.clone())));
-        }
-        effects.extend(core.handle(now, input.unwrap_or(Input::Tick)));
+        let changes = self.unsaved.iter().cloned().map(Input::Change);
+        let effects = core.handle_batch(now, changes.chain(input));
         let dirty = core.take_dirty();
         let mut wake = None;
         let mut tx = match self.domain.begin().await {
@@ -373,7 +370,7 @@ impl Actor for RoutingDriver {
             timer_at: None,
         };
         // What came due while the node was down is decided now.
-        state.step(&myself, None).await;
+        state.step(&myself, Some(Input::Tick)).await;
         Ok(state)
     }
 
@@ -384,11 +381,10 @@ impl Actor for RoutingDriver {
         state: &mut RoutingState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            RoutingMsg::Changes | RoutingMsg::Tick => {
-                if matches!(msg, RoutingMsg::Tick) {
-                    state.timer_at = None;
-                }
-                state.step(&myself, None).await;
+            RoutingMsg::Changes => state.step(&myself, None).await,
+            RoutingMsg::Tick => {
+                state.timer_at = None;
+                state.step(&myself, Some(Input::Tick)).await;
             }
             RoutingMsg::Reload => match load_config(&state.domain).await {
                 Ok(config) => state.step(&myself, Some(Input::Config(config))).await,

@@ -212,3 +212,21 @@ fn a_replayed_fired_change_is_not_notified_again() {
         "30s mail firing 1 a",
     );
 }
+
+#[test]
+fn an_alert_in_two_policies_groups_resolves_in_both() {
+    check(
+        "policy all to=mail
+         policy crit sev=critical to=pager
+         fire a sev=critical
+         fire b sev=warning
+         at 1m
+         resolve a
+         ack b
+         at 1h",
+        "30s pager firing 1 a
+         30s mail firing 2 a,b
+         5m30s pager resolved 1 a
+         5m30s mail resolved 1 a",
+    );
+}
