@@ -69,12 +69,15 @@ pub struct RuleArgs {
 
 pub struct RuleActor;
 
+/// A `send_after` of [`RuleMsg::Wake`].
+type Timer = JoinHandle<Result<(), MessagingErr<RuleMsg>>>;
+
 pub struct RuleState {
     args: RuleArgs,
     machine: RuleMachine,
     events: HashMap<Uuid, Uuid>,
     /// The armed timer and the wake it is for.
-    timer: Option<(i64, JoinHandle<Result<(), MessagingErr<RuleMsg>>>)>,
+    timer: Option<(i64, Timer)>,
 }
 
 fn phase_of(s: &AlertRuleState) -> Phase {
