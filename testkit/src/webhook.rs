@@ -11,7 +11,7 @@
 //! ```
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -77,6 +77,8 @@ struct Shared {
     requests: Mutex<Vec<ReceivedRequest>>,
     arrived: Notify,
     status: AtomicU16,
+    /// A `Retry-After` (seconds) sent with failing answers; 0 for none.
+    retry_after_s: AtomicU32,
     secret: Option<Vec<u8>>,
 }
 
@@ -117,6 +119,7 @@ impl WebhookReceiver {
                 requests: Mutex::new(Vec::new()),
                 arrived: Notify::new(),
                 status: AtomicU16::new(200),
+                retry_after_s: AtomicU32::new(0),
                 secret: secret.map(<[u8]>::to_vec),
             }),
             task: Mutex::new(None),
@@ -155,6 +158,12 @@ impl WebhookReceiver {
     /// Answer every later request with `status` (e.g. 500 to make senders retry).
     pub fn answer_with(&self, status: u16) {
         self.shared.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Send `Retry-After: <seconds>` with every later failing answer (0: none), as a
+    /// rate-limiting receiver does with 429.
+    pub fn retry_after(&self, seconds: u32) {
+        self.shared.retry_after_s.store(seconds, Ordering::SeqCst);
     }
 
     /// Stops listening: connections are refused until [`WebhookReceiver::restart`].
@@ -265,9 +274,14 @@ async fn connection(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     } else {
         "receiver told to fail"
     };
+    let retry_after = match shared.retry_after_s.load(Ordering::SeqCst) {
+        0 => String::new(),
+        _ if status < 300 => String::new(),
+        s => format!("retry-after: {s}\r\n"),
+    };
     let response = format!(
         "HTTP/1.1 {status} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
-         connection: close\r\n\r\n{text}",
+         {retry_after}connection: close\r\n\r\n{text}",
         if status < 300 { "OK" } else { "Error" },
         text.len()
     );

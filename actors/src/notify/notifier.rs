@@ -187,6 +187,7 @@ async fn attempt(args: &NotifierArgs, claimed: ClaimedNotification) {
         Err(why) => SendReport {
             delivered: false,
             answer: why,
+            retry_after_ms: None,
         },
     };
     let now = args.domain.now_ms();

@@ -1,4 +1,5 @@
-//! When a failed delivery is tried again: exponential backoff with jitter, and the dead letter
+//! When a failed delivery is tried again: exponential backoff with jitter, or later if the
+//! receiver asked for it (`Retry-After`, capped at the longest backoff), and the dead letter
 //! after [`MAX_ATTEMPTS`]. Pure: the random part comes in as an argument.
 
 use reap3r_store::AttemptEnd;
@@ -61,9 +62,15 @@ impl RetryPolicy {
         if attempt >= self.max_attempts {
             return AttemptEnd::Dead { error };
         }
+        // A receiver that rate-limits says when; sooner would only be refused again.
+        let asked = report
+            .retry_after_ms
+            .unwrap_or(0)
+            .clamp(0, self.max_backoff_ms);
+        let delay = self.backoff_ms(attempt, jitter).max(asked);
         AttemptEnd::Retry {
             error,
-            retry_at: now_ms.saturating_add(self.backoff_ms(attempt, jitter)),
+            retry_at: now_ms.saturating_add(delay),
         }
     }
 }
@@ -85,6 +92,7 @@ mod tests {
         SendReport {
             delivered: false,
             answer: "HTTP 500 Internal Server Error".into(),
+            retry_after_ms: None,
         }
     }
 
@@ -159,6 +167,7 @@ mod tests {
         let ok = SendReport {
             delivered: true,
             answer: "250 ok".into(),
+            retry_after_ms: None,
         };
         check(
             &p,
@@ -182,5 +191,49 @@ mod tests {
             let d = p.backoff_ms(1 + i % 10, j);
             assert!(d >= p.backoff_ms(1 + i % 10, 0.0) && d <= p.backoff_ms(1 + i % 10, 1.0));
         }
+    }
+
+    #[test]
+    fn a_receiver_s_retry_after_delays_the_retry_up_to_the_longest_backoff() {
+        let p = RetryPolicy::default();
+        let limited = |ms| SendReport {
+            delivered: false,
+            answer: "HTTP 429 Too Many Requests".into(),
+            retry_after_ms: Some(ms),
+        };
+        let e = "attempt 1: HTTP 429 Too Many Requests".to_owned();
+        // Longer than the backoff (2.5–5 s after the first attempt): the receiver's wins.
+        check(
+            &p,
+            1,
+            &limited(120_000),
+            1.0,
+            AttemptEnd::Retry {
+                error: e.clone(),
+                retry_at: 1_000 + 120_000,
+            },
+        );
+        // Shorter than the backoff: the backoff stands.
+        check(
+            &p,
+            1,
+            &limited(1_000),
+            1.0,
+            AttemptEnd::Retry {
+                error: e.clone(),
+                retry_at: 1_000 + BASE_BACKOFF_MS,
+            },
+        );
+        // An absurd ask is capped, so a receiver cannot park a notification for ever.
+        check(
+            &p,
+            1,
+            &limited(i64::MAX),
+            0.0,
+            AttemptEnd::Retry {
+                error: e,
+                retry_at: 1_000 + MAX_BACKOFF_MS,
+            },
+        );
     }
 }

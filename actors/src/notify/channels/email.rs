@@ -180,6 +180,7 @@ pub(super) async fn send(
             SendReport {
                 delivered: response.is_positive(),
                 answer: clip(format!("{} {}", response.code(), lines.join(" "))),
+                retry_after_ms: None,
             }
         }
         Err(e) => SendReport::refused(format!("SMTP: {}", describe(&e))),

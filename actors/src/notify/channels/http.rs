@@ -127,6 +127,7 @@ async fn post(
     match request.body(body).send().await {
         Ok(response) => {
             let status = response.status();
+            let retry_after_ms = retry_after_ms(response.headers());
             let preview = match response.bytes().await {
                 Ok(b) => String::from_utf8_lossy(&b[..b.len().min(BODY_PREVIEW)]).into_owned(),
                 Err(_) => String::new(),
@@ -139,10 +140,24 @@ async fn post(
             SendReport {
                 delivered: status.is_success(),
                 answer: clip(answer),
+                retry_after_ms: retry_after_ms.filter(|_| !status.is_success()),
             }
         }
         Err(e) => SendReport::refused(describe(&e)),
     }
+}
+
+/// `Retry-After` in its delta-seconds form, in ms; the HTTP-date form (rare from webhook and
+/// chat services, which send seconds) is ignored and the ordinary backoff applies.
+fn retry_after_ms(headers: &reqwest::header::HeaderMap) -> Option<i64> {
+    let seconds: i64 = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (seconds >= 0).then(|| seconds.saturating_mul(1000))
 }
 
 /// A reqwest error with its causes (the top level alone says only "error sending request").

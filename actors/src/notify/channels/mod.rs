@@ -155,6 +155,9 @@ pub struct SendReport {
     pub delivered: bool,
     /// "HTTP 200 OK", "250 2.0.0 queued", or why nothing was answered.
     pub answer: String,
+    /// How long the receiver asked to be left alone (HTTP `Retry-After` in seconds, as a
+    /// rate-limiting receiver sends with 429 or 503), in ms.
+    pub retry_after_ms: Option<i64>,
 }
 
 impl SendReport {
@@ -162,6 +165,7 @@ impl SendReport {
         Self {
             delivered: false,
             answer: clip(answer.into()),
+            retry_after_ms: None,
         }
     }
 }
