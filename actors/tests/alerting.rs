@@ -115,17 +115,7 @@ async fn a_threshold_rule_fires_once_across_restarts_and_resolves() {
             .run(&rig.domain, &rig.cli)
             .await
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while sup
-            .call(AlertSupervisorMsg::Running, None)
-            .await
-            .unwrap()
-            .unwrap()
-            != vec![rule.id]
-        {
-            assert!(Instant::now() < deadline, "rule actor never started");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        rig.until_running(&sup, &[rule.id]).await;
         // A metric the rule does not watch changes nothing.
         rig.sample(&agent, Metric::CpuPercent, 99.0);
         rig.sample(&agent, Metric::ProcessCount, 120.0);
@@ -538,23 +528,13 @@ async fn a_pending_for_fires_on_the_rule_s_own_timer() {
         if let RuleKind::MetricThreshold(t) = &mut kind {
             t.for_s = 1;
         }
-        create("cpu", kind)
+        let rule = create("cpu", kind)
             .run(&rig.domain, &rig.cli)
             .await
             .unwrap();
         // The supervisor's periodic tick is an hour away: only the armed timer can fire it.
         let sup = rig.supervisor(0).await;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while sup
-            .call(AlertSupervisorMsg::Running, None)
-            .await
-            .unwrap()
-            .unwrap()
-            .is_empty()
-        {
-            assert!(Instant::now() < deadline, "rule actor never started");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        rig.until_running(&sup, &[rule.id]).await;
         rig.sample(&agent, Metric::CpuPercent, 99.0);
         rig.until(&sup, "pending", |s, _| s == ["pending"]).await;
         rig.until(&sup, "fired by the timer", |s, k| {

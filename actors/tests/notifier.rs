@@ -112,6 +112,15 @@ impl Rig {
         .id
     }
 
+    /// A receiver checking [`SECRET`] signatures and the `ops` integration that posts to it.
+    async fn signed_hook(&self) -> (WebhookReceiver, Uuid) {
+        let hook = WebhookReceiver::start(Some(SECRET.as_bytes()))
+            .await
+            .unwrap();
+        let integration = self.webhook("ops", hook.url("/hook")).await;
+        (hook, integration)
+    }
+
     /// What routing does: enqueue in its own transaction, commit, nudge.
     async fn enqueue(&self, integration: Uuid) -> Uuid {
         let mut tx = self.domain.begin().await.unwrap();
@@ -179,11 +188,8 @@ impl Rig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn receiver_down_then_up_gets_the_notification_once() {
     for rig in rigs().await {
-        let hook = WebhookReceiver::start(Some(SECRET.as_bytes()))
-            .await
-            .unwrap();
+        let (hook, integration) = rig.signed_hook().await;
         hook.stop().await;
-        let integration = rig.webhook("ops", hook.url("/hook")).await;
         let notifier = rig.notifier(policy(5)).await;
         let id = rig.enqueue(integration).await;
 
@@ -235,11 +241,8 @@ async fn receiver_down_then_up_gets_the_notification_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn server_errors_back_off_then_dead_letter_under_one_idempotency_id() {
     for rig in rigs().await {
-        let hook = WebhookReceiver::start(Some(SECRET.as_bytes()))
-            .await
-            .unwrap();
+        let (hook, integration) = rig.signed_hook().await;
         hook.answer_with(500);
-        let integration = rig.webhook("ops", hook.url("/hook")).await;
         let notifier = rig.notifier(policy(3)).await;
         let id = rig.enqueue(integration).await;
 
@@ -458,10 +461,7 @@ async fn forbidden_and_malformed_receivers_are_refused_without_the_setting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_attempt_cut_off_by_a_crash_is_sent_again_by_the_next_notifier() {
     for rig in rigs().await {
-        let hook = WebhookReceiver::start(Some(SECRET.as_bytes()))
-            .await
-            .unwrap();
-        let integration = rig.webhook("ops", hook.url("/hook")).await;
+        let (hook, integration) = rig.signed_hook().await;
         let id = rig.enqueue(integration).await;
         // A notifier claimed the row and died before the attempt ended.
         let settings = policy(5);
@@ -504,12 +504,9 @@ async fn an_attempt_cut_off_by_a_crash_is_sent_again_by_the_next_notifier() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rate_limited_receiver_s_retry_after_is_honoured() {
     for rig in rigs().await {
-        let hook = WebhookReceiver::start(Some(SECRET.as_bytes()))
-            .await
-            .unwrap();
+        let (hook, integration) = rig.signed_hook().await;
         hook.answer_with(429);
         hook.retry_after(90);
-        let integration = rig.webhook("ops", hook.url("/hook")).await;
         let mut settings = policy(3);
         settings.retry.max_backoff_ms = 600_000;
         let notifier = rig.notifier(settings).await;

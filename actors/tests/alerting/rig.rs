@@ -15,7 +15,7 @@ use reap3r_actors::alerts::{
 use reap3r_actors::enrolment::{CreateEnrolmentToken, EnrolAgent, EnrolmentInfo};
 use reap3r_actors::metrics::{AgentSample, Metric, SampleSink, SeriesValue};
 use reap3r_actors::{Clock, Domain, DomainError, EventBus, ManualClock, SystemClock};
-use reap3r_store::{Agent, NewAgent};
+use reap3r_store::{Agent, NewAgent, Uuid};
 use reap3r_testkit::TestDatabase;
 
 pub const T0: u64 = 1_700_000_000_000;
@@ -151,6 +151,21 @@ impl Rig {
             .into_iter()
             .map(|e| e.state)
             .collect()
+    }
+
+    /// Polls until the supervisor runs exactly the actors of `rules`, or fails after 10 s.
+    pub async fn until_running(&self, sup: &ActorRef<AlertSupervisorMsg>, rules: &[Uuid]) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sup
+            .call(AlertSupervisorMsg::Running, None)
+            .await
+            .unwrap()
+            .unwrap()
+            != rules
+        {
+            assert!(Instant::now() < deadline, "rule actors never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Polls (every rule actor synced each time) until `want` holds, or fails after 10 s.

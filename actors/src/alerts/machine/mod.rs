@@ -142,6 +142,13 @@ impl AgentState {
     }
 }
 
+/// Takes `agent`'s entry out of `timers`.
+fn disarm(timers: &mut BTreeSet<(i64, Uuid)>, agent: Uuid, state: &mut AgentState) {
+    if let Some(old) = state.timer.take() {
+        timers.remove(&(old, agent));
+    }
+}
+
 /// Puts `agent`'s entry in `timers` where its state's deadline now is.
 fn rearm(
     timers: &mut BTreeSet<(i64, Uuid)>,
@@ -153,9 +160,7 @@ fn rearm(
     if due == state.timer {
         return;
     }
-    if let Some(old) = state.timer.take() {
-        timers.remove(&(old, agent));
-    }
+    disarm(timers, agent, state);
     if let Some(at) = due {
         timers.insert((at, agent));
     }
@@ -307,17 +312,13 @@ impl RuleMachine {
             }
             Input::Reset { agent } => {
                 let state = self.agents.entry(agent).or_insert_with(AgentState::new);
-                if let Some(old) = state.timer {
-                    self.timers.remove(&(old, agent));
-                }
+                disarm(&mut self.timers, agent, state);
                 *state = AgentState::new();
                 state.not_before = now;
             }
             Input::Forget { agent } => {
-                if let Some(state) = self.agents.remove(&agent) {
-                    if let Some(old) = state.timer {
-                        self.timers.remove(&(old, agent));
-                    }
+                if let Some(mut state) = self.agents.remove(&agent) {
+                    disarm(&mut self.timers, agent, &mut state);
                     match state.phase {
                         Phase::Inactive => {}
                         Phase::Pending { .. } => out.push(Effect::Cleared {
