@@ -70,6 +70,8 @@ pub struct FleetContext {
     pub verifier: SignatureVerifier,
     /// Where sessions hand verified metrics samples to the metrics writer (bounded).
     pub metrics: MetricsIntake,
+    /// The master keys operations seal and open with.
+    pub keys: crate::vault::Keyring,
 }
 
 impl std::fmt::Debug for FleetContext {
@@ -83,6 +85,11 @@ impl std::fmt::Debug for FleetContext {
 impl FleetContext {
     /// The domain operations see: this context's store, clock and events.
     pub fn domain(&self) -> Domain {
-        Domain::new(self.store.clone(), self.clock.clone(), self.events.clone())
+        Domain::new(
+            self.store.clone(),
+            self.clock.clone(),
+            self.events.clone(),
+            self.keys.clone(),
+        )
     }
 }

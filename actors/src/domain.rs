@@ -6,6 +6,7 @@ use std::sync::Arc;
 use reap3r_store::{Store, Tx};
 
 use crate::error::DomainResult;
+use crate::vault::{Keyring, Vault};
 use crate::{Clock, EventBus, FleetEvent};
 
 #[derive(Clone)]
@@ -13,6 +14,8 @@ pub struct Domain {
     pub store: Store,
     pub clock: Arc<dyn Clock>,
     pub events: EventBus,
+    /// The master keys: what seals and opens every stored secret.
+    pub vault: Vault,
 }
 
 impl std::fmt::Debug for Domain {
@@ -24,11 +27,12 @@ impl std::fmt::Debug for Domain {
 }
 
 impl Domain {
-    pub fn new(store: Store, clock: Arc<dyn Clock>, events: EventBus) -> Self {
+    pub fn new(store: Store, clock: Arc<dyn Clock>, events: EventBus, keys: Keyring) -> Self {
         Self {
             store,
             clock,
             events,
+            vault: Vault::new(keys),
         }
     }
 

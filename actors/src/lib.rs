@@ -29,6 +29,7 @@ mod session;
 mod slot;
 mod stats;
 mod supervisor;
+pub mod vault;
 mod verifier;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -175,6 +175,7 @@ mod tests {
                 jobs: Default::default(),
                 verifier: SignatureVerifier::start(1, stats).unwrap(),
                 metrics: Default::default(),
+                keys: crate::vault::Keyring::ephemeral(),
             };
             let registry = SessionRegistry::default();
             let presence = PresenceWriter::start(ctx.clone(), registry.clone())

@@ -114,6 +114,7 @@ async fn a_failed_audit_write_rolls_the_change_back() {
             store.clone(),
             Arc::new(ManualClock::new(1_000_000)),
             EventBus::default(),
+            reap3r_actors::vault::Keyring::ephemeral(),
         );
         let caller = Caller::cli(org.id);
         let before = footprint(&store, org.id).await;

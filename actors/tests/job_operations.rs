@@ -77,6 +77,7 @@ impl Rig {
             jobs: Default::default(),
             verifier: SignatureVerifier::start(1, stats).unwrap(),
             metrics: Default::default(),
+            keys: reap3r_actors::vault::Keyring::ephemeral(),
         };
         JobSupervisor::start(
             ctx.clone(),
@@ -86,7 +87,7 @@ impl Rig {
         .unwrap();
         Rig {
             _db: db,
-            domain: Domain::new(store.clone(), ctx.clock.clone(), ctx.events.clone()),
+            domain: ctx.domain(),
             engine: JobEngine::new(ctx),
             store,
             org_id: org.id,

@@ -62,6 +62,7 @@ impl Rig {
             store.clone(),
             Arc::new(ManualClock::new(0)),
             EventBus::default(),
+            reap3r_actors::vault::Keyring::ephemeral(),
         );
         let token = CreateEnrolmentToken::default()
             .run(&domain, &Caller::cli(org.id), &EnrolmentInfo::default())
@@ -94,6 +95,7 @@ impl Rig {
             jobs: Default::default(),
             verifier: SignatureVerifier::start(1, stats).unwrap(),
             metrics: Default::default(),
+            keys: reap3r_actors::vault::Keyring::ephemeral(),
         };
         let registry = SessionRegistry::default();
         let presence = PresenceWriter::start(ctx.clone(), registry.clone())

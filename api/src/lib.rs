@@ -40,6 +40,7 @@ use handlers::metrics::MetricsApi;
 use handlers::orgs::OrgsApi;
 use handlers::tokens::TokensApi;
 use handlers::users::UsersApi;
+use handlers::vault::VaultApi;
 use handlers::ws::EventsApi;
 
 const DESCRIPTION: &str = "\
@@ -60,7 +61,7 @@ type Apis = (
         AlertingMaintenanceApi,
         AlertingIntegrationsApi,
     ),
-    MetricsApi,
+    (MetricsApi, VaultApi),
     (AlertRulesApi, AlertEventsApi),
 );
 
@@ -76,7 +77,7 @@ fn service() -> OpenApiService<Apis, ()> {
                 AlertingMaintenanceApi,
                 AlertingIntegrationsApi,
             ),
-            MetricsApi,
+            (MetricsApi, VaultApi),
             (AlertRulesApi, AlertEventsApi),
         ),
         "Reap3r API",

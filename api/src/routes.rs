@@ -50,6 +50,7 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/api/auth/mfa/setup", Authenticated),
     r("POST", "/api/auth/mfa/enable", Authenticated),
     r("POST", "/api/auth/mfa/disable", Authenticated),
+    r("POST", "/api/auth/step-up", Authenticated),
     r("GET", "/api/ws", Authenticated),
     // Users
     r("GET", "/api/users", p(UserList)),
@@ -230,6 +231,26 @@ pub const ROUTES: &[Route] = &[
     // A note is an operator's action on the event, like an ack.
     r("POST", "/api/alerting/events/{id}/notes", p(AlertEventAck)),
     r("GET", "/api/alerting/stats", p(AlertEventList)),
+    // Vault: each secret also needs its owner's grant (checked by the operation).
+    r("GET", "/api/vault", p(SecretList)),
+    r("POST", "/api/vault", p(SecretWrite)),
+    r("GET", "/api/vault/stats", p(SecretList)),
+    r("GET", "/api/vault/expiring", p(SecretList)),
+    r("GET", "/api/vault/{id}", p(SecretRead)),
+    r("PATCH", "/api/vault/{id}", p(SecretWrite)),
+    r("DELETE", "/api/vault/{id}", p(SecretDelete)),
+    r("POST", "/api/vault/{id}/reveal", p(SecretReveal)),
+    r("POST", "/api/vault/{id}/rotate", p(SecretWrite)),
+    r("GET", "/api/vault/{id}/versions", p(SecretRead)),
+    r(
+        "POST",
+        "/api/vault/{id}/versions/{version}/reveal",
+        p(SecretReveal),
+    ),
+    r("GET", "/api/vault/{id}/access-logs", p(SecretRead)),
+    r("GET", "/api/vault/{id}/permissions", p(SecretRead)),
+    r("POST", "/api/vault/{id}/share", p(SecretWrite)),
+    r("DELETE", "/api/vault/permissions/{id}", p(SecretWrite)),
 ];
 
 /// The route a request path and method belong to. Literal segments beat `{param}` segments, so

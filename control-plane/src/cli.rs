@@ -13,6 +13,7 @@ use reap3r_actors::enrolment::{
     CreateEnrolmentToken, EnrolmentInfo, ListEnrolmentTokens, MAX_TOKEN_LIFETIME_S,
     MIN_TOKEN_LIFETIME_S, RevokeAgent, RevokeEnrolmentToken, SetAgentApproval,
 };
+use reap3r_actors::vault::{Keyring, RotateMasterKey, unlock};
 use reap3r_actors::{Clock, Domain, EventBus, SystemClock};
 use reap3r_store::{Agent, AgentApproval, Store, Uuid};
 use serde::Serialize;
@@ -53,6 +54,9 @@ pub enum Command {
     /// Inspect and approve agents.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// The vault's master key.
+    #[command(subcommand)]
+    Vault(VaultCommand),
     /// Print the OpenAPI document of the HTTP API (or write it to a file).
     Openapi {
         /// Write here instead of standard output (e.g. docs/openapi.json).
@@ -105,6 +109,21 @@ pub enum UserCommand {
         org: Option<String>,
         #[arg(long, required = true)]
         password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VaultCommand {
+    /// Show the master keys the database knows and which one is primary.
+    Status,
+    /// Make a new master key the primary and re-seal every stored secret under it, while the
+    /// server serves. With a key file the new key is generated and written first in the file;
+    /// with a key command, put the new key first in its output before running this.
+    RotateMasterKey {
+        /// Remove the retired keys from the key file afterwards (keep a copy of the old file
+        /// with the backups taken before the rotation).
+        #[arg(long)]
+        drop_retired: bool,
     },
 }
 
@@ -187,8 +206,13 @@ pub struct CreatedToken {
 }
 
 /// The domain over the CLI's store: operations run here without a running node.
-fn domain(store: &Store) -> Domain {
-    Domain::new(store.clone(), Arc::new(SystemClock), EventBus::new(16))
+fn domain(store: &Store, keys: &Keyring) -> Domain {
+    Domain::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        EventBus::new(16),
+        keys.clone(),
+    )
 }
 
 /// Creates a token through the enrolment operation; shared by the CLI, the demo and tests.
@@ -211,7 +235,8 @@ pub async fn create_token(
         max_uses: args.max_uses.map(i64::from),
         require_approval: args.require_approval,
     }
-    .run(&domain(store), &cli_caller(org.id), &info)
+    // Issuing a token seals nothing, so no master key is needed here.
+    .run(&domain(store, &Keyring::none()), &cli_caller(org.id), &info)
     .await?;
     Ok(CreatedToken {
         id: created.token.id,
@@ -260,12 +285,13 @@ impl From<&Agent> for AgentRow {
 /// Runs an admin subcommand and returns what it prints.
 pub async fn run_admin(config: &Config, command: Command) -> Result<String> {
     let store = open_store(config).await?;
-    let out = admin(&store, config, command).await;
+    let keys = unlock(&store, config.key_source()).await?;
+    let out = admin(&store, &keys, config, command).await;
     store.close().await;
     out
 }
 
-async fn admin(store: &Store, config: &Config, command: Command) -> Result<String> {
+async fn admin(store: &Store, keys: &Keyring, config: &Config, command: Command) -> Result<String> {
     match command {
         Command::Token(TokenCommand::Create(args)) => {
             let identity = ServerIdentity::load_or_create(&config.data_dir)?;
@@ -288,7 +314,7 @@ async fn admin(store: &Store, config: &Config, command: Command) -> Result<Strin
         Command::Token(TokenCommand::List { json }) => {
             let org = resolve_org(store, None).await?;
             let tokens = ListEnrolmentTokens { all_orgs: true }
-                .run(&domain(store), &cli_caller(org.id))
+                .run(&domain(store, keys), &cli_caller(org.id))
                 .await?;
             if json {
                 return Ok(serde_json::to_string_pretty(&tokens)?);
@@ -319,7 +345,7 @@ async fn admin(store: &Store, config: &Config, command: Command) -> Result<Strin
                 .find(|t| t.id == id)
                 .ok_or_else(|| anyhow!("token {id}: not found"))?;
             RevokeEnrolmentToken { id }
-                .run(&domain(store), &cli_caller(token.org_id))
+                .run(&domain(store, keys), &cli_caller(token.org_id))
                 .await
                 .with_context(|| format!("token {id}"))?;
             Ok(format!("token {id} revoked\n"))
@@ -336,7 +362,7 @@ async fn admin(store: &Store, config: &Config, command: Command) -> Result<Strin
                 .context("reading the password from stdin")?;
             let password = password.trim_end_matches(['\n', '\r']).to_owned();
             let org = resolve_org(store, org.as_deref()).await?;
-            let domain = Domain::new(store.clone(), Arc::new(SystemClock), EventBus::new(16));
+            let domain = domain(store, keys);
             let user = CreateUser {
                 email,
                 password,
@@ -373,13 +399,53 @@ async fn admin(store: &Store, config: &Config, command: Command) -> Result<Strin
             Ok(out)
         }
         Command::Agent(AgentCommand::Approve { id }) => {
-            set_agent_access(store, id, Access::Approve).await
+            set_agent_access(store, keys, id, Access::Approve).await
         }
         Command::Agent(AgentCommand::Reject { id }) => {
-            set_agent_access(store, id, Access::Reject).await
+            set_agent_access(store, keys, id, Access::Reject).await
         }
         Command::Agent(AgentCommand::Revoke { id }) => {
-            set_agent_access(store, id, Access::Revoke).await
+            set_agent_access(store, keys, id, Access::Revoke).await
+        }
+        Command::Vault(VaultCommand::Status) => {
+            let mut out = format!("{:<18}  {:<8}  {}\n", "MASTER KEY", "STATE", "SINCE");
+            for row in store.vault_master_keys().await? {
+                let state = match (row.is_primary, row.retired_at) {
+                    (true, _) => "primary",
+                    (false, None) => "active",
+                    (false, Some(_)) => "retired",
+                };
+                out.push_str(&format!(
+                    "{:<18}  {:<8}  {}\n",
+                    row.id,
+                    state,
+                    fmt_utc(row.retired_at.unwrap_or(row.created_at))
+                ));
+            }
+            Ok(out)
+        }
+        Command::Vault(VaultCommand::RotateMasterKey { drop_retired }) => {
+            let who = std::env::var("USER").unwrap_or_default();
+            let actor = if who.is_empty() {
+                "cli".to_owned()
+            } else {
+                format!("cli:{who}")
+            };
+            let done = RotateMasterKey { drop_retired }
+                .run(&domain(store, keys), &actor)
+                .await?;
+            Ok(format!(
+                "master key rotated: {} -> {}\n  re-sealed {} values (and sealed {} stored in plain text)\n  retired: {}\n",
+                done.from.as_deref().unwrap_or("(none)"),
+                done.to,
+                done.report.resealed,
+                done.report.sealed_plaintext,
+                if done.retired.is_empty() {
+                    "none".to_owned()
+                } else {
+                    done.retired.join(", ")
+                },
+            ))
         }
         Command::Serve | Command::Demo { .. } | Command::Openapi { .. } => {
             bail!("not an admin command")
@@ -394,12 +460,17 @@ enum Access {
     Revoke,
 }
 
-async fn set_agent_access(store: &Store, id: Uuid, access: Access) -> Result<String> {
+async fn set_agent_access(
+    store: &Store,
+    keys: &Keyring,
+    id: Uuid,
+    access: Access,
+) -> Result<String> {
     let found = store
         .agent(id)
         .await?
         .ok_or_else(|| anyhow!("agent {id}: not found"))?;
-    let (domain, caller) = (domain(store), cli_caller(found.org_id));
+    let (domain, caller) = (domain(store, keys), cli_caller(found.org_id));
     // The CLI holds no live sessions: the node holding one drops it at its next revocation check.
     let withdraw = |_: Uuid, _: &str| {};
     let (agent, verb) = match access {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reap3r_actors::metrics::{DEFAULT_FLUSH_MAX, DEFAULT_INTAKE_CAPACITY};
+use reap3r_actors::vault::KeySource;
 use serde::Deserialize;
 
 /// Exit code for configuration errors (EX_CONFIG is 78; EX_USAGE 64 is what operators grep for).
@@ -15,6 +16,10 @@ pub const EXIT_CONFIG: i32 = 64;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// The master key file (default: `master.key` in the data dir, created on a fresh database).
+    pub master_key_file: Option<PathBuf>,
+    /// A command that prints the master keys (a KMS or HSM client) instead of a file.
+    pub master_key_command: Option<String>,
     pub http_addr: SocketAddr,
     pub quic_addr: SocketAddr,
     /// `host:port` agents dial; defaults to the QUIC address (loopback if it is unspecified).
@@ -66,6 +71,8 @@ const METRICS_ROLLUP_RETENTION: [(&str, u32, std::ops::RangeInclusive<u32>); 4] 
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     data_dir: Option<PathBuf>,
+    master_key_file: Option<PathBuf>,
+    master_key_command: Option<String>,
     http_addr: Option<String>,
     quic_addr: Option<String>,
     public_addr: Option<String>,
@@ -92,6 +99,8 @@ pub struct ConfigErrors(pub Vec<String>);
 
 const ENV_KEYS: &[&str] = &[
     "REAP3R_DATA_DIR",
+    "REAP3R_MASTER_KEY_FILE",
+    "REAP3R_MASTER_KEY_COMMAND",
     "REAP3R_HTTP_ADDR",
     "REAP3R_QUIC_ADDR",
     "REAP3R_PUBLIC_ADDR",
@@ -160,6 +169,20 @@ impl Config {
         )
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("reap3r-data"));
+        let master_key_file = pick(
+            "REAP3R_MASTER_KEY_FILE",
+            file.master_key_file.map(|p| p.display().to_string()),
+        )
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+        let master_key_command =
+            pick("REAP3R_MASTER_KEY_COMMAND", file.master_key_command).filter(|c| !c.is_empty());
+        if master_key_file.is_some() && master_key_command.is_some() {
+            errors.push(
+                "master_key_file and master_key_command are exclusive: the keys come from one place"
+                    .into(),
+            );
+        }
         let http_addr = parse_addr(
             &mut errors,
             "http_addr",
@@ -276,6 +299,8 @@ impl Config {
         }
         Ok(Self {
             data_dir,
+            master_key_file,
+            master_key_command,
             http_addr,
             quic_addr,
             public_addr,
@@ -298,6 +323,8 @@ impl Config {
     pub fn for_test(data_dir: &Path) -> Self {
         Self {
             data_dir: data_dir.to_path_buf(),
+            master_key_file: None,
+            master_key_command: None,
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             quic_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             public_addr: String::new(),
@@ -316,6 +343,26 @@ impl Config {
         }
     }
 }
+
+impl Config {
+    /// Where the master keys come from.
+    pub fn key_source(&self) -> KeySource {
+        match (&self.master_key_command, &self.master_key_file) {
+            (Some(cmd), _) => KeySource::Command(cmd.clone()),
+            (None, Some(path)) => KeySource::File {
+                path: path.clone(),
+                default: false,
+            },
+            (None, None) => KeySource::File {
+                path: self.data_dir.join(MASTER_KEY_FILE),
+                default: true,
+            },
+        }
+    }
+}
+
+/// The default master key file's name in the data dir.
+pub const MASTER_KEY_FILE: &str = "master.key";
 
 fn default_public_addr(quic: SocketAddr) -> String {
     if quic.ip().is_unspecified() {

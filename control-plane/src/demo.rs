@@ -1,12 +1,11 @@
 //! `reap3r demo`: a whole fleet on one machine — server on the embedded store, an admin user,
 //! and local agents enrolled and connected over real QUIC.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use reap3r_actors::access::{Caller, CreateUser, Role};
-use reap3r_actors::{Domain, EventBus, SystemClock};
+
 use reap3r_agent::{EnrolOptions, RunOptions};
 use reap3r_store::AgentStatus;
 use tokio::sync::watch;
@@ -31,7 +30,7 @@ pub async fn run(mut config: Config, agents: usize) -> Result<()> {
     let email = "admin@reap3r.local";
     let created = node.store.user_by_email(email).await?.is_none();
     if created {
-        let domain = Domain::new(node.store.clone(), Arc::new(SystemClock), EventBus::new(16));
+        let domain = node.api.domain.clone();
         CreateUser {
             email: email.into(),
             password: password.clone(),

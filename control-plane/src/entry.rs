@@ -54,7 +54,18 @@ pub fn main_entry() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            // A missing or wrong master key is a configuration error, like a bad setting.
+            let vault = err
+                .downcast_ref::<crate::node::NodeError>()
+                .is_some_and(|e| matches!(e, crate::node::NodeError::Vault(_)))
+                || err
+                    .downcast_ref::<reap3r_actors::vault::UnlockError>()
+                    .is_some();
+            if vault {
+                ExitCode::from(EXIT_CONFIG as u8)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -39,11 +39,34 @@ pub enum NodeError {
     Gateway(#[from] GatewayError),
     #[error("actor system: {0}")]
     Actors(String),
+    /// The master key is missing or not the database's: the node does not start.
+    #[error("vault: {0}")]
+    Vault(#[from] reap3r_actors::vault::UnlockError),
     #[error("cannot listen for HTTP on {addr}: {source}")]
     HttpBind {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// How often secrets whose rotation policy is due are looked for.
+const ROTATION_SWEEP: Duration = Duration::from_secs(60);
+
+/// Rotates secrets by policy until the node drains. A failed sweep is logged and the next one
+/// tries again: each rotation is its own transaction, so nothing is half done.
+async fn rotate_secrets(domain: Domain, mut drain: reap3r_actors::DrainSignal) {
+    let mut every = tokio::time::interval(ROTATION_SWEEP);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                if let Err(e) = reap3r_actors::vault::sweep(&domain).await {
+                    tracing::warn!(error = %e, "vault: rotation sweep failed");
+                }
+            }
+            () = drain.started() => return,
+        }
+    }
 }
 
 /// What the API may ask of the node: readiness, and withdrawing an agent's live session.
@@ -116,6 +139,7 @@ impl Node {
     /// Builds and starts everything; ports are bound last, after the store and identity load.
     pub async fn start(config: Config) -> Result<Self, NodeError> {
         let store = open_store(&config).await?;
+        let keys = reap3r_actors::vault::unlock(&store, config.key_source()).await?;
         let identity = Arc::new(ServerIdentity::load_or_create(&config.data_dir)?);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let stale = store
@@ -163,7 +187,20 @@ impl Node {
             jobs: JobRouter::default(),
             verifier,
             metrics,
+            keys,
         };
+        // Values still plain from before the vault are sealed, and values left under an older
+        // master key (a rotation a crash cut short) are moved to the primary, before serving.
+        let resealed = reap3r_actors::vault::reseal_all(&ctx.domain(), "system:vault")
+            .await
+            .map_err(|e| NodeError::Actors(format!("vault: {e}")))?;
+        if resealed != reap3r_actors::vault::ResealReport::default() {
+            info!(
+                sealed_plaintext = resealed.sealed_plaintext,
+                resealed = resealed.resealed,
+                "vault: sealed stored secrets under the primary master key"
+            );
+        }
         let registry = SessionRegistry::default();
         let router: Arc<dyn AgentRouter> = Arc::new(LocalRouter::new(registry.clone()));
         let subsystems = Subsystems::default();
@@ -212,6 +249,7 @@ impl Node {
             addr: config.quic_addr,
             source,
         })?;
+        tokio::spawn(rotate_secrets(ctx.domain(), drain.signal()));
         let accept_task = tokio::spawn(gateway::accept_loop(
             endpoint.clone(),
             subsystems.sessions.clone(),
@@ -228,7 +266,7 @@ impl Node {
             config.public_addr.clone()
         };
         let api = ApiContext {
-            domain: Domain::new(store.clone(), ctx.clock.clone(), ctx.events.clone()),
+            domain: ctx.domain(),
             store: store.clone(),
             clock: ctx.clock.clone(),
             events: ctx.events.clone(),

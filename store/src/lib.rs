@@ -22,6 +22,7 @@ mod sessions;
 mod tokens;
 mod tx;
 mod users;
+mod vault;
 
 use std::path::Path;
 use std::sync::Once;
@@ -71,6 +72,11 @@ pub use tokens::{EnrolmentToken, NewEnrolmentToken};
 pub use tx::Tx;
 pub use users::{NewUser, User, UserUpdate};
 pub use uuid::Uuid;
+pub use vault::{
+    GrantFlags, MAX_ACCESS_LOG_PAGE, MAX_SECRET_PAGE, MasterKeyRow, NewSecret, NewSecretAccess,
+    NewSecretGrant, NewSecretVersion, RotationPolicyRow, SealedColumn, SealedRow, SecretAccess,
+    SecretFilter, SecretGrant, SecretMetaUpdate, SecretRow, SecretVersionRow, VaultCounts, Viewer,
+};
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

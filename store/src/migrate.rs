@@ -25,6 +25,7 @@ const SQLITE: &[(i64, &str)] = &[
         8,
         include_str!("../../migrations/sqlite/0008_alert_reconcile.sql"),
     ),
+    (9, include_str!("../../migrations/sqlite/0009_vault.sql")),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
@@ -47,6 +48,7 @@ const POSTGRES: &[(i64, &str)] = &[
         8,
         include_str!("../../migrations/postgres/0008_alert_reconcile.sql"),
     ),
+    (9, include_str!("../../migrations/postgres/0009_vault.sql")),
 ];
 
 /// Advisory-lock key that serialises migrations across processes on PostgreSQL ("R3MIGRAT").

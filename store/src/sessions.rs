@@ -43,6 +43,8 @@ pub struct AuthSession {
     pub last_used_at: i64,
     pub revoked_at: Option<i64>,
     pub revoked_reason: Option<String>,
+    /// When the user last proved a second factor again in this session (step-up).
+    pub step_up_at: Option<i64>,
 }
 
 /// What [`Tx::rotate_refresh_token`] did.
@@ -80,7 +82,7 @@ pub enum ChallengeCheck {
 
 const SESSION_COLS: &str = "id, user_id, org_id, access_expires_at, refresh_expires_at, \
                             source_ip, user_agent, created_at, last_used_at, revoked_at, \
-                            revoked_reason";
+                            revoked_reason, step_up_at";
 
 fn session_from_row(row: &AnyRow) -> Result<AuthSession> {
     Ok(AuthSession {
@@ -95,6 +97,7 @@ fn session_from_row(row: &AnyRow) -> Result<AuthSession> {
         last_used_at: get_i64(row, "last_used_at")?,
         revoked_at: get_opt_i64(row, "revoked_at")?,
         revoked_reason: get_opt_str(row, "revoked_reason")?,
+        step_up_at: get_opt_i64(row, "step_up_at")?,
     })
 }
 
@@ -407,6 +410,19 @@ impl Tx {
             return Ok(RefreshOutcome::Revoked);
         };
         Ok(RefreshOutcome::Rotated(session_from_row(&updated)?))
+    }
+
+    /// Records a step-up (a second factor proved again) on a live session; false if the session
+    /// is revoked or does not exist.
+    pub async fn record_step_up(&mut self, id: Uuid, now_ms: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE auth_sessions SET step_up_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(uuid_text(id))
+        .bind(now_ms)
+        .execute(self.conn())
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Revokes a session; false if it was already revoked or does not exist.

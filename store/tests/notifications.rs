@@ -19,6 +19,7 @@ async fn integration(store: &Store, org_id: Uuid, name: &str) -> Result<Integrat
     let row = tx
         .create_integration(
             &NewIntegration {
+                id: Uuid::now_v7(),
                 org_id,
                 name: name.into(),
                 kind: "webhook".into(),

@@ -2,10 +2,11 @@
 //! code, and the second step of a login: a challenge that allows a few attempts and a code that
 //! works once. Changing MFA needs a person at a login session, not an integration's key.
 
-use reap3r_store::{ChallengeCheck, Tx, User};
+use reap3r_store::{ChallengeCheck, SealedColumn, Tx, User};
 use serde_json::json;
+use zeroize::Zeroizing;
 
-use super::caller::Caller;
+use super::caller::{Caller, Credential};
 use super::login::{Attempt, Origin, invalid_credentials, suspended};
 use super::secrets::hash_secret;
 use super::sessions::{Tokens, open_session};
@@ -15,6 +16,7 @@ use super::users::user_target;
 use crate::audit;
 use crate::domain::Domain;
 use crate::error::{DomainError, DomainResult};
+use crate::vault::STEP_UP_WINDOW_MS;
 
 /// Longest challenge token looked at, in characters (the API schema says the same number).
 pub const MAX_CHALLENGE_TOKEN_CHARS: usize = 256;
@@ -69,11 +71,12 @@ impl LoginMfa {
             now,
         };
         attempt.check_lockout(Some(&user)).await?;
-        let secret = user
+        let sealed = user
             .mfa_secret
             .clone()
             .filter(|_| user.mfa_enabled)
             .ok_or_else(|| invalid_challenge("MFA is not enabled"))?;
+        let secret = open_totp(domain, &user, &sealed)?;
         let Some(step) = totp::matching_step(&secret, &self.code, now)? else {
             attempt.record(Some(&user), false, "mfa_failed").await?;
             return Err(DomainError::unauthenticated(
@@ -127,6 +130,14 @@ async fn own_user(tx: &mut Tx, caller: &Caller) -> DomainResult<User> {
 }
 
 /// Checks a code from a signed-in user's app and uses up its time step, so it works once.
+/// Opens a user's sealed TOTP secret (`users.mfa_secret`, sealed under the master key with the
+/// user id as AAD).
+fn open_totp(domain: &Domain, user: &User, sealed: &str) -> DomainResult<Zeroizing<String>> {
+    domain
+        .vault
+        .open_column_text(SealedColumn::UserMfaSecret, None, user.id, sealed)
+}
+
 async fn spend_code(
     tx: &mut Tx,
     user: &User,
@@ -176,7 +187,18 @@ impl SetupMfa {
         }
         let secret = totp::new_secret()?;
         let url = totp::otpauth_url(&secret, &user.email, &settings.totp_issuer)?;
-        tx.set_user_mfa(user.id, Some(&secret), false, now).await?;
+        let sealed = domain
+            .vault
+            .seal_column(
+                &mut tx,
+                SealedColumn::UserMfaSecret,
+                None,
+                user.id,
+                secret.as_bytes(),
+                now,
+            )
+            .await?;
+        tx.set_user_mfa(user.id, Some(&sealed), false, now).await?;
         audit::record(
             &mut tx,
             caller,
@@ -209,12 +231,13 @@ impl EnableMfa {
         if user.mfa_enabled {
             return Err(DomainError::conflict("MFA is already enabled"));
         }
-        let secret = user
+        let sealed = user
             .mfa_secret
             .clone()
             .ok_or_else(|| DomainError::conflict("call /api/auth/mfa/setup first"))?;
+        let secret = open_totp(domain, &user, &sealed)?;
         spend_code(&mut tx, &user, &secret, &self.code, now).await?;
-        tx.set_user_mfa(user.id, Some(&secret), true, now).await?;
+        tx.set_user_mfa(user.id, Some(&sealed), true, now).await?;
         audit::record(
             &mut tx,
             caller,
@@ -240,11 +263,12 @@ impl DisableMfa {
         let now = domain.now_ms();
         let mut tx = domain.begin().await?;
         let user = own_user(&mut tx, caller).await?;
-        let secret = user
+        let sealed = user
             .mfa_secret
             .clone()
             .filter(|_| user.mfa_enabled)
             .ok_or_else(|| DomainError::conflict("MFA is not enabled"))?;
+        let secret = open_totp(domain, &user, &sealed)?;
         spend_code(&mut tx, &user, &secret, &self.code, now).await?;
         tx.set_user_mfa(user.id, None, false, now).await?;
         audit::record(
@@ -257,6 +281,52 @@ impl DisableMfa {
         )
         .await?;
         domain.commit(tx).await
+    }
+}
+
+/// `POST /api/auth/step-up`: proves the second factor again in this session, so that for the
+/// next [`STEP_UP_WINDOW_MS`] it may reveal secrets. Answers when the step-up lapses.
+#[derive(Debug, Clone)]
+pub struct StepUp {
+    pub code: String,
+}
+
+impl StepUp {
+    pub async fn run(self, domain: &Domain, caller: &Caller) -> DomainResult<i64> {
+        let Credential::Session { session_id } = caller.credential else {
+            return Err(DomainError::forbidden(
+                "a step-up is for login sessions; API keys have no second factor",
+            ));
+        };
+        let now = domain.now_ms();
+        let mut tx = domain.begin().await?;
+        let user = own_user(&mut tx, caller).await?;
+        let sealed = user
+            .mfa_secret
+            .clone()
+            .filter(|_| user.mfa_enabled)
+            .ok_or_else(|| {
+                DomainError::conflict("MFA is not enabled for this account; nothing to step up")
+            })?;
+        let secret = open_totp(domain, &user, &sealed)?;
+        spend_code(&mut tx, &user, &secret, &self.code, now).await?;
+        if !tx.record_step_up(session_id, now).await? {
+            return Err(DomainError::unauthenticated(
+                "invalid_session",
+                "the session has ended; log in again",
+            ));
+        }
+        audit::record(
+            &mut tx,
+            caller,
+            "user.step_up",
+            Some(user_target(user.id)),
+            json!({ "session_id": session_id }),
+            now,
+        )
+        .await?;
+        domain.commit(tx).await?;
+        Ok(now.saturating_add(STEP_UP_WINDOW_MS))
     }
 }
 

@@ -108,6 +108,12 @@ permissions! {
     AlertMaintenanceManage => "alert:maintenance_manage",
     AlertIntegrationManage => "alert:integration_manage",
     AlertTest => "alert:test",
+    SecretList => "secret:list",
+    SecretRead => "secret:read",
+    SecretWrite => "secret:write",
+    SecretDelete => "secret:delete",
+    SecretReveal => "secret:reveal",
+    SecretUse => "secret:use",
 }
 
 /// How many permissions there are: the fixed ones, then one per job type.
@@ -221,6 +227,13 @@ impl Role {
                         | AlertEventResolve
                         | AlertEventSnooze
                         | AlertSilenceManage
+                        // Technicians use customers' credentials every day; deleting one is
+                        // an admin's call. Each secret still needs its owner's grant.
+                        | SecretList
+                        | SecretRead
+                        | SecretWrite
+                        | SecretReveal
+                        | SecretUse
                 ),
             },
             Role::Viewer => matches!(
@@ -241,6 +254,8 @@ impl Role {
                     | MetricsView
                     | AlertRuleList
                     | AlertEventList
+                    | SecretList
+                    | SecretRead
             ),
         }
     }

@@ -3,7 +3,7 @@
 //! receivers checked against SSRF (again at every send); secrets are write-only: they go into
 //! the store and come back only as "set" flags.
 
-use reap3r_store::{Integration, IntegrationUpdate, NewIntegration, Uuid};
+use reap3r_store::{Integration, IntegrationUpdate, NewIntegration, SealedColumn, Uuid};
 use serde_json::json;
 
 use super::channels::{
@@ -257,14 +257,37 @@ fn encode<T: serde::Serialize>(value: &T) -> DomainResult<String> {
     serde_json::to_string(value).map_err(|e| DomainError::invalid(format!("cannot encode: {e}")))
 }
 
-fn decode(row: &Integration) -> DomainResult<Channel> {
-    Channel::decode(row).map_err(DomainError::unavailable)
+fn decode(domain: &Domain, row: &Integration) -> DomainResult<Channel> {
+    Channel::decode(row, &domain.vault).map_err(DomainError::unavailable)
+}
+
+/// The channel's secrets as stored: JSON sealed under the master key, the row named in the AAD.
+async fn seal_secrets(
+    domain: &Domain,
+    tx: &mut reap3r_store::Tx,
+    org_id: Uuid,
+    id: Uuid,
+    secrets: &ChannelSecrets,
+    now: i64,
+) -> DomainResult<String> {
+    let json = zeroize::Zeroizing::new(encode(secrets)?);
+    domain
+        .vault
+        .seal_column(
+            tx,
+            SealedColumn::IntegrationSecrets,
+            Some(org_id),
+            id,
+            json.as_bytes(),
+            now,
+        )
+        .await
 }
 
 /// The caller's organisation's integrations, by name.
 pub async fn list_integrations(domain: &Domain, caller: &Caller) -> DomainResult<Vec<Channel>> {
     let rows = domain.store.list_integrations(caller.org_id).await?;
-    rows.iter().map(decode).collect()
+    rows.iter().map(|r| decode(domain, r)).collect()
 }
 
 /// One integration of the caller's organisation.
@@ -274,7 +297,7 @@ pub async fn get_integration(domain: &Domain, caller: &Caller, id: Uuid) -> Doma
         .integration(caller.org_id, id)
         .await?
         .ok_or(DomainError::NotFound("integration"))?;
-    decode(&row)
+    decode(domain, &row)
 }
 
 #[derive(Debug, Clone)]
@@ -305,16 +328,18 @@ impl CreateIntegration {
             self.secrets,
         )?;
         validate(self.kind, &config, &secrets, channels).await?;
+        let now = domain.now_ms();
+        let id = Uuid::now_v7();
+        let mut tx = domain.begin().await?;
         let new = NewIntegration {
+            id,
             org_id: caller.org_id,
             name,
             kind: self.kind.as_str().into(),
             config: encode(&config)?,
-            secrets: encode(&secrets)?,
+            secrets: seal_secrets(domain, &mut tx, caller.org_id, id, &secrets, now).await?,
             enabled: self.enabled,
         };
-        let now = domain.now_ms();
-        let mut tx = domain.begin().await?;
         let row = tx.create_integration(&new, now).await?;
         audit::record(
             &mut tx,
@@ -326,7 +351,7 @@ impl CreateIntegration {
         )
         .await?;
         domain.commit(tx).await?;
-        decode(&row)
+        decode(domain, &row)
     }
 }
 
@@ -360,7 +385,7 @@ impl UpdateIntegration {
             .integration(caller.org_id, self.id)
             .await?
             .ok_or(DomainError::NotFound("integration"))?;
-        let current = decode(&old)?;
+        let current = decode(domain, &old)?;
         let (config, secrets) = merge(
             current.kind,
             current.config,
@@ -370,14 +395,14 @@ impl UpdateIntegration {
             self.secrets,
         )?;
         validate(current.kind, &config, &secrets, channels).await?;
+        let now = domain.now_ms();
+        let mut tx = domain.begin().await?;
         let update = IntegrationUpdate {
             name: name.unwrap_or(old.name),
             config: encode(&config)?,
-            secrets: encode(&secrets)?,
+            secrets: seal_secrets(domain, &mut tx, caller.org_id, self.id, &secrets, now).await?,
             enabled: self.enabled.unwrap_or(old.enabled),
         };
-        let now = domain.now_ms();
-        let mut tx = domain.begin().await?;
         let row = tx
             .update_integration(caller.org_id, self.id, &update, now)
             .await
@@ -392,7 +417,7 @@ impl UpdateIntegration {
         )
         .await?;
         domain.commit(tx).await?;
-        decode(&row)
+        decode(domain, &row)
     }
 }
 

@@ -226,7 +226,7 @@ async fn prepare(
         .await
         .map_err(|e| format!("cannot load the integration: {e}"))?
         .ok_or("the integration was deleted")?;
-    let channel = Channel::decode(&integration)?;
+    let channel = Channel::decode(&integration, &args.domain.vault)?;
     let message: NotificationMessage = serde_json::from_str(&row.message)
         .map_err(|e| format!("the stored message is unreadable: {e}"))?;
     Ok((channel, message))

@@ -6,7 +6,8 @@ use poem::web::{Data, RemoteAddr};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use reap3r_actors::access::{
-    DisableMfa, EnableMfa, Login, LoginMfa, LoginOutcome, Logout, Origin, Refresh, SetupMfa, Tokens,
+    DisableMfa, EnableMfa, Login, LoginMfa, LoginOutcome, Logout, Origin, Refresh, SetupMfa,
+    StepUp, Tokens,
 };
 use reap3r_actors::{DomainError, DomainResult};
 use reap3r_store::Uuid;
@@ -90,6 +91,13 @@ pub struct MfaSetupView {
 pub struct MfaCodeRequest {
     #[oai(validator(max_length = 16))]
     pub code: String,
+}
+
+/// A step-up's lapse time.
+#[derive(Debug, Object)]
+pub struct StepUpView {
+    /// Until when (ms since the epoch) this session may reveal secrets.
+    pub valid_until: i64,
 }
 
 #[derive(Debug, Object)]
@@ -286,6 +294,21 @@ impl AuthApi {
             .run(&ctx.domain, auth.caller())
             .await?;
         Ok(done())
+    }
+
+    /// Prove the second factor again: for the next five minutes this session may reveal
+    /// secrets (`POST /api/vault/{id}/reveal`). Only for users with MFA enabled.
+    #[oai(path = "/api/auth/step-up", method = "post", operation_id = "stepUp")]
+    async fn step_up(
+        &self,
+        ctx: Data<&ApiContext>,
+        auth: Auth,
+        body: Json<MfaCodeRequest>,
+    ) -> ApiResult<Json<StepUpView>> {
+        let until = StepUp { code: body.0.code }
+            .run(&ctx.domain, auth.caller())
+            .await?;
+        Ok(Json(StepUpView { valid_until: until }))
     }
 
     /// Turn MFA off; needs a current code.

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod orgs;
 pub mod tokens;
 pub mod users;
+pub mod vault;
 pub mod ws;
 
 use crate::error::{ApiError, ApiResult};
@@ -53,6 +54,8 @@ pub enum ApiTags {
     Alerting,
     /// Agent metrics: series, CSV export and fleet views.
     Metrics,
+    /// The vault: secrets, their versions, sharing, rotation and the MFA-gated reveal.
+    Vault,
 }
 
 /// Page size: default 100, between 1 and `max`.

@@ -16,7 +16,7 @@ pub struct Integration {
     pub kind: String,
     /// JSON settings of the channel.
     pub config: String,
-    /// JSON secrets of the channel.
+    /// JSON secrets of the channel, sealed by the vault's master key.
     pub secrets: String,
     pub enabled: bool,
     pub created_at: i64,
@@ -25,6 +25,8 @@ pub struct Integration {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewIntegration {
+    /// Chosen by the domain: the sealed secrets' AAD names it.
+    pub id: Uuid,
     pub org_id: Uuid,
     pub name: String,
     pub kind: String,
@@ -66,7 +68,7 @@ impl Tx {
         new: &NewIntegration,
         now_ms: i64,
     ) -> Result<Integration> {
-        let id = Uuid::now_v7();
+        let id = new.id;
         let sql = format!(
             "INSERT INTO alert_integrations ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL) \
              RETURNING {COLS}"

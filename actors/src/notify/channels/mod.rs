@@ -12,7 +12,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reap3r_store::{Integration, Uuid};
+use reap3r_store::{Integration, SealedColumn, Uuid};
 use serde::{Deserialize, Serialize};
 
 pub(crate) use email::ca_certificates;
@@ -23,6 +23,7 @@ pub use render::{render_chat, render_email, render_webhook};
 
 use super::NotificationMessage;
 use super::ssrf::{Lookup, SystemLookup, resolve_checked};
+use crate::vault::Vault;
 
 /// Most recipients of an email integration.
 pub const MAX_RECIPIENTS: usize = 50;
@@ -124,7 +125,16 @@ pub struct Channel {
 }
 
 impl Channel {
-    pub fn decode(row: &Integration) -> Result<Channel, String> {
+    /// Decodes a stored integration, opening its sealed secrets.
+    pub fn decode(row: &Integration, vault: &Vault) -> Result<Channel, String> {
+        let secrets = vault
+            .open_column(
+                SealedColumn::IntegrationSecrets,
+                Some(row.org_id),
+                row.id,
+                &row.secrets,
+            )
+            .map_err(|e| format!("integration secrets cannot be opened: {e}"))?;
         Ok(Channel {
             id: row.id,
             org_id: row.org_id,
@@ -132,7 +142,7 @@ impl Channel {
             kind: row.kind.parse()?,
             config: serde_json::from_str(&row.config)
                 .map_err(|e| format!("integration settings are unreadable: {e}"))?,
-            secrets: serde_json::from_str(&row.secrets)
+            secrets: serde_json::from_slice(&secrets)
                 .map_err(|e| format!("integration secrets are unreadable: {e}"))?,
             enabled: row.enabled,
             created_at: row.created_at,

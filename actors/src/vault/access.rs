@@ -1,0 +1,137 @@
+//! Who may do what with one secret, and the access log. A secret's owner may do everything;
+//! org admins manage every secret of their org (read its metadata, write, share, delete) but
+//! see or use a value only through a grant, like everyone else — granting oneself is possible
+//! and lands in the access log and the audit chain. Role permissions (`secret:*`) come first:
+//! a grant cannot give what the caller's role or API key scopes lack.
+
+use reap3r_store::{GrantFlags, NewSecretAccess, SecretRow, Tx, Viewer};
+
+use crate::Domain;
+use crate::access::{Caller, Role};
+use crate::error::{DomainError, DomainResult};
+
+/// Whether the caller administers the org's secrets (org admins, super admins, the CLI).
+pub fn administers(caller: &Caller) -> bool {
+    matches!(caller.role, Role::SuperAdmin | Role::OrgAdmin)
+}
+
+/// The viewer lists are filtered for.
+pub fn viewer(caller: &Caller) -> Viewer {
+    Viewer {
+        user_id: caller.user_id,
+        role: caller.role.as_str().to_owned(),
+        reads_all: administers(caller),
+    }
+}
+
+/// What the caller may do with `secret`, given the grants that name them or their role.
+pub fn effective(caller: &Caller, secret: &SecretRow, granted: GrantFlags) -> (GrantFlags, bool) {
+    let owner = caller.user_id.is_some() && caller.user_id == secret.owner_id;
+    if owner {
+        let all = GrantFlags {
+            read: true,
+            reveal: true,
+            use_in_jobs: true,
+            write: true,
+        };
+        return (all, true);
+    }
+    if administers(caller) {
+        let manage = GrantFlags {
+            read: true,
+            write: true,
+            ..GrantFlags::default()
+        };
+        return (granted.union(manage), true);
+    }
+    (granted, false)
+}
+
+/// Loads the secret and what the caller may do with it; a secret the caller may not read is
+/// "not found", so its existence does not leak.
+pub async fn load(
+    domain: &Domain,
+    caller: &Caller,
+    id: reap3r_store::Uuid,
+) -> DomainResult<(SecretRow, GrantFlags, bool)> {
+    let secret = domain
+        .store
+        .secret(caller.org_id, id)
+        .await?
+        .ok_or(DomainError::NotFound("secret"))?;
+    let grants = domain
+        .store
+        .grants_for(caller.org_id, &[id], caller.user_id, caller.role.as_str())
+        .await?;
+    let (flags, manage) = effective(
+        caller,
+        &secret,
+        grants.get(&id).copied().unwrap_or_default(),
+    );
+    if !flags.read {
+        return Err(DomainError::NotFound("secret"));
+    }
+    Ok((secret, flags, manage))
+}
+
+/// A 403 for a secret the caller may read but not act on this way.
+pub fn not_granted(what: &str) -> DomainError {
+    DomainError::forbidden(format!("this secret is not shared with you to {what}"))
+}
+
+/// Where a request came from, for the access log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestOrigin {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl RequestOrigin {
+    pub(super) fn describe(&self) -> Option<String> {
+        match (&self.ip, &self.user_agent) {
+            (None, None) => None,
+            (ip, ua) => Some(
+                format!(
+                    "{} {}",
+                    ip.as_deref().unwrap_or("-"),
+                    ua.as_deref().unwrap_or("")
+                )
+                .trim()
+                .chars()
+                .take(300)
+                .collect(),
+            ),
+        }
+    }
+}
+
+/// Appends one access log row in `tx`.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one row's columns, each from a different place of the operation"
+)]
+pub async fn log(
+    tx: &mut Tx,
+    caller: &Caller,
+    secret: &SecretRow,
+    action: &str,
+    version: Option<i64>,
+    origin: &RequestOrigin,
+    reason: Option<&str>,
+    now_ms: i64,
+) -> DomainResult<()> {
+    tx.log_secret_access(
+        &[NewSecretAccess {
+            org_id: secret.org_id,
+            secret_id: secret.id,
+            version,
+            actor: caller.actor(),
+            action: action.to_owned(),
+            origin: origin.describe(),
+            reason: reason.map(str::to_owned),
+        }],
+        now_ms,
+    )
+    .await?;
+    Ok(())
+}

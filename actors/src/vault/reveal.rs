@@ -1,0 +1,124 @@
+//! Revealing a value: `secret:reveal`, the secret shared with the caller to reveal, a reason,
+//! and — for a user with MFA — a step-up in the last five minutes (`POST /api/auth/step-up`);
+//! otherwise 403 `step_up_required`. API keys reveal only when their scopes include
+//! `secret:reveal` (they have no second factor to step up with). Every reveal is in the access
+//! log and the audit chain with the version's keyed hash, never the value.
+
+use reap3r_store::Uuid;
+use serde_json::json;
+
+use super::access::{self, RequestOrigin, not_granted};
+use super::data_key::DataKey;
+use super::model::{STEP_UP_WINDOW_MS, SecretValue, check_reason, secret_target};
+use crate::access::{Caller, Credential, Permission};
+use crate::error::{DomainError, DomainResult};
+use crate::{Domain, audit};
+
+/// A revealed value and the version it is.
+#[derive(Debug)]
+pub struct Revealed {
+    pub secret_id: Uuid,
+    pub version: i64,
+    pub value: SecretValue,
+}
+
+#[derive(Debug)]
+pub struct RevealSecret {
+    pub id: Uuid,
+    /// `None`: the current version.
+    pub version: Option<i64>,
+    pub reason: String,
+    pub origin: RequestOrigin,
+}
+
+/// The 403 a reveal without a fresh step-up gets.
+pub fn step_up_required() -> DomainError {
+    DomainError::Forbidden {
+        code: "step_up_required",
+        message: format!(
+            "revealing a secret needs an MFA code verified in the last {} minutes: \
+             POST /api/auth/step-up first",
+            STEP_UP_WINDOW_MS / 60_000
+        ),
+    }
+}
+
+/// Whether the caller's session has a fresh enough step-up (users with MFA only).
+async fn check_step_up(domain: &Domain, caller: &Caller, now: i64) -> DomainResult<()> {
+    let Credential::Session { session_id } = &caller.credential else {
+        return Ok(());
+    };
+    let Some(user_id) = caller.user_id else {
+        return Ok(());
+    };
+    let user = domain
+        .store
+        .user_by_id(user_id)
+        .await?
+        .ok_or_else(|| DomainError::forbidden("this needs a user account"))?;
+    if !user.mfa_enabled {
+        return Ok(());
+    }
+    let session = domain
+        .store
+        .auth_session(*session_id)
+        .await?
+        .ok_or_else(step_up_required)?;
+    match session.step_up_at {
+        Some(at) if now.saturating_sub(at) <= STEP_UP_WINDOW_MS && at <= now => Ok(()),
+        _ => Err(step_up_required()),
+    }
+}
+
+impl RevealSecret {
+    pub async fn run(self, domain: &Domain, caller: &Caller) -> DomainResult<Revealed> {
+        caller.require(Permission::SecretReveal)?;
+        let reason = check_reason(&self.reason)?;
+        let (secret, flags, _) = access::load(domain, caller, self.id).await?;
+        if !flags.reveal {
+            return Err(not_granted("reveal it"));
+        }
+        let now = domain.now_ms();
+        check_step_up(domain, caller, now).await?;
+        let version_no = self.version.unwrap_or(secret.current_version);
+        let version = domain
+            .store
+            .secret_version(caller.org_id, self.id, version_no)
+            .await?
+            .ok_or(DomainError::NotFound("secret version"))?;
+        let dek = DataKey::open(&domain.vault, &secret)?;
+        let bytes = dek.open_value(&version)?;
+        let value = SecretValue::new(
+            String::from_utf8(bytes.to_vec())
+                .map_err(|_| DomainError::unavailable("a secret value is not text"))?,
+        );
+        let mut tx = domain.begin().await?;
+        audit::record(
+            &mut tx,
+            caller,
+            "secret.reveal",
+            Some(secret_target(self.id)),
+            json!({ "version": version_no, "value_mac": version.value_mac, "reason": reason }),
+            now,
+        )
+        .await?;
+        access::log(
+            &mut tx,
+            caller,
+            &secret,
+            "reveal",
+            Some(version_no),
+            &self.origin,
+            Some(&reason),
+            now,
+        )
+        .await?;
+        // The value is handed out only once its record is durable.
+        domain.commit(tx).await?;
+        Ok(Revealed {
+            secret_id: self.id,
+            version: version_no,
+            value,
+        })
+    }
+}
