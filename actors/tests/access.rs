@@ -29,7 +29,12 @@ async fn rigs() -> Vec<Rig> {
     for db in TestDatabase::all().await.unwrap() {
         let store = db.open().await.unwrap();
         let clock = ManualClock::new(T0);
-        let domain = Domain::new(store.clone(), Arc::new(clock.clone()), EventBus::new(64), reap3r_actors::vault::Keyring::ephemeral());
+        let domain = Domain::new(
+            store.clone(),
+            Arc::new(clock.clone()),
+            EventBus::new(64),
+            reap3r_actors::vault::Keyring::ephemeral(),
+        );
         let settings = AccessSettings {
             lockout_account_failures: 2,
             lockout_ip_failures: 100,

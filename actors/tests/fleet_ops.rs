@@ -26,7 +26,12 @@ async fn domains() -> Vec<(TestDatabase, Domain)> {
     let mut out = Vec::new();
     for db in TestDatabase::all().await.unwrap() {
         let store = db.open().await.unwrap();
-        let domain = Domain::new(store, Arc::new(ManualClock::new(T0)), EventBus::new(64), reap3r_actors::vault::Keyring::ephemeral());
+        let domain = Domain::new(
+            store,
+            Arc::new(ManualClock::new(T0)),
+            EventBus::new(64),
+            reap3r_actors::vault::Keyring::ephemeral(),
+        );
         out.push((db, domain));
     }
     out

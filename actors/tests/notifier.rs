@@ -44,7 +44,12 @@ async fn rigs() -> Vec<Rig> {
     for db in TestDatabase::all().await.unwrap() {
         let store = db.open().await.unwrap();
         let clock = ManualClock::new(T0);
-        let domain = Domain::new(store, Arc::new(clock.clone()), EventBus::new(64), reap3r_actors::vault::Keyring::ephemeral());
+        let domain = Domain::new(
+            store,
+            Arc::new(clock.clone()),
+            EventBus::new(64),
+            reap3r_actors::vault::Keyring::ephemeral(),
+        );
         let org = domain.store.default_org(0).await.unwrap();
         let channels = Channels::new(NotifySettings {
             allow_loopback: true,

@@ -42,7 +42,12 @@ async fn rigs() -> Vec<Rig> {
     for db in TestDatabase::all().await.unwrap() {
         let store = db.open().await.unwrap();
         let clock = ManualClock::new(T0);
-        let domain = Domain::new(store.clone(), Arc::new(clock.clone()), EventBus::new(256), reap3r_actors::vault::Keyring::ephemeral());
+        let domain = Domain::new(
+            store.clone(),
+            Arc::new(clock.clone()),
+            EventBus::new(256),
+            reap3r_actors::vault::Keyring::ephemeral(),
+        );
         let org = store.default_org(T0 as i64).await.unwrap().id;
         // The outbox refuses integrations that do not exist: the policy names a real one (it
         // is never delivered to: no notifier runs here).

@@ -65,7 +65,12 @@ async fn rigs_on(system_clock: bool) -> Vec<Rig> {
         } else {
             Arc::new(clock.clone())
         };
-        let domain = Domain::new(store, domain_clock, EventBus::new(256), reap3r_actors::vault::Keyring::ephemeral());
+        let domain = Domain::new(
+            store,
+            domain_clock,
+            EventBus::new(256),
+            reap3r_actors::vault::Keyring::ephemeral(),
+        );
         let org = domain.store.default_org(0).await.unwrap();
         out.push(Rig {
             _db: db,

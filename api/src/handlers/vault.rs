@@ -614,7 +614,10 @@ impl VaultApi {
         method = "post",
         operation_id = "revealSecretVersion"
     )]
-    #[expect(clippy::too_many_arguments, reason = "path, body and the request's origin")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "path, body and the request's origin"
+    )]
     async fn reveal_version(
         &self,
         ctx: Data<&ApiContext>,
