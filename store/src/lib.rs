@@ -201,6 +201,25 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// Every row of a query, its text columns joined by spaces (NULLs and non-text columns
+    /// left out): for tests that grep what the database holds. Behind `test-support`.
+    #[cfg(feature = "test-support")]
+    pub async fn raw_query_text(&self, sql: &str) -> Result<Vec<String>> {
+        use sqlx::Row;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                (0..row.len())
+                    .filter_map(|i| row.try_get::<String, _>(i).ok())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect())
+    }
+
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }

@@ -84,12 +84,19 @@ impl Store {
         let (table, org, col) = column.parts();
         let sql = format!(
             "SELECT id, {org} AS org_id, {col} AS value FROM {table} \
-             WHERE {col} IS NOT NULL AND substr({col}, 1, $1) <> $2 ORDER BY id LIMIT $3"
+             WHERE {col} IS NOT NULL AND {col} NOT LIKE $1 ESCAPE '\\' ORDER BY id LIMIT $2"
         );
-        let prefix_len = i64::try_from(prefix.len()).unwrap_or(i64::MAX);
+        // The prefix is matched literally: LIKE's wildcards in it are escaped.
+        let mut pattern = String::with_capacity(prefix.len() + 1);
+        for c in prefix.chars() {
+            if matches!(c, '%' | '_' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push('%');
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(prefix_len)
-            .bind(prefix)
+            .bind(pattern)
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
