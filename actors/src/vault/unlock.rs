@@ -29,6 +29,8 @@ pub enum UnlockError {
         "master key {0} does not open its check value in the database; the key or the database is damaged"
     )]
     CheckFailed(String),
+    #[error("the master key check value cannot be made: {0}")]
+    Seal(String),
     #[error("the database could not be read: {0}")]
     Store(#[from] reap3r_store::StoreError),
 }
@@ -36,6 +38,7 @@ pub enum UnlockError {
 /// Loads the master keys from `source` and checks them against the database (`Missing`,
 /// `Wrong`); creates the default key file only for a database that holds no sealed value.
 pub async fn unlock(store: &Store, source: KeySource) -> Result<Keyring, UnlockError> {
+    let now_ms = wall_clock_ms();
     let rows = store.vault_master_keys().await?;
     let primary = rows.iter().find(|r| r.is_primary);
     if !source.exists() {
@@ -67,7 +70,29 @@ pub async fn unlock(store: &Store, source: KeySource) -> Result<Keyring, UnlockE
             return Err(UnlockError::CheckFailed(row.id.clone()));
         }
     }
+    if primary.is_none() {
+        // A fresh database (or one from before the vault) is bound to this key now, so that a
+        // later start with another key is refused rather than sealing under a second one.
+        let key = keys
+            .first()
+            .ok_or_else(|| KeySourceError::Empty(source.describe()))?;
+        let check = key
+            .check_text()
+            .map_err(|e| UnlockError::Seal(e.to_string()))?;
+        let mut tx = store.begin().await?;
+        tx.add_primary_master_key(key.id(), &check, now_ms).await?;
+        tx.commit().await?;
+    }
     Ok(Keyring::from_source(source, keys))
+}
+
+/// The one wall-clock read of the vault: when a key was first recorded (bookkeeping only;
+/// nothing is decided by it).
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 fn ids(keys: &[MasterKey]) -> String {

@@ -162,3 +162,78 @@ async fn operator_commands_work_while_serving_and_sigterm_drains() -> Result<()>
     agent.kill().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_wrong_master_key_stops_the_server_with_exit_64() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("server");
+    let quic = "127.0.0.1:0";
+    // The first command binds the fresh database to the master key it creates.
+    let status = run_ok({
+        let mut c = reap3r(&data, quic);
+        c.args(["vault", "status"]);
+        c
+    })
+    .await?;
+    let key_id = status
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(status.contains("primary") && key_id.len() == 16, "{status}");
+    let key_file = data.join("master.key");
+    let original = std::fs::read(&key_file)?;
+
+    // The key file moved away: the server refuses to start, names the key, creates none.
+    std::fs::rename(&key_file, dir.path().join("kept.key"))?;
+    let out = reap3r(&data, quic).arg("serve").output().await?;
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&key_id) && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+    assert!(
+        !key_file.exists(),
+        "a missing master key is not replaced by a new one"
+    );
+
+    // Another key: refused as the wrong one.
+    let other = dir.path().join("other.key");
+    std::fs::write(&other, format!("{}\n", "ab".repeat(32)))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let out = reap3r(&data, quic)
+        .env("REAP3R_MASTER_KEY_FILE", &other)
+        .arg("serve")
+        .output()
+        .await?;
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("wrong master key") && stderr.contains(&key_id),
+        "{stderr}"
+    );
+
+    // The right key back: rotation works from the CLI and the file keeps the old key after
+    // the new one.
+    std::fs::rename(dir.path().join("kept.key"), &key_file)?;
+    assert_eq!(std::fs::read(&key_file)?, original);
+    let rotated = run_ok({
+        let mut c = reap3r(&data, quic);
+        c.args(["vault", "rotate-master-key"]);
+        c
+    })
+    .await?;
+    assert!(
+        rotated.contains(&format!("master key rotated: {key_id} -> ")),
+        "{rotated}"
+    );
+    let keys = std::fs::read_to_string(&key_file)?;
+    assert_eq!(keys.lines().filter(|l| !l.starts_with('#')).count(), 2);
+    Ok(())
+}

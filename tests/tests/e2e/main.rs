@@ -23,6 +23,7 @@ mod api_health;
 mod api_input;
 mod api_rbac;
 mod api_tenancy;
+mod api_vault;
 mod api_ws;
 mod clients;
 mod jobs;
