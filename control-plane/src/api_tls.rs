@@ -150,14 +150,23 @@ fn read(path: &Path, setting: &str, errors: &mut Vec<String>) -> Option<Vec<u8>>
 pub struct TlsAcceptor<A> {
     inner: A,
     tls: tokio_rustls::TlsAcceptor,
+    handshake_timeout: Duration,
 }
 
 impl<A> TlsAcceptor<A> {
+    /// Handshakes time out after [`HANDSHAKE_TIMEOUT`].
     pub fn new(inner: A, config: Arc<ServerConfig>) -> Self {
         Self {
             inner,
             tls: tokio_rustls::TlsAcceptor::from(config),
+            handshake_timeout: HANDSHAKE_TIMEOUT,
         }
+    }
+
+    /// Another handshake timeout (tests).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
     }
 }
 
@@ -171,8 +180,10 @@ impl<A: Acceptor> Acceptor for TlsAcceptor<A> {
     async fn accept(&mut self) -> io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
         let (stream, local, remote, _) = self.inner.accept().await?;
         let handshake = self.tls.accept(stream);
+        // From the accept, not from the first read.
+        let deadline = tokio::time::Instant::now() + self.handshake_timeout;
         let handshake = Box::pin(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+            match tokio::time::timeout_at(deadline, handshake).await {
                 Ok(result) => result,
                 Err(_) => Err(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -328,6 +339,37 @@ mod tests {
             config.server.alpn_protocols,
             vec![b"h2".to_vec(), b"http/1.1".to_vec()]
         );
+    }
+
+    /// A client that connects and says nothing is dropped after the handshake timeout, on the
+    /// connection's own stream; the acceptor meanwhile accepts the next connection.
+    #[tokio::test]
+    async fn a_silent_client_times_out_without_holding_up_accepts() {
+        use poem::listener::{Listener, TcpListener};
+        use tokio::io::AsyncReadExt;
+
+        let (cert, key) = generated("api.example");
+        let chain = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+        let tls = server_config(chain, key).unwrap();
+        let tcp = TcpListener::bind("127.0.0.1:0")
+            .into_acceptor()
+            .await
+            .unwrap();
+        let addr = *tcp.local_addr()[0].as_socket_addr().unwrap();
+        let timeout = Duration::from_millis(300);
+        let mut acceptor = TlsAcceptor::new(tcp, tls.server).handshake_timeout(timeout);
+        let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut first, ..) = acceptor.accept().await.unwrap();
+        let _second_client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (_second, _, _, scheme) = acceptor.accept().await.unwrap();
+        assert_eq!(scheme, Scheme::HTTPS);
+        let started = tokio::time::Instant::now();
+        let err = first.read_u8().await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= timeout);
+        // Failed for good: later reads fail at once.
+        assert!(first.read_u8().await.is_err());
     }
 
     #[test]
