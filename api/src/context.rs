@@ -11,6 +11,7 @@ use reap3r_actors::{Clock, Domain, EventBus, FleetStats, JobEngine};
 use reap3r_store::{Store, Uuid};
 
 use crate::metrics::HttpMetrics;
+use crate::rate_limit::RateSettings;
 
 /// Security and limit settings of the API.
 #[derive(Debug, Clone)]
@@ -19,6 +20,9 @@ pub struct ApiSettings {
     pub access: AccessSettings,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// The token bucket of every credential (and of every client address, for requests
+    /// without a valid one).
+    pub rate: RateSettings,
 }
 
 impl Default for ApiSettings {
@@ -26,6 +30,7 @@ impl Default for ApiSettings {
         Self {
             access: AccessSettings::default(),
             max_body_bytes: 256 * 1024,
+            rate: RateSettings::DEFAULT,
         }
     }
 }

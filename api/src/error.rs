@@ -45,9 +45,15 @@ pub enum ApiError {
     /// The body is not `application/json`.
     #[oai(status = 415)]
     UnsupportedMediaType(Json<ErrorBody>),
-    /// Too many attempts; try again later.
+    /// Too many requests or attempts: the credential's (or, without one, the client address's)
+    /// rate limit, or a login lockout. `Retry-After` says when to try again.
     #[oai(status = 429)]
-    TooManyRequests(Json<ErrorBody>),
+    TooManyRequests(
+        Json<ErrorBody>,
+        /// Seconds until a request would pass (rate limits; a lockout's end is not told).
+        #[oai(header = "Retry-After")]
+        Option<u64>,
+    ),
     /// The server failed; the request may be retried.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
@@ -81,7 +87,18 @@ impl ApiError {
         ApiError::Conflict(body("conflict", message))
     }
     pub fn too_many(code: &str, message: impl Into<String>) -> Self {
-        ApiError::TooManyRequests(body(code, message))
+        ApiError::TooManyRequests(body(code, message), None)
+    }
+    /// Over the rate limit: 429 `rate_limited` with `Retry-After`.
+    pub fn rate_limited(retry_after_s: u64) -> Self {
+        ApiError::TooManyRequests(
+            Json(ErrorBody {
+                code: "rate_limited".to_owned(),
+                message: format!("too many requests; try again in {retry_after_s} s"),
+                details: Some(serde_json::json!({ "retry_after_s": retry_after_s })),
+            }),
+            Some(retry_after_s),
+        )
     }
     pub fn unavailable(message: impl Into<String>) -> Self {
         ApiError::Unavailable(body("unavailable", message))
@@ -96,7 +113,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -112,7 +129,7 @@ impl ApiError {
             | ApiError::Conflict(b)
             | ApiError::PayloadTooLarge(b)
             | ApiError::UnsupportedMediaType(b)
-            | ApiError::TooManyRequests(b)
+            | ApiError::TooManyRequests(b, _)
             | ApiError::Unavailable(b) => &b.0,
         }
     }

@@ -1,7 +1,10 @@
-//! The guard in front of every API route: body size cap, authentication (401), the route
-//! table's permission check (403), JSON errors for whatever escapes the handlers, security
-//! headers, and latency metrics. Handlers run only for requests that passed it.
+//! The guard in front of every API route: body size cap, authentication (401), rate limits
+//! (429: the credential's token bucket, or the client address's for requests without a valid
+//! credential), the route table's permission check (403), JSON errors for whatever escapes the
+//! handlers, security headers, and latency metrics. Handlers run only for requests that passed
+//! it.
 
+use std::sync::Mutex;
 use std::time::Instant;
 
 use poem::http::{HeaderValue, Method, StatusCode};
@@ -11,16 +14,53 @@ use crate::auth::{self, Caller};
 use crate::context::ApiContext;
 use crate::error::{ApiError, into_json_response, json_response};
 use crate::metrics::HttpMetrics;
+use crate::rate_limit::{RateKey, RateLimiter, Verdict};
 use crate::routes::{self, Access};
 
 pub struct Guard<E> {
     inner: E,
     ctx: ApiContext,
+    /// Every budget of this server (the core is pure; the lock is held for one check).
+    limits: Mutex<RateLimiter>,
 }
 
 impl<E> Guard<E> {
     pub fn new(inner: E, ctx: ApiContext) -> Self {
-        Self { inner, ctx }
+        let limits = Mutex::new(RateLimiter::new(ctx.settings.rate));
+        Self { inner, ctx, limits }
+    }
+
+    /// Spends one request of `key`'s budget, or refuses with 429 and `Retry-After`.
+    fn limit(&self, key: RateKey) -> Result<(), ApiError> {
+        let now = self.ctx.now_ms();
+        let verdict = self
+            .limits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .check(key, now);
+        match verdict {
+            Verdict::Allow => Ok(()),
+            Verdict::Limited { retry_after_s } => {
+                self.ctx.metrics.rate_limited(key.kind());
+                Err(ApiError::rate_limited(retry_after_s))
+            }
+        }
+    }
+}
+
+/// The budget of a request without a valid credential: its client address.
+fn address_key(req: &Request) -> RateKey {
+    req.remote_addr()
+        .as_socket_addr()
+        .map_or(RateKey::Unknown, |a| RateKey::address(a.ip()))
+}
+
+/// The budget of an authenticated caller.
+fn credential_key(caller: &Caller) -> Option<RateKey> {
+    match &caller.credential {
+        auth::Credential::Session { session_id } => Some(RateKey::Session(*session_id)),
+        auth::Credential::ApiKey { key_id, .. } => Some(RateKey::ApiKey(*key_id)),
+        auth::Credential::Cli => None,
     }
 }
 
@@ -66,9 +106,14 @@ impl<E> Guard<E> {
     /// Checks the request against the route table; returns it with the caller attached.
     async fn admit(&self, mut req: Request) -> Result<Request, ApiError> {
         let Some(route) = routes::lookup(req.method().as_str(), req.uri().path()) else {
-            // Not an API route (docs, spec, metrics) or an unknown one: the router answers.
+            // Not an API route (docs, spec, metrics) or an unknown one: the router answers,
+            // within the address's budget.
+            self.limit(address_key(&req))?;
             return Ok(req);
         };
+        if route.access == Access::Public {
+            self.limit(address_key(&req))?;
+        }
         if carries_body(req.method()) {
             cap_body(&mut req, self.ctx.settings.max_body_bytes).await?;
         }
@@ -77,12 +122,23 @@ impl<E> Guard<E> {
         }
         let allow_query = route.path == "/api/ws";
         let Some(secret) = auth::presented_credential(&req, allow_query) else {
+            self.limit(address_key(&req))?;
             return Err(ApiError::unauthorized(
                 "unauthenticated",
                 "this operation needs a bearer token or an X-API-Key",
             ));
         };
-        let caller: Caller = auth::authenticate(&self.ctx, &req, &secret).await?;
+        let caller: Caller = match auth::authenticate(&self.ctx, &req, &secret).await {
+            Ok(caller) => caller,
+            Err(err) => {
+                // A refused credential spends the address's budget, so guessing is limited too.
+                self.limit(address_key(&req))?;
+                return Err(err);
+            }
+        };
+        if let Some(key) = credential_key(&caller) {
+            self.limit(key)?;
+        }
         if let Access::Perm(p) = route.access {
             caller.require(p)?;
         }

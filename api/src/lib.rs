@@ -12,6 +12,7 @@ pub mod error;
 pub mod guard;
 pub mod handlers;
 pub mod metrics;
+pub mod rate_limit;
 pub mod rbac;
 pub mod routes;
 
@@ -182,6 +183,30 @@ mod spec_tests {
                         "{method} {path} declares no security"
                     );
                 }
+            }
+        }
+    }
+
+    /// The guard can refuse any operation with 429 (a credential's or an address's rate limit),
+    /// so every operation documents it, with its `Retry-After` header.
+    #[test]
+    fn every_operation_documents_the_rate_limit() {
+        let spec = spec();
+        for (path, item) in spec["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let limited = &op["responses"]["429"];
+                assert!(limited.is_object(), "{method} {path} lacks 429");
+                let headers = limited["headers"].as_object();
+                assert!(
+                    headers
+                        .is_some_and(|h| h.keys().any(|k| k.eq_ignore_ascii_case("retry-after"))),
+                    "{method} {path}: 429 without Retry-After"
+                );
+                let schema = &limited["content"]["application/json; charset=utf-8"]["schema"];
+                assert_eq!(
+                    schema["$ref"], "#/components/schemas/ErrorBody",
+                    "{method} {path}: 429 body"
+                );
             }
         }
     }

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use reap3r_actors::FleetStats;
 
+use crate::rate_limit::RateKind;
+
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 11] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -27,6 +29,8 @@ pub struct HttpMetrics {
     pub auth_failures: AtomicU64,
     pub logins: AtomicU64,
     pub ws_clients: AtomicU64,
+    /// Requests refused with 429 by the rate limits, by [`RateKind`] (in `RateKind::ALL` order).
+    rate_limited: [AtomicU64; 3],
 }
 
 impl HttpMetrics {
@@ -46,6 +50,15 @@ impl HttpMetrics {
 
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request refused by the rate limit of a `kind` of budget.
+    pub fn rate_limited(&self, kind: RateKind) {
+        Self::bump(&self.rate_limited[kind as usize]);
+    }
+
+    pub fn rate_limited_count(&self, kind: RateKind) -> u64 {
+        self.rate_limited[kind as usize].load(Ordering::Relaxed)
     }
 
     /// The whole exposition, HTTP and fleet.
@@ -93,6 +106,20 @@ impl HttpMetrics {
             "Successful logins.",
             self.logins.load(Ordering::Relaxed),
         );
+        let _ = writeln!(
+            out,
+            "# HELP reap3r_http_rate_limited_total Requests refused with 429 by the rate limits, \
+             by budget: api_key, session, or the client address (no valid credential).\n\
+             # TYPE reap3r_http_rate_limited_total counter"
+        );
+        for kind in RateKind::ALL {
+            let _ = writeln!(
+                out,
+                "reap3r_http_rate_limited_total{{credential=\"{}\"}} {}",
+                kind.as_str(),
+                self.rate_limited_count(kind)
+            );
+        }
         gauge(
             out,
             "reap3r_ws_clients",
@@ -300,5 +327,19 @@ mod tests {
         assert!(text.contains(&format!("{} 2\n", line("+Inf"))));
         assert!(text.contains("reap3r_agents_connected 0"));
         assert!(text.contains("reap3r_actor_restarts_total 0"));
+        assert!(text.contains("reap3r_http_rate_limited_total{credential=\"api_key\"} 0\n"));
+    }
+
+    #[test]
+    fn rate_limited_requests_are_counted_by_budget() {
+        let m = HttpMetrics::default();
+        m.rate_limited(RateKind::Session);
+        m.rate_limited(RateKind::Session);
+        m.rate_limited(RateKind::Address);
+        let text = m.render(&FleetStats::default());
+        for (kind, n) in [("api_key", 0), ("session", 2), ("address", 1)] {
+            let line = format!("reap3r_http_rate_limited_total{{credential=\"{kind}\"}} {n}\n");
+            assert!(text.contains(&line), "missing {line} in {text}");
+        }
     }
 }

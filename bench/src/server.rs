@@ -205,6 +205,9 @@ impl ServerProcess {
         if let Some(n) = self.opts.max_handshakes {
             cmd.env("REAP3R_MAX_CONCURRENT_HANDSHAKES", n.to_string());
         }
+        // The bench polls /metrics and samples the API from one address faster than any UI
+        // would; the API's rate limits are not what it measures (a scenario's `env` can set them).
+        cmd.env("REAP3R_API_RATE_PER_S", "0");
         cmd.envs(self.opts.env.iter().map(|(k, v)| (k, v)));
         cmd
     }

@@ -39,6 +39,16 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the control plane until SIGINT/SIGTERM.
+    #[command(after_help = "\
+The HTTP API (REAP3R_HTTP_ADDR) speaks plain HTTP unless REAP3R_API_TLS says otherwise:
+  REAP3R_API_TLS=off      plain HTTP (default)
+  REAP3R_API_TLS=self     HTTPS with the node's own certificate (clients pin its SHA-256)
+  REAP3R_API_TLS=files    HTTPS with REAP3R_API_TLS_CERT (PEM chain) and REAP3R_API_TLS_KEY (PEM key)
+Rate limits per API key, login session, and client address without a credential:
+  REAP3R_API_RATE_PER_S   requests a second sustained (default 50; fractions allowed; 0 = off)
+  REAP3R_API_RATE_BURST   requests at once (default 200)
+Every setting is also a snake_case key of the --config file. Invalid settings exit with 64
+before anything binds.")]
     Serve,
     /// Run a self-contained demo: server, admin user and 3 local agents over real QUIC.
     Demo {

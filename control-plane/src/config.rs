@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use reap3r_actors::metrics::{DEFAULT_FLUSH_MAX, DEFAULT_INTAKE_CAPACITY};
 use reap3r_actors::vault::KeySource;
+
+use reap3r_api::rate_limit::RateSettings;
 use serde::Deserialize;
 
 /// Exit code for configuration errors (EX_CONFIG is 78; EX_USAGE 64 is what operators grep for).
@@ -45,6 +47,56 @@ pub struct Config {
     /// Most metric samples waiting for the writer (also what a failed flush keeps for its
     /// retry); past it new samples are dropped and counted.
     pub metrics_queue: u32,
+    /// TLS on the HTTP API: off (plain HTTP), the node's own certificate, or PEM files.
+    pub api_tls: ApiTls,
+    /// The API's token bucket per credential (and per client address without one).
+    pub api_rate: RateSettings,
+}
+
+/// What the HTTP API speaks (`api_tls` = `off` | `self` | `files`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ApiTls {
+    /// Plain HTTP (the default): for loopback, or behind a proxy that terminates TLS.
+    #[default]
+    Off,
+    /// HTTPS with the node's own certificate, the one the QUIC gateway presents and agents
+    /// pin (clients pin its SHA-256 fingerprint too).
+    NodeCertificate,
+    /// HTTPS with a PEM certificate chain and PEM private key, checked at load.
+    Files { cert: PathBuf, key: PathBuf },
+}
+
+impl ApiTls {
+    pub fn enabled(&self) -> bool {
+        *self != ApiTls::Off
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.enabled() { "https" } else { "http" }
+    }
+}
+
+/// `api_rate_per_s`: requests a second (fractions allowed, 0 = off) and its bounds.
+const API_RATE_PER_S: (&str, f64, f64) = ("api_rate_per_s", 0.001, 1_000_000.0);
+/// `api_rate_burst`: requests at once.
+const API_RATE_BURST: (&str, std::ops::RangeInclusive<u32>) = ("api_rate_burst", 1..=1_000_000);
+
+/// A number in the file: TOML integers and floats alike.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged)]
+enum FileNumber {
+    Int(u64),
+    Float(f64),
+}
+
+impl FileNumber {
+    fn value(self) -> f64 {
+        match self {
+            FileNumber::Int(i) => i as f64,
+            FileNumber::Float(f) => f,
+        }
+    }
 }
 
 /// Metrics settings: (file key and variable suffix, default, allowed range). 1 h rollups must
@@ -91,6 +143,11 @@ struct FileConfig {
     metrics_retention_1h_d: Option<u32>,
     metrics_retention_1d_d: Option<u32>,
     metrics_queue: Option<u32>,
+    api_tls: Option<String>,
+    api_tls_cert: Option<PathBuf>,
+    api_tls_key: Option<PathBuf>,
+    api_rate_per_s: Option<FileNumber>,
+    api_rate_burst: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +176,11 @@ const ENV_KEYS: &[&str] = &[
     "REAP3R_METRICS_RETENTION_1H_D",
     "REAP3R_METRICS_RETENTION_1D_D",
     "REAP3R_METRICS_QUEUE",
+    "REAP3R_API_TLS",
+    "REAP3R_API_TLS_CERT",
+    "REAP3R_API_TLS_KEY",
+    "REAP3R_API_RATE_PER_S",
+    "REAP3R_API_RATE_BURST",
 ];
 
 impl Config {
@@ -294,6 +356,41 @@ impl Config {
             ranged(r1d, file.metrics_retention_1d_d),
         ];
         let metrics_queue = ranged(METRICS_QUEUE, file.metrics_queue);
+        let api_tls = parse_api_tls(
+            &mut errors,
+            pick("REAP3R_API_TLS", file.api_tls),
+            env.get("REAP3R_API_TLS_CERT")
+                .map(PathBuf::from)
+                .or(file.api_tls_cert),
+            env.get("REAP3R_API_TLS_KEY")
+                .map(PathBuf::from)
+                .or(file.api_tls_key),
+        );
+        let api_rate = RateSettings {
+            milli_per_s: parse_rate(
+                &mut errors,
+                env.get("REAP3R_API_RATE_PER_S"),
+                file.api_rate_per_s,
+            ),
+            burst: {
+                let (name, range) = API_RATE_BURST;
+                let v = parse_num(
+                    &mut errors,
+                    name,
+                    env.get("REAP3R_API_RATE_BURST"),
+                    file.api_rate_burst,
+                    RateSettings::DEFAULT.burst,
+                );
+                if !range.contains(&v) {
+                    errors.push(format!(
+                        "{name} must be between {} and {}",
+                        range.start(),
+                        range.end()
+                    ));
+                }
+                v
+            },
+        };
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -316,6 +413,8 @@ impl Config {
             metrics_raw_retention_h,
             metrics_rollup_retention_d,
             metrics_queue,
+            api_tls,
+            api_rate,
         })
     }
 
@@ -340,6 +439,8 @@ impl Config {
             metrics_raw_retention_h: METRICS_RAW_RETENTION.1,
             metrics_rollup_retention_d: METRICS_ROLLUP_RETENTION.map(|(_, d, _)| d),
             metrics_queue: METRICS_QUEUE.1,
+            api_tls: ApiTls::Off,
+            api_rate: RateSettings::DEFAULT,
         }
     }
 }
@@ -363,6 +464,86 @@ impl Config {
 
 /// The default master key file's name in the data dir.
 pub const MASTER_KEY_FILE: &str = "master.key";
+
+/// `api_tls` with its files: the mode must be known, `files` needs both paths (and they are
+/// loaded and checked now, so a bad certificate stops the server before it binds), and paths
+/// given without `files` are refused rather than silently ignored.
+fn parse_api_tls(
+    errors: &mut Vec<String>,
+    mode: Option<String>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> ApiTls {
+    let mode = mode.unwrap_or_else(|| "off".into());
+    let tls = match mode.as_str() {
+        "off" => ApiTls::Off,
+        "self" => ApiTls::NodeCertificate,
+        "files" => match (cert.clone(), key.clone()) {
+            (Some(cert), Some(key)) => {
+                if let Err(mut e) = crate::api_tls::files_config(&cert, &key) {
+                    errors.append(&mut e);
+                }
+                return ApiTls::Files { cert, key };
+            }
+            (c, k) => {
+                for (missing, name, var) in [
+                    (c.is_none(), "api_tls_cert", "REAP3R_API_TLS_CERT"),
+                    (k.is_none(), "api_tls_key", "REAP3R_API_TLS_KEY"),
+                ] {
+                    if missing {
+                        errors.push(format!(
+                            "api_tls = files needs {name} ({var}): the path of a PEM file"
+                        ));
+                    }
+                }
+                return ApiTls::Off;
+            }
+        },
+        other => {
+            errors.push(format!("api_tls must be off, self or files, not {other:?}"));
+            return ApiTls::Off;
+        }
+    };
+    for (given, name) in [
+        (cert.is_some(), "api_tls_cert"),
+        (key.is_some(), "api_tls_key"),
+    ] {
+        if given {
+            errors.push(format!(
+                "{name} is set but api_tls is {mode}: set api_tls = files to serve it"
+            ));
+        }
+    }
+    tls
+}
+
+/// `api_rate_per_s` in thousandths of a request a second: 0 (off) or within the bounds.
+fn parse_rate(errors: &mut Vec<String>, env: Option<&String>, file: Option<FileNumber>) -> u64 {
+    let (name, min, max) = API_RATE_PER_S;
+    let default = RateSettings::DEFAULT.milli_per_s;
+    let value = match (env, file) {
+        (Some(text), _) => match text.trim().parse::<f64>() {
+            Ok(v) => v,
+            Err(_) => {
+                errors.push(format!("{name}: '{text}' is not a valid number"));
+                return default;
+            }
+        },
+        (None, Some(n)) => n.value(),
+        (None, None) => return default,
+    };
+    if value == 0.0 {
+        return 0;
+    }
+    if !(min..=max).contains(&value) {
+        errors.push(format!(
+            "{name} must be 0 (off) or between {min} and {max}, not {value}"
+        ));
+        return default;
+    }
+    // Within the bounds, so the product is a small positive integer.
+    (value * 1000.0).round() as u64
+}
 
 fn default_public_addr(quic: SocketAddr) -> String {
     if quic.ip().is_unspecified() {
@@ -543,6 +724,109 @@ mod tests {
             None,
             &[("REAP3R_METRICS_QUEUE", "lots")],
             Err(&["metrics_queue: 'lots'"]),
+        );
+    }
+
+    #[test]
+    fn api_rate_defaults_fractions_off_and_bounds() {
+        check(None, &[], Ok(&|c| c.api_rate == RateSettings::DEFAULT));
+        check(
+            Some("api_rate_per_s = 5\napi_rate_burst = 20"),
+            &[],
+            Ok(&|c| c.api_rate.milli_per_s == 5_000 && c.api_rate.burst == 20),
+        );
+        check(
+            Some("api_rate_per_s = 0.25"),
+            &[("REAP3R_API_RATE_BURST", "3")],
+            Ok(&|c| c.api_rate.milli_per_s == 250 && c.api_rate.burst == 3),
+        );
+        check(
+            None,
+            &[("REAP3R_API_RATE_PER_S", "0")],
+            Ok(&|c| !c.api_rate.enabled()),
+        );
+        check(
+            None,
+            &[
+                ("REAP3R_API_RATE_PER_S", "0.0001"),
+                ("REAP3R_API_RATE_BURST", "0"),
+            ],
+            Err(&[
+                "api_rate_per_s must be 0 (off) or between",
+                "api_rate_burst must be",
+            ]),
+        );
+        check(
+            None,
+            &[("REAP3R_API_RATE_PER_S", "fast")],
+            Err(&["api_rate_per_s: 'fast'"]),
+        );
+        check(
+            None,
+            &[("REAP3R_API_RATE_PER_S", "NaN")],
+            Err(&["api_rate_per_s must be"]),
+        );
+    }
+
+    #[test]
+    fn api_tls_modes_and_their_files_are_checked() {
+        check(None, &[], Ok(&|c| c.api_tls == ApiTls::Off));
+        check(
+            None,
+            &[("REAP3R_API_TLS", "self")],
+            Ok(&|c| c.api_tls == ApiTls::NodeCertificate && c.api_tls.scheme() == "https"),
+        );
+        check(
+            Some("api_tls = \"on\""),
+            &[],
+            Err(&["api_tls must be off, self or files, not \"on\""]),
+        );
+        check(
+            None,
+            &[("REAP3R_API_TLS", "files")],
+            Err(&[
+                "needs api_tls_cert (REAP3R_API_TLS_CERT)",
+                "needs api_tls_key",
+            ]),
+        );
+        check(
+            None,
+            &[("REAP3R_API_TLS", "self"), ("REAP3R_API_TLS_KEY", "/k.pem")],
+            Err(&["api_tls_key is set but api_tls is self"]),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let generated = rcgen::generate_simple_self_signed(vec!["api.example".into()]).unwrap();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, generated.cert.pem()).unwrap();
+        std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+        let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+        check(
+            None,
+            &[
+                ("REAP3R_API_TLS", "files"),
+                ("REAP3R_API_TLS_CERT", &cert_s),
+                ("REAP3R_API_TLS_KEY", &key_s),
+            ],
+            Ok(&|c| {
+                c.api_tls
+                    == ApiTls::Files {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                    }
+            }),
+        );
+        // A file that is not there, reported with the rest of the configuration's errors.
+        let missing = dir.path().join("nope.pem").display().to_string();
+        check(
+            None,
+            &[
+                ("REAP3R_API_TLS", "files"),
+                ("REAP3R_API_TLS_CERT", &missing),
+                ("REAP3R_API_TLS_KEY", &key_s),
+                ("REAP3R_HEARTBEAT_INTERVAL_S", "0"),
+            ],
+            Err(&["api_tls_cert", "heartbeat_interval_s must be"]),
         );
     }
 }

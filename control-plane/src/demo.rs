@@ -98,9 +98,9 @@ pub async fn run(mut config: Config, agents: usize) -> Result<()> {
 
     let dir = data_dir.display();
     println!(
-        "\nReap3r demo is running.\n\n  QUIC gateway     {quic}\n  HTTP API         http://{http}/api  (Swagger UI: http://{http}/docs)\n  data dir         {dir}\n  agents online    {online} of {agents}\n  admin login      {email}\n  admin password   {password}\n\nIn another terminal:\n  REAP3R_DATA_DIR={dir} cargo run --release --bin reap3r -- agent list\n  REAP3R_DATA_DIR={dir} cargo run --release --bin reap3r -- token create --expires 1h\n\nEnrol another agent with:\n  {cmd}\n\nPress Ctrl-C to stop.\n",
+        "\nReap3r demo is running.\n\n  QUIC gateway     {quic}\n  HTTP API         {http}/api  (Swagger UI: {http}/docs)\n  data dir         {dir}\n  agents online    {online} of {agents}\n  admin login      {email}\n  admin password   {password}\n\nIn another terminal:\n  REAP3R_DATA_DIR={dir} cargo run --release --bin reap3r -- agent list\n  REAP3R_DATA_DIR={dir} cargo run --release --bin reap3r -- token create --expires 1h\n\nEnrol another agent with:\n  {cmd}\n\nPress Ctrl-C to stop.\n",
         quic = node.quic_addr,
-        http = node.http_addr,
+        http = node.api_url(),
         cmd = token.command,
     );
     wait_for_signal().await;

@@ -1,6 +1,7 @@
 //! The `reap3r` server: configuration, identity, QUIC gateway, composition and CLI commands.
 //! Business logic lives in `actors` and `store`; this crate wires them to the outside world.
 
+pub mod api_tls;
 pub mod cli;
 pub mod config;
 pub mod demo;

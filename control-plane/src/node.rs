@@ -25,7 +25,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::api_tls::{self, ApiTlsConfig};
+use crate::config::{ApiTls, Config};
 use crate::gateway::{self, GatewayError};
 use crate::identity::{IdentityError, ServerIdentity};
 
@@ -42,6 +43,8 @@ pub enum NodeError {
     /// The master key is missing or not the database's: the node does not start.
     #[error("vault: {0}")]
     Vault(#[from] reap3r_actors::vault::UnlockError),
+    #[error("API TLS: {0}")]
+    ApiTls(String),
     #[error("cannot listen for HTTP on {addr}: {source}")]
     HttpBind {
         addr: SocketAddr,
@@ -110,6 +113,8 @@ pub struct Node {
     pub config: Config,
     pub quic_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// What the API serves over TLS (`None`: plain HTTP).
+    pub api_tls: Option<ApiTlsConfig>,
     pub api: ApiContext,
     /// Alerting's `SampleSink`: the metrics writer hands committed samples here.
     pub alert_samples: AlertSamples,
@@ -141,6 +146,16 @@ impl Node {
         let store = open_store(&config).await?;
         let keys = reap3r_actors::vault::unlock(&store, config.key_source()).await?;
         let identity = Arc::new(ServerIdentity::load_or_create(&config.data_dir)?);
+        // Loaded before anything binds; the files were checked with the configuration already.
+        let api_tls = match &config.api_tls {
+            ApiTls::Off => None,
+            ApiTls::NodeCertificate => {
+                Some(api_tls::node_config(&identity).map_err(NodeError::ApiTls)?)
+            }
+            ApiTls::Files { cert, key } => Some(
+                api_tls::files_config(cert, key).map_err(|e| NodeError::ApiTls(e.join("; ")))?,
+            ),
+        };
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let stale = store
             .mark_node_agents_offline(&config.node_id, clock.now_ms() as i64)
@@ -272,7 +287,10 @@ impl Node {
             events: ctx.events.clone(),
             fleet_stats: ctx.stats.clone(),
             metrics: Arc::new(HttpMetrics::default()),
-            settings: Arc::new(ApiSettings::default()),
+            settings: Arc::new(ApiSettings {
+                rate: config.api_rate,
+                ..ApiSettings::default()
+            }),
             enrolment: Arc::new(EnrolmentInfo {
                 server_addr: public_addr,
                 cert_fingerprint: identity.fingerprint(),
@@ -286,12 +304,19 @@ impl Node {
             }),
             notify: channels,
         };
-        let (http, http_addr) = start_http(&config, api.clone(), drain.signal()).await?;
-        info!(%http_addr, "HTTP API listening (docs at /docs)");
+        let (http, http_addr) =
+            start_http(&config, api_tls.as_ref(), api.clone(), drain.signal()).await?;
+        match &api_tls {
+            None => info!(%http_addr, "HTTP API listening (docs at /docs)"),
+            Some(tls) => {
+                info!(%http_addr, fingerprint = %tls.fingerprint(), "HTTPS API listening (HTTP/2 and HTTP/1.1; docs at /docs)")
+            }
+        }
         Ok(Self {
             config,
             quic_addr,
             http_addr,
+            api_tls,
             api,
             alert_samples,
             http,
@@ -305,6 +330,16 @@ impl Node {
             endpoint,
             accept_task,
         })
+    }
+
+    /// The API's base URL, `http://` or `https://` and the bound address.
+    pub fn api_url(&self) -> String {
+        let scheme = if self.api_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.http_addr)
     }
 
     /// The address agents should dial.
@@ -387,9 +422,11 @@ impl Node {
     }
 }
 
-/// Binds the HTTP listener (so the real port is known, e.g. for port 0) and serves the API.
+/// Binds the HTTP listener (so the real port is known, e.g. for port 0) and serves the API,
+/// over TLS when configured.
 async fn start_http(
     config: &Config,
+    tls: Option<&ApiTlsConfig>,
     api: ApiContext,
     mut drain: reap3r_actors::DrainSignal,
 ) -> Result<(HttpServer, SocketAddr), NodeError> {
@@ -404,12 +441,23 @@ async fn start_http(
         .and_then(|a| a.as_socket_addr().copied())
         .unwrap_or(addr);
     let grace = config.shutdown_grace;
-    let task = tokio::spawn(
-        poem::Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
-            reap3r_api::app(api),
-            async move { drain.started().await },
-            Some(grace),
+    let app = reap3r_api::app(api);
+    let stop = async move { drain.started().await };
+    let task = match tls {
+        None => tokio::spawn(
+            poem::Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+                app,
+                stop,
+                Some(grace),
+            ),
         ),
-    );
+        Some(tls) => tokio::spawn(
+            poem::Server::new_with_acceptor(api_tls::TlsAcceptor::new(
+                acceptor,
+                tls.server.clone(),
+            ))
+            .run_with_graceful_shutdown(app, stop, Some(grace)),
+        ),
+    };
     Ok((HttpServer { task }, bound))
 }

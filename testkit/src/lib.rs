@@ -2,7 +2,8 @@
 //! both backends, raw SQL against a database for tests that tamper with rows or inject
 //! faults, a database briefly unavailable to writers, and real local receivers for third parties
 //! (an SMTP server with STARTTLS and implicit TLS, an HTTP webhook receiver) with a throw-away CA
-//! for their certificates. Nothing here is compiled into a production binary.
+//! for their certificates, and a TLS client pinned to one server certificate. Nothing here is
+//! compiled into a production binary.
 
 mod database;
 mod outage;
@@ -13,7 +14,7 @@ mod webhook;
 pub use database::{POSTGRES_URL_ENV, REQUIRE_POSTGRES_ENV, TEST_DATABASE_PREFIX, TestDatabase};
 pub use outage::WriteOutage;
 pub use smtp::{ReceivedMail, SmtpOptions, SmtpReceiver, SmtpTlsMode};
-pub use tls::{ServerCert, TestCa};
+pub use tls::{ServerCert, TestCa, pinned_client_config};
 pub use webhook::{ReceivedRequest, WebhookReceiver, verify_signature};
 
 use reap3r_store::{Result, install_drivers};

@@ -6,6 +6,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::ApiTags;
 use crate::context::ApiContext;
+use crate::error::ErrorBody;
 
 #[derive(Debug, Object)]
 #[oai(skip_serializing_if_is_none)]
@@ -25,10 +26,33 @@ pub struct ReadinessView {
 }
 
 #[derive(Debug, ApiResponse)]
+pub enum HealthResponse {
+    /// The process is up.
+    #[oai(status = 200)]
+    Up(Json<HealthView>),
+    /// Over the client address's rate limit (answered by the guard, as `ApiError` does).
+    #[oai(status = 429)]
+    TooManyRequests(
+        Json<ErrorBody>,
+        /// Seconds until a request would pass.
+        #[oai(header = "Retry-After")]
+        Option<u64>,
+    ),
+}
+
+#[derive(Debug, ApiResponse)]
 pub enum ReadyResponse {
     /// Ready to serve agents and operators.
     #[oai(status = 200)]
     Ready(Json<ReadinessView>),
+    /// Over the client address's rate limit (answered by the guard, as `ApiError` does).
+    #[oai(status = 429)]
+    TooManyRequests(
+        Json<ErrorBody>,
+        /// Seconds until a request would pass.
+        #[oai(header = "Retry-After")]
+        Option<u64>,
+    ),
     /// A dependency is down; the body says which.
     #[oai(status = 503)]
     NotReady(Json<ReadinessView>),
@@ -40,11 +64,11 @@ pub struct HealthApi;
 impl HealthApi {
     /// Liveness: the process is up.
     #[oai(path = "/api/health", method = "get", operation_id = "getHealth")]
-    async fn health(&self) -> Json<HealthView> {
-        Json(HealthView {
+    async fn health(&self) -> HealthResponse {
+        HealthResponse::Up(Json(HealthView {
             status: "ok".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-        })
+        }))
     }
 
     /// Readiness: the database answers and the QUIC gateway is listening.

@@ -12,10 +12,13 @@ use crate::harness::TestServer;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
-/// One HTTP answer: status and JSON body (`Value::Null` when the body is not JSON).
+/// One HTTP answer: status, headers, the HTTP version it came over, and the JSON body
+/// (`Value::Null` when the body is not JSON).
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub version: reqwest::Version,
     pub body: Value,
 }
 
@@ -41,6 +44,39 @@ impl Reply {
     }
 }
 
+/// The HTTP versions a client offers (over TLS, by ALPN; over plain HTTP, HTTP/1.1 either way
+/// unless it is HTTP/2 with prior knowledge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Http {
+    /// `h2` then `http/1.1`: what the server picks.
+    Any,
+    Http1,
+    Http2,
+}
+
+impl Http {
+    pub fn alpn(self) -> &'static [&'static [u8]] {
+        match self {
+            Http::Any => &[b"h2", b"http/1.1"],
+            Http::Http1 => &[b"http/1.1"],
+            Http::Http2 => &[b"h2"],
+        }
+    }
+}
+
+/// A reqwest client that trusts only the certificate with this SHA-256 (hex).
+pub fn pinned_client(fingerprint: &str, http: Http) -> Result<reqwest::Client> {
+    let tls = reap3r_testkit::pinned_client_config(fingerprint, http.alpn())
+        .map_err(|e| anyhow!("pinned TLS client: {e}"))?;
+    let builder = reqwest::Client::builder().use_preconfigured_tls(tls);
+    let builder = match http {
+        Http::Any => builder,
+        Http::Http1 => builder.http1_only(),
+        Http::Http2 => builder.http2_prior_knowledge(),
+    };
+    Ok(builder.build()?)
+}
+
 /// A JSON client with an optional credential and acting organisation.
 #[derive(Debug, Clone)]
 pub struct Api {
@@ -52,14 +88,26 @@ pub struct Api {
 }
 
 impl Api {
+    /// A client for the test server's API: plain HTTP, or HTTPS pinned to the certificate the
+    /// server presents when it serves TLS.
     pub fn new(server: &TestServer) -> Self {
-        Self {
-            base: format!("http://{}", server.node().http_addr),
-            http: reqwest::Client::new(),
+        Self::over(server, Http::Any).expect("a client for the test server")
+    }
+
+    /// Like [`Api::new`], offering only `http` (over TLS).
+    pub fn over(server: &TestServer, http: Http) -> Result<Self> {
+        let node = server.node();
+        let client = match &node.api_tls {
+            None => reqwest::Client::new(),
+            Some(tls) => pinned_client(&tls.fingerprint(), http)?,
+        };
+        Ok(Self {
+            base: node.api_url(),
+            http: client,
             bearer: None,
             api_key: None,
             org: None,
-        }
+        })
     }
 
     /// A client for a server reached only by address (a server running as a process).
@@ -124,12 +172,19 @@ impl Api {
             .await
             .with_context(|| format!("request {path}"))?;
         let status = resp.status();
+        let headers = resp.headers().clone();
+        let version = resp.version();
         let text = resp.text().await?;
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
         if status.is_server_error() {
             bail!("server error {status} for {path}: {text}");
         }
-        Ok(Reply { status, body })
+        Ok(Reply {
+            status,
+            headers,
+            version,
+            body,
+        })
     }
 
     /// Sends raw bytes with a content type, for malformed-input tests.
@@ -150,9 +205,13 @@ impl Api {
         }
         let resp = req.send().await?;
         let status = resp.status();
+        let headers = resp.headers().clone();
+        let version = resp.version();
         let text = resp.text().await?;
         Ok(Reply {
             status,
+            headers,
+            version,
             body: serde_json::from_str(&text).unwrap_or(Value::Null),
         })
     }

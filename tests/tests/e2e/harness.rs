@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use reap3r_agent::protocol::{Answer, Challenged, Pending, ServerChannel, Session};
+use reap3r_api::rate_limit::RateSettings;
 use reap3r_control_plane::cli::{CreatedToken, TokenCreate, create_token};
+use reap3r_control_plane::config::ApiTls;
 use reap3r_control_plane::{Config, Node};
 use reap3r_store::{Agent, AgentStatus, Backend, Uuid};
 use reap3r_testkit::TestDatabase;
@@ -243,6 +245,8 @@ pub struct TestFleet {
 pub struct FleetBuilder {
     agents: usize,
     backend: Backend,
+    api_tls: ApiTls,
+    api_rate: Option<RateSettings>,
 }
 
 impl TestFleet {
@@ -250,6 +254,8 @@ impl TestFleet {
         FleetBuilder {
             agents: 1,
             backend: Backend::Sqlite,
+            api_tls: ApiTls::Off,
+            api_rate: None,
         }
     }
 }
@@ -265,9 +271,28 @@ impl FleetBuilder {
         self
     }
 
+    /// Serves the API over TLS (`Api::new` then connects pinned to the served certificate).
+    pub fn api_tls(mut self, tls: ApiTls) -> Self {
+        self.api_tls = tls;
+        self
+    }
+
+    /// The API's rate limit per credential (and per client address).
+    pub fn api_rate(mut self, rate: RateSettings) -> Self {
+        self.api_rate = Some(rate);
+        self
+    }
+
     /// Starts a server, enrols the agents with one token, runs them and waits until all are online.
     pub async fn spawn(self) -> Result<TestFleet> {
-        let server = TestServer::start(self.backend).await?;
+        let (api_tls, api_rate) = (self.api_tls, self.api_rate);
+        let server = TestServer::start_with(self.backend, |c| {
+            c.api_tls = api_tls;
+            if let Some(rate) = api_rate {
+                c.api_rate = rate;
+            }
+        })
+        .await?;
         let mut agents = Vec::new();
         if self.agents == 0 {
             return Ok(TestFleet { server, agents });
