@@ -25,6 +25,11 @@ const SQLITE: &[(i64, &str)] = &[
         8,
         include_str!("../../migrations/sqlite/0008_alert_reconcile.sql"),
     ),
+    // 0009 is taken by the vault.
+    (
+        10,
+        include_str!("../../migrations/sqlite/0010_sealed_env.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
@@ -46,6 +51,11 @@ const POSTGRES: &[(i64, &str)] = &[
     (
         8,
         include_str!("../../migrations/postgres/0008_alert_reconcile.sql"),
+    ),
+    // 0009 is taken by the vault.
+    (
+        10,
+        include_str!("../../migrations/postgres/0010_sealed_env.sql"),
     ),
 ];
 

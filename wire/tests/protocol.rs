@@ -119,15 +119,19 @@ fn arb_message() -> impl Strategy<Value = Message> {
             ".{0,10}",
             ".{0,20}",
             proptest::collection::vec("[a-z_]{1,12}", 0..8),
-            arb_inventory()
+            arb_inventory(),
+            proptest::option::of(any::<[u8; 32]>()),
         )
             .prop_map(
-                |(agent_version, hostname, capabilities, inventory)| Message::Hello(Hello {
-                    agent_version,
-                    hostname,
-                    capabilities,
-                    inventory
-                })
+                |(agent_version, hostname, capabilities, inventory, sealing_key)| {
+                    Message::Hello(Hello {
+                        agent_version,
+                        hostname,
+                        capabilities,
+                        inventory,
+                        sealing_key,
+                    })
+                }
             ),
         (any::<[u8; 16]>(), any::<u32>(), any::<u32>()).prop_map(|(agent_id, h, m)| {
             Message::Welcome(Welcome {

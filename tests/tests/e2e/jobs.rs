@@ -383,6 +383,7 @@ async fn agents_refuse_forged_and_replayed_dispatches() -> Result<()> {
         spec: hex::decode(&stored.spec_hex)?,
         grant: hex::decode(&target.grant_hex)?,
         signature: hex::decode(&target.signature_hex)?,
+        sealed: Vec::new(),
     };
 
     // The genuine, server-signed dispatch again: the agent's ledger knows it and runs nothing.
@@ -400,12 +401,14 @@ async fn agents_refuse_forged_and_replayed_dispatches() -> Result<()> {
         spec_hash: JobSpec::hash_bytes(&genuine.spec),
         issued_at_ms: now_ms() as u64,
         expires_at_ms: None,
+        sealed_hash: None,
     }
     .sign(&forger);
     let forged = JobDispatch {
         spec: genuine.spec.clone(),
         grant,
         signature: signature.to_vec(),
+        sealed: Vec::new(),
     };
     session.cast(SessionMsg::DispatchJob(Uuid::new_v4(), Box::new(forged)))?;
     // The genuine grant with another spec (a DB writer swapping the script): refused too.
