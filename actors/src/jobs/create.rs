@@ -83,7 +83,7 @@ impl JobTargetChoice {
 /// The secrets a `run_script` job's script gets as environment variables, sealed to each target
 /// agent's X25519 key (`reap3r_wire::seal_value`; the keys come from
 /// `Store::sealing_keys`). The vault fills this in; the API's payload cannot name secrets.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct JobSecrets {
     /// The id the job gets. Each value was sealed for it (its associated data names the job),
     /// so it is chosen before sealing, as `Uuid::now_v7()`; an id already taken is `Conflict`.
@@ -95,6 +95,17 @@ pub struct JobSecrets {
     /// targets resolve to needs one (resolve them first with [`CreateJob::target_agents`]), and
     /// no other agent may have one. Its BLAKE3 goes into that agent's signed grant.
     pub sealed: HashMap<Uuid, Vec<u8>>,
+}
+
+impl std::fmt::Debug for JobSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names and sizes: the sealed bytes say nothing to a reader of logs.
+        f.debug_struct("JobSecrets")
+            .field("job_id", &self.job_id)
+            .field("names", &self.names)
+            .field("sealed_targets", &self.sealed.len())
+            .finish()
+    }
 }
 
 /// A new job, as the caller asks for it.
