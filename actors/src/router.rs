@@ -72,12 +72,14 @@ impl AgentRouter for LocalRouter {
             AgentCommand::DispatchJob { job_id, dispatch } => {
                 SessionMsg::DispatchJob(job_id, dispatch)
             }
-            AgentCommand::CancelJob { job_id } => SessionMsg::Send(Message::JobCancel {
+            AgentCommand::CancelJob { job_id } => SessionMsg::Send(Box::new(Message::JobCancel {
                 job_id: job_id.into_bytes(),
-            }),
-            AgentCommand::ResultAck { job_id } => SessionMsg::Send(Message::JobResultAck {
-                job_id: job_id.into_bytes(),
-            }),
+            })),
+            AgentCommand::ResultAck { job_id } => {
+                SessionMsg::Send(Box::new(Message::JobResultAck {
+                    job_id: job_id.into_bytes(),
+                }))
+            }
             AgentCommand::Kick { code, reason } => SessionMsg::Kick(code, reason),
         };
         match session.cast(msg) {
@@ -270,6 +272,7 @@ mod tests {
             spec: vec![],
             grant: vec![],
             signature: vec![],
+            sealed: vec![],
         });
         assert_eq!(
             router.deliver(agent, AgentCommand::DispatchJob { job_id, dispatch }),

@@ -7,13 +7,18 @@ use std::sync::Arc;
 
 use reap3r_actors::access::{Caller, Credential, Role};
 use reap3r_actors::enrolment::hash_enrolment_token;
+use reap3r_actors::jobs::machine::{Effect, Input, JobMachine};
 use reap3r_actors::jobs::{
-    CancelJob, CreateJob, JobEngine, JobTargetChoice, MAX_JOB_TARGETS, MAX_JOB_TIMEOUT_S,
+    CancelJob, CreateJob, JobEngine, JobSecrets, JobTargetChoice, MAX_JOB_TARGETS,
+    MAX_JOB_TIMEOUT_S, MAX_SCRIPT_ARG_BYTES, MAX_SCRIPT_ARGS, MAX_SCRIPT_BYTES,
 };
 use reap3r_actors::*;
 use reap3r_store::{AgentHello, JobFilter, NewAgent, NewEnrolmentToken, Store, StoreError, Uuid};
 use reap3r_testkit::TestDatabase;
-use reap3r_wire::{JobType, SigningKey};
+use reap3r_wire::{
+    DispatchRefusal, JobGrant, JobPayload, JobType, MAX_SEALED_SECRETS, SealedEnv, SealingSecret,
+    SigningKey, open_value, rand_core, seal_value,
+};
 use serde_json::json;
 
 struct Rig {
@@ -60,6 +65,7 @@ impl Rig {
                 "interpreter:sh".into(),
             ],
             inventory: json!({}),
+            sealing_key: None,
         };
         store
             .mark_agent_online(agent.id, "test-node", &hello, 1)
@@ -120,6 +126,7 @@ impl Rig {
             expires_at: None,
             batch_size: None,
             confirm: None,
+            secrets: None,
         }
     }
 
@@ -291,5 +298,239 @@ async fn requests_are_checked_before_anything_is_written() {
         );
         assert_eq!(rig.jobs().await, 0);
         assert!(rig.audited("job.create").await.is_empty());
+    }
+}
+
+/// The agent's X25519 key in the sealed-secret tests.
+fn agent_sealing_key() -> SealingSecret {
+    SealingSecret::from_bytes(&[0x42; 32]).unwrap()
+}
+
+/// `names` sealed to the rig's agent for `job_id` (each value is `<name>-value`).
+fn sealed_for(rig: &Rig, job_id: Uuid, names: &[&str]) -> Vec<u8> {
+    let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
+    let public = agent_sealing_key().public();
+    SealedEnv {
+        entries: names
+            .iter()
+            .map(|n| {
+                let value = format!("{n}-value");
+                seal_value(
+                    &public,
+                    job_id.as_bytes(),
+                    rig.agent_id.as_bytes(),
+                    n,
+                    value.as_bytes(),
+                    &mut rng,
+                )
+                .unwrap()
+            })
+            .collect(),
+    }
+    .to_bytes()
+    .unwrap()
+}
+
+fn with_secrets(rig: &Rig, job_id: Uuid, names: &[&str], sealed: Vec<u8>) -> CreateJob {
+    CreateJob {
+        payload: Some(json!({
+            "interpreter": "sh",
+            "script": "echo \"$DB_PASS\"",
+            "env": { "PLAIN": "1" },
+        })),
+        secrets: Some(JobSecrets {
+            job_id,
+            names: names.iter().map(|n| n.to_string()).collect(),
+            sealed: [(rig.agent_id, sealed)].into_iter().collect(),
+        }),
+        ..rig.script_job()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_secrets_travel_from_creation_to_the_dispatch_under_the_signed_grant() {
+    for rig in rigs().await {
+        let admin = rig.caller(Role::OrgAdmin);
+        // The vault's part: the targets, their keys, the values sealed for the job's id.
+        let request = rig.script_job();
+        assert_eq!(
+            request.target_agents(&rig.domain, &admin).await.unwrap(),
+            vec![rig.agent_id]
+        );
+        let job_id = Uuid::now_v7();
+        let sealed = sealed_for(&rig, job_id, &["DB_PASS", "API_TOKEN"]);
+        let job = with_secrets(&rig, job_id, &["DB_PASS", "API_TOKEN"], sealed.clone())
+            .run(&rig.domain, &rig.engine, &admin)
+            .await
+            .unwrap();
+        assert_eq!(
+            job.id, job_id,
+            "the job has the id its secrets were sealed for"
+        );
+        let record = &rig.audited("job.create").await[0];
+        assert_eq!(
+            record.details["secret_env"],
+            json!(["DB_PASS", "API_TOKEN"])
+        );
+        assert!(!record.details.to_string().contains("-value"));
+
+        // Stored with the target, and committed to by its signed grant.
+        let rows = rig.store.job_target_grants(job.id).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            rows[0].sealed_hex.as_deref(),
+            Some(hex::encode(&sealed).as_str())
+        );
+        let grant: JobGrant =
+            postcard::from_bytes(&hex::decode(&rows[0].grant_hex).unwrap()).unwrap();
+        assert_eq!(grant.sealed_hash, Some(SealedEnv::hash_bytes(&sealed)));
+
+        // A job actor resuming from the database dispatches it with the sealed bytes, and the
+        // agent verifies and opens them.
+        let stored = rig.store.job(None, job.id).await.unwrap().unwrap();
+        let mut machine = JobMachine::resume(stored, rows, 1_000_000, 10_000, 1_000);
+        let mut effects = machine.handle(1_000_000, Input::Start);
+        effects.extend(machine.handle(1_000_001, Input::AgentOnline(rig.agent_id)));
+        let dispatch = effects
+            .into_iter()
+            .find_map(|e| match e {
+                Effect::Dispatch { dispatch, .. } => Some(dispatch),
+                _ => None,
+            })
+            .expect("a dispatch");
+        assert_eq!(dispatch.sealed, sealed);
+        let server_key = SigningKey::from_bytes(&[1; 32]).verifying_key();
+        let verified = dispatch
+            .verify(&server_key, rig.agent_id.as_bytes(), 1_000_001, 0)
+            .unwrap();
+        let JobPayload::RunScript(script) = &verified.spec.payload else {
+            panic!("a script");
+        };
+        assert_eq!(script.secret_env, ["DB_PASS", "API_TOKEN"]);
+        let env = verified.sealed.unwrap();
+        let opened = open_value(
+            &agent_sealing_key(),
+            &verified.job_id,
+            rig.agent_id.as_bytes(),
+            &env.entries[0],
+        )
+        .unwrap();
+        assert_eq!(opened.as_slice(), b"DB_PASS-value");
+        // Another agent's grant check refuses it; another agent's key cannot open it.
+        assert_eq!(
+            dispatch.verify(&server_key, &[9; 16], 1_000_001, 0),
+            Err(DispatchRefusal::WrongAgent)
+        );
+        let stranger = SealingSecret::from_bytes(&[0x43; 32]).unwrap();
+        assert!(
+            open_value(
+                &stranger,
+                &verified.job_id,
+                rig.agent_id.as_bytes(),
+                &env.entries[0]
+            )
+            .is_err()
+        );
+
+        // A job without secrets has neither a hash nor sealed bytes.
+        let plain = rig
+            .script_job()
+            .run(&rig.domain, &rig.engine, &admin)
+            .await
+            .unwrap();
+        let rows = rig.store.job_target_grants(plain.id).await.unwrap();
+        assert_eq!(rows[0].sealed_hex, None);
+        let grant: JobGrant =
+            postcard::from_bytes(&hex::decode(&rows[0].grant_hex).unwrap()).unwrap();
+        assert_eq!(grant.sealed_hash, None);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_checked_before_anything_is_written() {
+    for rig in rigs().await {
+        let admin = rig.caller(Role::OrgAdmin);
+        let before = rig.jobs().await;
+        let code = |r: Result<reap3r_store::Job, DomainError>| match r {
+            Err(DomainError::Invalid { code, message, .. }) => format!("{code}: {message}"),
+            other => panic!("unexpected {other:?}"),
+        };
+        let id = Uuid::now_v7();
+        let good = sealed_for(&rig, id, &["DB_PASS"]);
+        let run = async |job: CreateJob| job.run(&rig.domain, &rig.engine, &admin).await;
+
+        // The sealed env lacks a name, has one too many, or is not a sealed env.
+        let short = sealed_for(&rig, id, &["DB_PASS"]);
+        assert!(
+            code(run(with_secrets(&rig, id, &["DB_PASS", "B"], short)).await)
+                .contains("B is missing")
+        );
+        let long = sealed_for(&rig, id, &["DB_PASS", "B"]);
+        assert!(
+            code(run(with_secrets(&rig, id, &["DB_PASS"], long)).await).contains("not a secret")
+        );
+        assert!(
+            code(run(with_secrets(&rig, id, &["DB_PASS"], vec![0xff; 4])).await).contains("decode")
+        );
+        // Bad or clashing names, or too many.
+        assert!(
+            code(run(with_secrets(&rig, id, &["DB-PASS"], good.clone())).await)
+                .contains("must match")
+        );
+        assert!(
+            code(run(with_secrets(&rig, id, &["PLAIN"], good.clone())).await).contains("plain env")
+        );
+        assert!(
+            code(
+                run(with_secrets(
+                    &rig,
+                    id,
+                    &["DB_PASS", "DB_PASS"],
+                    good.clone()
+                ))
+                .await
+            )
+            .contains("twice")
+        );
+        let many: Vec<String> = (0..=MAX_SEALED_SECRETS).map(|i| format!("S{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(code(run(with_secrets(&rig, id, &many, good.clone())).await).contains("1 to 16"));
+        // Only scripts take secrets.
+        let list = CreateJob {
+            job_type: JobType::ProcessList,
+            payload: None,
+            ..with_secrets(&rig, id, &["DB_PASS"], good.clone())
+        };
+        assert!(code(run(list).await).contains("only run_script"));
+        // Every target needs its sealed env, and only targets may have one.
+        let mut missing = with_secrets(&rig, id, &["DB_PASS"], good.clone());
+        missing.secrets.as_mut().unwrap().sealed.clear();
+        assert!(code(run(missing).await).starts_with("secrets_not_sealed"));
+        let mut extra = with_secrets(&rig, id, &["DB_PASS"], good.clone());
+        extra
+            .secrets
+            .as_mut()
+            .unwrap()
+            .sealed
+            .insert(Uuid::new_v4(), good.clone());
+        assert!(code(run(extra).await).contains("does not target"));
+        // A dispatch must fit in one frame.
+        let big = CreateJob {
+            payload: Some(json!({
+                "interpreter": "sh",
+                "script": "x".repeat(MAX_SCRIPT_BYTES),
+                "args": vec!["a".repeat(MAX_SCRIPT_ARG_BYTES); MAX_SCRIPT_ARGS],
+            })),
+            ..with_secrets(&rig, id, &["DB_PASS"], good.clone())
+        };
+        assert!(code(run(big).await).contains("do not fit in one dispatch"));
+        assert_eq!(rig.jobs().await, before, "nothing written");
+        assert!(rig.audited("job.create").await.is_empty());
+
+        // And the right one goes through.
+        run(with_secrets(&rig, id, &["DB_PASS"], good))
+            .await
+            .unwrap();
+        assert_eq!(rig.jobs().await, before + 1);
     }
 }

@@ -14,6 +14,9 @@ use reap3r_store::{AgentStatus, NewAgent, Store, Uuid};
 use reap3r_testkit::TestDatabase;
 use reap3r_wire::*;
 
+/// The X25519 key the rig's agent announces in its hello.
+const SEALING_KEY: [u8; 32] = [0x5e; 32];
+
 #[derive(Default)]
 struct MemoryLink {
     frames: Mutex<Vec<Vec<u8>>>,
@@ -151,6 +154,7 @@ impl Rig {
             hostname: "h".into(),
             capabilities: vec!["heartbeat".into()],
             inventory: InventorySummary::default(),
+            sealing_key: Some(SEALING_KEY),
         });
         assert!(frame(&session, out.seal(hello, 0)).await, "hello accepted");
         let welcome = link.frames.lock().unwrap()[1].clone();
@@ -208,6 +212,16 @@ async fn offline_exactly_after_three_missed_heartbeat_intervals() {
     let rig = Rig::new().await;
     let (session, link, mut out) = rig.connect().await;
     assert_eq!(rig.status().await, AgentStatus::Online);
+    // The hello's sealing key is what secrets are sealed to from now on.
+    let org_id = rig.store.agent(rig.agent_id).await.unwrap().unwrap().org_id;
+    assert_eq!(
+        rig.store
+            .sealing_keys(org_id, &[rig.agent_id])
+            .await
+            .unwrap()
+            .get(&rig.agent_id),
+        Some(&SEALING_KEY)
+    );
     let start = rig.clock.now_ms();
 
     // 2 s later a heartbeat arrives: the 3 s window restarts from there.

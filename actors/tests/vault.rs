@@ -572,7 +572,7 @@ async fn a_master_key_rotation_moves_every_sealed_value_while_reveals_go_on() {
             .unwrap();
         assert_eq!(rotation.from.as_deref(), Some(before.as_str()));
         assert_ne!(rotation.to, before);
-        assert_eq!(rotation.retired, [before.clone()]);
+        assert_eq!(rotation.retired, std::slice::from_ref(&before));
         assert_eq!(revealing.await.unwrap(), 150);
         // Everything is under the new key: data keys and the TOTP secret.
         let under_old = format!("r3v1:{before}:");

@@ -1,9 +1,12 @@
-//! The agent's identity and pins, kept in a redb file (0600) in its data dir.
+//! The agent's identity and pins, kept in a redb file (0600) in its data dir: its id, its
+//! Ed25519 signing key, its X25519 sealing key (for secrets sealed to it), the server it talks
+//! to and the pins, and the config.
 
 use std::path::{Path, PathBuf};
 
-use reap3r_wire::{AgentConfig, SigningKey, VerifyingKey};
+use reap3r_wire::{AgentConfig, SealingSecret, SigningKey, VerifyingKey};
 use redb::{Database, ReadableDatabase, TableDefinition};
+use tracing::info;
 
 use crate::AgentError;
 
@@ -15,6 +18,8 @@ const FILE: &str = "agent.redb";
 pub struct AgentIdentity {
     pub agent_id: [u8; 16],
     pub signing_key: SigningKey,
+    /// The X25519 key secrets are sealed to; its public half goes in every `Hello`.
+    pub sealing: SealingSecret,
     pub server: String,
     pub fingerprint: [u8; 32],
     pub server_key: VerifyingKey,
@@ -37,6 +42,15 @@ pub struct IdentityStore {
 
 fn store_err(e: impl std::fmt::Display) -> AgentError {
     AgentError::Store(e.to_string())
+}
+
+/// A fresh sealing key: 32 bytes from the operating system's generator (any 32 bytes are an
+/// X25519 key once clamped).
+pub fn new_sealing_key() -> Result<SealingSecret, AgentError> {
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(seed.as_mut_slice())
+        .map_err(|e| AgentError::Argument(format!("no randomness: {e}")))?;
+    SealingSecret::from_bytes(&seed).map_err(|e| AgentError::Store(e.to_string()))
 }
 
 impl IdentityStore {
@@ -64,9 +78,11 @@ impl IdentityStore {
             let mut t = tx.open_table(TABLE).map_err(store_err)?;
             let hb = id.config.heartbeat_interval_s.to_be_bytes();
             let metrics = id.config.metrics_interval_s.to_be_bytes();
-            let entries: [(&str, &[u8]); 7] = [
+            let sealing = id.sealing.to_bytes();
+            let entries: [(&str, &[u8]); 8] = [
                 ("agent_id", &id.agent_id),
                 ("signing_key", id.signing_key.as_bytes()),
+                ("sealing_key", sealing.as_slice()),
                 ("server", id.server.as_bytes()),
                 ("fingerprint", &id.fingerprint),
                 ("server_key", id.server_key.as_bytes()),
@@ -80,7 +96,22 @@ impl IdentityStore {
         tx.commit().map_err(store_err)
     }
 
+    /// Loads the identity. An agent enrolled before sealing keys existed has none: it gets one
+    /// now, saved before it is used.
     pub fn load(&self) -> Result<AgentIdentity, AgentError> {
+        let (identity, generated) = self.read()?;
+        if generated {
+            self.save(&identity)?;
+            info!(
+                public = %hex::encode(identity.sealing.public()),
+                "made a sealing key for this agent"
+            );
+        }
+        Ok(identity)
+    }
+
+    /// The identity as stored, and whether its sealing key had to be made.
+    fn read(&self) -> Result<(AgentIdentity, bool), AgentError> {
         let tx = self.db.begin_read().map_err(store_err)?;
         let t = match tx.open_table(TABLE) {
             Ok(t) => t,
@@ -108,9 +139,26 @@ impl IdentityStore {
         let agent_id: [u8; 16] = get("agent_id")?
             .try_into()
             .map_err(|_| AgentError::Store("agent_id is corrupt".into()))?;
-        Ok(AgentIdentity {
+        let stored_sealing = t
+            .get("sealing_key")
+            .map_err(store_err)?
+            .map(|v| zeroize::Zeroizing::new(v.value().to_vec()));
+        let (sealing, generated) = match stored_sealing {
+            Some(bytes) => {
+                let bytes: &[u8; 32] = bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| AgentError::Store("sealing_key is corrupt".into()))?;
+                let key = SealingSecret::from_bytes(bytes)
+                    .map_err(|_| AgentError::Store("sealing_key is corrupt".into()))?;
+                (key, false)
+            }
+            None => (new_sealing_key()?, true),
+        };
+        let identity = AgentIdentity {
             agent_id,
             signing_key: SigningKey::from_bytes(&fixed("signing_key")?),
+            sealing,
             server: String::from_utf8(get("server")?).map_err(store_err)?,
             fingerprint: fixed("fingerprint")?,
             server_key: VerifyingKey::from_bytes(&fixed("server_key")?).map_err(store_err)?,
@@ -119,6 +167,62 @@ impl IdentityStore {
                 metrics_interval_s: u32_of("metrics_interval_s")?,
             }
             .clamped(),
-        })
+        };
+        Ok((identity, generated))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> AgentIdentity {
+        AgentIdentity {
+            agent_id: [1; 16],
+            signing_key: SigningKey::from_bytes(&[2; 32]),
+            sealing: SealingSecret::from_bytes(&[3; 32]).unwrap(),
+            server: "127.0.0.1:4433".into(),
+            fingerprint: [4; 32],
+            server_key: SigningKey::from_bytes(&[5; 32]).verifying_key(),
+            config: AgentConfig::default(),
+        }
+    }
+
+    #[test]
+    fn the_sealing_key_is_kept_with_the_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = IdentityStore::open(dir.path()).unwrap();
+        store.save(&identity()).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.sealing.public(), identity().sealing.public());
+        assert_eq!(*loaded.sealing.to_bytes(), *identity().sealing.to_bytes());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn an_identity_from_before_sealing_keys_gets_one_at_its_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = IdentityStore::open(dir.path()).unwrap();
+        store.save(&identity()).unwrap();
+        // As an agent enrolled before this version left it: no sealing key.
+        let tx = store.db.begin_write().unwrap();
+        tx.open_table(TABLE).unwrap().remove("sealing_key").unwrap();
+        tx.commit().unwrap();
+
+        let upgraded = store.load().unwrap();
+        assert_ne!(upgraded.sealing.public(), identity().sealing.public());
+        assert_eq!(upgraded.agent_id, [1; 16]);
+        // Saved at once: the next start has the same key.
+        drop(store);
+        let again = IdentityStore::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(again.sealing.public(), upgraded.sealing.public());
     }
 }

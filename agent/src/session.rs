@@ -61,7 +61,8 @@ fn parse_hex32(what: &str, text: &str) -> Result<[u8; 32], AgentError> {
         .ok_or_else(|| AgentError::Argument(format!("{what} must be 64 hex characters")))
 }
 
-/// Makes a key pair, registers it with the token, and stores identity and pins.
+/// Makes a key pair (and the sealing key), registers it with the token, and stores identity and
+/// pins.
 pub async fn enrol(opts: &EnrolOptions) -> Result<EnrolOutcome, AgentError> {
     let fingerprint = parse_hex32("--fingerprint", &opts.fingerprint)?;
     let server_key = VerifyingKey::from_bytes(&parse_hex32("--server-key", &opts.server_key)?)
@@ -70,6 +71,8 @@ pub async fn enrol(opts: &EnrolOptions) -> Result<EnrolOutcome, AgentError> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| AgentError::Argument(format!("no randomness: {e}")))?;
     let signing_key = SigningKey::from_bytes(&seed);
+    // Made now, so an enrolment never succeeds without a key to save.
+    let sealing = crate::identity::new_sealing_key()?;
 
     let addr = transport::resolve(&opts.server).await?;
     let endpoint = transport::client_endpoint(addr)?;
@@ -101,6 +104,7 @@ pub async fn enrol(opts: &EnrolOptions) -> Result<EnrolOutcome, AgentError> {
     let identity = AgentIdentity {
         agent_id: result.agent_id,
         signing_key,
+        sealing,
         server: opts.server.clone(),
         fingerprint,
         server_key,
@@ -170,6 +174,7 @@ pub async fn run(opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> Resul
             data_dir: opts.data_dir.clone(),
             agent_id: identity.agent_id,
             server_key: identity.server_key,
+            sealing: identity.sealing.clone(),
             power_command: opts.power_command.clone(),
         },
         config_tx,
@@ -297,6 +302,7 @@ impl Session<'_> {
             hostname: inventory::hostname(),
             capabilities,
             inventory: inventory::summary(),
+            sealing_key: Some(identity.sealing.public()),
         };
         let (frame, pending) =
             challenged.hello(identity.agent_id, &identity.signing_key, hello, now_ms());

@@ -15,7 +15,7 @@ use reap3r_agent::{AgentIdentity, IdentityStore, RunOptions};
 use reap3r_wire::{
     ALPN, AgentConfig, Challenge, Envelope, InboundSession, JobAckOutcome, JobDispatch, JobEnd,
     JobGrant, JobPayload, JobResult, JobSpec, Message, OutboundSession, OutputStream,
-    SERVER_SENDER, ScriptJob, SigningKey, VerifyingKey, Welcome,
+    SERVER_SENDER, ScriptJob, SealingSecret, SigningKey, VerifyingKey, Welcome,
 };
 use tokio::sync::watch;
 
@@ -97,6 +97,8 @@ impl Server {
             Message::Hello(h) => h,
             other => panic!("expected hello, got {other:?}"),
         };
+        // Every hello announces the agent's sealing key (the stored one).
+        assert_eq!(hello.sealing_key, Some(sealing_key().public()));
         let welcome = out.seal(
             Message::Welcome(Welcome {
                 agent_id: AGENT_ID,
@@ -127,12 +129,14 @@ impl Server {
             spec_hash: JobSpec::hash_bytes(&spec),
             issued_at_ms: now_ms(),
             expires_at_ms: Some(now_ms() + 60_000),
+            sealed_hash: None,
         }
         .sign(&self.key);
         JobDispatch {
             spec,
             grant,
             signature: signature.to_vec(),
+            sealed: Vec::new(),
         }
     }
 }
@@ -186,8 +190,13 @@ fn sh(script: &str, timeout_s: u32) -> JobSpec {
             args: vec![],
             env: vec![],
             working_dir: None,
+            secret_env: vec![],
         }),
     }
+}
+
+fn sealing_key() -> SealingSecret {
+    SealingSecret::from_bytes(&[6; 32]).unwrap()
 }
 
 fn enrol(dir: &Path, server: SocketAddr, fingerprint: [u8; 32], key: &SigningKey) -> SigningKey {
@@ -197,6 +206,7 @@ fn enrol(dir: &Path, server: SocketAddr, fingerprint: [u8; 32], key: &SigningKey
         .save(&AgentIdentity {
             agent_id: AGENT_ID,
             signing_key: agent_key.clone(),
+            sealing: sealing_key(),
             server: server.to_string(),
             fingerprint,
             server_key: key.verifying_key(),

@@ -26,6 +26,10 @@ const SQLITE: &[(i64, &str)] = &[
         include_str!("../../migrations/sqlite/0008_alert_reconcile.sql"),
     ),
     (9, include_str!("../../migrations/sqlite/0009_vault.sql")),
+    (
+        10,
+        include_str!("../../migrations/sqlite/0010_sealed_env.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
@@ -49,6 +53,10 @@ const POSTGRES: &[(i64, &str)] = &[
         include_str!("../../migrations/postgres/0008_alert_reconcile.sql"),
     ),
     (9, include_str!("../../migrations/postgres/0009_vault.sql")),
+    (
+        10,
+        include_str!("../../migrations/postgres/0010_sealed_env.sql"),
+    ),
 ];
 
 /// Advisory-lock key that serialises migrations across processes on PostgreSQL ("R3MIGRAT").

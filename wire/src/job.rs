@@ -8,14 +8,21 @@
 //! and that the spec hashes to the grant's `spec_hash`. Rows in the database alone cannot make an
 //! agent run anything: without the server key there is no valid grant, and a grant for one agent
 //! or one job is useless for another.
+//!
+//! A script may also get secrets: its spec names the environment variables
+//! ([`ScriptJob::secret_env`]), and each target's dispatch carries the values sealed to that
+//! agent's X25519 key ([`JobDispatch::sealed`], a [`SealedEnv`]), whose BLAKE3 is in that
+//! target's signed grant ([`JobGrant::sealed_hash`]). See [`crate::seal_value`].
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
+use crate::sealing::SealedEnv;
 use crate::{AgentConfig, WireError};
 
-/// Domain separation for grant signatures, so no other signed bytes can pass as a grant.
-const GRANT_CONTEXT: &[u8] = b"reap3r job grant v1\0";
+/// Domain separation for grant signatures, so no other signed bytes can pass as a grant. v2:
+/// the grant carries `sealed_hash`.
+const GRANT_CONTEXT: &[u8] = b"reap3r job grant v2\0";
 
 /// Most bytes of stdout an agent keeps (and streams) for one job.
 pub const MAX_STDOUT_BYTES: u32 = 64 * 1024;
@@ -155,6 +162,10 @@ pub struct ScriptJob {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub working_dir: Option<String>,
+    /// Names of the environment variables whose values come sealed in the dispatch (names
+    /// only: the spec is shared by every target and signed). The agent sets them only in the
+    /// child's environment and masks their values in the output.
+    pub secret_env: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,6 +220,9 @@ pub struct JobGrant {
     pub issued_at_ms: u64,
     /// The agent refuses the job after this time (by its own clock, with some slack for skew).
     pub expires_at_ms: Option<u64>,
+    /// BLAKE3 of this target's sealed env bytes ([`JobDispatch::sealed`]); `None` when the job
+    /// gives this target no secrets (the dispatch's `sealed` is then empty).
+    pub sealed_hash: Option<[u8; 32]>,
 }
 
 impl JobGrant {
@@ -231,13 +245,17 @@ fn signing_input(grant: &[u8]) -> Vec<u8> {
     input
 }
 
-/// Sent on a new stream to give an agent a job: the spec and the signed grant, as stored.
+/// Sent on a new stream to give an agent a job: the spec, the signed grant and the target's
+/// sealed secrets, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobDispatch {
     pub spec: Vec<u8>,
     pub grant: Vec<u8>,
     /// 64 bytes (serde has no impl for `[u8; 64]`); any other length fails verification.
     pub signature: Vec<u8>,
+    /// Postcard [`SealedEnv`] bytes hashing to the grant's `sealed_hash`; empty when the job
+    /// has no secrets for this target.
+    pub sealed: Vec<u8>,
 }
 
 /// Why an agent refuses a dispatch.
@@ -253,6 +271,10 @@ pub enum DispatchRefusal {
     Expired,
     #[error("job does not decode: {0}")]
     Malformed(String),
+    /// The sealed env does not hash to the grant's `sealed_hash`, does not decode, or does not
+    /// hold exactly the spec's `secret_env` names (the reason names variables, never values).
+    #[error("sealed secrets do not match the signed grant: {0}")]
+    SealedMismatch(String),
 }
 
 /// A dispatch whose grant verified for this agent: the only way to obtain a runnable job.
@@ -261,6 +283,9 @@ pub struct VerifiedJob {
     pub job_id: [u8; 16],
     pub grant: JobGrant,
     pub spec: JobSpec,
+    /// The target's sealed values, still sealed (opened only by the agent's job runner); their
+    /// names are exactly the spec's `secret_env`. `None` when the grant has no `sealed_hash`.
+    pub sealed: Option<SealedEnv>,
 }
 
 impl JobDispatch {
@@ -272,8 +297,9 @@ impl JobDispatch {
     }
 
     /// Agent side: checks the signature against the pinned server key, that the grant names
-    /// `agent_id`, that the spec is the one signed for, and that the grant has not expired at
-    /// `now_ms` (allowing `skew_ms` of clock difference).
+    /// `agent_id`, that the spec is the one signed for, that the sealed env is the one signed
+    /// for (and holds exactly the secrets the spec names), and that the grant has not expired
+    /// at `now_ms` (allowing `skew_ms` of clock difference).
     pub fn verify(
         &self,
         server_key: &VerifyingKey,
@@ -298,6 +324,16 @@ impl JobDispatch {
         if JobSpec::hash_bytes(&self.spec) != grant.spec_hash {
             return Err(DispatchRefusal::SpecMismatch);
         }
+        let mismatch = |why: String| Err(DispatchRefusal::SealedMismatch(why));
+        match grant.sealed_hash {
+            Some(hash) if SealedEnv::hash_bytes(&self.sealed) != hash => {
+                return mismatch("the sealed env does not hash to the grant's sealed_hash".into());
+            }
+            None if !self.sealed.is_empty() => {
+                return mismatch("a sealed env came with a grant that has none".into());
+            }
+            _ => {}
+        }
         if grant
             .expires_at_ms
             .is_some_and(|exp| now_ms > exp.saturating_add(skew_ms))
@@ -306,11 +342,40 @@ impl JobDispatch {
         }
         let spec = JobSpec::from_bytes(&self.spec)
             .map_err(|e| DispatchRefusal::Malformed(e.to_string()))?;
+        let sealed = match grant.sealed_hash {
+            Some(_) => Some(
+                SealedEnv::from_bytes(&self.sealed)
+                    .map_err(|e| DispatchRefusal::SealedMismatch(e.to_string()))?,
+            ),
+            None => None,
+        };
+        check_sealed_names(&spec.payload, sealed.as_ref())?;
         Ok(VerifiedJob {
             job_id: grant.job_id,
             grant,
             spec,
+            sealed,
         })
+    }
+}
+
+/// The sealed entries must name exactly the spec's `secret_env`; a job type that takes no
+/// secrets must come with none.
+fn check_sealed_names(
+    payload: &JobPayload,
+    sealed: Option<&SealedEnv>,
+) -> Result<(), DispatchRefusal> {
+    let empty = SealedEnv::default();
+    let sealed = sealed.unwrap_or(&empty);
+    match payload {
+        JobPayload::RunScript(script) => sealed
+            .check_names(&script.secret_env)
+            .map_err(|e| DispatchRefusal::SealedMismatch(e.to_string())),
+        _ if sealed.entries.is_empty() => Ok(()),
+        other => Err(DispatchRefusal::SealedMismatch(format!(
+            "a {} job takes no secrets",
+            other.type_name()
+        ))),
     }
 }
 
@@ -400,6 +465,165 @@ pub struct JobResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sealing::tests::TestRng;
+    use crate::{SealingSecret, open_value, seal_value};
+
+    const JOB: [u8; 16] = [3; 16];
+    const AGENT: [u8; 16] = [4; 16];
+
+    fn script(secret_env: &[&str]) -> JobSpec {
+        JobSpec {
+            timeout_s: 60,
+            payload: JobPayload::RunScript(ScriptJob {
+                interpreter: "sh".into(),
+                script: "echo $A".into(),
+                args: vec![],
+                env: vec![],
+                working_dir: None,
+                secret_env: secret_env.iter().map(|s| s.to_string()).collect(),
+            }),
+        }
+    }
+
+    fn sealed_env(key: &SealingSecret, names: &[&str]) -> Vec<u8> {
+        let mut rng = TestRng::new("dispatch");
+        SealedEnv {
+            entries: names
+                .iter()
+                .map(|n| seal_value(&key.public(), &JOB, &AGENT, n, b"s3cret", &mut rng).unwrap())
+                .collect(),
+        }
+        .to_bytes()
+        .unwrap()
+    }
+
+    /// A dispatch signed by `server` whose grant commits to `hash_of` (or to nothing) and that
+    /// carries `sealed`.
+    fn dispatch(
+        server: &SigningKey,
+        spec: &JobSpec,
+        hash_of: Option<&[u8]>,
+        sealed: Vec<u8>,
+    ) -> JobDispatch {
+        let spec = spec.to_bytes();
+        let grant = JobGrant {
+            job_id: JOB,
+            agent_id: AGENT,
+            spec_hash: JobSpec::hash_bytes(&spec),
+            issued_at_ms: 0,
+            expires_at_ms: None,
+            sealed_hash: hash_of.map(SealedEnv::hash_bytes),
+        };
+        let (grant, signature) = grant.sign(server);
+        JobDispatch {
+            spec,
+            grant,
+            signature: signature.to_vec(),
+            sealed,
+        }
+    }
+
+    fn refusal(d: &JobDispatch, server: &SigningKey) -> String {
+        match d.verify(&server.verifying_key(), &AGENT, 0, 0) {
+            Err(DispatchRefusal::SealedMismatch(why)) => why,
+            other => panic!("expected SealedMismatch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_sealed_env_signed_for_verifies_and_opens() {
+        let server = SigningKey::from_bytes(&[7; 32]);
+        let key = SealingSecret::generate(&mut TestRng::new("agent"));
+        let sealed = sealed_env(&key, &["B", "A"]);
+        let d = dispatch(&server, &script(&["A", "B"]), Some(&sealed), sealed.clone());
+        let job = d.verify(&server.verifying_key(), &AGENT, 0, 0).unwrap();
+        let env = job.sealed.unwrap();
+        assert_eq!(env.entries.len(), 2);
+        let value = open_value(&key, &job.job_id, &AGENT, &env.entries[0]).unwrap();
+        assert_eq!(value.as_slice(), b"s3cret");
+
+        // Without secrets: no hash, nothing sealed.
+        let plain = dispatch(&server, &script(&[]), None, vec![]);
+        let job = plain.verify(&server.verifying_key(), &AGENT, 0, 0).unwrap();
+        assert_eq!(job.sealed, None);
+    }
+
+    #[test]
+    fn a_sealed_env_that_is_not_the_signed_one_is_refused() {
+        let server = SigningKey::from_bytes(&[7; 32]);
+        let key = SealingSecret::generate(&mut TestRng::new("agent"));
+        let spec = script(&["A"]);
+        let sealed = sealed_env(&key, &["A"]);
+        let other = sealed_env(&SealingSecret::generate(&mut TestRng::new("x")), &["A"]);
+
+        // Swapped for other bytes, or dropped, or added to a grant without a hash.
+        let swapped = dispatch(&server, &spec, Some(&sealed), other.clone());
+        assert!(refusal(&swapped, &server).contains("hash"));
+        let dropped = dispatch(&server, &spec, Some(&sealed), vec![]);
+        assert!(refusal(&dropped, &server).contains("hash"));
+        let added = dispatch(&server, &script(&[]), None, sealed.clone());
+        assert!(refusal(&added, &server).contains("none"));
+        // Signed, but not a sealed env.
+        let junk = vec![0xff; 8];
+        let garbage = dispatch(&server, &spec, Some(&junk), junk.clone());
+        assert!(matches!(
+            garbage.verify(&server.verifying_key(), &AGENT, 0, 0),
+            Err(DispatchRefusal::SealedMismatch(_))
+        ));
+        // The grant's hash is covered by the signature.
+        let mut forged = dispatch(&server, &spec, Some(&sealed), other.clone());
+        let mut grant: JobGrant = postcard::from_bytes(&forged.grant).unwrap();
+        grant.sealed_hash = Some(SealedEnv::hash_bytes(&other));
+        forged.grant = grant.to_bytes();
+        assert_eq!(
+            forged.verify(&server.verifying_key(), &AGENT, 0, 0),
+            Err(DispatchRefusal::BadSignature)
+        );
+    }
+
+    #[test]
+    fn the_sealed_names_must_be_the_specs_secret_env() {
+        let server = SigningKey::from_bytes(&[7; 32]);
+        let key = SealingSecret::generate(&mut TestRng::new("agent"));
+        let case = |spec: &JobSpec, names: &[&str]| {
+            let sealed = sealed_env(&key, names);
+            refusal(
+                &dispatch(&server, spec, Some(&sealed), sealed.clone()),
+                &server,
+            )
+        };
+        assert!(case(&script(&["A", "B"]), &["A"]).contains("B is missing"));
+        assert!(case(&script(&["A"]), &["A", "B"]).contains("\"B\" is not a secret"));
+        assert!(case(&script(&["A"]), &["A", "A"]).contains("sealed twice"));
+        assert!(case(&script(&["A", "A"]), &["A"]).contains("twice"));
+        assert!(case(&script(&[]), &["A"]).contains("not a secret"));
+        // The spec names a secret but the grant seals nothing.
+        let missing = dispatch(&server, &script(&["A"]), None, vec![]);
+        assert!(refusal(&missing, &server).contains("A is missing"));
+        let bad_name = JobSpec {
+            timeout_s: 1,
+            payload: JobPayload::RunScript(ScriptJob {
+                secret_env: vec!["A-B".into()],
+                ..match script(&[]).payload {
+                    JobPayload::RunScript(s) => s,
+                    _ => unreachable!(),
+                }
+            }),
+        };
+        assert!(case(&bad_name, &[]).contains("not a valid variable name"));
+        // Other job types take no secrets.
+        let list = JobSpec {
+            timeout_s: 1,
+            payload: JobPayload::ProcessList,
+        };
+        assert!(case(&list, &["A"]).contains("process_list job takes no secrets"));
+        let empty = SealedEnv::default().to_bytes().unwrap();
+        assert!(
+            dispatch(&server, &list, Some(&empty), empty.clone())
+                .verify(&server.verifying_key(), &AGENT, 0, 0)
+                .is_ok()
+        );
+    }
 
     #[test]
     fn job_types_derive_their_names_from_one_list() {

@@ -12,6 +12,7 @@ mod job;
 mod message;
 mod metrics;
 mod replay;
+mod sealing;
 mod session;
 
 pub use envelope::{Envelope, HEADER_LEN, Header, SIGNATURE_LEN, Unverified, Verified};
@@ -32,9 +33,16 @@ pub use metrics::{
     MetricsBatch, MetricsSample, MountUsage, Name,
 };
 pub use replay::{REPLAY_WINDOW, ReplayWindow};
+pub use sealing::{
+    CryptoRng, MAX_SEALED_SECRETS, MAX_SEALED_VALUE_BYTES, MAX_SECRET_ENV_NAME_CHARS, SEAL_INFO,
+    SealError, SealedEnv, SealedValue, SealingSecret, open_value, seal_value, valid_env_name,
+};
 pub use session::{InboundSession, OutboundSession, SERVER_SENDER};
 
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
+/// The RNG traits [`seal_value`] and [`SealingSecret::generate`] take (rand_core 0.10), with
+/// `UnwrapErr` to make `getrandom::SysRng` one.
+pub use hpke::rand_core;
 
 /// Protocol version carried in every envelope.
 pub const PROTOCOL_VERSION: u8 = 1;

@@ -51,12 +51,17 @@ pub struct InventorySummary {
     pub boot_time_s: u64,
 }
 
+/// What an enrolled agent presents on every connection (signed with its Ed25519 key, like
+/// every envelope of the session).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     pub agent_version: String,
     pub hostname: String,
     pub capabilities: Vec<String>,
     pub inventory: InventorySummary,
+    /// The agent's X25519 public key for secrets sealed to it ([`crate::SealingSecret`]);
+    /// `None` from an agent that takes no sealed secrets.
+    pub sealing_key: Option<[u8; 32]>,
 }
 
 /// Runtime settings the server gives an agent; sent in `Welcome` and `ConfigUpdate`.

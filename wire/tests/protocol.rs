@@ -119,15 +119,19 @@ fn arb_message() -> impl Strategy<Value = Message> {
             ".{0,10}",
             ".{0,20}",
             proptest::collection::vec("[a-z_]{1,12}", 0..8),
-            arb_inventory()
+            arb_inventory(),
+            proptest::option::of(any::<[u8; 32]>()),
         )
             .prop_map(
-                |(agent_version, hostname, capabilities, inventory)| Message::Hello(Hello {
-                    agent_version,
-                    hostname,
-                    capabilities,
-                    inventory
-                })
+                |(agent_version, hostname, capabilities, inventory, sealing_key)| {
+                    Message::Hello(Hello {
+                        agent_version,
+                        hostname,
+                        capabilities,
+                        inventory,
+                        sealing_key,
+                    })
+                }
             ),
         (any::<[u8; 16]>(), any::<u32>(), any::<u32>()).prop_map(|(agent_id, h, m)| {
             Message::Welcome(Welcome {
@@ -331,6 +335,46 @@ fn session_refuses_replay_wrong_nonce_wrong_sender_and_bad_signature() {
             )
             .is_ok()
     );
+}
+
+#[test]
+fn the_hellos_sealing_key_is_covered_by_the_agents_signature() {
+    let agent = key(5);
+    let nonce = [42; 16];
+    let id = [1; 16];
+    let sealing = SealingSecret::from_bytes(&[8; 32]).unwrap();
+    let hello = Message::Hello(Hello {
+        agent_version: "1".into(),
+        hostname: "h".into(),
+        capabilities: vec![],
+        inventory: InventorySummary::default(),
+        sealing_key: Some(sealing.public()),
+    });
+    let frame = OutboundSession::new(id, nonce, agent.clone()).seal(hello.clone(), 10);
+    let accepted = InboundSession::new(nonce)
+        .accept(
+            Envelope::parse(frame.clone()).unwrap(),
+            &id,
+            &agent.verifying_key(),
+        )
+        .unwrap();
+    assert_eq!(accepted.message(), &hello);
+    // The key is the body's last 32 bytes before the signature: swapping any of its bytes (an
+    // attacker substituting their own key) breaks the signature.
+    let key_at = frame.len() - SIGNATURE_LEN - 32;
+    assert_eq!(&frame[key_at..key_at + 32], sealing.public().as_slice());
+    for i in key_at..key_at + 32 {
+        let mut forged = frame.clone();
+        forged[i] ^= 0x01;
+        let err = InboundSession::new(nonce)
+            .accept(
+                Envelope::parse(forged).unwrap(),
+                &id,
+                &agent.verifying_key(),
+            )
+            .unwrap_err();
+        assert_eq!(err, WireError::BadSignature, "byte {i}");
+    }
 }
 
 #[test]

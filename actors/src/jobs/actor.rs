@@ -12,7 +12,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use reap3r_store::{Job, Uuid};
 use tracing::warn;
 
-use super::machine::{Batch, Effect, Input, JobMachine, Metric};
+use super::machine::{Batch, Effect, Input, JobMachine, Metric, SignedTarget};
 use super::{AgentJobEvent, JobSupervisorMsg};
 use crate::{AgentCommand, AgentRouter, Delivery, FleetContext, FleetStats};
 
@@ -48,8 +48,8 @@ pub enum JobMsg {
 #[derive(Debug)]
 pub struct Preloaded {
     pub job: Job,
-    /// agent id → (grant bytes, signature bytes), every target queued.
-    pub grants: HashMap<Uuid, (Vec<u8>, Vec<u8>)>,
+    /// agent id → its signed grant and sealed secrets, every target queued.
+    pub grants: HashMap<Uuid, SignedTarget>,
 }
 
 pub struct JobArgs {

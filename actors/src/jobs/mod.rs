@@ -19,7 +19,7 @@ use reap3r_wire::{JobAckOutcome, JobOutput, JobResult};
 pub use actor::{JobActor, JobMsg};
 pub use cancel::CancelJob;
 pub use create::{
-    CreateJob, JobTargetChoice, MAX_JOB_AGENT_IDS, MAX_JOB_TAG_IDS, MAX_JOB_TARGETS,
+    CreateJob, JobSecrets, JobTargetChoice, MAX_JOB_AGENT_IDS, MAX_JOB_TAG_IDS, MAX_JOB_TARGETS,
     MAX_JOB_TIMEOUT_S,
 };
 pub use engine::JobEngine;

@@ -83,6 +83,9 @@ pub(super) fn parse_payload(
                 args: p.args,
                 env: p.env.into_iter().collect(),
                 working_dir: p.working_dir,
+                // Only the job's sealed secrets name these (`CreateJob::secrets`), never the
+                // request's payload.
+                secret_env: Vec::new(),
             })
         }
         JobType::ProcessList => {

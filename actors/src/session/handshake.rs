@@ -140,6 +140,8 @@ impl SessionState {
             capabilities: hello.capabilities.clone(),
             inventory: serde_json::to_value(InventoryJson::from(&hello.inventory))
                 .unwrap_or_default(),
+            // Covered by the hello's signature, verified above with the agent's Ed25519 key.
+            sealing_key: hello.sealing_key,
         };
         if let Some(previous) = self.args.registry.register(agent_id, myself.clone()) {
             // The agent reconnected before we noticed the old connection died.

@@ -49,8 +49,8 @@ pub enum SessionMsg {
     /// The server ends this session (shutdown, superseded, access withdrawn).
     Kick(CloseCode, String),
     /// Send a server message to the agent on the control stream (config updates, job cancels,
-    /// result acks).
-    Send(Message),
+    /// result acks). Boxed: a `Message` can be a large hello, and mailboxes hold many of these.
+    Send(Box<Message>),
     /// Send a job to the agent on a new stream of its own.
     DispatchJob(Uuid, Box<reap3r_wire::JobDispatch>),
     /// Test hook: makes the handler panic, to exercise supervision. Not reachable from the network.
@@ -145,7 +145,7 @@ impl Actor for AgentSession {
             }
             SessionMsg::Kick(code, reason) => Err(Refusal::new(code, reason)),
             SessionMsg::Send(message) => state
-                .send(message)
+                .send(*message)
                 .map_err(|e| Refusal::new(CloseCode::Internal, e.to_string())),
             SessionMsg::DispatchJob(job_id, dispatch) => {
                 state.dispatch_job(job_id, *dispatch);

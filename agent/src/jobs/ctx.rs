@@ -7,6 +7,7 @@ use reap3r_wire::{JobEnd, JobResult};
 use tokio::process::Command;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
+use zeroize::Zeroizing;
 
 use super::Shared;
 use super::ledger::{JobState, ProcessRecord};
@@ -161,6 +162,9 @@ pub(crate) struct JobCtx<'a> {
     stop: StopRx,
     events: Events,
     started_at_ms: Option<u64>,
+    /// The job's opened secret values: masked in the output of every process it runs.
+    /// Zeroized when the job ends.
+    pub secrets: Vec<Zeroizing<Vec<u8>>>,
 }
 
 impl<'a> JobCtx<'a> {
@@ -180,6 +184,7 @@ impl<'a> JobCtx<'a> {
             stop,
             events,
             started_at_ms: None,
+            secrets: Vec::new(),
         }
     }
 
@@ -208,20 +213,23 @@ impl<'a> JobCtx<'a> {
         stdout_cap: usize,
         stderr_cap: usize,
     ) -> ProcessRun {
-        let limits = RunLimits {
-            deadline: self.deadline,
-            stdout_cap,
-            stderr_cap,
-            stream,
-        };
         let Self {
             shared,
             job_id,
             stop,
             events,
             started_at_ms,
+            secrets,
+            deadline,
             ..
         } = self;
+        let limits = RunLimits {
+            deadline: *deadline,
+            stdout_cap,
+            stderr_cap,
+            stream,
+            secrets,
+        };
         let shared: &Shared = shared;
         let events: &Events = events;
         let mut on_spawn = |pid: u32| {

@@ -11,6 +11,7 @@
 mod caps;
 mod ctx;
 mod ledger;
+mod mask;
 mod runner;
 mod types;
 
@@ -22,8 +23,8 @@ use std::time::Duration;
 
 use quinn::{RecvStream, SendStream, VarInt};
 use reap3r_wire::{
-    AgentConfig, CloseCode, JobAckOutcome, JobOutput, JobResult, Message, VerifiedJob,
-    VerifyingKey, Welcome,
+    AgentConfig, CloseCode, JobAckOutcome, JobOutput, JobResult, Message, SealingSecret,
+    VerifiedJob, VerifyingKey, Welcome,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinSet};
@@ -62,6 +63,8 @@ pub(crate) struct EngineOptions {
     pub data_dir: PathBuf,
     pub agent_id: [u8; 16],
     pub server_key: VerifyingKey,
+    /// Opens the secrets sealed to this agent (kept in the identity store).
+    pub sealing: SealingSecret,
     /// Run as `<cmd> -r|-h <when>` by reboot and shutdown jobs.
     pub power_command: String,
 }
@@ -70,6 +73,9 @@ pub(crate) struct EngineOptions {
 pub(crate) struct Shared {
     pub ledger: Arc<Ledger>,
     pub caps: Capabilities,
+    pub agent_id: [u8; 16],
+    /// Opens the secrets sealed to this agent; never logged (its `Debug` shows the public key).
+    pub sealing: SealingSecret,
     pub data_dir: PathBuf,
     pub power_command: String,
     pub config_tx: mpsc::UnboundedSender<ConfigRequest>,
@@ -120,6 +126,8 @@ impl JobEngine {
         let shared = Arc::new(Shared {
             ledger,
             caps,
+            agent_id: opts.agent_id,
+            sealing: opts.sealing,
             data_dir: opts.data_dir,
             power_command: opts.power_command,
             config_tx,
@@ -338,7 +346,7 @@ impl Shared {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let exec = async {
             let mut ctx = JobCtx::new(self, job_id, job.spec.timeout_s, stop, events_tx);
-            let outcome = types::execute(&mut ctx, &job.spec.payload).await;
+            let outcome = types::execute(&mut ctx, &job.spec.payload, job.sealed.as_ref()).await;
             (outcome, ctx.started_at_ms())
         };
         let ((outcome, started), sink) =

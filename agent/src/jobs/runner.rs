@@ -1,6 +1,7 @@
 //! Runs one child process for a job: its own process group, stdin null, stdout and stderr read
 //! concurrently into capped captures (streamed as chunks while it runs), killed as a whole group
-//! at the deadline or when stopped.
+//! at the deadline or when stopped. The job's secret values are masked in both streams
+//! ([`Masker`]) before anything is kept, counted or sent.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
@@ -13,6 +14,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use zeroize::Zeroizing;
+
+use super::mask::Masker;
 
 /// Longest pause before buffered output is sent as a chunk.
 pub(crate) const FLUSH_AFTER: Duration = Duration::from_millis(100);
@@ -60,11 +64,14 @@ pub(crate) enum JobEvent {
 
 pub(crate) type Events = mpsc::UnboundedSender<JobEvent>;
 
-/// The kept part of one output stream: at most `cap` bytes; the rest is counted and dropped.
+/// The kept part of one output stream: at most `cap` bytes of the masked output; the rest is
+/// counted and dropped.
 #[derive(Debug)]
 pub(crate) struct Capture {
     stream: OutputStream,
     cap: usize,
+    /// Masks the job's secret values before anything is kept or counted.
+    masker: Masker,
     kept: Vec<u8>,
     total: u64,
     /// Index in `kept` of the first byte not yet sent as a chunk.
@@ -73,10 +80,11 @@ pub(crate) struct Capture {
 }
 
 impl Capture {
-    pub(crate) fn new(stream: OutputStream, cap: usize) -> Self {
+    pub(crate) fn new(stream: OutputStream, cap: usize, secrets: &[Zeroizing<Vec<u8>>]) -> Self {
         Self {
             stream,
             cap,
+            masker: Masker::new(secrets.iter().map(|s| s.as_slice())),
             kept: Vec::new(),
             total: 0,
             flushed: 0,
@@ -97,7 +105,23 @@ impl Capture {
         &self.kept
     }
 
+    /// Takes the stream's next bytes, masked; a possible start of a secret is held back.
     fn push(&mut self, bytes: &[u8]) {
+        if self.masker.is_empty() {
+            self.keep(bytes);
+        } else {
+            let masked = self.masker.push(bytes);
+            self.keep(&masked);
+        }
+    }
+
+    /// The stream ended: what the masker held back is kept too.
+    fn end(&mut self) {
+        let rest = self.masker.finish();
+        self.keep(&rest);
+    }
+
+    fn keep(&mut self, bytes: &[u8]) {
         self.total += bytes.len() as u64;
         let room = self.cap.saturating_sub(self.kept.len());
         let take = room.min(bytes.len());
@@ -143,7 +167,8 @@ async fn pump<R: AsyncRead + Unpin>(
     let Some(mut reader) = reader else {
         return;
     };
-    let mut buf = vec![0u8; 8192];
+    // Raw output may hold a secret: the read buffer is zeroized when dropped.
+    let mut buf = Zeroizing::new(vec![0u8; 8192]);
     loop {
         let deadline = if events.is_some() {
             capture.flush_deadline()
@@ -163,7 +188,10 @@ async fn pump<R: AsyncRead + Unpin>(
             None => reader.read(&mut buf).await,
         };
         match read {
-            Ok(0) | Err(_) => break,
+            Ok(0) | Err(_) => {
+                capture.end();
+                break;
+            }
             Ok(n) => {
                 capture.push(&buf[..n]);
                 if capture.pending() >= MAX_OUTPUT_CHUNK {
@@ -193,25 +221,27 @@ pub(crate) struct ProcessRun {
 
 /// Limits of one process run.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct RunLimits {
+pub(crate) struct RunLimits<'a> {
     pub deadline: Instant,
     pub stdout_cap: usize,
     pub stderr_cap: usize,
     /// Whether output is streamed as [`JobEvent::Output`] while it runs.
     pub stream: bool,
+    /// Values masked as `***` in both streams (the job's opened secrets).
+    pub secrets: &'a [Zeroizing<Vec<u8>>],
 }
 
 /// Runs `cmd` in its own process group. `on_spawn` gets the pid (= pgid) as soon as the process
 /// exists; it is where the caller records it.
 pub(crate) async fn run_process(
     cmd: &mut Command,
-    limits: RunLimits,
+    limits: RunLimits<'_>,
     stop: &mut StopRx,
     events: Option<&Events>,
     on_spawn: &mut (dyn FnMut(u32) + Send),
 ) -> ProcessRun {
-    let mut stdout = Capture::new(OutputStream::Stdout, limits.stdout_cap);
-    let mut stderr = Capture::new(OutputStream::Stderr, limits.stderr_cap);
+    let mut stdout = Capture::new(OutputStream::Stdout, limits.stdout_cap, limits.secrets);
+    let mut stderr = Capture::new(OutputStream::Stderr, limits.stderr_cap, limits.secrets);
     let stream_to = if limits.stream { events } else { None };
     cmd.process_group(0)
         .stdin(Stdio::null())
@@ -274,7 +304,10 @@ pub(crate) async fn run_process(
         }
         ending
     };
-    // Whatever the readers had not sent yet (if they were cut off by the grace).
+    // Whatever the readers had not sent yet (if they were cut off by the grace), with what the
+    // maskers still held (nothing if the streams ended).
+    stdout.end();
+    stderr.end();
     stdout.flush(stream_to);
     stderr.flush(stream_to);
     ProcessRun {
@@ -351,12 +384,13 @@ pub(crate) fn describe_exit(status: ExitStatus) -> (Option<i32>, Option<String>)
 mod tests {
     use super::*;
 
-    fn limits(timeout: Duration, stream: bool) -> RunLimits {
+    fn limits(timeout: Duration, stream: bool) -> RunLimits<'static> {
         RunLimits {
             deadline: Instant::now() + timeout,
             stdout_cap: reap3r_wire::MAX_STDOUT_BYTES as usize,
             stderr_cap: reap3r_wire::MAX_STDERR_BYTES as usize,
             stream,
+            secrets: &[],
         }
     }
 
@@ -447,6 +481,49 @@ mod tests {
         // The live chunks are exactly the kept bytes.
         assert_eq!(joined(&events, OutputStream::Stdout), run.stdout.bytes());
         assert_eq!(joined(&events, OutputStream::Stderr), run.stderr.bytes());
+    }
+
+    #[tokio::test]
+    async fn secrets_are_masked_in_the_chunks_and_the_capture_before_the_caps() {
+        let secrets = [
+            Zeroizing::new(b"s3cr3t-value".to_vec()),
+            Zeroizing::new(vec![b'k'; 1000]),
+        ];
+        let (_stop_tx, mut stop) = watch::channel(None);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let limits = RunLimits {
+            secrets: &secrets,
+            ..limits(Duration::from_secs(10), true)
+        };
+        // The value is cut across two writes 300 ms apart (a flush goes out in between); the
+        // second secret fills 100 KB of stderr, more than its cap, and masks to one run.
+        let script = "printf 'pw=s3cr'; sleep 0.3; printf '3t-value\n'; \
+                      head -c 100000 /dev/zero | tr '\\0' k >&2";
+        let run = run_process(&mut sh(script), limits, &mut stop, Some(&tx), &mut |_| {}).await;
+        drop(tx);
+        let mut events = Vec::new();
+        while let Some(e) = rx.recv().await {
+            events.push(e);
+        }
+        assert_eq!(run.stdout.bytes(), b"pw=***\n");
+        assert_eq!(joined(&events, OutputStream::Stdout), b"pw=***\n");
+        assert!(
+            events
+                .iter()
+                .filter(|e| matches!(
+                    e,
+                    JobEvent::Output {
+                        stream: OutputStream::Stdout,
+                        ..
+                    }
+                ))
+                .count()
+                >= 2,
+            "streamed in more than one chunk: {events:?}"
+        );
+        assert_eq!(run.stderr.bytes(), b"***");
+        assert!(!run.stderr.truncated(), "masked before the cap counts");
+        assert_eq!(joined(&events, OutputStream::Stderr), b"***");
     }
 
     #[tokio::test]

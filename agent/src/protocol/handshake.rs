@@ -259,6 +259,7 @@ mod tests {
             hostname: "h".into(),
             capabilities: vec!["heartbeat".into()],
             inventory: InventorySummary::default(),
+            sealing_key: Some([5; 32]),
         }
     }
 

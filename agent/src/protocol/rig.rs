@@ -161,6 +161,7 @@ impl Grant {
             spec: self.spec.clone(),
             grant,
             signature: signature.to_vec(),
+            sealed: Vec::new(),
         }
     }
 }
@@ -203,6 +204,7 @@ impl Rig {
             hostname: "rig".into(),
             capabilities: Vec::new(),
             inventory: InventorySummary::default(),
+            sealing_key: None,
         };
         let (frame, pending) = challenged.hello(
             self.server.agent_id(),
@@ -246,6 +248,7 @@ impl Rig {
                 args: Vec::new(),
                 env: Vec::new(),
                 working_dir: None,
+                secret_env: Vec::new(),
             }),
         }
         .to_bytes();
@@ -256,6 +259,7 @@ impl Rig {
                 spec_hash: JobSpec::hash_bytes(&spec),
                 issued_at_ms: NOW_MS,
                 expires_at_ms: Some(NOW_MS + 60_000),
+                sealed_hash: None,
             },
             spec,
             key: self.server.key.clone(),

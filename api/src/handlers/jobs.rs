@@ -348,6 +348,7 @@ impl JobsApi {
             expires_at: body.expires_at,
             batch_size: body.batch_size,
             confirm: body.confirm,
+            secrets: None,
         }
         .run(&ctx.domain, engine(&ctx)?, auth.caller())
         .await?;

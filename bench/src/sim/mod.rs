@@ -303,6 +303,8 @@ async fn handshake(agent: &SimAgent, shared: &Shared) -> Result<Handshaken, Stri
         hostname: format!("sim-{:06}", agent.idx),
         capabilities: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
         inventory: agent::inventory(agent.idx),
+        // Simulated agents take no sealed secrets: no X25519 key to make or announce.
+        sealing_key: None,
     };
     let (frame, pending) = challenged.hello(agent.id, &agent.key, hello, now_ms());
     write_frame(&mut send, &frame)

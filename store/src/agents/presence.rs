@@ -11,7 +11,8 @@ use crate::db::{get_str, parse_uuid, placeholders, to_json_text, uuid_text};
 use crate::error::{Result, StoreError};
 
 impl Store {
-    /// Records a hello: the agent is now connected through `node_id`. `NotFound` if the agent
+    /// Records a hello: the agent is now connected through `node_id`, with what it reported
+    /// (hostname, version, capabilities, inventory, its sealing key). `NotFound` if the agent
     /// does not exist.
     pub async fn mark_agent_online(
         &self,
@@ -22,7 +23,7 @@ impl Store {
     ) -> Result<()> {
         let done = sqlx::query(
             "UPDATE agents SET connected = 1, node_id = $2, hostname = $3, agent_version = $4, \
-             capabilities = $5, inventory = $6, last_seen = $7 WHERE id = $1",
+             capabilities = $5, inventory = $6, last_seen = $7, sealing_key = $8 WHERE id = $1",
         )
         .bind(uuid_text(id))
         .bind(node_id)
@@ -31,6 +32,7 @@ impl Store {
         .bind(to_json_text(&hello.capabilities, "capabilities")?)
         .bind(to_json_text(&hello.inventory, "inventory")?)
         .bind(now_ms)
+        .bind(hello.sealing_key.map(hex::encode))
         .execute(self.pool())
         .await?;
         if done.rows_affected() == 0 {

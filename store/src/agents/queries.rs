@@ -1,14 +1,18 @@
 //! Reads: one agent, every agent, an organisation's agents page by page under a filter, and
 //! their counts by status and operating system.
 
+use std::collections::{HashMap, HashSet};
+
 use uuid::Uuid;
 
 use super::records::status_of;
 use super::{Agent, AgentCursor, AgentFilter, AgentStats, AgentStatus, MAX_AGENT_PAGE};
-use super::{agent_from_row, agent_in_org};
+use super::{CHUNK, agent_from_row, agent_in_org};
 use crate::Store;
-use crate::db::{Conditions, get_bool, get_i64, get_str, like_substring, uuid_text};
-use crate::error::Result;
+use crate::db::{
+    Conditions, get_bool, get_i64, get_str, get_uuid, like_substring, placeholders, uuid_text,
+};
+use crate::error::{Result, StoreError};
 
 /// The SQL condition equivalent to `Agent::status() == status`.
 fn status_condition(status: AgentStatus) -> &'static str {
@@ -182,6 +186,49 @@ impl Store {
             .by_os
             .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         Ok(stats)
+    }
+
+    /// The X25519 sealing keys (as their latest hello announced them) of those of `agent_ids`
+    /// that belong to `org_id` and have one: what secrets for a job are sealed to. An agent of
+    /// another organisation, an unknown id or an agent without a key is absent from the map.
+    /// Batched, a few hundred ids per query.
+    pub async fn sealing_keys(
+        &self,
+        org_id: Uuid,
+        agent_ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, [u8; 32]>> {
+        let unique: Vec<Uuid> = {
+            let mut seen = HashSet::with_capacity(agent_ids.len());
+            agent_ids
+                .iter()
+                .copied()
+                .filter(|id| seen.insert(*id))
+                .collect()
+        };
+        let mut keys = HashMap::with_capacity(unique.len());
+        for chunk in unique.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT id, sealing_key FROM agents \
+                 WHERE org_id = $1 AND sealing_key IS NOT NULL AND id IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(uuid_text(org_id));
+            for &id in chunk {
+                query = query.bind(uuid_text(id));
+            }
+            for row in query.fetch_all(self.pool()).await? {
+                let id = get_uuid(&row, "id")?;
+                let key = get_str(&row, "sealing_key")?;
+                let key: [u8; 32] = hex::decode(&key)
+                    .ok()
+                    .and_then(|k| k.try_into().ok())
+                    .ok_or_else(|| {
+                        StoreError::Invalid(format!("stored sealing key of agent {id} is corrupt"))
+                    })?;
+                keys.insert(id, key);
+            }
+        }
+        Ok(keys)
     }
 }
 

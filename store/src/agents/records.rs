@@ -112,6 +112,10 @@ pub struct AgentHello {
     pub agent_version: String,
     pub capabilities: Vec<String>,
     pub inventory: serde_json::Value,
+    /// The agent's X25519 public key for sealed secrets; stored as `agents.sealing_key` (hex),
+    /// replaced at every hello (`None` clears it: that agent can open no sealed secret).
+    #[serde(default)]
+    pub sealing_key: Option<[u8; 32]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

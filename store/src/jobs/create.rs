@@ -12,7 +12,7 @@ use crate::Tx;
 use crate::db::{to_json_text, uuid_text};
 use crate::error::{Result, StoreError, map_constraint};
 
-/// Target rows per multi-row INSERT: 3 parameters each (plus 3 shared), far below PostgreSQL's
+/// Target rows per multi-row INSERT: 4 parameters each (plus 3 shared), far below PostgreSQL's
 /// 65535 and SQLite's 32766 bind limits.
 const INSERT_CHUNK: usize = 400;
 
@@ -45,7 +45,8 @@ fn validate_new_job(job: &NewJob, targets: &[NewJobTarget]) -> Result<()> {
 
 impl Tx {
     /// Creates the job (status active, `total_targets` = number of targets) and one queued
-    /// target per agent, `queued_at` = `now_ms`, in this transaction. `Invalid` for an empty
+    /// target per agent with its grant, signature and sealed secrets (if any), `queued_at` =
+    /// `now_ms`, in this transaction. `Invalid` for an empty
     /// job type, no targets, an agent listed twice or an unknown organisation; `Conflict` if the
     /// job id is taken. The targets are not checked against the agents table: resolve them with
     /// [`Store::resolve_job_targets`](crate::Store::resolve_job_targets) first.
@@ -88,17 +89,22 @@ impl Tx {
         let stored = job_from_row(&row)?;
 
         for chunk in targets.chunks(INSERT_CHUNK) {
-            // $1..$3 (job, org, now) are shared by every row; each row adds three parameters.
+            // $1..$3 (job, org, now) are shared by every row; each row adds four parameters.
             let values = (0..chunk.len())
                 .map(|i| {
-                    let p = 4 + 3 * i;
-                    format!("($1, ${p}, $2, 'queued', ${}, ${}, $3, $3)", p + 1, p + 2)
+                    let p = 4 + 4 * i;
+                    format!(
+                        "($1, ${p}, $2, 'queued', ${}, ${}, ${}, $3, $3)",
+                        p + 1,
+                        p + 2,
+                        p + 3
+                    )
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
             let sql = format!(
                 "INSERT INTO job_targets (job_id, agent_id, org_id, state, grant_hex, \
-                 signature_hex, queued_at, updated_at) VALUES {values}"
+                 signature_hex, sealed_hex, queued_at, updated_at) VALUES {values}"
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(job_id.clone())
@@ -108,7 +114,8 @@ impl Tx {
                 query = query
                     .bind(uuid_text(target.agent_id))
                     .bind(&target.grant_hex)
-                    .bind(&target.signature_hex);
+                    .bind(&target.signature_hex)
+                    .bind(target.sealed_hex.as_deref());
             }
             query
                 .execute(&mut *self.conn())
@@ -161,8 +168,7 @@ mod tests {
         };
         let target = |n: u128| NewJobTarget {
             agent_id: Uuid::from_u128(n),
-            grant_hex: String::new(),
-            signature_hex: String::new(),
+            ..NewJobTarget::default()
         };
         assert!(validate_new_job(&job, &[target(1), target(2)]).is_ok());
         assert!(validate_new_job(&job, &[]).is_err());

@@ -9,7 +9,7 @@ use super::records::{
 };
 use super::{MAX_JOB_PAGE, MAX_JOB_TARGET_PAGE};
 use crate::Store;
-use crate::db::{Conditions, get_i64, get_opt_i64, get_str, get_uuid, uuid_text};
+use crate::db::{Conditions, get_i64, get_opt_i64, get_opt_str, get_str, get_uuid, uuid_text};
 use crate::error::Result;
 
 /// The job, if it is `org_id`'s (any organisation's when `None`); on the pool or inside a
@@ -119,12 +119,12 @@ impl Store {
             .collect()
     }
 
-    /// Each target of a job with its state, dispatch time and signed grant, by agent id, without
-    /// the output columns: what a job actor needs to (re)load and dispatch.
+    /// Each target of a job with its state, dispatch time, signed grant and sealed secrets, by
+    /// agent id, without the output columns: what a job actor needs to (re)load and dispatch.
     pub async fn job_target_grants(&self, job_id: Uuid) -> Result<Vec<JobTargetGrant>> {
         let rows = sqlx::query(
-            "SELECT agent_id, state, dispatched_at, grant_hex, signature_hex FROM job_targets \
-             WHERE job_id = $1 ORDER BY agent_id",
+            "SELECT agent_id, state, dispatched_at, grant_hex, signature_hex, sealed_hex \
+             FROM job_targets WHERE job_id = $1 ORDER BY agent_id",
         )
         .bind(uuid_text(job_id))
         .fetch_all(self.pool())
@@ -137,6 +137,7 @@ impl Store {
                     dispatched_at: get_opt_i64(row, "dispatched_at")?,
                     grant_hex: get_str(row, "grant_hex")?,
                     signature_hex: get_str(row, "signature_hex")?,
+                    sealed_hex: get_opt_str(row, "sealed_hex")?,
                 })
             })
             .collect()

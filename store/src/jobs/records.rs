@@ -158,11 +158,15 @@ pub struct NewJob {
 }
 
 /// One agent of a new job, with its signed grant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewJobTarget {
     pub agent_id: Uuid,
     pub grant_hex: String,
     pub signature_hex: String,
+    /// Hex of the secrets sealed to this agent (postcard `SealedEnv`), whose BLAKE3 the grant
+    /// carries as `sealed_hash`; `None` when the job has none for it.
+    #[serde(default)]
+    pub sealed_hex: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -287,6 +291,8 @@ pub struct JobTargetGrant {
     pub dispatched_at: Option<i64>,
     pub grant_hex: String,
     pub signature_hex: String,
+    /// The target's sealed secrets (hex), sent with every dispatch of it.
+    pub sealed_hex: Option<String>,
 }
 
 /// A non-terminal step of one target, for [`Store::transition_targets`].

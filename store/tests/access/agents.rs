@@ -204,6 +204,7 @@ async fn fleet(store: &Store, org: Uuid, other: Uuid) -> Result<Vec<Agent>> {
         agent_version: "0.1.0".into(),
         capabilities: vec![],
         inventory: json!({}),
+        sealing_key: None,
     };
     for i in 0..25i64 {
         let os = ["linux", "Windows", "macOS", "LINUX"][(i % 4) as usize];

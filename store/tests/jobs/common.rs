@@ -59,6 +59,7 @@ pub(crate) async fn agent(
                 agent_version: "0.1.0".into(),
                 capabilities: caps(hostname),
                 inventory: json!({}),
+                sealing_key: None,
             },
             T0 + 1,
         )
@@ -92,6 +93,7 @@ pub(crate) fn targets_for(agents: &[Uuid]) -> Vec<NewJobTarget> {
             agent_id: *a,
             grant_hex: format!("{:0>64}", a.simple()),
             signature_hex: "ab".repeat(64),
+            sealed_hex: None,
         })
         .collect()
 }

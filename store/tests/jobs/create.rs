@@ -90,6 +90,7 @@ async fn create_job_stores_the_job_and_its_targets() -> Result<()> {
                     dispatched_at: None,
                     grant_hex: format!("{:0>64}", a.simple()),
                     signature_hex: "ab".repeat(64),
+                    sealed_hex: None,
                 })
                 .collect::<Vec<_>>(),
         );
@@ -210,6 +211,34 @@ async fn ten_thousand_targets_are_created_quickly() -> Result<()> {
         );
         // Generous for an unoptimised build on a busy machine; typical is well under a second.
         assert!(elapsed.as_secs() < 20, "[{b}] took {elapsed:?}");
+        store.close().await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_targets_sealed_secrets_are_stored_with_its_grant() -> Result<()> {
+    for (db, store) in stores().await? {
+        let b = db.backend();
+        let acme = create_org(&store, "acme", T0).await?;
+        let mut agents = random_agents(3);
+        agents.sort();
+        let mut targets = targets_for(&agents);
+        // The first two have secrets (different bytes per agent), the third none.
+        targets[0].sealed_hex = Some("0a0b".into());
+        targets[1].sealed_hex = Some("ff".repeat(300));
+        let new = new_job(acme.id, "run_script", "alice@example.com");
+        let job = create_job(&store, &new, &targets, T0).await?;
+        let loaded = store.job_target_grants(job.id).await?;
+        check(
+            b,
+            "sealed hex per target",
+            loaded
+                .iter()
+                .map(|t| t.sealed_hex.clone())
+                .collect::<Vec<_>>(),
+            vec![Some("0a0b".to_owned()), Some("ff".repeat(300)), None],
+        );
         store.close().await;
     }
     Ok(())

@@ -32,6 +32,7 @@ async fn agent_lifecycle() -> Result<()> {
             agent_version: "0.2.0".into(),
             capabilities: vec!["shell".into(), "files".into()],
             inventory: json!({ "cpu": { "cores": 8 }, "disks": [1, 2] }),
+            sealing_key: Some([9; 32]),
         };
         store
             .mark_agent_online(agent.id, "node-a", &hello, T0 + 10)
@@ -276,6 +277,82 @@ async fn last_seen_is_batched() -> Result<()> {
             Some(T0 + 1),
         );
         store.touch_last_seen(&[]).await?;
+        store.close().await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sealing_keys_follow_each_hello_and_stay_in_their_org() -> Result<()> {
+    for (db, store) in stores().await? {
+        let b = db.backend();
+        let org = store.default_org(T0).await?;
+        let other_org = create_org(&store, "other", T0).await?;
+        create_enrolment_token(&store, &token(org.id, "fleet"), T0).await?;
+        // More agents than one query takes, so the batching is exercised.
+        let mut ids = Vec::new();
+        for i in 0..450 {
+            let a = enrol_agent(
+                &store,
+                &hash_of("fleet"),
+                &new_agent(&format!("host-{i:04}")),
+                T0,
+            )
+            .await?;
+            ids.push(a.id);
+        }
+        let stranger = enrolled(&store, other_org.id, "elsewhere", false).await?;
+        let hello = |key: Option<[u8; 32]>| AgentHello {
+            hostname: "h".into(),
+            agent_version: "0.1.0".into(),
+            capabilities: vec![],
+            inventory: json!({}),
+            sealing_key: key,
+        };
+        let key_of = |i: usize| *blake3::hash(&i.to_le_bytes()).as_bytes();
+        for (i, id) in ids.iter().enumerate() {
+            // Every tenth agent announces no key.
+            let key = (i % 10 != 0).then(|| key_of(i));
+            store
+                .mark_agent_online(*id, "node-a", &hello(key), T0 + 1)
+                .await?;
+        }
+        store
+            .mark_agent_online(stranger.id, "node-a", &hello(Some([1; 32])), T0 + 1)
+            .await?;
+
+        let mut asked = ids.clone();
+        asked.push(stranger.id);
+        asked.push(Uuid::new_v4());
+        asked.push(ids[1]);
+        let keys = store.sealing_keys(org.id, &asked).await?;
+        check(b, "one key per agent that has one", keys.len(), 450 - 45);
+        for (i, id) in ids.iter().enumerate() {
+            let want = (i % 10 != 0).then(|| key_of(i));
+            check(b, &format!("key {i}"), keys.get(id).copied(), want);
+        }
+        check(b, "other org's agent absent", keys.get(&stranger.id), None);
+
+        // A later hello replaces the key, or clears it.
+        store
+            .mark_agent_online(ids[1], "node-a", &hello(Some([7; 32])), T0 + 2)
+            .await?;
+        store
+            .mark_agent_online(ids[2], "node-a", &hello(None), T0 + 2)
+            .await?;
+        let keys = store.sealing_keys(org.id, &ids[..3]).await?;
+        check(
+            b,
+            "replaced and cleared",
+            keys,
+            [(ids[1], [7; 32])].into_iter().collect(),
+        );
+        check(
+            b,
+            "empty input",
+            store.sealing_keys(org.id, &[]).await?.len(),
+            0,
+        );
         store.close().await;
     }
     Ok(())

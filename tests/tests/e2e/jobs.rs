@@ -1,6 +1,7 @@
 //! Jobs end to end: the HTTP API, job actors, per-job QUIC streams, real agent processes running
-//! real scripts, durable results; plus the failure cases (timeouts, cancels, offline agents,
-//! killed servers and agents, forged and replayed dispatches).
+//! real scripts, durable results; secrets sealed to an agent's key reaching only its script's
+//! environment, masked in its output; plus the failure cases (timeouts, cancels, offline
+//! agents, killed servers and agents, forged and replayed dispatches).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -9,8 +10,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use futures::StreamExt;
 use reap3r_actors::SessionMsg;
+use reap3r_actors::access::Caller;
+use reap3r_actors::jobs::{CreateJob, JobSecrets, JobTargetChoice};
 use reap3r_store::{AgentStatus, Backend, Uuid};
-use reap3r_wire::{JobDispatch, JobGrant, JobSpec, SigningKey};
+use reap3r_wire::{
+    JobDispatch, JobGrant, JobSpec, JobType, SealedEnv, SigningKey, rand_core, seal_value,
+};
 use serde_json::{Value, json};
 
 use crate::api_harness::{Api, default_org, id_of, logged_in, now_ms};
@@ -97,6 +102,88 @@ pub(crate) fn lines(path: &Path) -> usize {
 
 pub(crate) fn count(job: &Value, state: &str) -> i64 {
     job["counts"][state].as_i64().unwrap_or(-1)
+}
+
+/// What the vault will do, done by hand: the agent's sealing key as its hello stored it, a value
+/// sealed to it for a new job id, the job created through the operation with that sealed env.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_secret_reaches_only_the_scripts_environment_and_is_masked() -> Result<()> {
+    const VALUE: &str = "expected-s3cret";
+    for backend in backends().await? {
+        let rig = rig(1, backend).await?;
+        let id = rig.fleet.agents[0].id;
+        let node = rig.fleet.server.node();
+        let org = default_org(&rig.fleet.server).await?.id;
+        let key = eventually("the agent's sealing key", WAIT, || async {
+            Ok(node.store.sealing_keys(org, &[id]).await?.get(&id).copied())
+        })
+        .await?;
+
+        let job_id = Uuid::now_v7();
+        let value = seal_value(
+            &key,
+            job_id.as_bytes(),
+            id.as_bytes(),
+            "DB_PASS",
+            VALUE.as_bytes(),
+            &mut rand_core::UnwrapErr(getrandom::SysRng),
+        )?;
+        let sealed = SealedEnv {
+            entries: vec![value],
+        }
+        .to_bytes()?;
+        // The script compares with the value split in two quoted halves, so that the job's
+        // payload (shown by the API) does not hold it.
+        let (head, tail) = VALUE.split_at(8);
+        let script = format!("test \"$DB_PASS\" = '{head}''{tail}' && echo \"pw=$DB_PASS\"");
+        let engine = node.api.jobs.as_ref().context("job engine")?;
+        let job = CreateJob {
+            job_type: JobType::RunScript,
+            targets: JobTargetChoice {
+                agent_ids: Some(vec![id]),
+                ..Default::default()
+            },
+            payload: Some(json!({ "interpreter": "sh", "script": script })),
+            timeout_s: 30,
+            expires_at: None,
+            batch_size: None,
+            confirm: None,
+            secrets: Some(JobSecrets {
+                job_id,
+                names: vec!["DB_PASS".into()],
+                sealed: [(id, sealed)].into_iter().collect(),
+            }),
+        }
+        .run(&node.api.domain, engine, &Caller::cli(org))
+        .await?;
+        assert_eq!(job.id, job_id);
+
+        wait_job(&rig.api, job.id, "the job to complete", |j| {
+            j["status"] == "completed"
+        })
+        .await?;
+        let r = result(&rig.api, job.id, id).await?;
+        assert_eq!(r["state"], "succeeded", "[{backend}] {r}");
+        assert_eq!(
+            r["exit_code"], 0,
+            "[{backend}] the script saw the value: {r}"
+        );
+        assert_eq!(
+            r["stdout"], "pw=***\n",
+            "[{backend}] masked in the stored output"
+        );
+        // The value is nowhere in the server's records of the job.
+        let job_view = rig
+            .api
+            .get(&format!("/api/jobs/{job_id}"))
+            .await?
+            .expect(200)?;
+        let audit = rig.api.get("/api/audit-logs").await?.expect(200)?;
+        for shown in [r.to_string(), job_view.to_string(), audit.to_string()] {
+            assert!(!shown.contains(VALUE), "[{backend}] {shown}");
+        }
+    }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,6 +470,7 @@ async fn agents_refuse_forged_and_replayed_dispatches() -> Result<()> {
         spec: hex::decode(&stored.spec_hex)?,
         grant: hex::decode(&target.grant_hex)?,
         signature: hex::decode(&target.signature_hex)?,
+        sealed: Vec::new(),
     };
 
     // The genuine, server-signed dispatch again: the agent's ledger knows it and runs nothing.
@@ -400,12 +488,14 @@ async fn agents_refuse_forged_and_replayed_dispatches() -> Result<()> {
         spec_hash: JobSpec::hash_bytes(&genuine.spec),
         issued_at_ms: now_ms() as u64,
         expires_at_ms: None,
+        sealed_hash: None,
     }
     .sign(&forger);
     let forged = JobDispatch {
         spec: genuine.spec.clone(),
         grant,
         signature: signature.to_vec(),
+        sealed: Vec::new(),
     };
     session.cast(SessionMsg::DispatchJob(Uuid::new_v4(), Box::new(forged)))?;
     // The genuine grant with another spec (a DB writer swapping the script): refused too.

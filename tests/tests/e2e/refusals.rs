@@ -36,6 +36,7 @@ fn hello() -> Hello {
         hostname: "raw-client".into(),
         capabilities: vec!["heartbeat".into()],
         inventory: InventorySummary::default(),
+        sealing_key: None,
     }
 }
 

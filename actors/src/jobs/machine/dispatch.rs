@@ -67,8 +67,9 @@ impl JobMachine {
         }
         let dispatch = JobDispatch {
             spec: self.spec.clone(),
-            grant: target.grant.clone(),
-            signature: target.signature.clone(),
+            grant: target.signed.grant.clone(),
+            signature: target.signed.signature.clone(),
+            sealed: target.signed.sealed.clone(),
         };
         self.out.push(Effect::Dispatch {
             agent_id,

@@ -32,6 +32,7 @@ use reap3r_store::{
 use reap3r_wire::{JobAckOutcome, JobDispatch, OutputStream};
 use tracing::{debug, warn};
 
+pub use self::target::SignedTarget;
 use self::target::Target;
 pub(crate) use self::target::agent_outcome;
 use super::AgentJobEvent;
@@ -175,15 +176,15 @@ pub struct JobMachine {
 }
 
 impl JobMachine {
-    /// A job just created: every target queued with its grant (agent id → grant, signature).
+    /// A job just created: every target queued with its signed grant and sealed secrets.
     pub fn new(
         job: Job,
-        grants: impl IntoIterator<Item = (Uuid, (Vec<u8>, Vec<u8>))>,
+        grants: impl IntoIterator<Item = (Uuid, SignedTarget)>,
         grace_ms: u64,
     ) -> Self {
         let targets = grants
             .into_iter()
-            .map(|(agent_id, (grant, signature))| (agent_id, Target::queued(grant, signature)))
+            .map(|(agent_id, signed)| (agent_id, Target::queued(signed)))
             .collect();
         Self::with_targets(job, targets, grace_ms)
     }
@@ -209,12 +210,12 @@ impl JobMachine {
                 let deadline = row
                     .dispatched_at
                     .map(|d| (d.max(0) as u64 + timeout_ms + grace_ms).max(floor));
-                let target = Target::loaded(
-                    row.state,
-                    deadline,
-                    hex_bytes(&row.grant_hex),
-                    hex_bytes(&row.signature_hex),
-                );
+                let signed = SignedTarget {
+                    grant: hex_bytes(&row.grant_hex),
+                    signature: hex_bytes(&row.signature_hex),
+                    sealed: row.sealed_hex.as_deref().map(hex_bytes).unwrap_or_default(),
+                };
+                let target = Target::loaded(row.state, deadline, signed);
                 (row.agent_id, target)
             })
             .collect();

@@ -5,13 +5,22 @@
 use reap3r_store::{TargetOutcome, TargetState, TargetTransition, Uuid};
 use reap3r_wire::{JobEnd, JobResult};
 
+/// What one target's dispatch carries besides the job's spec, as stored at creation: its signed
+/// grant and the secrets sealed to its agent (empty when it has none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SignedTarget {
+    pub grant: Vec<u8>,
+    pub signature: Vec<u8>,
+    /// Postcard `SealedEnv` bytes; the grant's `sealed_hash` is their BLAKE3.
+    pub sealed: Vec<u8>,
+}
+
 #[derive(Debug)]
 pub(super) struct Target {
     pub(super) state: TargetState,
     /// A result later than this (ms) is given up on: timed_out, or cancelled after a cancel.
     pub(super) deadline: Option<u64>,
-    pub(super) grant: Vec<u8>,
-    pub(super) signature: Vec<u8>,
+    pub(super) signed: SignedTarget,
     /// Terminal, and that outcome is committed: a result arriving now is acked at once.
     pub(super) stored: bool,
     /// Results of the agent received since the outcome was decided, each owed a
@@ -23,22 +32,16 @@ pub(super) struct Target {
 }
 
 impl Target {
-    pub(super) fn queued(grant: Vec<u8>, signature: Vec<u8>) -> Self {
-        Self::loaded(TargetState::Queued, None, grant, signature)
+    pub(super) fn queued(signed: SignedTarget) -> Self {
+        Self::loaded(TargetState::Queued, None, signed)
     }
 
     /// As read back from the database: a terminal state there is committed.
-    pub(super) fn loaded(
-        state: TargetState,
-        deadline: Option<u64>,
-        grant: Vec<u8>,
-        signature: Vec<u8>,
-    ) -> Self {
+    pub(super) fn loaded(state: TargetState, deadline: Option<u64>, signed: SignedTarget) -> Self {
         Self {
             state,
             deadline: if state.is_terminal() { None } else { deadline },
-            grant,
-            signature,
+            signed,
             stored: state.is_terminal(),
             acks_owed: 0,
             offered: false,

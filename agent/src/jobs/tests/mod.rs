@@ -3,20 +3,22 @@
 //!
 //! [`admission`] (grants and exactly-once), [`recovery`] (what a restart makes of unfinished
 //! jobs), [`scripts`] (`run_script`: results, interpreters, refusals, timeout, cancel and
-//! shutdown), [`job_types`] (every other job type). Here: the rig they share, a
+//! shutdown), [`secrets`] (sealed secrets opened, in the child's environment only, masked in
+//! the output), [`job_types`] (every other job type). Here: the rig they share, a
 //! [`JobEngine`] on a temporary directory and signed dispatches run as a job stream runs them.
 
 mod admission;
 mod job_types;
 mod recovery;
 mod scripts;
+mod secrets;
 
 use std::path::Path;
 use std::time::Duration;
 
 use reap3r_wire::{
     AgentConfig, JobDispatch, JobEnd, JobGrant, JobPayload, JobResult, JobSpec, ScriptJob,
-    SigningKey,
+    SealedEnv, SigningKey,
 };
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -97,6 +99,11 @@ fn server_key() -> SigningKey {
     SigningKey::from_bytes(&[7; 32])
 }
 
+/// The rig agent's sealing key.
+fn sealing_key() -> SealingSecret {
+    SealingSecret::from_bytes(&[0x11; 32]).unwrap()
+}
+
 struct Fixture {
     engine: JobEngine,
     config_rx: mpsc::UnboundedReceiver<ConfigRequest>,
@@ -113,6 +120,7 @@ fn open_with_power(dir: &Path, power: &str) -> Fixture {
             data_dir: dir.to_path_buf(),
             agent_id: AGENT,
             server_key: server_key().verifying_key(),
+            sealing: sealing_key(),
             power_command: power.into(),
         },
         config_tx,
@@ -128,19 +136,34 @@ fn dispatch_signed_by(
     spec: &JobSpec,
     expires_at_ms: Option<u64>,
 ) -> JobDispatch {
+    signed_with_sealed(key, job_id, agent_id, spec, expires_at_ms, None)
+}
+
+/// A dispatch whose grant commits to `sealed` (a `SealedEnv`'s bytes), which it carries.
+fn signed_with_sealed(
+    key: &SigningKey,
+    job_id: [u8; 16],
+    agent_id: [u8; 16],
+    spec: &JobSpec,
+    expires_at_ms: Option<u64>,
+    sealed: Option<&SealedEnv>,
+) -> JobDispatch {
     let spec = spec.to_bytes();
+    let sealed = sealed.map(|s| s.to_bytes().unwrap());
     let grant = JobGrant {
         job_id,
         agent_id,
         spec_hash: JobSpec::hash_bytes(&spec),
         issued_at_ms: now_ms(),
         expires_at_ms,
+        sealed_hash: sealed.as_deref().map(SealedEnv::hash_bytes),
     };
     let (grant, signature) = grant.sign(key);
     JobDispatch {
         spec,
         grant,
         signature: signature.to_vec(),
+        sealed: sealed.unwrap_or_default(),
     }
 }
 
@@ -157,6 +180,7 @@ fn script(interpreter: &str, text: &str, timeout_s: u32) -> JobSpec {
             args: vec![],
             env: vec![],
             working_dir: None,
+            secret_env: vec![],
         }),
     }
 }

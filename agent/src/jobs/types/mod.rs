@@ -13,7 +13,9 @@ mod process;
 mod script;
 mod service;
 
-use reap3r_wire::{JobPayload, MAX_RESULT_DATA_BYTES, MAX_STDERR_BYTES, MAX_STDOUT_BYTES};
+use reap3r_wire::{
+    JobPayload, MAX_RESULT_DATA_BYTES, MAX_STDERR_BYTES, MAX_STDOUT_BYTES, SealedEnv,
+};
 use serde_json::Value;
 
 use super::ctx::{JobCtx, Outcome};
@@ -29,9 +31,15 @@ const STDERR_CAP: usize = MAX_STDERR_BYTES as usize;
 /// Output of a command the agent parses itself (unit and package lists) is read up to this.
 const PARSE_CAP: usize = 4 * 1024 * 1024;
 
-pub(crate) async fn execute(ctx: &mut JobCtx<'_>, payload: &JobPayload) -> Outcome {
+/// Runs `payload`; `sealed` (verified against the grant, names matching the spec) goes to a
+/// script, the only type that takes secrets.
+pub(crate) async fn execute(
+    ctx: &mut JobCtx<'_>,
+    payload: &JobPayload,
+    sealed: Option<&SealedEnv>,
+) -> Outcome {
     match payload {
-        JobPayload::RunScript(script) => run_script(ctx, script).await,
+        JobPayload::RunScript(script) => run_script(ctx, script, sealed).await,
         JobPayload::ProcessList => process_list(ctx).await,
         JobPayload::ProcessKill { pid } => process_kill(ctx, *pid).await,
         JobPayload::ServiceList => service_list(ctx).await,

@@ -83,7 +83,7 @@ use std::collections::BTreeSet;
 use reap3r_store::{Job, JobStatus, JobTargetGrant, TargetOutcome, TargetState, Uuid};
 use reap3r_wire::{JobAckOutcome, JobEnd, JobOutput, JobResult, OutputStream};
 
-use super::{Batch, Effect, FLUSH_DELAY_MS, Input, JobMachine, Metric};
+use super::{Batch, Effect, FLUSH_DELAY_MS, Input, JobMachine, Metric, SignedTarget};
 use crate::FleetEvent;
 use crate::jobs::AgentJobEvent;
 
@@ -124,6 +124,11 @@ struct Rig {
     /// The driver stopped: like an actor's mailbox, whatever is fed now is dropped.
     stopped: bool,
     log: Vec<String>,
+}
+
+/// The sealed env bytes the rig gives each target (distinct per agent, as in a real job).
+fn sealed_of(name: &str) -> Vec<u8> {
+    format!("sealed:{name}").into_bytes()
 }
 
 fn agent(names: &mut Vec<String>, name: &str) -> Uuid {
@@ -310,6 +315,7 @@ impl Rig {
                         dispatched_at,
                         grant_hex: hex::encode(name),
                         signature_hex: hex::encode(b"sig"),
+                        sealed_hex: Some(hex::encode(sealed_of(name))),
                     });
                 }
                 None if *w == "cancelled" => job.cancel_requested_at = Some(0),
@@ -321,6 +327,7 @@ impl Rig {
                         dispatched_at: None,
                         grant_hex: hex::encode(w),
                         signature_hex: hex::encode(b"sig"),
+                        sealed_hex: Some(hex::encode(sealed_of(w))),
                     });
                 }
                 Some(_) => panic!("unknown job option {w}"),
@@ -331,8 +338,12 @@ impl Rig {
             JobMachine::resume(job, rows, self.now, grace, reconnect)
         } else {
             let grants = rows.into_iter().map(|r| {
-                let grant = hex::decode(r.grant_hex).unwrap_or_default();
-                (r.agent_id, (grant, b"sig".to_vec()))
+                let signed = SignedTarget {
+                    grant: hex::decode(r.grant_hex).unwrap_or_default(),
+                    signature: b"sig".to_vec(),
+                    sealed: hex::decode(r.sealed_hex.unwrap_or_default()).unwrap_or_default(),
+                };
+                (r.agent_id, signed)
             });
             JobMachine::new(job, grants, grace)
         });
@@ -405,6 +416,11 @@ impl Rig {
                     dispatch.grant,
                     name.as_bytes(),
                     "dispatch carries its grant"
+                );
+                assert_eq!(
+                    dispatch.sealed,
+                    sealed_of(&name),
+                    "dispatch carries its target's sealed secrets, also after a resume"
                 );
                 let delivered = self.connected.contains(&agent_id);
                 self.log.push(if delivered {
