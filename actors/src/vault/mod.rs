@@ -11,6 +11,7 @@
 //! Secrets: operations in [`secrets`], [`reveal`] (permission, grant, reason, step-up),
 //! [`grants`] (sharing), [`rotation`] (manual and by policy, passwords from [`generate`]),
 //! [`access_log`]; who may do what is [`access`]; limits and kinds are in [`model`].
+//! [`jobs`] seals secrets a job names to each target agent.
 
 mod access;
 mod access_log;
@@ -18,6 +19,7 @@ mod columns;
 mod data_key;
 mod generate;
 mod grants;
+mod jobs;
 mod keys;
 mod model;
 mod reseal;
@@ -37,6 +39,7 @@ pub use generate::{
     generate_password,
 };
 pub use grants::{GrantSubject, ListGrants, ShareSecret, UnshareSecret};
+pub use jobs::{SecretEnv, seal_for_job};
 pub use keys::{Keyring, MasterKey, is_sealed};
 pub use model::{
     DEFAULT_EXPIRING_DAYS, DEFAULT_SECRET_PAGE, MAX_EXPIRING_DAYS, MAX_GRANTS_PER_SECRET,

@@ -10,6 +10,7 @@ use reap3r_actors::jobs::{
     CancelJob, CreateJob, GetJob, GetJobResult, GetJobStats, JobDetail, JobEngine, JobTargetChoice,
     ListJobResults, ListJobs,
 };
+use reap3r_actors::vault::{RequestOrigin, SecretEnv, seal_for_job};
 use reap3r_store::{Job, JobStatus, JobTarget, TargetCounts, TargetState, Uuid};
 
 use super::ApiTags;
@@ -82,6 +83,20 @@ pub struct CreateJobRequest {
     pub batch_size: Option<u32>,
     /// Must be `true` for reboot and shutdown.
     pub confirm: Option<bool>,
+    /// run_script only: vault secrets passed to the script as environment variables, sealed to
+    /// each target agent (needs `secret:use` and each secret shared with the caller to use in
+    /// jobs; masked as `***` in the output). The job and its records hold the names only.
+    #[oai(validator(max_items = 16))]
+    pub secrets: Option<Vec<JobSecretRef>>,
+}
+
+/// One environment variable from a vault secret (its current version).
+#[derive(Debug, Object)]
+pub struct JobSecretRef {
+    /// The variable's name: letters, digits and `_`, not starting with a digit.
+    #[oai(validator(min_length = 1, max_length = 128))]
+    pub env: String,
+    pub secret_id: Uuid,
 }
 
 /// Targets per state.
@@ -340,7 +355,7 @@ impl JobsApi {
         body: Json<CreateJobRequest>,
     ) -> ApiResult<Json<JobView>> {
         let body = body.0;
-        let job = CreateJob {
+        let mut create = CreateJob {
             job_type: body.job_type.into(),
             targets: body.targets.into(),
             payload: body.payload,
@@ -349,9 +364,29 @@ impl JobsApi {
             batch_size: body.batch_size,
             confirm: body.confirm,
             secrets: None,
+        };
+        if let Some(refs) = body.secrets.filter(|r| !r.is_empty()) {
+            let refs: Vec<SecretEnv> = refs
+                .into_iter()
+                .map(|r| SecretEnv {
+                    env: r.env,
+                    secret_id: r.secret_id,
+                })
+                .collect();
+            create.secrets = Some(
+                seal_for_job(
+                    &ctx.domain,
+                    auth.caller(),
+                    &create,
+                    &refs,
+                    &RequestOrigin::default(),
+                )
+                .await?,
+            );
         }
-        .run(&ctx.domain, engine(&ctx)?, auth.caller())
-        .await?;
+        let job = create
+            .run(&ctx.domain, engine(&ctx)?, auth.caller())
+            .await?;
         let counts = TargetCounts {
             queued: job.total_targets,
             ..Default::default()

@@ -631,3 +631,74 @@ pub(crate) fn metric(text: &str, name: &str) -> Result<u64> {
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
         .ok_or_else(|| anyhow!("no {name} in metrics"))
 }
+
+/// The whole path through the API: a vault secret named in a `run_script` job reaches the
+/// real agent's script environment, is masked in the stored output, and is nowhere in the job's
+/// records; a caller the secret is not shared with cannot use it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_secret_named_in_a_job_reaches_the_script_and_nothing_else() -> Result<()> {
+    const VALUE: &str = "vault-job-s3cret-77";
+    for backend in backends().await? {
+        let rig = rig(1, backend).await?;
+        let id = rig.fleet.agents[0].id;
+        let node = rig.fleet.server.node();
+        let org = default_org(&rig.fleet.server).await?.id;
+        eventually("the agent's sealing key", WAIT, || async {
+            Ok(node.store.sealing_keys(org, &[id]).await?.get(&id).copied())
+        })
+        .await?;
+        let secret = rig
+            .api
+            .post(
+                "/api/vault",
+                json!({ "name": "backup-db", "kind": "password", "value": VALUE }),
+            )
+            .await?
+            .expect(200)?;
+        let secret_id = secret["id"].as_str().unwrap_or_default().to_owned();
+        let (head, tail) = VALUE.split_at(8);
+        let mut body = script_job(
+            &[id],
+            &format!("test \"$DB_PASS\" = '{head}''{tail}' && echo \"pw=$DB_PASS\""),
+            30,
+        );
+        body["secrets"] = json!([{ "env": "DB_PASS", "secret_id": secret_id }]);
+
+        // Not shared with this technician: refused, nothing created.
+        let tech = logged_in(&rig.fleet.server, org, "tech@example.com", "technician").await?;
+        tech.post("/api/jobs", body.clone()).await?.error(404)?;
+
+        let job = create(&rig.api, body).await?;
+        wait_job(&rig.api, job, "the job to complete", |j| {
+            j["status"] == "completed"
+        })
+        .await?;
+        let r = result(&rig.api, job, id).await?;
+        assert_eq!(
+            r["exit_code"], 0,
+            "[{backend}] the script saw the value: {r}"
+        );
+        assert_eq!(r["stdout"], "pw=***\n", "[{backend}] masked");
+        let job_view = rig
+            .api
+            .get(&format!("/api/jobs/{job}"))
+            .await?
+            .expect(200)?;
+        let audit = rig.api.get("/api/audit-logs").await?.expect(200)?;
+        assert!(audit.to_string().contains("secret.use"));
+        for shown in [r.to_string(), job_view.to_string(), audit.to_string()] {
+            assert!(!shown.contains(VALUE), "[{backend}] {shown}");
+        }
+        let log = rig
+            .api
+            .get(&format!("/api/vault/{secret_id}/access-logs"))
+            .await?
+            .expect(200)?;
+        assert!(
+            log.as_array()
+                .is_some_and(|a| a.iter().any(|e| e["action"] == "use")),
+            "{log}"
+        );
+    }
+    Ok(())
+}
