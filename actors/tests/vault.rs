@@ -12,10 +12,9 @@ use reap3r_actors::access::{
     SetupMfa, StepUp, authenticate, totp,
 };
 use reap3r_actors::vault::{
-    CharClass, CreateSecret, GrantSubject, KeySource, Keyring, ListSecrets, ListVersions,
-    MasterKey, ReadAccessLog, RequestOrigin, RevealSecret, RotateMasterKey, RotateSecret,
-    RotationPolicy, STEP_UP_WINDOW_MS, SecretKind, SecretValue, ShareSecret, UnlockError,
-    UpdateSecret, reseal_all, sweep, unlock,
+    CharClass, CreateSecret, GrantSubject, KeySource, ListSecrets, ListVersions, MasterKey,
+    ReadAccessLog, RevealSecret, RotateMasterKey, RotateSecret, RotationPolicy, STEP_UP_WINDOW_MS,
+    SecretKind, SecretValue, ShareSecret, UnlockError, UpdateSecret, reseal_all, sweep, unlock,
 };
 use reap3r_actors::{Domain, DomainError, EventBus, ManualClock};
 use reap3r_store::{GrantFlags, SealedColumn, Store, Uuid};
@@ -27,39 +26,19 @@ const VALUE: &str = "Zq7#correct-horse-battery-staple";
 
 struct Rig {
     _db: TestDatabase,
-    _dir: tempdir::Dir,
+    _dir: tempfile::TempDir,
     store: Store,
     clock: ManualClock,
     domain: Domain,
     source: KeySource,
 }
 
-mod tempdir {
-    /// A directory removed when dropped.
-    pub struct Dir(pub std::path::PathBuf);
-    impl Dir {
-        pub fn new() -> Self {
-            let p = std::env::temp_dir().join(format!("reap3r-vault-{}", uuid::Uuid::now_v7()));
-            std::fs::create_dir_all(&p).unwrap();
-            Self(p)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
 async fn rigs() -> Vec<Rig> {
     let mut out = Vec::new();
     for db in TestDatabase::all().await.unwrap() {
         let store = db.open().await.unwrap();
-        let dir = tempdir::Dir::new();
-        let source = KeySource::File {
-            path: dir.0.join("master.key"),
-            default: true,
-        };
+        let dir = tempfile::tempdir().unwrap();
+        let source = KeySource::File(dir.path().join("master.key"));
         let keys = unlock(&store, source.clone()).await.unwrap();
         let clock = ManualClock::new(T0);
         let domain = Domain::new(
@@ -80,11 +59,8 @@ async fn rigs() -> Vec<Rig> {
     out
 }
 
-fn origin() -> RequestOrigin {
-    RequestOrigin {
-        ip: Some("192.0.2.9".into()),
-        user_agent: Some("test".into()),
-    }
+fn origin() -> Origin {
+    Origin::new(Some("192.0.2.9".into()), Some("test"))
 }
 
 impl Rig {
@@ -485,27 +461,16 @@ async fn a_wrong_or_missing_master_key_is_refused_and_nothing_is_overwritten() {
     for rig in rigs().await {
         let owner = rig.person("owner@example.com", Role::Technician).await;
         rig.secret(&owner, "db", VALUE).await;
-        let KeySource::File { path, .. } = &rig.source else {
+        let KeySource::File(path) = &rig.source else {
             unreachable!()
         };
         let original = std::fs::read(path).unwrap();
         // Another key file: refused, naming the key the database needs.
         let other = path.with_file_name("other.key");
-        KeySource::File {
-            path: other.clone(),
-            default: false,
-        }
-        .create()
-        .unwrap();
-        let err = unlock(
-            &rig.store,
-            KeySource::File {
-                path: other,
-                default: false,
-            },
-        )
-        .await
-        .unwrap_err();
+        KeySource::File(other.clone()).create().unwrap();
+        let err = unlock(&rig.store, KeySource::File(other))
+            .await
+            .unwrap_err();
         let needed = rig.store.vault_master_keys().await.unwrap()[0].id.clone();
         assert!(matches!(err, UnlockError::Wrong { .. }), "{err}");
         assert!(err.to_string().contains(&needed), "{err}");
@@ -554,7 +519,7 @@ async fn a_master_key_rotation_moves_every_sealed_value_while_reveals_go_on() {
                             id: *id,
                             version: None,
                             reason: format!("round {round}"),
-                            origin: RequestOrigin::default(),
+                            origin: Origin::default(),
                         }
                         .run(&domain, &caller)
                         .await
@@ -595,7 +560,7 @@ async fn a_master_key_rotation_moves_every_sealed_value_while_reveals_go_on() {
             id: ids[3],
             version: None,
             reason: "after".into(),
-            origin: RequestOrigin::default(),
+            origin: Origin::default(),
         }
         .run(&fresh, &mfa_owner)
         .await
@@ -638,13 +603,10 @@ async fn totp_code(rig: &Rig, caller: &Caller) -> String {
 }
 
 fn write_keys(rig: &Rig, name: &str, keys: &[MasterKey]) -> KeySource {
-    let KeySource::File { path, .. } = &rig.source else {
+    let KeySource::File(path) = &rig.source else {
         unreachable!()
     };
-    let source = KeySource::File {
-        path: path.with_file_name(name),
-        default: false,
-    };
+    let source = KeySource::File(path.with_file_name(name));
     source.write_all(keys).unwrap();
     source
 }
@@ -704,7 +666,6 @@ async fn plaintext_from_before_the_vault_is_sealed_at_start() {
                 .sealed_plaintext,
             0
         );
-        let _ = Keyring::none();
     }
 }
 

@@ -450,14 +450,8 @@ impl Config {
     pub fn key_source(&self) -> KeySource {
         match (&self.master_key_command, &self.master_key_file) {
             (Some(cmd), _) => KeySource::Command(cmd.clone()),
-            (None, Some(path)) => KeySource::File {
-                path: path.clone(),
-                default: false,
-            },
-            (None, None) => KeySource::File {
-                path: self.data_dir.join(MASTER_KEY_FILE),
-                default: true,
-            },
+            (None, Some(path)) => KeySource::File(path.clone()),
+            (None, None) => KeySource::File(self.data_dir.join(MASTER_KEY_FILE)),
         }
     }
 }

@@ -19,12 +19,19 @@ pub const MAX_LOGIN_PASSWORD_BYTES: usize = 1024;
 /// Longest user agent kept with a session, in characters.
 pub const MAX_USER_AGENT_CHARS: usize = 256;
 
-/// Where a login comes from.
-#[derive(Debug, Clone)]
+/// Where a request comes from: a login, or an access to a secret (its access log).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
     /// The source address, or `unknown`.
     pub source_ip: String,
     pub user_agent: Option<String>,
+}
+
+impl Default for Origin {
+    /// Unknown: a request from inside the server (the CLI, a sweep).
+    fn default() -> Self {
+        Self::new(None, None)
+    }
 }
 
 impl Origin {

@@ -7,7 +7,7 @@
 use reap3r_store::{GrantFlags, NewSecretAccess, SecretRow, Tx, Viewer};
 
 use crate::Domain;
-use crate::access::{Caller, Role};
+use crate::access::{Caller, Origin, Role};
 use crate::error::{DomainError, DomainResult};
 
 /// Whether the caller administers the org's secrets (org admins, super admins, the CLI).
@@ -79,30 +79,15 @@ pub fn not_granted(what: &str) -> DomainError {
     DomainError::forbidden(format!("this secret is not shared with you to {what}"))
 }
 
-/// Where a request came from, for the access log.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequestOrigin {
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
-}
-
-impl RequestOrigin {
-    pub(super) fn describe(&self) -> Option<String> {
-        match (&self.ip, &self.user_agent) {
-            (None, None) => None,
-            (ip, ua) => Some(
-                format!(
-                    "{} {}",
-                    ip.as_deref().unwrap_or("-"),
-                    ua.as_deref().unwrap_or("")
-                )
-                .trim()
-                .chars()
-                .take(300)
-                .collect(),
-            ),
-        }
-    }
+/// How the access log names where a request came from.
+pub(super) fn describe(origin: &Origin) -> Option<String> {
+    let text = format!(
+        "{} {}",
+        origin.source_ip,
+        origin.user_agent.as_deref().unwrap_or("")
+    );
+    let text = text.trim();
+    (text != "unknown").then(|| text.chars().take(300).collect())
 }
 
 /// Appends one access log row in `tx`.
@@ -116,7 +101,7 @@ pub async fn log(
     secret: &SecretRow,
     action: &str,
     version: Option<i64>,
-    origin: &RequestOrigin,
+    origin: &Origin,
     reason: Option<&str>,
     now_ms: i64,
 ) -> DomainResult<()> {
@@ -127,7 +112,7 @@ pub async fn log(
             version,
             actor: caller.actor(),
             action: action.to_owned(),
-            origin: origin.describe(),
+            origin: describe(origin),
             reason: reason.map(str::to_owned),
         }],
         now_ms,

@@ -5,8 +5,9 @@
 use reap3r_store::{GrantFlags, NewSecretGrant, SecretGrant, Uuid};
 use serde_json::json;
 
-use super::access::{self, RequestOrigin};
+use super::access;
 use super::model::{MAX_GRANTS_PER_SECRET, secret_target};
+use crate::access::Origin;
 use crate::access::{Caller, Permission, Role};
 use crate::error::{DomainError, DomainResult};
 use crate::{Domain, audit};
@@ -32,7 +33,7 @@ pub struct ShareSecret {
     pub id: Uuid,
     pub subject: GrantSubject,
     pub flags: GrantFlags,
-    pub origin: RequestOrigin,
+    pub origin: Origin,
 }
 
 fn must_manage(manage: bool) -> DomainResult<()> {
@@ -131,7 +132,7 @@ impl ShareSecret {
 #[derive(Debug)]
 pub struct UnshareSecret {
     pub grant_id: Uuid,
-    pub origin: RequestOrigin,
+    pub origin: Origin,
 }
 
 impl UnshareSecret {

@@ -12,9 +12,10 @@ use reap3r_wire::{
 };
 use serde_json::json;
 
-use super::access::{self, RequestOrigin, not_granted};
+use super::access::{self, not_granted};
 use super::data_key::DataKey;
 use super::model::secret_target;
+use crate::access::Origin;
 use crate::access::{Caller, Permission};
 use crate::error::{DomainError, DomainResult};
 use crate::jobs::{CreateJob, JobSecrets};
@@ -38,7 +39,7 @@ pub async fn seal_for_job(
     caller: &Caller,
     job: &CreateJob,
     refs: &[SecretEnv],
-    origin: &RequestOrigin,
+    origin: &Origin,
 ) -> DomainResult<JobSecrets> {
     caller.require(Permission::SecretUse)?;
     if refs.is_empty() || refs.len() > MAX_SEALED_SECRETS {
@@ -146,7 +147,7 @@ pub async fn seal_for_job(
             version: Some(version.version),
             actor: caller.actor(),
             action: "use".to_owned(),
-            origin: origin.describe(),
+            origin: access::describe(origin),
             reason: Some(format!("job {job_id} ({} agents)", agents.len())),
         });
     }

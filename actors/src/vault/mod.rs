@@ -31,7 +31,6 @@ mod source;
 mod strength;
 mod unlock;
 
-pub use access::RequestOrigin;
 pub use access_log::{DEFAULT_ACCESS_LOG_PAGE, ReadAccessLog};
 pub use columns::{Vault, column_aad};
 pub use generate::{

@@ -5,7 +5,7 @@
 use reap3r_store::{GrantFlags, SecretRow, Uuid};
 use zeroize::Zeroizing;
 
-use crate::error::{DomainError, DomainResult};
+use crate::error::{DomainError, DomainResult, optional_text, required_text};
 
 /// Largest secret value, in bytes (a certificate chain or an SSH key fits).
 pub const MAX_SECRET_VALUE_BYTES: usize = 64 * 1024;
@@ -100,26 +100,11 @@ pub fn check_value(kind: SecretKind, value: &str) -> DomainResult<()> {
 }
 
 pub fn check_name(name: &str) -> DomainResult<String> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(DomainError::invalid("name: must not be empty"));
-    }
-    if name.chars().count() > MAX_SECRET_NAME_CHARS {
-        return Err(DomainError::invalid(format!(
-            "name: longer than {MAX_SECRET_NAME_CHARS} characters"
-        )));
-    }
-    Ok(name.to_owned())
+    required_text("name", name, MAX_SECRET_NAME_CHARS)
 }
 
 pub fn check_notes(notes: Option<String>) -> DomainResult<Option<String>> {
-    match notes {
-        Some(n) if n.chars().count() > MAX_SECRET_NOTES_CHARS => Err(DomainError::invalid(
-            format!("notes: longer than {MAX_SECRET_NOTES_CHARS} characters"),
-        )),
-        Some(n) if n.trim().is_empty() => Ok(None),
-        other => Ok(other),
-    }
+    optional_text("notes", notes.as_deref(), MAX_SECRET_NOTES_CHARS)
 }
 
 pub fn check_tags(tags: Vec<String>) -> DomainResult<Vec<String>> {
@@ -143,20 +128,9 @@ pub fn check_tags(tags: Vec<String>) -> DomainResult<Vec<String>> {
     Ok(out)
 }
 
-/// A reason is required for a reveal or a use.
+/// A reason is required for a reveal (it goes into the access log).
 pub fn check_reason(reason: &str) -> DomainResult<String> {
-    let reason = reason.trim();
-    if reason.is_empty() {
-        return Err(DomainError::invalid(
-            "reason: say why the secret is needed (it goes into the access log)",
-        ));
-    }
-    if reason.chars().count() > MAX_REASON_CHARS {
-        return Err(DomainError::invalid(format!(
-            "reason: longer than {MAX_REASON_CHARS} characters"
-        )));
-    }
-    Ok(reason.to_owned())
+    required_text("reason", reason, MAX_REASON_CHARS)
 }
 
 pub fn secret_target(id: Uuid) -> String {

@@ -7,9 +7,10 @@
 use reap3r_store::Uuid;
 use serde_json::json;
 
-use super::access::{self, RequestOrigin, not_granted};
+use super::access::{self, not_granted};
 use super::data_key::DataKey;
 use super::model::{STEP_UP_WINDOW_MS, SecretValue, check_reason, secret_target};
+use crate::access::Origin;
 use crate::access::{Caller, Credential, Permission};
 use crate::error::{DomainError, DomainResult};
 use crate::{Domain, audit};
@@ -28,7 +29,7 @@ pub struct RevealSecret {
     /// `None`: the current version.
     pub version: Option<i64>,
     pub reason: String,
-    pub origin: RequestOrigin,
+    pub origin: Origin,
 }
 
 /// The 403 a reveal without a fresh step-up gets.

@@ -40,7 +40,7 @@ impl RotateMasterKey {
         let before = domain.store.vault_master_keys().await?;
         let from = before.iter().find(|r| r.is_primary).map(|r| r.id.clone());
         let new = match &source {
-            KeySource::File { .. } => {
+            KeySource::File(_) => {
                 let new = MasterKey::generate()?;
                 let mut all = vec![new.clone()];
                 all.extend(
@@ -108,7 +108,7 @@ impl RotateMasterKey {
             .await?;
         }
         domain.commit(tx).await?;
-        if self.drop_retired && matches!(source, KeySource::File { .. }) {
+        if self.drop_retired && matches!(source, KeySource::File(_)) {
             let kept: Vec<MasterKey> = source
                 .read()
                 .map_err(|e| DomainError::unavailable(e.to_string()))?

@@ -6,11 +6,12 @@
 use reap3r_store::{RotationPolicyRow, SecretRow, Uuid};
 use serde_json::json;
 
-use super::access::{self, RequestOrigin, not_granted};
+use super::access::{self, not_granted};
 use super::generate::{CharClass, DEFAULT_GENERATED_LENGTH, check_recipe, generate_password};
 use super::model::{SecretKind, SecretValue, check_value};
 use super::secrets::write_version;
 use crate::Domain;
+use crate::access::Origin;
 use crate::access::{Caller, Permission};
 use crate::error::{DomainError, DomainResult};
 
@@ -105,7 +106,7 @@ fn rotated_value(
 pub struct RotateSecret {
     pub id: Uuid,
     pub value: Option<SecretValue>,
-    pub origin: RequestOrigin,
+    pub origin: Origin,
 }
 
 impl RotateSecret {
@@ -150,7 +151,7 @@ pub async fn sweep(domain: &Domain) -> DomainResult<usize> {
             &secret,
             &value,
             "rotate",
-            &RequestOrigin::default(),
+            &Origin::default(),
         )
         .await
         {

@@ -8,7 +8,7 @@ use reap3r_store::{
 };
 use serde_json::json;
 
-use super::access::{self, RequestOrigin, effective, not_granted, viewer};
+use super::access::{self, effective, not_granted, viewer};
 use super::data_key::DataKey;
 use super::model::{
     DEFAULT_EXPIRING_DAYS, DEFAULT_SECRET_PAGE, MAX_EXPIRING_DAYS, SecretKind, SecretValue,
@@ -16,6 +16,7 @@ use super::model::{
 };
 use super::rotation::{RotationPolicy, policy_details};
 use super::strength;
+use crate::access::Origin;
 use crate::access::{Caller, Permission};
 use crate::error::{DomainError, DomainResult};
 use crate::{Domain, audit};
@@ -33,7 +34,7 @@ pub struct CreateSecret {
     pub notes: Option<String>,
     pub expires_at: Option<i64>,
     pub rotation: Option<RotationPolicy>,
-    pub origin: RequestOrigin,
+    pub origin: Origin,
 }
 
 impl CreateSecret {
@@ -147,7 +148,7 @@ pub(super) async fn write_version(
     secret: &SecretRow,
     value: &SecretValue,
     action: &str,
-    origin: &RequestOrigin,
+    origin: &Origin,
 ) -> DomainResult<SecretRow> {
     let kind: SecretKind = secret.kind.parse()?;
     check_value(kind, value)?;
@@ -189,7 +190,7 @@ pub(super) async fn write_version(
             version: Some(version),
             actor: caller.map_or_else(|| actor.to_owned(), Caller::actor),
             action: action.to_owned(),
-            origin: origin.describe(),
+            origin: access::describe(origin),
             reason: None,
         }],
         now,
@@ -211,7 +212,7 @@ pub struct UpdateSecret {
     pub expires_at: Option<Option<i64>>,
     pub rotation: Option<Option<RotationPolicy>>,
     pub value: Option<SecretValue>,
-    pub origin: RequestOrigin,
+    pub origin: Origin,
 }
 
 impl UpdateSecret {
@@ -322,7 +323,7 @@ impl UpdateSecret {
 #[derive(Debug)]
 pub struct DeleteSecret {
     pub id: Uuid,
-    pub origin: RequestOrigin,
+    pub origin: Origin,
 }
 
 impl DeleteSecret {
@@ -367,7 +368,7 @@ impl DeleteSecret {
 #[derive(Debug)]
 pub struct GetSecret {
     pub id: Uuid,
-    pub origin: RequestOrigin,
+    pub origin: Origin,
 }
 
 impl GetSecret {
@@ -398,7 +399,7 @@ pub struct ListSecrets {
     pub expiring_within_days: Option<i64>,
     pub after_name: Option<String>,
     pub limit: Option<i64>,
-    pub origin: RequestOrigin,
+    pub origin: Origin,
 }
 
 impl ListSecrets {
@@ -442,7 +443,7 @@ impl ListSecrets {
                     version: None,
                     actor: caller.actor(),
                     action: "list".to_owned(),
-                    origin: self.origin.describe(),
+                    origin: access::describe(&self.origin),
                     reason: None,
                 })
                 .collect();
@@ -477,7 +478,7 @@ impl ListSecrets {
 #[derive(Debug)]
 pub struct ListVersions {
     pub id: Uuid,
-    pub origin: RequestOrigin,
+    pub origin: Origin,
 }
 
 impl ListVersions {

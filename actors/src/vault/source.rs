@@ -17,8 +17,8 @@ const MAX_KEY_TEXT_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
-    /// A key file; `default` marks the data dir's own, which is created on a fresh database.
-    File { path: PathBuf, default: bool },
+    /// A key file (created, 0600, for a fresh database).
+    File(PathBuf),
     /// A command run with `sh -c` whose standard output is the key text.
     Command(String),
 }
@@ -51,7 +51,7 @@ pub enum KeySourceError {
 impl KeySource {
     pub fn describe(&self) -> String {
         match self {
-            Self::File { path, .. } => format!("master key file {}", path.display()),
+            Self::File(path) => format!("master key file {}", path.display()),
             Self::Command(_) => "master key command".to_owned(),
         }
     }
@@ -59,7 +59,7 @@ impl KeySource {
     /// Whether the source exists yet (a command always does).
     pub fn exists(&self) -> bool {
         match self {
-            Self::File { path, .. } => path.exists(),
+            Self::File(path) => path.exists(),
             Self::Command(_) => true,
         }
     }
@@ -67,7 +67,7 @@ impl KeySource {
     /// The keys, primary first.
     pub fn read(&self) -> Result<Vec<MasterKey>, KeySourceError> {
         let text = match self {
-            Self::File { path, .. } => read_file(path)?,
+            Self::File(path) => read_file(path)?,
             Self::Command(cmd) => run(cmd)?,
         };
         parse(&text, &self.describe())
@@ -75,7 +75,7 @@ impl KeySource {
 
     /// Creates the key file with one new key; never replaces an existing file.
     pub fn create(&self) -> Result<MasterKey, KeySourceError> {
-        let Self::File { path, .. } = self else {
+        let Self::File(path) = self else {
             return Err(KeySourceError::NotWritable);
         };
         let key =
@@ -96,7 +96,7 @@ impl KeySource {
     /// Writes `keys` as the whole key file (primary first): to a temporary file beside it,
     /// synced, then renamed over, so a crash leaves the old file or the new one.
     pub fn write_all(&self, keys: &[MasterKey]) -> Result<(), KeySourceError> {
-        let Self::File { path, .. } = self else {
+        let Self::File(path) = self else {
             return Err(KeySourceError::NotWritable);
         };
         let tmp = path.with_extension("new");
@@ -256,10 +256,7 @@ mod tests {
     #[test]
     fn a_key_file_is_created_private_once_and_rewritten_atomically() {
         let dir = std::env::temp_dir().join(format!("reap3r-keys-{}", uuid::Uuid::now_v7()));
-        let source = KeySource::File {
-            path: dir.join("master.key"),
-            default: true,
-        };
+        let source = KeySource::File(dir.join("master.key"));
         assert!(!source.exists());
         let first = source.create().unwrap();
         assert!(

@@ -109,7 +109,8 @@ pub fn done() -> Json<Done> {
     Json(Done { ok: true })
 }
 
-fn origin(remote: &RemoteAddr, req: &poem::Request) -> Origin {
+/// Where a request comes from: its address and user agent (logins, the vault's access log).
+pub(crate) fn origin(remote: &RemoteAddr, req: &poem::Request) -> Origin {
     Origin::new(
         remote.as_socket_addr().map(|a| a.ip().to_string()),
         req.headers()

@@ -10,7 +10,7 @@ use reap3r_actors::jobs::{
     CancelJob, CreateJob, GetJob, GetJobResult, GetJobStats, JobDetail, JobEngine, JobTargetChoice,
     ListJobResults, ListJobs,
 };
-use reap3r_actors::vault::{RequestOrigin, SecretEnv, seal_for_job};
+use reap3r_actors::vault::{SecretEnv, seal_for_job};
 use reap3r_store::{Job, JobStatus, JobTarget, TargetCounts, TargetState, Uuid};
 
 use super::ApiTags;
@@ -352,6 +352,8 @@ impl JobsApi {
         &self,
         ctx: Data<&ApiContext>,
         auth: Auth,
+        remote: &poem::web::RemoteAddr,
+        req: &poem::Request,
         body: Json<CreateJobRequest>,
     ) -> ApiResult<Json<JobView>> {
         let body = body.0;
@@ -379,7 +381,7 @@ impl JobsApi {
                     auth.caller(),
                     &create,
                     &refs,
-                    &RequestOrigin::default(),
+                    &super::auth::origin(remote, req),
                 )
                 .await?,
             );

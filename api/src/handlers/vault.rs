@@ -5,16 +5,16 @@ use poem::web::{Data, RemoteAddr};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi};
-use reap3r_actors::access::Role;
+use reap3r_actors::access::{Origin, Role};
 use reap3r_actors::vault::{
     self, CharClass, CreateSecret, DeleteSecret, GetSecret, GrantSubject, ListGrants, ListSecrets,
-    ListVersions, ReadAccessLog, RequestOrigin, RevealSecret, RotateSecret, RotationPolicy,
-    SecretKind, SecretValue, ShareSecret, UnshareSecret, UpdateSecret,
+    ListVersions, ReadAccessLog, RevealSecret, RotateSecret, RotationPolicy, SecretKind,
+    SecretValue, ShareSecret, UnshareSecret, UpdateSecret,
 };
 use reap3r_store::{GrantFlags, SecretAccess, SecretGrant, SecretVersionRow, Uuid};
 
 use super::ApiTags;
-use super::auth::{Done, done};
+use super::auth::{Done, done, origin};
 use crate::auth::Auth;
 use crate::context::ApiContext;
 use crate::error::{ApiError, ApiResult};
@@ -368,17 +368,6 @@ pub struct VaultStatsView {
     /// Passwords scoring below 3 of 4.
     pub weak: i64,
     pub rotation_due: i64,
-}
-
-fn origin(remote: &RemoteAddr, req: &poem::Request) -> RequestOrigin {
-    RequestOrigin {
-        ip: remote.as_socket_addr().map(|a| a.ip().to_string()),
-        user_agent: req
-            .headers()
-            .get("user-agent")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-    }
 }
 
 fn subject(kind: SubjectKind, subject: &str) -> ApiResult<GrantSubject> {
@@ -796,7 +785,7 @@ impl VaultApi {
 async fn reveal(
     ctx: &ApiContext,
     auth: &Auth,
-    origin: RequestOrigin,
+    origin: Origin,
     id: Uuid,
     version: Option<i64>,
     reason: String,

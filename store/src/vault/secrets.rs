@@ -419,23 +419,6 @@ impl Store {
         row.as_ref().map(from_row).transpose()
     }
 
-    /// Several secrets of one org by id (those that exist).
-    pub async fn secrets_by_id(&self, org_id: Uuid, ids: &[Uuid]) -> Result<Vec<SecretRow>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sql = format!(
-            "SELECT {COLS} FROM vault_secrets WHERE org_id = $1 AND id IN ({})",
-            crate::db::placeholders(2, ids.len())
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(uuid_text(org_id));
-        for id in ids {
-            query = query.bind(uuid_text(*id));
-        }
-        let rows = query.fetch_all(&self.pool).await?;
-        rows.iter().map(from_row).collect()
-    }
-
     /// A page of the secrets `viewer` may read, by name.
     pub async fn list_secrets(
         &self,
