@@ -14,7 +14,8 @@ use reap3r_actors::access::{
 use reap3r_actors::vault::{
     CharClass, CreateSecret, GrantSubject, KeySource, ListSecrets, ListVersions, MasterKey,
     ReadAccessLog, RevealSecret, RotateMasterKey, RotateSecret, RotationPolicy, STEP_UP_WINDOW_MS,
-    SecretKind, SecretValue, ShareSecret, UnlockError, UpdateSecret, reseal_all, sweep, unlock,
+    SecretKind, SecretValue, ShareSecret, UnlockError, UnshareSecret, UpdateSecret, reseal_all,
+    sweep, unlock,
 };
 use reap3r_actors::{Domain, DomainError, EventBus, ManualClock};
 use reap3r_store::{GrantFlags, SealedColumn, Store, Uuid};
@@ -39,7 +40,7 @@ async fn rigs() -> Vec<Rig> {
         let store = db.open().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let source = KeySource::File(dir.path().join("master.key"));
-        let keys = unlock(&store, source.clone()).await.unwrap();
+        let keys = unlock(&store, source.clone(), T0 as i64).await.unwrap();
         let clock = ManualClock::new(T0);
         let domain = Domain::new(
             store.clone(),
@@ -468,7 +469,7 @@ async fn a_wrong_or_missing_master_key_is_refused_and_nothing_is_overwritten() {
         // Another key file: refused, naming the key the database needs.
         let other = path.with_file_name("other.key");
         KeySource::File(other.clone()).create().unwrap();
-        let err = unlock(&rig.store, KeySource::File(other))
+        let err = unlock(&rig.store, KeySource::File(other), T0 as i64)
             .await
             .unwrap_err();
         let needed = rig.store.vault_master_keys().await.unwrap()[0].id.clone();
@@ -477,12 +478,16 @@ async fn a_wrong_or_missing_master_key_is_refused_and_nothing_is_overwritten() {
         // The key file gone: refused, and no new key file is made in its place.
         let moved = path.with_file_name("moved.key");
         std::fs::rename(path, &moved).unwrap();
-        let err = unlock(&rig.store, rig.source.clone()).await.unwrap_err();
+        let err = unlock(&rig.store, rig.source.clone(), T0 as i64)
+            .await
+            .unwrap_err();
         assert!(matches!(err, UnlockError::Missing { .. }), "{err}");
         assert!(!path.exists(), "a missing key file is not recreated");
         std::fs::rename(&moved, path).unwrap();
         assert_eq!(std::fs::read(path).unwrap(), original);
-        unlock(&rig.store, rig.source.clone()).await.unwrap();
+        unlock(&rig.store, rig.source.clone(), T0 as i64)
+            .await
+            .unwrap();
     }
 }
 
@@ -549,7 +554,9 @@ async fn a_master_key_rotation_moves_every_sealed_value_while_reveals_go_on() {
         assert!(dump.contains(&format!("r3v1:{}:", rotation.to)));
         // A node started afresh with the rotated key file opens everything; the old key alone
         // is refused.
-        let keys = unlock(&rig.store, rig.source.clone()).await.unwrap();
+        let keys = unlock(&rig.store, rig.source.clone(), T0 as i64)
+            .await
+            .unwrap();
         let fresh = Domain::new(
             rig.store.clone(),
             Arc::new(rig.clock.clone()),
@@ -573,10 +580,13 @@ async fn a_master_key_rotation_moves_every_sealed_value_while_reveals_go_on() {
             .into_iter()
             .find(|k| k.id() == before)
             .unwrap();
-        let err =
-            reap3r_actors::vault::unlock(&rig.store, write_keys(&rig, "old-only.key", &[old_only]))
-                .await
-                .unwrap_err();
+        let err = reap3r_actors::vault::unlock(
+            &rig.store,
+            write_keys(&rig, "old-only.key", &[old_only]),
+            T0 as i64,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, UnlockError::Wrong { .. }), "{err}");
     }
 }
@@ -720,7 +730,7 @@ async fn rotation_by_policy_writes_a_generated_password_when_due() {
         .run(&rig.domain, &owner)
         .await
         .unwrap();
-        assert_eq!(generated.current_version, 3);
+        assert_eq!(generated.row.current_version, 3);
         let audited = rig.store.list_audit(None, 1000).await.unwrap();
         assert!(
             audited
@@ -794,5 +804,54 @@ async fn bad_input_is_refused_without_echoing_the_value() {
             rig.reveal(&owner, id, Some(9)).await,
             Err(DomainError::NotFound("secret version"))
         ));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unshared_secret_is_gone_for_its_grantee_and_only_a_manager_unshares() {
+    for rig in rigs().await {
+        let owner = rig.person("owner@example.com", Role::Technician).await;
+        let tech = rig.person("tech@example.com", Role::Technician).await;
+        let id = rig.secret(&owner, "db", VALUE).await;
+        let grant = ShareSecret {
+            id,
+            subject: GrantSubject::User(tech.user_id.unwrap()),
+            flags: GrantFlags {
+                reveal: true,
+                ..GrantFlags::default()
+            },
+            origin: origin(),
+        }
+        .run(&rig.domain, &owner)
+        .await
+        .unwrap();
+        assert_eq!(rig.reveal(&tech, id, None).await.unwrap(), VALUE);
+        let by_grantee = UnshareSecret {
+            grant_id: grant.id,
+            origin: origin(),
+        }
+        .run(&rig.domain, &tech)
+        .await;
+        assert_eq!(code_of(by_grantee), "forbidden");
+        UnshareSecret {
+            grant_id: grant.id,
+            origin: origin(),
+        }
+        .run(&rig.domain, &owner)
+        .await
+        .unwrap();
+        assert_eq!(
+            code_of(rig.reveal(&tech, id, None).await),
+            "not_found:secret"
+        );
+        let again = UnshareSecret {
+            grant_id: grant.id,
+            origin: origin(),
+        }
+        .run(&rig.domain, &owner)
+        .await;
+        assert_eq!(code_of(again), "not_found:grant");
+        let audited = rig.store.list_audit(None, 1000).await.unwrap();
+        assert!(audited.iter().any(|r| r.action == "secret.unshare"));
     }
 }

@@ -295,7 +295,7 @@ impl From<&Agent> for AgentRow {
 /// Runs an admin subcommand and returns what it prints.
 pub async fn run_admin(config: &Config, command: Command) -> Result<String> {
     let store = open_store(config).await?;
-    let keys = unlock(&store, config.key_source()).await?;
+    let keys = unlock(&store, config.key_source(), SystemClock.now_ms() as i64).await?;
     let out = admin(&store, &keys, config, command).await;
     store.close().await;
     out

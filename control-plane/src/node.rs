@@ -144,7 +144,9 @@ impl Node {
     /// Builds and starts everything; ports are bound last, after the store and identity load.
     pub async fn start(config: Config) -> Result<Self, NodeError> {
         let store = open_store(&config).await?;
-        let keys = reap3r_actors::vault::unlock(&store, config.key_source()).await?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let keys = reap3r_actors::vault::unlock(&store, config.key_source(), clock.now_ms() as i64)
+            .await?;
         let identity = Arc::new(ServerIdentity::load_or_create(&config.data_dir)?);
         // Loaded before anything binds; the files were checked with the configuration already.
         let api_tls = match &config.api_tls {
@@ -156,7 +158,6 @@ impl Node {
                 api_tls::files_config(cert, key).map_err(|e| NodeError::ApiTls(e.join("; ")))?,
             ),
         };
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let stale = store
             .mark_node_agents_offline(&config.node_id, clock.now_ms() as i64)
             .await?;

@@ -4,7 +4,7 @@
 //! and lands in the access log and the audit chain. Role permissions (`secret:*`) come first:
 //! a grant cannot give what the caller's role or API key scopes lack.
 
-use reap3r_store::{GrantFlags, NewSecretAccess, SecretRow, Tx, Viewer};
+use reap3r_store::{GrantFlags, NewSecretAccess, SecretRow, Viewer};
 
 use crate::Domain;
 use crate::access::{Caller, Origin, Role};
@@ -80,7 +80,7 @@ pub fn not_granted(what: &str) -> DomainError {
 }
 
 /// How the access log names where a request came from.
-pub(super) fn describe(origin: &Origin) -> Option<String> {
+fn describe(origin: &Origin) -> Option<String> {
     let text = format!(
         "{} {}",
         origin.source_ip,
@@ -90,33 +90,28 @@ pub(super) fn describe(origin: &Origin) -> Option<String> {
     (text != "unknown").then(|| text.chars().take(300).collect())
 }
 
-/// Appends one access log row in `tx`.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one row's columns, each from a different place of the operation"
-)]
-pub async fn log(
-    tx: &mut Tx,
-    caller: &Caller,
+/// One access log row: `actor` did `action` to `secret`, from `origin`. Callers add the
+/// version and the reason where there is one (`NewSecretAccess { version, ..entry(…) }`).
+pub(super) fn entry(
+    actor: String,
     secret: &SecretRow,
     action: &str,
-    version: Option<i64>,
     origin: &Origin,
-    reason: Option<&str>,
-    now_ms: i64,
-) -> DomainResult<()> {
-    tx.log_secret_access(
-        &[NewSecretAccess {
-            org_id: secret.org_id,
-            secret_id: secret.id,
-            version,
-            actor: caller.actor(),
-            action: action.to_owned(),
-            origin: describe(origin),
-            reason: reason.map(str::to_owned),
-        }],
-        now_ms,
-    )
-    .await?;
-    Ok(())
+) -> NewSecretAccess {
+    NewSecretAccess {
+        org_id: secret.org_id,
+        secret_id: secret.id,
+        version: None,
+        actor,
+        action: action.to_owned(),
+        origin: describe(origin),
+        reason: None,
+    }
+}
+
+/// Records a read (which changes nothing else) in its own transaction.
+pub(super) async fn record_read(domain: &Domain, row: NewSecretAccess) -> DomainResult<()> {
+    let mut tx = domain.begin().await?;
+    tx.log_secret_access(&[row], domain.now_ms()).await?;
+    domain.commit(tx).await
 }

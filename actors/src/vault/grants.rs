@@ -113,14 +113,13 @@ impl ShareSecret {
             now,
         )
         .await?;
-        access::log(
-            &mut tx,
-            caller,
-            &secret,
-            "share",
-            None,
-            &self.origin,
-            None,
+        tx.log_secret_access(
+            &[access::entry(
+                caller.actor(),
+                &secret,
+                "share",
+                &self.origin,
+            )],
             now,
         )
         .await?;
@@ -138,15 +137,18 @@ pub struct UnshareSecret {
 impl UnshareSecret {
     pub async fn run(self, domain: &Domain, caller: &Caller) -> DomainResult<()> {
         caller.require(Permission::SecretWrite)?;
-        let now = domain.now_ms();
-        let mut tx = domain.begin().await?;
-        let grant = tx
-            .delete_secret_grant(caller.org_id, self.grant_id)
-            .await
-            .map_err(|e| DomainError::from_store(e, "grant"))?;
-        // Checked on the secret the grant belongs to; the transaction rolls back on refusal.
+        let grant = domain
+            .store
+            .secret_grant(caller.org_id, self.grant_id)
+            .await?
+            .ok_or(DomainError::NotFound("grant"))?;
         let (secret, _, manage) = access::load(domain, caller, grant.secret_id).await?;
         must_manage(manage)?;
+        let now = domain.now_ms();
+        let mut tx = domain.begin().await?;
+        tx.delete_secret_grant(caller.org_id, self.grant_id)
+            .await
+            .map_err(|e| DomainError::from_store(e, "grant"))?;
         audit::record(
             &mut tx,
             caller,
@@ -156,14 +158,13 @@ impl UnshareSecret {
             now,
         )
         .await?;
-        access::log(
-            &mut tx,
-            caller,
-            &secret,
-            "unshare",
-            None,
-            &self.origin,
-            None,
+        tx.log_secret_access(
+            &[access::entry(
+                caller.actor(),
+                &secret,
+                "unshare",
+                &self.origin,
+            )],
             now,
         )
         .await?;

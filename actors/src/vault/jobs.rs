@@ -142,13 +142,9 @@ pub async fn seal_for_job(
         )
         .await?;
         log.push(NewSecretAccess {
-            org_id: secret.org_id,
-            secret_id: secret.id,
             version: Some(version.version),
-            actor: caller.actor(),
-            action: "use".to_owned(),
-            origin: access::describe(origin),
             reason: Some(format!("job {job_id} ({} agents)", agents.len())),
+            ..access::entry(caller.actor(), secret, "use", origin)
         });
     }
     tx.log_secret_access(&log, now).await?;

@@ -103,14 +103,12 @@ impl RevealSecret {
             now,
         )
         .await?;
-        access::log(
-            &mut tx,
-            caller,
-            &secret,
-            "reveal",
-            Some(version_no),
-            &self.origin,
-            Some(&reason),
+        tx.log_secret_access(
+            &[reap3r_store::NewSecretAccess {
+                version: Some(version_no),
+                reason: Some(reason.clone()),
+                ..access::entry(caller.actor(), &secret, "reveal", &self.origin)
+            }],
             now,
         )
         .await?;

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::access::{self, not_granted};
 use super::generate::{CharClass, DEFAULT_GENERATED_LENGTH, check_recipe, generate_password};
-use super::model::{SecretKind, SecretValue, check_value};
+use super::model::{SecretKind, SecretValue, SecretView, check_value};
 use super::secrets::write_version;
 use crate::Domain;
 use crate::access::Origin;
@@ -100,8 +100,8 @@ fn rotated_value(
     Ok(SecretValue::new(generate_password(length, &classes)?))
 }
 
-/// `POST /api/vault/{id}/rotate`: a new version now. Answers the new version number; the value
-/// itself is only ever shown by a reveal.
+/// `POST /api/vault/{id}/rotate`: a new version now. Answers the secret with its new version;
+/// the value itself is only ever shown by a reveal.
 #[derive(Debug)]
 pub struct RotateSecret {
     pub id: Uuid,
@@ -110,24 +110,28 @@ pub struct RotateSecret {
 }
 
 impl RotateSecret {
-    pub async fn run(self, domain: &Domain, caller: &Caller) -> DomainResult<SecretRow> {
+    pub async fn run(self, domain: &Domain, caller: &Caller) -> DomainResult<SecretView> {
         caller.require(Permission::SecretWrite)?;
-        let (secret, flags, _) = access::load(domain, caller, self.id).await?;
+        let (secret, flags, manage) = access::load(domain, caller, self.id).await?;
         if !flags.write {
             return Err(not_granted("change it"));
         }
         let kind: SecretKind = secret.kind.parse()?;
         let value = rotated_value(&secret, kind, self.value)?;
-        write_version(
+        let row = write_version(
             domain,
             &caller.actor(),
-            Some(caller),
             &secret,
             &value,
             "rotate",
             &self.origin,
         )
-        .await
+        .await?;
+        Ok(SecretView {
+            row,
+            access: flags,
+            manage,
+        })
     }
 }
 
@@ -147,7 +151,6 @@ pub async fn sweep(domain: &Domain) -> DomainResult<usize> {
         match write_version(
             domain,
             ROTATION_ACTOR,
-            None,
             &secret,
             &value,
             "rotate",

@@ -101,14 +101,11 @@ impl CreateSecret {
             now,
         )
         .await?;
-        access::log(
-            &mut tx,
-            caller,
-            &row,
-            "create",
-            Some(1),
-            &self.origin,
-            None,
+        tx.log_secret_access(
+            &[NewSecretAccess {
+                version: Some(1),
+                ..access::entry(caller.actor(), &row, "create", &self.origin)
+            }],
             now,
         )
         .await?;
@@ -140,11 +137,10 @@ fn len_i64(value: &str) -> i64 {
 }
 
 /// Writes `value` as the secret's next version (a change, a rotation), with its audit record
-/// and access log row. `caller` is `None` for the system (rotation by policy).
+/// and access log row. `actor` is the caller's, or the system's for rotations by policy.
 pub(super) async fn write_version(
     domain: &Domain,
     actor: &str,
-    caller: Option<&Caller>,
     secret: &SecretRow,
     value: &SecretValue,
     action: &str,
@@ -183,19 +179,11 @@ pub(super) async fn write_version(
         now,
     )
     .await?;
-    tx.log_secret_access(
-        &[NewSecretAccess {
-            org_id: secret.org_id,
-            secret_id: secret.id,
-            version: Some(version),
-            actor: caller.map_or_else(|| actor.to_owned(), Caller::actor),
-            action: action.to_owned(),
-            origin: access::describe(origin),
-            reason: None,
-        }],
-        now,
-    )
-    .await?;
+    let logged = NewSecretAccess {
+        version: Some(version),
+        ..access::entry(actor.to_owned(), secret, action, origin)
+    };
+    tx.log_secret_access(&[logged], now).await?;
     domain.commit(tx).await?;
     Ok(row)
 }
@@ -285,14 +273,13 @@ impl UpdateSecret {
                 now,
             )
             .await?;
-            access::log(
-                &mut tx,
-                caller,
-                &current,
-                "update",
-                None,
-                &self.origin,
-                None,
+            tx.log_secret_access(
+                &[access::entry(
+                    caller.actor(),
+                    &current,
+                    "update",
+                    &self.origin,
+                )],
                 now,
             )
             .await?;
@@ -302,7 +289,6 @@ impl UpdateSecret {
             current = write_version(
                 domain,
                 &caller.actor(),
-                Some(caller),
                 &current,
                 &value,
                 "version",
@@ -349,14 +335,13 @@ impl DeleteSecret {
             now,
         )
         .await?;
-        access::log(
-            &mut tx,
-            caller,
-            &secret,
-            "delete",
-            None,
-            &self.origin,
-            None,
+        tx.log_secret_access(
+            &[access::entry(
+                caller.actor(),
+                &secret,
+                "delete",
+                &self.origin,
+            )],
             now,
         )
         .await?;
@@ -375,10 +360,11 @@ impl GetSecret {
     pub async fn run(self, domain: &Domain, caller: &Caller) -> DomainResult<SecretView> {
         caller.require(Permission::SecretRead)?;
         let (row, access, manage) = access::load(domain, caller, self.id).await?;
-        let now = domain.now_ms();
-        let mut tx = domain.begin().await?;
-        access::log(&mut tx, caller, &row, "read", None, &self.origin, None, now).await?;
-        domain.commit(tx).await?;
+        access::record_read(
+            domain,
+            access::entry(caller.actor(), &row, "read", &self.origin),
+        )
+        .await?;
         Ok(SecretView {
             row,
             access,
@@ -437,15 +423,7 @@ impl ListSecrets {
             let mut tx = domain.begin().await?;
             let entries: Vec<NewSecretAccess> = rows
                 .iter()
-                .map(|r| NewSecretAccess {
-                    org_id: r.org_id,
-                    secret_id: r.id,
-                    version: None,
-                    actor: caller.actor(),
-                    action: "list".to_owned(),
-                    origin: access::describe(&self.origin),
-                    reason: None,
-                })
+                .map(|r| access::entry(caller.actor(), r, "list", &self.origin))
                 .collect();
             tx.log_secret_access(&entries, now).await?;
             audit::record(
@@ -490,20 +468,11 @@ impl ListVersions {
         caller.require(Permission::SecretRead)?;
         let (row, _, _) = access::load(domain, caller, self.id).await?;
         let versions = domain.store.secret_versions(caller.org_id, self.id).await?;
-        let now = domain.now_ms();
-        let mut tx = domain.begin().await?;
-        access::log(
-            &mut tx,
-            caller,
-            &row,
-            "versions",
-            None,
-            &self.origin,
-            None,
-            now,
+        access::record_read(
+            domain,
+            access::entry(caller.actor(), &row, "versions", &self.origin),
         )
         .await?;
-        domain.commit(tx).await?;
         Ok(versions)
     }
 }

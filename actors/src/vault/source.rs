@@ -272,6 +272,17 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+        #[cfg(unix)]
+        {
+            // A key file others can read is refused, naming the fix.
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.join("master.key");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let err = source.read().unwrap_err();
+            assert!(matches!(err, KeySourceError::Permissions { .. }), "{err}");
+            assert!(err.to_string().contains("chmod 600"), "{err}");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         let second = MasterKey::generate().unwrap();
         source.write_all(&[second.clone(), first.clone()]).unwrap();
         let ids: Vec<String> = source

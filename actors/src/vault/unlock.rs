@@ -37,8 +37,8 @@ pub enum UnlockError {
 
 /// Loads the master keys from `source` and checks them against the database (`Missing`,
 /// `Wrong`); creates the default key file only for a database that holds no sealed value.
-pub async fn unlock(store: &Store, source: KeySource) -> Result<Keyring, UnlockError> {
-    let now_ms = wall_clock_ms();
+/// `now_ms` stamps a key first recorded.
+pub async fn unlock(store: &Store, source: KeySource, now_ms: i64) -> Result<Keyring, UnlockError> {
     let rows = store.vault_master_keys().await?;
     let primary = rows.iter().find(|r| r.is_primary);
     if !source.exists() {
@@ -84,15 +84,6 @@ pub async fn unlock(store: &Store, source: KeySource) -> Result<Keyring, UnlockE
         tx.commit().await?;
     }
     Ok(Keyring::from_source(source, keys))
-}
-
-/// The one wall-clock read of the vault: when a key was first recorded (bookkeeping only;
-/// nothing is decided by it).
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 fn ids(keys: &[MasterKey]) -> String {

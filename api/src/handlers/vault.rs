@@ -643,15 +643,9 @@ impl VaultApi {
         id: Path<Uuid>,
         body: Json<RotateRequest>,
     ) -> ApiResult<Json<SecretView>> {
-        let row = RotateSecret {
+        let view = RotateSecret {
             id: id.0,
             value: body.0.value.map(SecretValue::new),
-            origin: origin(remote, req),
-        }
-        .run(&ctx.domain, auth.caller())
-        .await?;
-        let view = GetSecret {
-            id: row.id,
             origin: origin(remote, req),
         }
         .run(&ctx.domain, auth.caller())

@@ -122,6 +122,17 @@ impl Tx {
 }
 
 impl Store {
+    /// One grant of the org.
+    pub async fn secret_grant(&self, org_id: Uuid, id: Uuid) -> Result<Option<SecretGrant>> {
+        let sql = format!("SELECT {COLS} FROM vault_grants WHERE id = $1 AND org_id = $2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(uuid_text(id))
+            .bind(uuid_text(org_id))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
     /// The grants on one secret, oldest first.
     pub async fn secret_grants(&self, org_id: Uuid, secret_id: Uuid) -> Result<Vec<SecretGrant>> {
         let sql = format!(
