@@ -19,6 +19,7 @@ pub mod orgs;
 pub mod tokens;
 pub mod users;
 pub mod vault;
+pub mod vault_views;
 pub mod ws;
 
 use crate::error::{ApiError, ApiResult};
