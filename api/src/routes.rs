@@ -241,6 +241,8 @@ pub const ROUTES: &[Route] = &[
     r("DELETE", "/api/vault/{id}", p(SecretDelete)),
     r("POST", "/api/vault/{id}/reveal", p(SecretReveal)),
     r("POST", "/api/vault/{id}/rotate", p(SecretWrite)),
+    // Also job:create and job:run_script, checked by the job operation.
+    r("POST", "/api/vault/{id}/use", p(SecretUse)),
     r("GET", "/api/vault/{id}/versions", p(SecretRead)),
     r(
         "POST",

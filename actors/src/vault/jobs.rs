@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use reap3r_store::{NewSecretAccess, Uuid};
+use reap3r_store::{Job, NewSecretAccess, Uuid};
 use reap3r_wire::{
     MAX_SEALED_SECRETS, SealedEnv, SealedValue, rand_core, seal_value, valid_env_name,
 };
@@ -18,7 +18,7 @@ use super::model::secret_target;
 use crate::access::Origin;
 use crate::access::{Caller, Permission};
 use crate::error::{DomainError, DomainResult};
-use crate::jobs::{CreateJob, JobSecrets};
+use crate::jobs::{CreateJob, JobEngine, JobSecrets};
 use crate::{Domain, audit};
 
 /// Most agents named in the error about agents without a sealing key.
@@ -29,6 +29,32 @@ const MAX_NAMED_AGENTS: usize = 10;
 pub struct SecretEnv {
     pub env: String,
     pub secret_id: Uuid,
+}
+
+/// A job whose script gets vault secrets: `POST /api/jobs` with `secrets`, and
+/// `POST /api/vault/{id}/use`. The secrets are sealed to the targets, then the job is created.
+#[derive(Debug, Clone)]
+pub struct JobWithSecrets {
+    pub job: CreateJob,
+    /// Empty: an ordinary job.
+    pub secrets: Vec<SecretEnv>,
+    pub origin: Origin,
+}
+
+impl JobWithSecrets {
+    pub async fn run(
+        self,
+        domain: &Domain,
+        engine: &JobEngine,
+        caller: &Caller,
+    ) -> DomainResult<Job> {
+        let mut job = self.job;
+        if !self.secrets.is_empty() {
+            job.secrets =
+                Some(seal_for_job(domain, caller, &job, &self.secrets, &self.origin).await?);
+        }
+        job.run(domain, engine, caller).await
+    }
 }
 
 /// Seals `refs` for `job`'s targets: checks the caller may use each secret, opens the values,

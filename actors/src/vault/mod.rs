@@ -11,7 +11,8 @@
 //! Secrets: operations in [`secrets`], [`reveal`] (permission, grant, reason, step-up),
 //! [`grants`] (sharing), [`rotation`] (manual and by policy, passwords from [`generate`]),
 //! [`access_log`]; who may do what is [`access`]; limits and kinds are in [`model`].
-//! [`jobs`] seals secrets a job names to each target agent.
+//! [`jobs`] seals secrets a job names to each target agent; [`use_secret`] runs a script with
+//! one secret.
 
 mod access;
 mod access_log;
@@ -30,6 +31,7 @@ mod secrets;
 mod source;
 mod strength;
 mod unlock;
+mod use_secret;
 
 pub use access_log::{DEFAULT_ACCESS_LOG_PAGE, ReadAccessLog};
 pub use columns::{Vault, column_aad};
@@ -38,7 +40,7 @@ pub use generate::{
     generate_password,
 };
 pub use grants::{GrantSubject, ListGrants, ShareSecret, UnshareSecret};
-pub use jobs::{SecretEnv, seal_for_job};
+pub use jobs::{JobWithSecrets, SecretEnv, seal_for_job};
 pub use keys::{Keyring, MasterKey, is_sealed};
 pub use model::{
     DEFAULT_EXPIRING_DAYS, DEFAULT_SECRET_PAGE, MAX_EXPIRING_DAYS, MAX_GRANTS_PER_SECRET,
@@ -56,3 +58,4 @@ pub use secrets::{
 pub use source::{KeySource, KeySourceError, MAX_MASTER_KEYS};
 pub use strength::WEAK_BELOW;
 pub use unlock::{UnlockError, unlock};
+pub use use_secret::UseSecret;

@@ -10,7 +10,7 @@ use reap3r_actors::jobs::{
     CancelJob, CreateJob, GetJob, GetJobResult, GetJobStats, JobDetail, JobEngine, JobTargetChoice,
     ListJobResults, ListJobs,
 };
-use reap3r_actors::vault::{SecretEnv, seal_for_job};
+use reap3r_actors::vault::{JobWithSecrets, SecretEnv};
 use reap3r_store::{Job, JobStatus, JobTarget, TargetCounts, TargetState, Uuid};
 
 use super::ApiTags;
@@ -192,6 +192,15 @@ impl JobView {
             counts: counts.map(TargetCountsView::from),
         }
     }
+
+    /// A job just created: every target queued.
+    pub(crate) fn created(job: Job) -> Self {
+        let counts = TargetCounts {
+            queued: job.total_targets,
+            ..Default::default()
+        };
+        Self::new(job, Some(counts))
+    }
 }
 
 #[derive(Debug, Object)]
@@ -319,7 +328,7 @@ pub struct JobStatsView {
 }
 
 /// The job engine, where a node runs one.
-fn engine(ctx: &ApiContext) -> ApiResult<&JobEngine> {
+pub(crate) fn engine(ctx: &ApiContext) -> ApiResult<&JobEngine> {
     ctx.jobs
         .as_ref()
         .ok_or_else(|| ApiError::unavailable("the job engine is not running"))
@@ -357,43 +366,31 @@ impl JobsApi {
         body: Json<CreateJobRequest>,
     ) -> ApiResult<Json<JobView>> {
         let body = body.0;
-        let mut create = CreateJob {
-            job_type: body.job_type.into(),
-            targets: body.targets.into(),
-            payload: body.payload,
-            timeout_s: body.timeout_s,
-            expires_at: body.expires_at,
-            batch_size: body.batch_size,
-            confirm: body.confirm,
-            secrets: None,
-        };
-        if let Some(refs) = body.secrets.filter(|r| !r.is_empty()) {
-            let refs: Vec<SecretEnv> = refs
+        let job = JobWithSecrets {
+            job: CreateJob {
+                job_type: body.job_type.into(),
+                targets: body.targets.into(),
+                payload: body.payload,
+                timeout_s: body.timeout_s,
+                expires_at: body.expires_at,
+                batch_size: body.batch_size,
+                confirm: body.confirm,
+                secrets: None,
+            },
+            secrets: body
+                .secrets
+                .unwrap_or_default()
                 .into_iter()
                 .map(|r| SecretEnv {
                     env: r.env,
                     secret_id: r.secret_id,
                 })
-                .collect();
-            create.secrets = Some(
-                seal_for_job(
-                    &ctx.domain,
-                    auth.caller(),
-                    &create,
-                    &refs,
-                    &super::auth::origin(remote, req),
-                )
-                .await?,
-            );
+                .collect(),
+            origin: super::auth::origin(remote, req),
         }
-        let job = create
-            .run(&ctx.domain, engine(&ctx)?, auth.caller())
-            .await?;
-        let counts = TargetCounts {
-            queued: job.total_targets,
-            ..Default::default()
-        };
-        Ok(Json(JobView::new(job, Some(counts))))
+        .run(&ctx.domain, engine(&ctx)?, auth.caller())
+        .await?;
+        Ok(Json(JobView::created(job)))
     }
 
     /// List jobs, newest first.

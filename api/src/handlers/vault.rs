@@ -10,16 +10,17 @@ use reap3r_actors::access::Origin;
 use reap3r_actors::vault::{
     self, CreateSecret, DeleteSecret, GetSecret, ListGrants, ListSecrets, ListVersions,
     ReadAccessLog, RevealSecret, RotateSecret, RotationPolicy, SecretKind, SecretValue,
-    ShareSecret, UnshareSecret, UpdateSecret,
+    ShareSecret, UnshareSecret, UpdateSecret, UseSecret,
 };
 use reap3r_store::{GrantFlags, Uuid};
 
 use super::ApiTags;
 use super::auth::{Done, done, origin};
+use super::jobs::{JobView, engine};
 use super::vault_views::{
     AccessLogEntryView, ClearableField, CreateSecretRequest, GrantView, RevealRequest,
     RevealedView, RotateRequest, SecretKindView, SecretView, ShareRequest, UpdateSecretRequest,
-    VaultStatsView, VersionView, subject,
+    UseSecretRequest, VaultStatsView, VersionView, subject,
 };
 use crate::auth::Auth;
 use crate::context::ApiContext;
@@ -266,6 +267,40 @@ impl VaultApi {
             body.0.reason,
         )
         .await
+    }
+
+    /// Run a script on agents with this secret as an environment variable: a `run_script`
+    /// job like `POST /api/jobs` with `secrets` (needs `job:create`, `job:run_script`,
+    /// `secret:use` and the secret shared with the caller to use in jobs). The value is sealed
+    /// to each target agent and masked as `***` in the output; the answer is the job.
+    #[oai(
+        path = "/api/vault/:id/use",
+        method = "post",
+        operation_id = "useSecret"
+    )]
+    async fn use_in_job(
+        &self,
+        ctx: Data<&ApiContext>,
+        auth: Auth,
+        remote: &RemoteAddr,
+        req: &poem::Request,
+        id: Path<Uuid>,
+        body: Json<UseSecretRequest>,
+    ) -> ApiResult<Json<JobView>> {
+        let body = body.0;
+        let job = UseSecret {
+            secret_id: id.0,
+            env: body.env,
+            targets: body.targets.into(),
+            interpreter: body.interpreter.unwrap_or_else(|| "sh".into()),
+            script: body.script,
+            args: body.args.unwrap_or_default(),
+            timeout_s: body.timeout_s,
+            origin: origin(remote, req),
+        }
+        .run(&ctx.domain, engine(&ctx)?, auth.caller())
+        .await?;
+        Ok(Json(JobView::created(job)))
     }
 
     /// Rotate now: a new version with the given value or a generated password.

@@ -6,6 +6,7 @@ use reap3r_actors::access::Role;
 use reap3r_actors::vault::{self, CharClass, GrantSubject, RotationPolicy, SecretKind};
 use reap3r_store::{SecretAccess, SecretGrant, SecretVersionRow, Uuid};
 
+use super::jobs::JobTargets;
 use crate::error::{ApiError, ApiResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -217,6 +218,26 @@ pub struct RevealRequest {
     /// Why the value is needed; kept in the access log and the audit chain.
     #[oai(validator(min_length = 1, max_length = 500))]
     pub reason: String,
+}
+
+/// A script to run on agents with the secret as an environment variable.
+#[derive(Debug, Object)]
+pub struct UseSecretRequest {
+    /// The variable's name: letters, digits and `_`, not starting with a digit.
+    #[oai(validator(min_length = 1, max_length = 128))]
+    pub env: String,
+    pub targets: JobTargets,
+    /// `sh` (the default), `bash`, `python3` or `pwsh`.
+    #[oai(validator(max_length = 16))]
+    pub interpreter: Option<String>,
+    /// The script (at most 64 KiB); it reads the value from the variable, never from its text.
+    #[oai(validator(min_length = 1, max_length = 65536))]
+    pub script: String,
+    #[oai(validator(max_items = 64))]
+    pub args: Option<Vec<String>>,
+    /// The agent kills the script after this many seconds (1 to 86,400).
+    #[oai(validator(minimum(value = "1"), maximum(value = "86400")))]
+    pub timeout_s: u32,
 }
 
 /// A revealed value.

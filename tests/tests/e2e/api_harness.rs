@@ -3,7 +3,9 @@
 //! very first admin of an installation comes from the CLI, then everything else over HTTP).
 
 use anyhow::{Context, Result, anyhow, bail};
+use reap3r_actors::access::Caller;
 use reap3r_actors::access::password::hash_password;
+use reap3r_actors::orgs::CreateOrg;
 use reap3r_store::{NewUser, Org, Uuid};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -288,4 +290,17 @@ pub fn now_ms() -> i64 {
 pub fn id_of(v: &Value) -> Result<Uuid> {
     let s = v["id"].as_str().ok_or_else(|| anyhow!("no id in {v}"))?;
     Ok(Uuid::parse_str(s)?)
+}
+
+/// A new organisation, created as the admin CLI would.
+pub async fn create_org(server: &TestServer, name: &str) -> Result<Uuid> {
+    let store = &server.node().store;
+    let cli = Caller::cli(store.default_org(now_ms()).await?.id);
+    let org = CreateOrg {
+        name: name.into(),
+        parent_org_id: None,
+    }
+    .run(&server.node().api.domain, &cli)
+    .await?;
+    Ok(org.id)
 }

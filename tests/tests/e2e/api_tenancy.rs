@@ -3,13 +3,11 @@
 //! while assigned to it.
 
 use anyhow::Result;
-use reap3r_actors::access::Caller;
 use reap3r_actors::enrolment::EnrolAgent;
-use reap3r_actors::orgs::CreateOrg;
 use reap3r_store::{Backend, NewAgent, Uuid};
 use serde_json::{Value, json};
 
-use crate::api_harness::{Api, id_of, logged_in, now_ms};
+use crate::api_harness::{Api, create_org, id_of, logged_in, now_ms};
 use crate::harness::{TestServer, backends};
 
 /// Everything an org admin can create in their organisation, with its ids.
@@ -92,19 +90,6 @@ async fn no_list_detail_or_mutation_crosses_organisations() -> Result<()> {
         check_isolation(backend).await?;
     }
     Ok(())
-}
-
-/// A new organisation, created as the admin CLI would.
-async fn create_org(server: &TestServer, name: &str) -> Result<Uuid> {
-    let store = &server.node().store;
-    let cli = Caller::cli(store.default_org(now_ms()).await?.id);
-    let org = CreateOrg {
-        name: name.into(),
-        parent_org_id: None,
-    }
-    .run(&server.node().api.domain, &cli)
-    .await?;
-    Ok(org.id)
 }
 
 async fn check_isolation(backend: Backend) -> Result<()> {

@@ -1,15 +1,18 @@
 //! The vault over real HTTP on every backend: a secret's value is never in a list, a reveal by a
 //! user with MFA needs a fresh step-up (403 `step_up_required` before), sharing decides who sees
 //! it, API keys reveal only with the scope, and neither the value nor the TOTP secret set up
-//! through the API is anywhere in the database's files in plain text.
+//! through the API is anywhere in the database's files in plain text. Bad input (an oversized
+//! value, unknown or foreign secrets in a job, bad variable names) is a 4xx that never echoes a
+//! value.
 
 use anyhow::Result;
 use reap3r_actors::access::totp;
-use serde_json::json;
+use reap3r_store::Uuid;
+use serde_json::{Value, json};
 
 use reap3r_store::Backend;
 
-use crate::api_harness::{Api, Reply, default_org, logged_in, now_ms};
+use crate::api_harness::{Api, Reply, create_org, default_org, logged_in, now_ms};
 use crate::harness::{TestServer, backends};
 
 const VALUE: &str = "Vault-e2e-Value-93#kq";
@@ -179,6 +182,123 @@ async fn reveal_needs_a_step_up_sharing_decides_and_nothing_is_stored_in_plain_t
             }
         }
     }
+    Ok(())
+}
+
+/// Bad vault input over HTTP: an answer in the 4xx range with the error shape, and no value in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_vault_input_is_a_4xx_that_echoes_no_value() -> Result<()> {
+    for backend in backends().await? {
+        let server = TestServer::start(backend).await?;
+        let org = default_org(&server).await?.id;
+        let admin = logged_in(&server, org, "admin@vault.test", "org_admin").await?;
+        let other_org = create_org(&server, "Elsewhere").await?;
+        let foreign = logged_in(&server, other_org, "admin@elsewhere.test", "org_admin").await?;
+        let theirs = foreign
+            .post(
+                "/api/vault",
+                json!({ "name": "their-db", "kind": "password", "value": VALUE }),
+            )
+            .await?
+            .expect(200)?;
+        let theirs = theirs["id"].as_str().unwrap_or_default().to_owned();
+        let ours = admin
+            .post(
+                "/api/vault",
+                json!({ "name": "our-db", "kind": "password", "value": VALUE }),
+            )
+            .await?
+            .expect(200)?;
+        let ours = ours["id"].as_str().unwrap_or_default().to_owned();
+
+        // Over the cap (64 KiB), on create and on a new version.
+        let big = format!("{VALUE}-").repeat(4_000);
+        let refused = [
+            admin
+                .post(
+                    "/api/vault",
+                    json!({ "name": "big", "kind": "note", "value": big }),
+                )
+                .await?,
+            admin
+                .patch(&format!("/api/vault/{ours}"), json!({ "value": big }))
+                .await?,
+        ];
+        for reply in refused {
+            no_value_in(&reply, 400, "", backend)?;
+        }
+
+        // Another organisation's secret does not exist here: not readable, not revealed, not
+        // usable in a job.
+        let their_path = format!("/api/vault/{theirs}");
+        no_value_in(&admin.get(&their_path).await?, 404, "not_found", backend)?;
+        no_value_in(&reveal(&admin, &theirs).await?, 404, "not_found", backend)?;
+        let job = |secrets: Value| {
+            json!({
+                "type": "run_script",
+                "targets": { "agent_ids": [Uuid::now_v7()] },
+                "payload": { "interpreter": "sh", "script": "true" },
+                "timeout_s": 30,
+                "secrets": secrets,
+            })
+        };
+        for (secrets, status, code) in [
+            (
+                json!([{ "env": "DB", "secret_id": theirs }]),
+                404,
+                "not_found",
+            ),
+            (
+                json!([{ "env": "DB", "secret_id": Uuid::now_v7() }]),
+                404,
+                "not_found",
+            ),
+            (
+                json!([{ "env": "1BAD", "secret_id": ours }]),
+                400,
+                "invalid",
+            ),
+            (
+                json!([{ "env": "DB", "secret_id": ours }, { "env": "DB", "secret_id": ours }]),
+                400,
+                "invalid",
+            ),
+            (
+                Value::Array(
+                    (0..17)
+                        .map(|i| json!({ "env": format!("S{i}"), "secret_id": ours }))
+                        .collect(),
+                ),
+                400,
+                "",
+            ),
+            (json!([{ "env": "DB", "secret_id": "not-an-id" }]), 400, ""),
+        ] {
+            let reply = admin.post("/api/jobs", job(secrets.clone())).await?;
+            no_value_in(&reply, status, code, backend)
+                .map_err(|e| e.context(format!("secrets {secrets}")))?;
+        }
+        let jobs = admin.get("/api/jobs").await?.expect(200)?;
+        assert!(
+            jobs["items"].as_array().is_some_and(Vec::is_empty),
+            "[{backend}] no job was created: {jobs}"
+        );
+    }
+    Ok(())
+}
+
+/// `reply` has `status`, an error body whose code starts with `code`, and no value in it.
+fn no_value_in(reply: &Reply, status: u16, code: &str, backend: Backend) -> Result<()> {
+    let text = reply.body.to_string();
+    anyhow::ensure!(
+        !text.contains(VALUE),
+        "[{backend}] the answer echoes the value: {text}"
+    );
+    let got = reply.clone().error(status)?;
+    anyhow::ensure!(
+        got.starts_with(code),
+        "[{backend}] expected {code}, got {got}: {text}"
+    );
     Ok(())
 }
 

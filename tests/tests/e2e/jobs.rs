@@ -1,6 +1,5 @@
 //! Jobs end to end: the HTTP API, job actors, per-job QUIC streams, real agent processes running
-//! real scripts, durable results; secrets sealed to an agent's key reaching only its script's
-//! environment, masked in its output; plus the failure cases (timeouts, cancels, offline
+//! real scripts, durable results (secrets in jobs: `vault_jobs.rs`); plus the failure cases (timeouts, cancels, offline
 //! agents, killed servers and agents, forged and replayed dispatches).
 
 use std::path::{Path, PathBuf};
@@ -10,12 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use futures::StreamExt;
 use reap3r_actors::SessionMsg;
-use reap3r_actors::access::Caller;
-use reap3r_actors::jobs::{CreateJob, JobSecrets, JobTargetChoice};
 use reap3r_store::{AgentStatus, Backend, Uuid};
-use reap3r_wire::{
-    JobDispatch, JobGrant, JobSpec, JobType, SealedEnv, SigningKey, rand_core, seal_value,
-};
+use reap3r_wire::{JobDispatch, JobGrant, JobSpec, SigningKey};
 use serde_json::{Value, json};
 
 use crate::api_harness::{Api, default_org, id_of, logged_in, now_ms};
@@ -24,13 +19,13 @@ use crate::server_process::{Heartbeats, ServerProcess};
 
 pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
-struct Rig {
-    fleet: TestFleet,
-    api: Api,
+pub(crate) struct Rig {
+    pub(crate) fleet: TestFleet,
+    pub(crate) api: Api,
     scratch: PathBuf,
 }
 
-async fn rig(agents: usize, backend: Backend) -> Result<Rig> {
+pub(crate) async fn rig(agents: usize, backend: Backend) -> Result<Rig> {
     let fleet = TestFleet::builder()
         .agents(agents)
         .backend(backend)
@@ -102,88 +97,6 @@ pub(crate) fn lines(path: &Path) -> usize {
 
 pub(crate) fn count(job: &Value, state: &str) -> i64 {
     job["counts"][state].as_i64().unwrap_or(-1)
-}
-
-/// What the vault will do, done by hand: the agent's sealing key as its hello stored it, a value
-/// sealed to it for a new job id, the job created through the operation with that sealed env.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sealed_secret_reaches_only_the_scripts_environment_and_is_masked() -> Result<()> {
-    const VALUE: &str = "expected-s3cret";
-    for backend in backends().await? {
-        let rig = rig(1, backend).await?;
-        let id = rig.fleet.agents[0].id;
-        let node = rig.fleet.server.node();
-        let org = default_org(&rig.fleet.server).await?.id;
-        let key = eventually("the agent's sealing key", WAIT, || async {
-            Ok(node.store.sealing_keys(org, &[id]).await?.get(&id).copied())
-        })
-        .await?;
-
-        let job_id = Uuid::now_v7();
-        let value = seal_value(
-            &key,
-            job_id.as_bytes(),
-            id.as_bytes(),
-            "DB_PASS",
-            VALUE.as_bytes(),
-            &mut rand_core::UnwrapErr(getrandom::SysRng),
-        )?;
-        let sealed = SealedEnv {
-            entries: vec![value],
-        }
-        .to_bytes()?;
-        // The script compares with the value split in two quoted halves, so that the job's
-        // payload (shown by the API) does not hold it.
-        let (head, tail) = VALUE.split_at(8);
-        let script = format!("test \"$DB_PASS\" = '{head}''{tail}' && echo \"pw=$DB_PASS\"");
-        let engine = node.api.jobs.as_ref().context("job engine")?;
-        let job = CreateJob {
-            job_type: JobType::RunScript,
-            targets: JobTargetChoice {
-                agent_ids: Some(vec![id]),
-                ..Default::default()
-            },
-            payload: Some(json!({ "interpreter": "sh", "script": script })),
-            timeout_s: 30,
-            expires_at: None,
-            batch_size: None,
-            confirm: None,
-            secrets: Some(JobSecrets {
-                job_id,
-                names: vec!["DB_PASS".into()],
-                sealed: [(id, sealed)].into_iter().collect(),
-            }),
-        }
-        .run(&node.api.domain, engine, &Caller::cli(org))
-        .await?;
-        assert_eq!(job.id, job_id);
-
-        wait_job(&rig.api, job.id, "the job to complete", |j| {
-            j["status"] == "completed"
-        })
-        .await?;
-        let r = result(&rig.api, job.id, id).await?;
-        assert_eq!(r["state"], "succeeded", "[{backend}] {r}");
-        assert_eq!(
-            r["exit_code"], 0,
-            "[{backend}] the script saw the value: {r}"
-        );
-        assert_eq!(
-            r["stdout"], "pw=***\n",
-            "[{backend}] masked in the stored output"
-        );
-        // The value is nowhere in the server's records of the job.
-        let job_view = rig
-            .api
-            .get(&format!("/api/jobs/{job_id}"))
-            .await?
-            .expect(200)?;
-        let audit = rig.api.get("/api/audit-logs").await?.expect(200)?;
-        for shown in [r.to_string(), job_view.to_string(), audit.to_string()] {
-            assert!(!shown.contains(VALUE), "[{backend}] {shown}");
-        }
-    }
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -630,75 +543,4 @@ pub(crate) fn metric(text: &str, name: &str) -> Result<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
         .ok_or_else(|| anyhow!("no {name} in metrics"))
-}
-
-/// The whole path through the API: a vault secret named in a `run_script` job reaches the
-/// real agent's script environment, is masked in the stored output, and is nowhere in the job's
-/// records; a caller the secret is not shared with cannot use it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_vault_secret_named_in_a_job_reaches_the_script_and_nothing_else() -> Result<()> {
-    const VALUE: &str = "vault-job-s3cret-77";
-    for backend in backends().await? {
-        let rig = rig(1, backend).await?;
-        let id = rig.fleet.agents[0].id;
-        let node = rig.fleet.server.node();
-        let org = default_org(&rig.fleet.server).await?.id;
-        eventually("the agent's sealing key", WAIT, || async {
-            Ok(node.store.sealing_keys(org, &[id]).await?.get(&id).copied())
-        })
-        .await?;
-        let secret = rig
-            .api
-            .post(
-                "/api/vault",
-                json!({ "name": "backup-db", "kind": "password", "value": VALUE }),
-            )
-            .await?
-            .expect(200)?;
-        let secret_id = secret["id"].as_str().unwrap_or_default().to_owned();
-        let (head, tail) = VALUE.split_at(8);
-        let mut body = script_job(
-            &[id],
-            &format!("test \"$DB_PASS\" = '{head}''{tail}' && echo \"pw=$DB_PASS\""),
-            30,
-        );
-        body["secrets"] = json!([{ "env": "DB_PASS", "secret_id": secret_id }]);
-
-        // Not shared with this technician: refused, nothing created.
-        let tech = logged_in(&rig.fleet.server, org, "tech@example.com", "technician").await?;
-        tech.post("/api/jobs", body.clone()).await?.error(404)?;
-
-        let job = create(&rig.api, body).await?;
-        wait_job(&rig.api, job, "the job to complete", |j| {
-            j["status"] == "completed"
-        })
-        .await?;
-        let r = result(&rig.api, job, id).await?;
-        assert_eq!(
-            r["exit_code"], 0,
-            "[{backend}] the script saw the value: {r}"
-        );
-        assert_eq!(r["stdout"], "pw=***\n", "[{backend}] masked");
-        let job_view = rig
-            .api
-            .get(&format!("/api/jobs/{job}"))
-            .await?
-            .expect(200)?;
-        let audit = rig.api.get("/api/audit-logs").await?.expect(200)?;
-        assert!(audit.to_string().contains("secret.use"));
-        for shown in [r.to_string(), job_view.to_string(), audit.to_string()] {
-            assert!(!shown.contains(VALUE), "[{backend}] {shown}");
-        }
-        let log = rig
-            .api
-            .get(&format!("/api/vault/{secret_id}/access-logs"))
-            .await?
-            .expect(200)?;
-        assert!(
-            log.as_array()
-                .is_some_and(|a| a.iter().any(|e| e["action"] == "use")),
-            "{log}"
-        );
-    }
-    Ok(())
 }

@@ -33,3 +33,4 @@ mod metrics;
 mod notification_channels;
 mod notifications;
 mod swagger;
+mod vault_jobs;

@@ -29,6 +29,8 @@ pub struct ServerProcess {
     heartbeats: Heartbeats,
     /// More `REAP3R_*` variables for the server (and the CLI).
     env: Vec<(String, String)>,
+    /// Where the server's output goes (appended across starts); discarded when `None`.
+    log: Option<PathBuf>,
     child: Option<tokio::process::Child>,
 }
 
@@ -41,6 +43,7 @@ impl ServerProcess {
             http: free_port(false)?,
             heartbeats,
             env: Vec::new(),
+            log: None,
             child: None,
         })
     }
@@ -48,6 +51,12 @@ impl ServerProcess {
     /// Sets a server variable for every later start (and CLI run).
     pub fn with_env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Keeps the server's stdout and stderr in `path`, to read what it logged.
+    pub fn with_log(mut self, path: &Path) -> Self {
+        self.log = Some(path.to_owned());
         self
     }
 
@@ -73,12 +82,21 @@ impl ServerProcess {
     }
 
     pub async fn start(&mut self) -> Result<()> {
-        let child = self
-            .command()
-            .arg("serve")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()?;
+        let mut cmd = self.command();
+        cmd.arg("serve");
+        match &self.log {
+            Some(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?;
+                cmd.stdout(file.try_clone()?).stderr(file);
+            }
+            None => {
+                cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
+            }
+        }
+        let child = cmd.spawn()?;
         self.child = Some(child);
         let url = format!("http://{}/api/ready", self.http);
         eventually("the server to be ready", WAIT, || async {
