@@ -31,6 +31,7 @@ mod stats;
 mod supervisor;
 pub mod vault;
 mod verifier;
+pub mod wake;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{FleetContext, FleetSettings};

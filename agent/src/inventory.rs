@@ -5,7 +5,8 @@
 use sysinfo::{Disks, Networks, ProcessRefreshKind, ProcessesToUpdate, System};
 
 use reap3r_wire::{
-    Capped, Heartbeat, InterfaceCounters, InventorySummary, MetricsSample, MountUsage, Name,
+    Capped, Heartbeat, InterfaceCounters, InventorySummary, Ipv4Net, MetricsSample, MountUsage,
+    Name, NetInterface,
 };
 
 pub fn hostname() -> String {
@@ -44,7 +45,38 @@ pub fn summary() -> InventorySummary {
         memory_total_bytes: sys.as_ref().map(|s| s.total_memory()).unwrap_or_default(),
         disk_total_bytes: disk_totals().0,
         boot_time_s: System::boot_time().unwrap_or_default(),
+        interfaces: Capped::truncated(net_interfaces()),
     }
+}
+
+/// Interfaces with a MAC address and their IPv4 networks, by name (loopback and other
+/// interfaces without a MAC cannot be woken and are left out).
+fn net_interfaces() -> Vec<NetInterface> {
+    let mut out: Vec<NetInterface> = Networks::new_with_refreshed_list()
+        .map(|n| {
+            n.iter()
+                .filter(|(_, data)| !data.mac_address().is_unspecified())
+                .map(|(name, data)| NetInterface {
+                    name: Name::truncated(&name.to_string_lossy()),
+                    mac: data.mac_address().0,
+                    ipv4: Capped::truncated(
+                        data.ip_networks()
+                            .iter()
+                            .filter_map(|net| match net.addr {
+                                std::net::IpAddr::V4(v4) => Some(Ipv4Net {
+                                    addr: v4.octets(),
+                                    prefix: net.prefix,
+                                }),
+                                std::net::IpAddr::V6(_) => None,
+                            })
+                            .collect(),
+                    ),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+    out
 }
 
 /// Keeps one `System` so CPU usage is measured between samples.

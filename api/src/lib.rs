@@ -42,6 +42,7 @@ use handlers::orgs::OrgsApi;
 use handlers::tokens::TokensApi;
 use handlers::users::UsersApi;
 use handlers::vault::VaultApi;
+use handlers::wake::WakeApi;
 use handlers::ws::EventsApi;
 
 const DESCRIPTION: &str = "\
@@ -62,7 +63,7 @@ type Apis = (
         AlertingMaintenanceApi,
         AlertingIntegrationsApi,
     ),
-    (MetricsApi, VaultApi),
+    (MetricsApi, VaultApi, WakeApi),
     (AlertRulesApi, AlertEventsApi),
 );
 
@@ -78,7 +79,7 @@ fn service() -> OpenApiService<Apis, ()> {
                 AlertingMaintenanceApi,
                 AlertingIntegrationsApi,
             ),
-            (MetricsApi, VaultApi),
+            (MetricsApi, VaultApi, WakeApi),
             (AlertRulesApi, AlertEventsApi),
         ),
         "Reap3r API",

@@ -107,6 +107,8 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/api/agents/{id}/reject", p(AgentApprove)),
     r("POST", "/api/agents/{id}/revoke", p(AgentRevoke)),
     r("POST", "/api/agents/{id}/tags", p(AgentTag)),
+    // A wake_on_lan job for the relay: job:wake_on_lan checked by the job operation.
+    r("POST", "/api/agents/{id}/wake", p(JobCreate)),
     r("DELETE", "/api/agents/{id}/tags/{tag_id}", p(AgentTag)),
     // Metrics
     r("GET", "/api/agents/{id}/metrics", p(MetricsView)),

@@ -61,6 +61,13 @@ pub enum JobPayload {
     Shutdown {
         delay_s: u32,
     },
+    /// Broadcast a magic packet for `mac` to `broadcast:port` (the agent is the relay on the
+    /// sleeping machine's subnet).
+    WakeOnLan {
+        mac: [u8; 6],
+        broadcast: [u8; 4],
+        port: u16,
+    },
 }
 
 impl JobPayload {
@@ -76,6 +83,7 @@ impl JobPayload {
             Self::ConfigUpdate(_) => JobType::ConfigUpdate,
             Self::Reboot { .. } => JobType::Reboot,
             Self::Shutdown { .. } => JobType::Shutdown,
+            Self::WakeOnLan { .. } => JobType::WakeOnLan,
         }
     }
 
@@ -134,6 +142,7 @@ job_types! {
     ConfigUpdate => "config_update", confirm: false;
     Reboot => "reboot", confirm: true;
     Shutdown => "shutdown", confirm: true;
+    WakeOnLan => "wake_on_lan", confirm: false;
 }
 
 impl std::str::FromStr for JobType {
@@ -627,7 +636,7 @@ mod tests {
 
     #[test]
     fn job_types_derive_their_names_from_one_list() {
-        assert_eq!(JobType::ALL.len(), 9);
+        assert_eq!(JobType::ALL.len(), 10);
         for t in JobType::ALL {
             assert_eq!(t.as_str().parse::<JobType>().unwrap(), *t);
             assert_eq!(

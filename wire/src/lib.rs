@@ -11,6 +11,7 @@ mod frame;
 mod job;
 mod message;
 mod metrics;
+mod network;
 mod replay;
 mod sealing;
 mod session;
@@ -31,6 +32,10 @@ pub use message::{
 pub use metrics::{
     Capped, InterfaceCounters, MAX_BATCH_SAMPLES, MAX_INTERFACES, MAX_MOUNTS, MAX_NAME_LEN,
     MetricsBatch, MetricsSample, MountUsage, Name,
+};
+pub use network::{
+    Ipv4Net, MAGIC_PACKET_LEN, MAX_IPV4_PER_INTERFACE, NetInterface, WAKE_PORT, format_mac,
+    magic_packet, parse_mac,
 };
 pub use replay::{REPLAY_WINDOW, ReplayWindow};
 pub use sealing::{

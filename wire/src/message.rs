@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::WireError;
 use crate::job::{JobAck, JobDispatch, JobOutput, JobResult};
-use crate::metrics::{MetricsBatch, MetricsSample};
+use crate::metrics::{Capped, MAX_INTERFACES, MetricsBatch, MetricsSample};
+use crate::network::NetInterface;
 
 /// First envelope on a connection, from the server: its header carries the session nonce and the
 /// server's signature proves it holds the key the agent pinned.
@@ -49,6 +50,9 @@ pub struct InventorySummary {
     pub memory_total_bytes: u64,
     pub disk_total_bytes: u64,
     pub boot_time_s: u64,
+    /// Interfaces with a MAC address (loopback left out, at most [`MAX_INTERFACES`]), for
+    /// Wake-on-LAN relays.
+    pub interfaces: Capped<NetInterface, MAX_INTERFACES>,
 }
 
 /// What an enrolled agent presents on every connection (signed with its Ed25519 key, like

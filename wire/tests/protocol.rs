@@ -19,9 +19,17 @@ fn arb_inventory() -> impl Strategy<Value = InventorySummary> {
         any::<u64>(),
         any::<u64>(),
         any::<u64>(),
+        proptest::collection::vec(
+            (
+                "[a-z0-9]{0,15}",
+                any::<[u8; 6]>(),
+                proptest::collection::vec((any::<[u8; 4]>(), 0u8..=32), 0..4),
+            ),
+            0..4,
+        ),
     )
         .prop_map(
-            |(os_name, os_version, kernel_version, arch, cpu_model, cpu_cores, m, d, b)| {
+            |(os_name, os_version, kernel_version, arch, cpu_model, cpu_cores, m, d, b, nics)| {
                 InventorySummary {
                     os_name,
                     os_version,
@@ -32,6 +40,19 @@ fn arb_inventory() -> impl Strategy<Value = InventorySummary> {
                     memory_total_bytes: m,
                     disk_total_bytes: d,
                     boot_time_s: b,
+                    interfaces: Capped::truncated(
+                        nics.into_iter()
+                            .map(|(name, mac, nets)| NetInterface {
+                                name: Name::truncated(&name),
+                                mac,
+                                ipv4: Capped::truncated(
+                                    nets.into_iter()
+                                        .map(|(addr, prefix)| Ipv4Net { addr, prefix })
+                                        .collect(),
+                                ),
+                            })
+                            .collect(),
+                    ),
                 }
             },
         )

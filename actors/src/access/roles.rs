@@ -285,7 +285,8 @@ fn technician_runs(job_type: JobType) -> bool {
         | JobType::ProcessKill
         | JobType::ServiceList
         | JobType::ServiceAction
-        | JobType::CollectInventory => true,
+        | JobType::CollectInventory
+        | JobType::WakeOnLan => true,
         JobType::ConfigUpdate | JobType::Reboot | JobType::Shutdown => false,
     }
 }

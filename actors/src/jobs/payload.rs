@@ -64,6 +64,21 @@ struct PowerPayload {
 #[serde(deny_unknown_fields)]
 struct EmptyPayload {}
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WakePayload {
+    /// `aa:bb:cc:dd:ee:ff`.
+    mac: String,
+    /// The directed broadcast address of the sleeping machine's subnet, `a.b.c.d`.
+    broadcast: std::net::Ipv4Addr,
+    #[serde(default = "wake_port")]
+    port: u16,
+}
+
+fn wake_port() -> u16 {
+    reap3r_wire::WAKE_PORT
+}
+
 fn parse<T: serde::de::DeserializeOwned>(value: &serde_json::Value) -> DomainResult<T> {
     serde_json::from_value(value.clone()).map_err(|e| DomainError::invalid(format!("payload: {e}")))
 }
@@ -147,6 +162,16 @@ pub(super) fn parse_payload(
         JobType::Shutdown => JobPayload::Shutdown {
             delay_s: parse::<PowerPayload>(payload)?.delay_s,
         },
+        JobType::WakeOnLan => {
+            let p: WakePayload = parse(payload)?;
+            JobPayload::WakeOnLan {
+                mac: reap3r_wire::parse_mac(&p.mac).ok_or_else(|| {
+                    DomainError::invalid("payload: mac must look like aa:bb:cc:dd:ee:ff")
+                })?,
+                broadcast: p.broadcast.octets(),
+                port: p.port,
+            }
+        }
     })
 }
 
@@ -215,7 +240,14 @@ pub(super) fn check(payload: &JobPayload) -> DomainResult<()> {
         {
             invalid(format!("delay_s must be at most {MAX_POWER_DELAY_S}"))
         }
+        JobPayload::WakeOnLan { port: 0, .. } => invalid("port must be 1 to 65535".into()),
+        JobPayload::WakeOnLan { broadcast, .. }
+            if *broadcast == [0; 4] || broadcast[0] == 127 || broadcast[0] >= 224 =>
+        {
+            invalid("broadcast must be a subnet's broadcast address, not 0.0.0.0, loopback or multicast".into())
+        }
         JobPayload::ProcessKill { .. }
+        | JobPayload::WakeOnLan { .. }
         | JobPayload::Reboot { .. }
         | JobPayload::Shutdown { .. }
         | JobPayload::ProcessList
@@ -253,6 +285,7 @@ mod tests {
                     | JobType::ProcessKill
                     | JobType::ServiceAction
                     | JobType::ConfigUpdate
+                    | JobType::WakeOnLan
             );
             assert_eq!(empty.is_err(), needs_fields, "{t}");
             if let Ok(p) = empty {
@@ -291,5 +324,32 @@ mod tests {
         assert!(check(&unit("ssh.service")).is_ok());
         assert!(check(&unit("a b")).is_err());
         assert!(check(&unit(&"a".repeat(MAX_SERVICE_NAME_BYTES + 1))).is_err());
+    }
+
+    #[test]
+    fn a_wake_names_a_mac_and_a_subnet_broadcast() {
+        let wake = |v: serde_json::Value| {
+            parse_payload(JobType::WakeOnLan, &v).and_then(|p| check(&p).map(|()| p))
+        };
+        let ok = wake(json!({ "mac": "02:00:00:00:00:09", "broadcast": "10.0.0.255" })).unwrap();
+        assert_eq!(
+            ok,
+            JobPayload::WakeOnLan {
+                mac: [2, 0, 0, 0, 0, 9],
+                broadcast: [10, 0, 0, 255],
+                port: reap3r_wire::WAKE_PORT,
+            }
+        );
+        for bad in [
+            json!({ "mac": "02:00:00:00:00", "broadcast": "10.0.0.255" }),
+            json!({ "mac": "02:00:00:00:00:09", "broadcast": "10.0.0" }),
+            json!({ "mac": "02:00:00:00:00:09", "broadcast": "0.0.0.0" }),
+            json!({ "mac": "02:00:00:00:00:09", "broadcast": "127.255.255.255" }),
+            json!({ "mac": "02:00:00:00:00:09", "broadcast": "239.1.1.1" }),
+            json!({ "mac": "02:00:00:00:00:09", "broadcast": "10.0.0.255", "port": 0 }),
+            json!({ "mac": "02:00:00:00:00:09", "broadcast": "10.0.0.255", "port": 70000 }),
+        ] {
+            assert!(wake(bad.clone()).is_err(), "{bad}");
+        }
     }
 }

@@ -203,6 +203,7 @@ struct InventoryJson<'a> {
     memory_total_bytes: u64,
     disk_total_bytes: u64,
     boot_time_s: u64,
+    interfaces: Vec<crate::wake::InterfaceFacts>,
 }
 
 impl<'a> From<&'a reap3r_wire::InventorySummary> for InventoryJson<'a> {
@@ -217,6 +218,11 @@ impl<'a> From<&'a reap3r_wire::InventorySummary> for InventoryJson<'a> {
             memory_total_bytes: i.memory_total_bytes,
             disk_total_bytes: i.disk_total_bytes,
             boot_time_s: i.boot_time_s,
+            interfaces: i
+                .interfaces
+                .iter()
+                .map(crate::wake::InterfaceFacts::from)
+                .collect(),
         }
     }
 }

@@ -45,7 +45,8 @@ impl Capabilities {
             | JobType::CollectInventory
             | JobType::ConfigUpdate
             | JobType::Reboot
-            | JobType::Shutdown => true,
+            | JobType::Shutdown
+            | JobType::WakeOnLan => true,
         }
     }
 

@@ -33,6 +33,7 @@ pub enum JobType {
     ConfigUpdate,
     Reboot,
     Shutdown,
+    WakeOnLan,
 }
 
 /// Which agents run the job: exactly one of the fields.

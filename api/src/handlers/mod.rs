@@ -20,6 +20,7 @@ pub mod tokens;
 pub mod users;
 pub mod vault;
 pub mod vault_views;
+pub mod wake;
 pub mod ws;
 
 use crate::error::{ApiError, ApiResult};

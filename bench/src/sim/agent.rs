@@ -30,6 +30,8 @@ pub(super) fn inventory(idx: usize) -> InventorySummary {
         memory_total_bytes: 4 << 30,
         disk_total_bytes: 64 << 30,
         boot_time_s: 1_700_000_000 + idx as u64,
+        // Simulated agents have no interfaces to wake.
+        interfaces: Default::default(),
     }
 }
 

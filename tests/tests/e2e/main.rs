@@ -34,3 +34,4 @@ mod notification_channels;
 mod notifications;
 mod swagger;
 mod vault_jobs;
+mod wake;

@@ -12,6 +12,7 @@ mod power;
 mod process;
 mod script;
 mod service;
+mod wake;
 
 use reap3r_wire::{
     JobPayload, MAX_RESULT_DATA_BYTES, MAX_STDERR_BYTES, MAX_STDOUT_BYTES, SealedEnv,
@@ -50,6 +51,11 @@ pub(crate) async fn execute(
         JobPayload::ConfigUpdate(config) => config_update(ctx, *config).await,
         JobPayload::Reboot { delay_s } => power(ctx, "-r", *delay_s).await,
         JobPayload::Shutdown { delay_s } => power(ctx, "-h", *delay_s).await,
+        JobPayload::WakeOnLan {
+            mac,
+            broadcast,
+            port,
+        } => wake::wake_on_lan(*mac, *broadcast, *port).await,
     }
 }
 
