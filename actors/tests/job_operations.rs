@@ -342,6 +342,7 @@ fn with_secrets(rig: &Rig, job_id: Uuid, names: &[&str], sealed: Vec<u8>) -> Cre
             job_id,
             names: names.iter().map(|n| n.to_string()).collect(),
             sealed: [(rig.agent_id, sealed)].into_iter().collect(),
+            uses: Vec::new(),
         }),
         ..rig.script_job()
     }

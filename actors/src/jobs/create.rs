@@ -95,6 +95,18 @@ pub struct JobSecrets {
     /// targets resolve to needs one (resolve them first with [`CreateJob::target_agents`]), and
     /// no other agent may have one. Its BLAKE3 goes into that agent's signed grant.
     pub sealed: HashMap<Uuid, Vec<u8>>,
+    /// What the vault records of each secret's use (audit and access log), written in the
+    /// job's own transaction: a job refused after sealing leaves no record of a use.
+    pub uses: Vec<SecretUse>,
+}
+
+/// One secret's use by a job, recorded with the job: its `secret.use` audit record (a keyed
+/// hash of the value, never the value) and its access-log row.
+#[derive(Debug, Clone)]
+pub struct SecretUse {
+    pub audit_target: String,
+    pub audit_details: serde_json::Value,
+    pub access: reap3r_store::NewSecretAccess,
 }
 
 impl std::fmt::Debug for JobSecrets {
@@ -104,6 +116,7 @@ impl std::fmt::Debug for JobSecrets {
             .field("job_id", &self.job_id)
             .field("names", &self.names)
             .field("sealed_targets", &self.sealed.len())
+            .field("uses", &self.uses.len())
             .finish()
     }
 }
@@ -186,12 +199,12 @@ impl CreateJob {
         }
         check_capabilities(&job_payload, &agents)?;
         let ids: Vec<Uuid> = agents.iter().map(|(id, _, _)| *id).collect();
-        let (job_id, mut sealed) = match secrets {
+        let (job_id, mut sealed, uses) = match secrets {
             Some(s) => {
                 check_sealed(&s, &ids)?;
-                (s.job_id, s.sealed)
+                (s.job_id, s.sealed, s.uses)
             }
-            None => (Uuid::now_v7(), HashMap::new()),
+            None => (Uuid::now_v7(), HashMap::new(), Vec::new()),
         };
         let secret_names: Vec<String> = match &job_payload {
             JobPayload::RunScript(s) => s.secret_env.clone(),
@@ -281,6 +294,21 @@ impl CreateJob {
             now,
         )
         .await?;
+        for u in &uses {
+            audit::record(
+                &mut tx,
+                caller,
+                "secret.use",
+                Some(u.audit_target.clone()),
+                u.audit_details.clone(),
+                now,
+            )
+            .await?;
+        }
+        if !uses.is_empty() {
+            let log: Vec<_> = uses.into_iter().map(|u| u.access).collect();
+            tx.log_secret_access(&log, now).await?;
+        }
         domain.commit(tx).await?;
 
         engine.job_created();

@@ -20,7 +20,7 @@ pub use actor::{JobActor, JobMsg};
 pub use cancel::CancelJob;
 pub use create::{
     CreateJob, JobSecrets, JobTargetChoice, MAX_JOB_AGENT_IDS, MAX_JOB_TAG_IDS, MAX_JOB_TARGETS,
-    MAX_JOB_TIMEOUT_S,
+    MAX_JOB_TIMEOUT_S, SecretUse,
 };
 pub use engine::JobEngine;
 pub use payload::{

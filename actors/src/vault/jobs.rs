@@ -15,11 +15,11 @@ use serde_json::json;
 use super::access::{self, not_granted};
 use super::data_key::DataKey;
 use super::model::secret_target;
+use crate::Domain;
 use crate::access::Origin;
 use crate::access::{Caller, Permission};
 use crate::error::{DomainError, DomainResult};
-use crate::jobs::{CreateJob, JobEngine, JobSecrets};
-use crate::{Domain, audit};
+use crate::jobs::{CreateJob, JobEngine, JobSecrets, SecretUse};
 
 /// Most agents named in the error about agents without a sealing key.
 const MAX_NAMED_AGENTS: usize = 10;
@@ -58,8 +58,9 @@ impl JobWithSecrets {
 }
 
 /// Seals `refs` for `job`'s targets: checks the caller may use each secret, opens the values,
-/// seals them to each target agent and records the use (access log and audit chain, with the
-/// version's keyed hash). The answer goes into `CreateJob::secrets`.
+/// seals them to each target agent and prepares the record of each use (access log and audit
+/// chain, with the version's keyed hash), which `CreateJob` writes in the job's transaction.
+/// The answer goes into `CreateJob::secrets`.
 pub async fn seal_for_job(
     domain: &Domain,
     caller: &Caller,
@@ -148,36 +149,30 @@ pub async fn seal_for_job(
             .map_err(|e| DomainError::invalid(format!("secrets: {e}")))?;
         sealed.insert(*agent, bytes);
     }
-    let now = domain.now_ms();
-    let mut tx = domain.begin().await?;
-    let mut log = Vec::with_capacity(refs.len());
-    for ((r, secret), (_, version)) in refs.iter().zip(&secrets).zip(&values) {
-        audit::record(
-            &mut tx,
-            caller,
-            "secret.use",
-            Some(secret_target(secret.id)),
-            json!({
+    let uses = refs
+        .iter()
+        .zip(&secrets)
+        .zip(&values)
+        .map(|((r, secret), (_, version))| SecretUse {
+            audit_target: secret_target(secret.id),
+            audit_details: json!({
                 "job_id": job_id,
                 "env": r.env,
                 "version": version.version,
                 "value_mac": version.value_mac,
                 "agents": agents.len(),
             }),
-            now,
-        )
-        .await?;
-        log.push(NewSecretAccess {
-            version: Some(version.version),
-            reason: Some(format!("job {job_id} ({} agents)", agents.len())),
-            ..access::entry(caller.actor(), secret, "use", origin)
-        });
-    }
-    tx.log_secret_access(&log, now).await?;
-    domain.commit(tx).await?;
+            access: NewSecretAccess {
+                version: Some(version.version),
+                reason: Some(format!("job {job_id} ({} agents)", agents.len())),
+                ..access::entry(caller.actor(), secret, "use", origin)
+            },
+        })
+        .collect();
     Ok(JobSecrets {
         job_id,
         names: refs.iter().map(|r| r.env.clone()).collect(),
         sealed,
+        uses,
     })
 }

@@ -68,6 +68,7 @@ async fn create_sealed(
             job_id,
             names: vec!["DB_PASS".into()],
             sealed: sealed.into_iter().collect(),
+            uses: Vec::new(),
         }),
     }
     .run(&node.api.domain, engine, &Caller::cli(org))
@@ -192,6 +193,10 @@ async fn a_vault_secret_named_in_a_job_reaches_the_script_and_nothing_else() -> 
         // Not shared with this technician: refused, nothing created.
         let tech = logged_in(&rig.fleet.server, org, "tech@example.com", "technician").await?;
         tech.post("/api/jobs", body.clone()).await?.error(404)?;
+        // Sealed, then refused by the job's own checks: no use is recorded.
+        let mut refused = body.clone();
+        refused["payload"]["interpreter"] = json!("cobol");
+        rig.api.post("/api/jobs", refused).await?.error(400)?;
 
         let job = create(&rig.api, body).await?;
         wait_job(&rig.api, job, "the job to complete", |j| {
@@ -249,6 +254,16 @@ async fn a_vault_secret_named_in_a_job_reaches_the_script_and_nothing_else() -> 
             .as_array()
             .map(|a| a.iter().filter(|e| e["action"] == "use").count());
         assert_eq!(uses, Some(2), "[{backend}] {log}");
+        let audit = rig
+            .api
+            .get("/api/audit-logs?action=secret.use")
+            .await?
+            .expect(200)?;
+        assert_eq!(
+            audit.as_array().map(Vec::len),
+            Some(2),
+            "[{backend}] one secret.use per job: {audit}"
+        );
     }
     Ok(())
 }
