@@ -45,6 +45,28 @@ pub trait AgentRouter: Send + Sync + std::fmt::Debug + 'static {
     /// Whether the agent's live session is on this node (what a draining node can still
     /// reach before it closes its sessions).
     fn holds(&self, agent_id: Uuid) -> bool;
+
+    /// Asks the agent's current session to open a channel (see [`ChannelRequest`]); the
+    /// answer comes on the request's reply.
+    fn open_channel(&self, agent_id: Uuid, request: ChannelRequest) -> Delivery;
+}
+
+/// A channel to open on an agent's live session: the session derives the channel's nonce from
+/// its own, seals `opener` as the channel's first frame and opens the stream, then replies with
+/// the channel (its keys, for the caller to seal and verify with) and the stream's frames.
+#[derive(Debug)]
+pub struct ChannelRequest {
+    pub channel_id: [u8; 16],
+    /// A message that opens a channel ([`Message::channel_id`] is `channel_id`).
+    pub opener: Message,
+    pub reply: tokio::sync::oneshot::Sender<Result<AgentChannel, String>>,
+}
+
+/// A channel opened on an agent's session.
+#[derive(Debug)]
+pub struct AgentChannel {
+    pub channel: reap3r_wire::Channel,
+    pub pipe: crate::ChannelPipe,
 }
 
 /// Reaches the sessions of this node.
@@ -85,6 +107,16 @@ impl AgentRouter for LocalRouter {
         match session.cast(msg) {
             Ok(()) => Delivery::Delivered,
             // The session stopped but has not unregistered yet.
+            Err(_) => Delivery::NotOnThisNode,
+        }
+    }
+
+    fn open_channel(&self, agent_id: Uuid, request: ChannelRequest) -> Delivery {
+        let Some(session) = self.registry.get(agent_id) else {
+            return Delivery::NotOnThisNode;
+        };
+        match session.cast(SessionMsg::OpenChannel(Box::new(request))) {
+            Ok(()) => Delivery::Delivered,
             Err(_) => Delivery::NotOnThisNode,
         }
     }

@@ -40,6 +40,10 @@ enum Command {
         /// Command run by reboot and shutdown jobs, as `<cmd> -r|-h now|+<minutes>`.
         #[arg(long, env = "REAP3R_AGENT_POWER_COMMAND", default_value = "shutdown")]
         power_command: String,
+        /// The shell remote shells run (default: /bin/bash, else /bin/sh); `off` turns remote
+        /// shells off.
+        #[arg(long, env = "REAP3R_AGENT_SHELL")]
+        shell: Option<String>,
     },
 }
 
@@ -100,6 +104,7 @@ async fn main_async() -> ExitCode {
             data_dir,
             max_backoff_ms,
             power_command,
+            shell,
         } => {
             let (tx, rx) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
@@ -110,6 +115,11 @@ async fn main_async() -> ExitCode {
             opts.max_backoff = Duration::from_millis(max_backoff_ms);
             opts.base_backoff = opts.base_backoff.min(opts.max_backoff);
             opts.power_command = power_command;
+            opts.shell = match shell.as_deref() {
+                None => Some(crate::default_shell()),
+                Some("off") => None,
+                Some(path) => Some(PathBuf::from(path)),
+            };
             match crate::run(opts, rx).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {

@@ -59,6 +59,12 @@ impl Link {
         }
     }
 
+    /// The session nonce of this connection (channels derive theirs from it); `None` once it
+    /// is no longer the live one.
+    pub(crate) fn session_nonce(&self) -> Option<[u8; 16]> {
+        lock(&self.core).session_nonce(self.id)
+    }
+
     /// A frame the server sent on the control stream, through the core.
     pub(crate) fn on_control(&self, frame: Vec<u8>) -> Result<Vec<Effect>, FrameError> {
         lock(&self.core).on_frame(self.id, Lane::Control, frame, now_ms())

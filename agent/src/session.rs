@@ -18,6 +18,7 @@ use crate::jobs::{ConfigRequest, EngineOptions, JobEngine};
 use crate::link::now_ms;
 use crate::metrics::{Outbox, sample_forever, send_buffered};
 use crate::protocol::{Challenged, Effect, FrameError};
+use crate::shell::ShellHost;
 use crate::transport::{self, connection_error, read_frame, write_frame};
 use crate::{AGENT_VERSION, AgentError, Backoff, CAPABILITIES};
 
@@ -149,6 +150,8 @@ pub struct RunOptions {
     pub max_backoff: Duration,
     /// Command run by reboot and shutdown jobs as `<cmd> -r|-h now|+<minutes>`.
     pub power_command: String,
+    /// The shell remote shells run; `None` turns remote shells off.
+    pub shell: Option<PathBuf>,
 }
 
 impl RunOptions {
@@ -158,6 +161,7 @@ impl RunOptions {
             base_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(60),
             power_command: "shutdown".into(),
+            shell: Some(crate::shell::default_shell()),
         }
     }
 }
@@ -179,6 +183,12 @@ pub async fn run(opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> Resul
         },
         config_tx,
     )?;
+    let shells = ShellHost::new(
+        identity.agent_id,
+        identity.signing_key.clone(),
+        identity.server_key,
+        opts.shell.clone(),
+    );
     let addr = transport::resolve(&identity.server).await?;
     let endpoint = transport::client_endpoint(addr)?;
     let mut backoff = Backoff::new(opts.base_backoff, opts.max_backoff);
@@ -192,6 +202,7 @@ pub async fn run(opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> Resul
         identity: &mut identity,
         store: &store,
         engine: &engine,
+        shells,
         config_rx: &mut config_rx,
         shutdown: &mut shutdown,
         outbox,
@@ -248,6 +259,8 @@ struct Session<'a> {
     identity: &'a mut AgentIdentity,
     store: &'a IdentityStore,
     engine: &'a JobEngine,
+    /// Remote shells; they outlive a connection for a grace period.
+    shells: ShellHost,
     config_rx: &'a mut mpsc::UnboundedReceiver<ConfigRequest>,
     shutdown: &'a mut watch::Receiver<bool>,
     /// Buffered metrics samples, sent by each connection in turn.
@@ -297,6 +310,9 @@ impl Session<'_> {
         .await?;
         let mut capabilities: Vec<String> = CAPABILITIES.iter().map(|c| c.to_string()).collect();
         capabilities.extend(self.engine.capabilities());
+        if self.shells.enabled() {
+            capabilities.push(reap3r_wire::SHELL_CAPABILITY.into());
+        }
         let hello = Hello {
             agent_version: AGENT_VERSION.into(),
             hostname: inventory::hostname(),
@@ -402,7 +418,13 @@ impl Session<'_> {
                 }
                 Some(stream) = job_streams.recv() => {
                     let JobStream { frame, send, recv } = stream;
-                    self.engine.dispatch(frame, send, recv, link.clone());
+                    if reap3r_wire::Envelope::<reap3r_wire::Unverified>::peek_kind(&frame) == Some(reap3r_wire::MessageKind::ShellOpen) {
+                        if let Some(nonce) = link.session_nonce() {
+                            self.shells.serve(frame, send, recv, nonce);
+                        }
+                    } else {
+                        self.engine.dispatch(frame, send, recv, link.clone());
+                    }
                 }
                 Some(req) = self.config_rx.recv() => {
                     // A config_update job: applied like a ConfigUpdate message.

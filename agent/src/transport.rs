@@ -92,7 +92,8 @@ pub fn client_config(
         .max_idle_timeout(Some(
             VarInt::from_u32(idle_timeout.as_millis().min(u32::MAX as u128) as u32).into(),
         ))
-        .max_concurrent_bidi_streams(VarInt::from_u32(16))
+        // Job streams and shell channels: the server opens one bidirectional stream for each.
+        .max_concurrent_bidi_streams(VarInt::from_u32(64))
         .max_concurrent_uni_streams(VarInt::from_u32(8))
         .datagram_receive_buffer_size(Some(16 * 1024));
     config.transport_config(Arc::new(transport));

@@ -7,6 +7,7 @@ use reap3r_actors::access::AccessSettings;
 use reap3r_actors::alerts::AlertSink;
 pub use reap3r_actors::enrolment::EnrolmentInfo;
 use reap3r_actors::notify::Channels;
+use reap3r_actors::shell::ShellHub;
 use reap3r_actors::{Clock, Domain, EventBus, FleetStats, JobEngine};
 use reap3r_store::{Store, Uuid};
 
@@ -68,6 +69,8 @@ pub struct ApiContext {
     pub node: Arc<dyn NodeHooks>,
     /// The job engine; `None` where no node runs (spec generation, unit tests).
     pub jobs: Option<JobEngine>,
+    /// The remote shells this node relays; `None` where no node runs.
+    pub shells: Option<ShellHub>,
     /// Sends integration tests now (the notifier delivers everything else).
     pub notify: Channels,
     /// Where operator acks and resolves of alerts are handed to notification routing.

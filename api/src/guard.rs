@@ -120,7 +120,8 @@ impl<E> Guard<E> {
         if route.access == Access::Public {
             return Ok(req);
         }
-        let allow_query = route.path == "/api/ws";
+        // Browsers cannot set headers on a WebSocket: the sockets take the token in the query.
+        let allow_query = matches!(route.path, "/api/ws" | "/api/shell/{id}/ws");
         let Some(secret) = auth::presented_credential(&req, allow_query) else {
             self.limit(address_key(&req))?;
             return Err(ApiError::unauthorized(

@@ -39,6 +39,7 @@ use handlers::health::HealthApi;
 use handlers::jobs::JobsApi;
 use handlers::metrics::MetricsApi;
 use handlers::orgs::OrgsApi;
+use handlers::shell::ShellApi;
 use handlers::tokens::TokensApi;
 use handlers::users::UsersApi;
 use handlers::vault::VaultApi;
@@ -63,7 +64,7 @@ type Apis = (
         AlertingMaintenanceApi,
         AlertingIntegrationsApi,
     ),
-    (MetricsApi, VaultApi, WakeApi),
+    (MetricsApi, VaultApi, WakeApi, ShellApi),
     (AlertRulesApi, AlertEventsApi),
 );
 
@@ -79,7 +80,7 @@ fn service() -> OpenApiService<Apis, ()> {
                 AlertingMaintenanceApi,
                 AlertingIntegrationsApi,
             ),
-            (MetricsApi, VaultApi, WakeApi),
+            (MetricsApi, VaultApi, WakeApi, ShellApi),
             (AlertRulesApi, AlertEventsApi),
         ),
         "Reap3r API",

@@ -52,6 +52,12 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/api/auth/mfa/disable", Authenticated),
     r("POST", "/api/auth/step-up", Authenticated),
     r("GET", "/api/ws", Authenticated),
+    // Remote shells (attaching checks that the session is the caller's own)
+    r("POST", "/api/agents/{id}/shell", p(ShellOpen)),
+    r("GET", "/api/shell/{id}/ws", p(ShellOpen)),
+    r("GET", "/api/shell/sessions", p(ShellView)),
+    r("GET", "/api/shell/sessions/{id}", p(ShellView)),
+    r("GET", "/api/shell/sessions/{id}/recording", p(ShellView)),
     // Users
     r("GET", "/api/users", p(UserList)),
     r("POST", "/api/users", p(UserCreate)),

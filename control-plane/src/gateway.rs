@@ -10,7 +10,8 @@ use quinn::{Connection, Endpoint, EndpointConfig, Incoming, RecvStream, SendStre
 use quinn_proto::HashedConnectionIdGenerator;
 use ractor::ActorRef;
 use reap3r_actors::{
-    ActorSlot, AgentLink, DrainSignal, FleetStats, LinkError, SessionMsg, SupervisorMsg,
+    ActorSlot, AgentLink, ChannelPipe, DrainSignal, FleetStats, LinkError, SessionMsg,
+    SupervisorMsg,
 };
 use reap3r_wire::{ALPN, CloseCode, MAX_FRAME_LEN, decode_frame_len, encode_frame};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -118,6 +119,11 @@ const MAX_JOB_STREAMS: usize = 256;
 /// Frames accepted from the agent on one job stream (ack, started, output chunks, result).
 const MAX_FRAMES_PER_JOB: usize = 1024;
 
+/// Channel streams (remote shells) one connection may have open at once.
+const MAX_CHANNEL_STREAMS: usize = 32;
+/// Frames queued each way on one channel stream.
+const CHANNEL_QUEUE: usize = 64;
+
 /// A session's view of one QUIC connection.
 struct QuicLink {
     conn: Connection,
@@ -125,6 +131,7 @@ struct QuicLink {
     /// Set once the session exists; job streams feed their frames to it.
     session: std::sync::OnceLock<ActorRef<SessionMsg>>,
     job_streams: Arc<Semaphore>,
+    channel_streams: Arc<Semaphore>,
     stats: Arc<FleetStats>,
     /// The admission slot, held from the first packet until the session is live or refused, so
     /// the hello's verification and database work count against the handshake limit too.
@@ -154,6 +161,10 @@ impl AgentLink for QuicLink {
         }
     }
 
+    fn open_channel(&self, opener: Vec<u8>) -> Result<ChannelPipe, LinkError> {
+        self.channel(opener)
+    }
+
     fn open_job_stream(&self, envelope: Vec<u8>) -> Result<(), LinkError> {
         let session = self.session.get().cloned().ok_or(LinkError::Closed)?;
         let permit = self
@@ -176,6 +187,64 @@ impl AgentLink for QuicLink {
             pump_stream(&mut recv, &session, MAX_FRAMES_PER_JOB, &stats, &conn).await;
         });
         Ok(())
+    }
+}
+
+impl QuicLink {
+    fn channel(&self, opener: Vec<u8>) -> Result<ChannelPipe, LinkError> {
+        let permit = self
+            .channel_streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| LinkError::Full)?;
+        let (to_agent, mut outgoing) = mpsc::channel::<Vec<u8>>(CHANNEL_QUEUE);
+        let (incoming, from_agent) = mpsc::channel::<Vec<u8>>(CHANNEL_QUEUE);
+        let conn = self.conn.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (mut send, mut recv) = match conn.open_bi().await {
+                Ok(streams) => streams,
+                Err(err) => return debug!(%err, "could not open a channel stream"),
+            };
+            if send.write_all(&encode_frame(&opener)).await.is_err() {
+                return;
+            }
+            // The channel's frames are verified by its owner; here they are only framed, with
+            // the length checked before anything is allocated.
+            let reader = async move {
+                loop {
+                    let mut prefix = [0u8; 4];
+                    if recv.read_exact(&mut prefix).await.is_err() {
+                        return;
+                    }
+                    let Ok(len) = decode_frame_len(prefix, MAX_FRAME_LEN) else {
+                        let _ = recv.stop(VarInt::from_u32(CloseCode::FrameTooLarge as u32));
+                        return;
+                    };
+                    let mut frame = vec![0u8; len];
+                    if recv.read_exact(&mut frame).await.is_err()
+                        || incoming.send(frame).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            };
+            let writer = async move {
+                while let Some(frame) = outgoing.recv().await {
+                    if send.write_all(&encode_frame(&frame)).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = send.finish();
+            };
+            // The stream lives until both directions are done: an agent's exit comes after the
+            // server's last keystroke, and the server's close after the agent's last output.
+            tokio::join!(reader, writer);
+        });
+        Ok(ChannelPipe {
+            to_agent,
+            from_agent,
+        })
     }
 }
 
@@ -297,6 +366,7 @@ async fn start_session(
         tx,
         session: std::sync::OnceLock::new(),
         job_streams: Arc::new(Semaphore::new(MAX_JOB_STREAMS)),
+        channel_streams: Arc::new(Semaphore::new(MAX_CHANNEL_STREAMS)),
         stats: stats.clone(),
         admission: std::sync::Mutex::new(Some(permit)),
     });

@@ -12,6 +12,7 @@ use reap3r_actors::alerts::{AlertSamples, AlertSettings, AlertSink, AlertingArgs
 use reap3r_actors::jobs::JobSupervisorMsg;
 use reap3r_actors::metrics::{MetricsIntake, MetricsSettings, SampleSink};
 use reap3r_actors::notify::{Channels, NotifierArgs, NotifierSettings, NotifySettings};
+use reap3r_actors::shell::ShellHub;
 use reap3r_actors::{
     AgentCommand, AgentRouter, Clock, Domain, Drain, EventBus, FleetContext, FleetSettings,
     FleetStats, JobEngine, JobRouter, LocalRouter, RootArgs, RootMsg, RootSupervisor,
@@ -126,6 +127,8 @@ pub struct Node {
     pub registry: SessionRegistry,
     /// Owns every long-lived actor; runs the shutdown sequence.
     pub root: ActorRef<RootMsg>,
+    /// The remote shells this node relays.
+    pub shells: ShellHub,
     /// The one drain signal: raised once at shutdown, watched by every subsystem.
     drain: Drain,
     endpoint: Endpoint,
@@ -260,6 +263,24 @@ impl Node {
         .await
         .map_err(|e| NodeError::Actors(e.to_string()))?;
         let drain = Drain::default();
+        let shells = ShellHub::new(
+            ctx.domain(),
+            router.clone(),
+            ctx.server_key.clone(),
+            config.node_id.clone(),
+            config.shell.clone(),
+        );
+        let orphans = shells
+            .recover()
+            .await
+            .map_err(|e| NodeError::Actors(format!("shell sessions: {e}")))?;
+        if orphans > 0 {
+            info!(
+                sessions = orphans,
+                "ended shell sessions left open by the previous run"
+            );
+        }
+        shells.spawn_maintenance(drain.signal());
         let endpoint = gateway::bind_endpoint(config.quic_addr, &identity, idle)?;
         let quic_addr = endpoint.local_addr().map_err(|source| GatewayError::Bind {
             addr: config.quic_addr,
@@ -298,6 +319,7 @@ impl Node {
                 server_key: identity.public_key_hex(),
             }),
             jobs: Some(JobEngine::new(ctx.clone())),
+            shells: Some(shells.clone()),
             alert_sink,
             node: Arc::new(NodeLink {
                 router,
@@ -327,6 +349,7 @@ impl Node {
             ctx,
             registry,
             root,
+            shells,
             drain,
             endpoint,
             accept_task,
@@ -363,7 +386,8 @@ impl Node {
 
     /// Shuts down in one sequence over the drain signal, within the grace period:
     /// 1. raise the drain signal: the QUIC gateway and the HTTP server stop admitting (HTTP
-    ///    requests in flight finish); the endpoint refuses new connections;
+    ///    requests in flight finish); the endpoint refuses new connections; shell sessions
+    ///    end (their agents told, their recordings and records written);
     /// 2. the root supervisor drains: job actors commit and ack the results they hold while
     ///    agents are still connected, then sessions tell their agents the server is shutting
     ///    down and mark them offline, then presence flushes (see `RootSupervisor`);
@@ -375,6 +399,7 @@ impl Node {
         self.drain.start();
         self.quic_listening.store(false, Ordering::Relaxed);
         self.endpoint.set_server_config(None);
+        self.shells.shutdown(left(deadline)).await;
         match self
             .root
             .call(

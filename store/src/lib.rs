@@ -19,6 +19,7 @@ mod notifications;
 mod notify_routing;
 mod orgs;
 mod sessions;
+mod shell;
 mod tokens;
 mod tx;
 mod users;
@@ -68,6 +69,7 @@ pub use orgs::{DEFAULT_ORG_NAME, Org, OrgAssignment};
 pub use sessions::{
     AuthSession, ChallengeCheck, NewAuthSession, REFRESH_REUSE_REASON, RefreshOutcome,
 };
+pub use shell::{MAX_SHELL_PAGE, NewShellSession, ShellEnd, ShellSession, ShellStatus};
 pub use tokens::{EnrolmentToken, NewEnrolmentToken};
 pub use tx::Tx;
 pub use users::{NewUser, User, UserUpdate};

@@ -30,6 +30,7 @@ const SQLITE: &[(i64, &str)] = &[
         10,
         include_str!("../../migrations/sqlite/0010_sealed_env.sql"),
     ),
+    (11, include_str!("../../migrations/sqlite/0011_shell.sql")),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
@@ -57,6 +58,7 @@ const POSTGRES: &[(i64, &str)] = &[
         10,
         include_str!("../../migrations/postgres/0010_sealed_env.sql"),
     ),
+    (11, include_str!("../../migrations/postgres/0011_shell.sql")),
 ];
 
 /// Advisory-lock key that serialises migrations across processes on PostgreSQL ("R3MIGRAT").

@@ -97,6 +97,12 @@ impl<S> Envelope<S> {
 }
 
 impl Envelope<Unverified> {
+    /// The kind byte of untrusted bytes, for routing a stream's first frame to its handler
+    /// before anything is verified (the handler verifies); `None` when it names no kind.
+    pub fn peek_kind(bytes: &[u8]) -> Option<MessageKind> {
+        bytes.get(1).and_then(|b| MessageKind::from_u8(*b).ok())
+    }
+
     /// Parses the header of untrusted bytes; never panics, whatever the input.
     pub fn parse(bytes: Vec<u8>) -> Result<Self, WireError> {
         let min = HEADER_LEN + SIGNATURE_LEN;

@@ -5,6 +5,7 @@
 //! ([`InboundSession::accept`] or [`Envelope::verify_with`]), so handlers only ever see
 //! [`Envelope<Verified>`].
 
+mod channel;
 mod envelope;
 mod error;
 mod frame;
@@ -15,7 +16,9 @@ mod network;
 mod replay;
 mod sealing;
 mod session;
+mod shell;
 
+pub use channel::{Channel, channel_nonce};
 pub use envelope::{Envelope, HEADER_LEN, Header, SIGNATURE_LEN, Unverified, Verified};
 pub use error::WireError;
 pub use frame::{FrameReader, MAX_DATAGRAM_LEN, MAX_FRAME_LEN, decode_frame_len, encode_frame};
@@ -43,6 +46,11 @@ pub use sealing::{
     SealError, SealedEnv, SealedValue, SealingSecret, open_value, seal_value, valid_env_name,
 };
 pub use session::{InboundSession, OutboundSession, SERVER_SENDER};
+pub use shell::{
+    MAX_OPERATOR_LEN, MAX_SHELL_CHUNK, MAX_SHELL_DIMENSION, SHELL_CAPABILITY, ShellAck, ShellClose,
+    ShellExit, ShellGrant, ShellInput, ShellOpen, ShellOpened, ShellOutput, ShellRefusal,
+    ShellResize,
+};
 
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 /// The RNG traits [`seal_value`] and [`SealingSecret::generate`] take (rand_core 0.10), with

@@ -6,6 +6,9 @@ use crate::WireError;
 use crate::job::{JobAck, JobDispatch, JobOutput, JobResult};
 use crate::metrics::{Capped, MAX_INTERFACES, MetricsBatch, MetricsSample};
 use crate::network::NetInterface;
+use crate::shell::{
+    ShellAck, ShellClose, ShellExit, ShellInput, ShellOpen, ShellOutput, ShellResize,
+};
 
 /// First envelope on a connection, from the server: its header carries the session nonce and the
 /// server's signature proves it holds the key the agent pinned.
@@ -238,6 +241,20 @@ pub enum Message {
     },
     /// A → S (uni stream): samples buffered while the agent was offline, oldest first.
     MetricsBatch(MetricsBatch),
+    /// S → A, the opener of a shell channel (its own stream and sequence space).
+    ShellOpen(ShellOpen),
+    /// A → S, shell channel: started, resumed or refused.
+    ShellAck(ShellAck),
+    /// S → A, shell channel: keystrokes.
+    ShellInput(ShellInput),
+    /// S → A, shell channel: the terminal's new size.
+    ShellResize(ShellResize),
+    /// A → S, shell channel: output at a byte offset.
+    ShellOutput(ShellOutput),
+    /// A → S, shell channel: the shell ended.
+    ShellExit(ShellExit),
+    /// S → A, shell channel: end the shell.
+    ShellClose(ShellClose),
 }
 
 /// The kind byte of an envelope header.
@@ -262,6 +279,13 @@ pub enum MessageKind {
     JobCancel = 16,
     JobResultAck = 17,
     MetricsBatch = 18,
+    ShellOpen = 19,
+    ShellAck = 20,
+    ShellInput = 21,
+    ShellResize = 22,
+    ShellOutput = 23,
+    ShellExit = 24,
+    ShellClose = 25,
 }
 
 impl MessageKind {
@@ -285,6 +309,13 @@ impl MessageKind {
             16 => Self::JobCancel,
             17 => Self::JobResultAck,
             18 => Self::MetricsBatch,
+            19 => Self::ShellOpen,
+            20 => Self::ShellAck,
+            21 => Self::ShellInput,
+            22 => Self::ShellResize,
+            23 => Self::ShellOutput,
+            24 => Self::ShellExit,
+            25 => Self::ShellClose,
             other => return Err(WireError::UnknownKind(other)),
         })
     }
@@ -311,6 +342,21 @@ impl Message {
             Self::JobCancel { .. } => MessageKind::JobCancel,
             Self::JobResultAck { .. } => MessageKind::JobResultAck,
             Self::MetricsBatch(_) => MessageKind::MetricsBatch,
+            Self::ShellOpen(_) => MessageKind::ShellOpen,
+            Self::ShellAck(_) => MessageKind::ShellAck,
+            Self::ShellInput(_) => MessageKind::ShellInput,
+            Self::ShellResize(_) => MessageKind::ShellResize,
+            Self::ShellOutput(_) => MessageKind::ShellOutput,
+            Self::ShellExit(_) => MessageKind::ShellExit,
+            Self::ShellClose(_) => MessageKind::ShellClose,
+        }
+    }
+
+    /// The channel a channel opener opens ([`crate::Channel`]); `None` for every other message.
+    pub fn channel_id(&self) -> Option<[u8; 16]> {
+        match self {
+            Self::ShellOpen(open) => Some(open.channel),
+            _ => None,
         }
     }
 

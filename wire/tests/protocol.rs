@@ -184,6 +184,52 @@ fn arb_message() -> impl Strategy<Value = Message> {
         })),
         any::<u64>().prop_map(|seq| Message::Ack { seq }),
         close,
+        arb_shell_message(),
+    ]
+}
+
+fn arb_shell_message() -> impl Strategy<Value = Message> {
+    let bytes = || proptest::collection::vec(any::<u8>(), 0..64);
+    prop_oneof![
+        (
+            any::<[u8; 16]>(),
+            bytes(),
+            bytes(),
+            proptest::option::of(any::<u64>())
+        )
+            .prop_map(
+                |(channel, grant, signature, resume_from)| Message::ShellOpen(ShellOpen {
+                    channel,
+                    grant,
+                    signature,
+                    resume_from,
+                })
+            ),
+        (any::<[u8; 16]>(), any::<u32>(), ".{0,20}", any::<u8>()).prop_map(
+            |(session_id, pid, why, pick)| Message::ShellAck(ShellAck {
+                session_id,
+                outcome: match pick % 3 {
+                    0 => ShellOpened::Started { pid },
+                    1 => ShellOpened::Resumed {
+                        offset: u64::from(pid)
+                    },
+                    _ => ShellOpened::Refused(why),
+                },
+            })
+        ),
+        bytes().prop_map(|data| Message::ShellInput(ShellInput { data })),
+        (any::<u16>(), any::<u16>())
+            .prop_map(|(cols, rows)| Message::ShellResize(ShellResize { cols, rows })),
+        (any::<u64>(), bytes())
+            .prop_map(|(offset, data)| Message::ShellOutput(ShellOutput { offset, data })),
+        (proptest::option::of(any::<i32>()), ".{0,20}", any::<u64>()).prop_map(
+            |(exit_code, reason, output_bytes)| Message::ShellExit(ShellExit {
+                exit_code,
+                reason,
+                output_bytes,
+            })
+        ),
+        ".{0,20}".prop_map(|reason| Message::ShellClose(ShellClose { reason })),
     ]
 }
 

@@ -285,7 +285,7 @@ impl DisableMfa {
 }
 
 /// `POST /api/auth/step-up`: proves the second factor again in this session, so that for the
-/// next [`STEP_UP_WINDOW_MS`] it may reveal secrets. Answers when the step-up lapses.
+/// next [`STEP_UP_WINDOW_MS`] it may reveal secrets and open shells. Answers when the step-up lapses.
 #[derive(Debug, Clone)]
 pub struct StepUp {
     pub code: String,
@@ -328,6 +328,33 @@ impl StepUp {
         domain.commit(tx).await?;
         Ok(now.saturating_add(STEP_UP_WINDOW_MS))
     }
+}
+
+/// Whether the caller may do something that needs a recent step-up (revealing a secret,
+/// opening a shell): true for a login session with a step-up in the last
+/// [`STEP_UP_WINDOW_MS`], and for callers with no second factor to step up with (users without
+/// MFA, API keys, the CLI); false otherwise.
+pub async fn has_fresh_step_up(domain: &Domain, caller: &Caller, now: i64) -> DomainResult<bool> {
+    let Credential::Session { session_id } = &caller.credential else {
+        return Ok(true);
+    };
+    let Some(user_id) = caller.user_id else {
+        return Ok(true);
+    };
+    let user = domain
+        .store
+        .user_by_id(user_id)
+        .await?
+        .ok_or_else(|| DomainError::forbidden("this needs a user account"))?;
+    if !user.mfa_enabled {
+        return Ok(true);
+    }
+    let Some(session) = domain.store.auth_session(*session_id).await? else {
+        return Ok(false);
+    };
+    Ok(session
+        .step_up_at
+        .is_some_and(|at| now.saturating_sub(at) <= STEP_UP_WINDOW_MS && at <= now))
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ pub use login::{
 };
 pub use mfa::{
     DisableMfa, EnableMfa, LoginMfa, MAX_CHALLENGE_TOKEN_CHARS, MAX_CODE_CHARS, MfaEnrolment,
-    SetupMfa, StepUp, challenge_verdict,
+    SetupMfa, StepUp, challenge_verdict, has_fresh_step_up,
 };
 pub use password::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS};
 pub use roles::{Permission, Role, UnknownName};

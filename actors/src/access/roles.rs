@@ -114,6 +114,8 @@ permissions! {
     SecretDelete => "secret:delete",
     SecretReveal => "secret:reveal",
     SecretUse => "secret:use",
+    ShellOpen => "shell:open",
+    ShellView => "shell:view",
 }
 
 /// How many permissions there are: the fixed ones, then one per job type.

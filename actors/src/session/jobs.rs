@@ -62,6 +62,42 @@ impl SessionState {
     }
 }
 
+impl SessionState {
+    /// Opens a channel on this session: its keys derive from this session's nonce, its opener
+    /// is sealed as the channel's first frame, and the stream's frames go to the requester.
+    pub(super) fn open_channel(&mut self, request: crate::ChannelRequest) {
+        let crate::ChannelRequest {
+            channel_id,
+            opener,
+            reply,
+        } = request;
+        let Phase::Live(live) = &self.phase else {
+            let _ = reply.send(Err("the agent's session is not live".into()));
+            return;
+        };
+        if opener.channel_id() != Some(channel_id) {
+            let _ = reply.send(Err("the opener does not open this channel".into()));
+            return;
+        }
+        let mut channel = reap3r_wire::Channel::open(
+            &self.inbound.nonce(),
+            channel_id,
+            live.agent_id.into_bytes(),
+            live.key,
+            (*self.ctx().server_key).clone(),
+        );
+        let first = channel.seal(opener, self.now());
+        FleetStats::bump(&self.ctx().stats.messages_out);
+        let answer = self
+            .args
+            .link
+            .open_channel(first)
+            .map(|pipe| crate::AgentChannel { channel, pipe })
+            .map_err(|e| format!("cannot open a stream to the agent: {e}"));
+        let _ = reply.send(answer);
+    }
+}
+
 /// A result larger than the agent's caps is a protocol violation, not something to store.
 pub(super) fn check_result(r: &reap3r_wire::JobResult) -> Result<(), Refusal> {
     let over = r.stdout.len() > MAX_STDOUT_BYTES as usize

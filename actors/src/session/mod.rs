@@ -53,6 +53,8 @@ pub enum SessionMsg {
     Send(Box<Message>),
     /// Send a job to the agent on a new stream of its own.
     DispatchJob(Uuid, Box<reap3r_wire::JobDispatch>),
+    /// Open a channel (a remote shell) to the agent on a new stream of its own.
+    OpenChannel(Box<crate::ChannelRequest>),
     /// Test hook: makes the handler panic, to exercise supervision. Not reachable from the network.
     #[doc(hidden)]
     InjectFault,
@@ -149,6 +151,10 @@ impl Actor for AgentSession {
                 .map_err(|e| Refusal::new(CloseCode::Internal, e.to_string())),
             SessionMsg::DispatchJob(job_id, dispatch) => {
                 state.dispatch_job(job_id, *dispatch);
+                Ok(())
+            }
+            SessionMsg::OpenChannel(request) => {
+                state.open_channel(*request);
                 Ok(())
             }
             SessionMsg::InjectFault => {

@@ -11,7 +11,7 @@ use super::access::{self, not_granted};
 use super::data_key::DataKey;
 use super::model::{STEP_UP_WINDOW_MS, SecretValue, check_reason, secret_target};
 use crate::access::Origin;
-use crate::access::{Caller, Credential, Permission};
+use crate::access::{Caller, Permission};
 use crate::error::{DomainError, DomainResult};
 use crate::{Domain, audit};
 
@@ -44,33 +44,6 @@ pub fn step_up_required() -> DomainError {
     }
 }
 
-/// Whether the caller's session has a fresh enough step-up (users with MFA only).
-async fn check_step_up(domain: &Domain, caller: &Caller, now: i64) -> DomainResult<()> {
-    let Credential::Session { session_id } = &caller.credential else {
-        return Ok(());
-    };
-    let Some(user_id) = caller.user_id else {
-        return Ok(());
-    };
-    let user = domain
-        .store
-        .user_by_id(user_id)
-        .await?
-        .ok_or_else(|| DomainError::forbidden("this needs a user account"))?;
-    if !user.mfa_enabled {
-        return Ok(());
-    }
-    let session = domain
-        .store
-        .auth_session(*session_id)
-        .await?
-        .ok_or_else(step_up_required)?;
-    match session.step_up_at {
-        Some(at) if now.saturating_sub(at) <= STEP_UP_WINDOW_MS && at <= now => Ok(()),
-        _ => Err(step_up_required()),
-    }
-}
-
 impl RevealSecret {
     pub async fn run(self, domain: &Domain, caller: &Caller) -> DomainResult<Revealed> {
         caller.require(Permission::SecretReveal)?;
@@ -80,7 +53,9 @@ impl RevealSecret {
             return Err(not_granted("reveal it"));
         }
         let now = domain.now_ms();
-        check_step_up(domain, caller, now).await?;
+        if !crate::access::has_fresh_step_up(domain, caller, now).await? {
+            return Err(step_up_required());
+        }
         let version_no = self.version.unwrap_or(secret.current_version);
         let version = domain
             .store

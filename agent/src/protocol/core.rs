@@ -203,6 +203,13 @@ impl<S: JobStore> AgentCore<S> {
             .and_then(|(id, s)| (*id == conn).then_some(s))
     }
 
+    /// The session nonce of `conn`; `None` if that connection is no longer live.
+    pub fn session_nonce(&self, conn: ConnId) -> Option<[u8; 16]> {
+        self.live
+            .as_ref()
+            .and_then(|(id, s)| (*id == conn).then(|| s.nonce()))
+    }
+
     /// Signs `message` for `conn`; `None` if that connection is no longer live.
     pub fn seal(&mut self, conn: ConnId, message: Message, now_ms: u64) -> Option<Vec<u8>> {
         self.session(conn).map(|s| s.seal(message, now_ms))

@@ -16,6 +16,7 @@ pub mod health;
 pub mod jobs;
 pub mod metrics;
 pub mod orgs;
+pub mod shell;
 pub mod tokens;
 pub mod users;
 pub mod vault;
@@ -58,6 +59,8 @@ pub enum ApiTags {
     Metrics,
     /// The vault: secrets, their versions, sharing, rotation and the MFA-gated reveal.
     Vault,
+    /// Remote shells on agents: open, attach over a WebSocket, sessions and recordings.
+    Shell,
 }
 
 /// Page size: default 100, between 1 and `max`.

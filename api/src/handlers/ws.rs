@@ -38,7 +38,9 @@ pub fn visible(caller: &Caller, event: &FleetEvent) -> bool {
     }
 }
 
-async fn still_valid(ctx: &ApiContext, caller: &Caller) -> bool {
+/// Whether the caller's login session is still valid (API keys always are); a stream checks
+/// it now and then.
+pub(crate) async fn still_valid(ctx: &ApiContext, caller: &Caller) -> bool {
     let Some(session_id) = caller.session_id() else {
         return true;
     };

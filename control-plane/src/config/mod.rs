@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reap3r_actors::metrics::{DEFAULT_FLUSH_MAX, DEFAULT_INTAKE_CAPACITY};
+use reap3r_actors::shell::ShellSettings;
 use reap3r_actors::vault::KeySource;
 
 use reap3r_api::rate_limit::RateSettings;
 
 mod api;
+mod shell;
 
 pub use api::ApiTls;
 use api::{API_RATE_BURST, FileNumber, parse_api_tls, parse_rate};
@@ -56,6 +58,8 @@ pub struct Config {
     pub api_tls: ApiTls,
     /// The API's token bucket per credential (and per client address without one).
     pub api_rate: RateSettings,
+    /// Remote shells: limits, timeouts, recordings.
+    pub shell: ShellSettings,
 }
 
 /// Metrics settings: (file key and variable suffix, default, allowed range). 1 h rollups must
@@ -107,6 +111,8 @@ struct FileConfig {
     api_tls_key: Option<PathBuf>,
     api_rate_per_s: Option<FileNumber>,
     api_rate_burst: Option<u32>,
+    #[serde(flatten)]
+    shell: shell::ShellFile,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +146,15 @@ const ENV_KEYS: &[&str] = &[
     "REAP3R_API_TLS_KEY",
     "REAP3R_API_RATE_PER_S",
     "REAP3R_API_RATE_BURST",
+    "REAP3R_SHELL_REQUIRE_STEP_UP",
+    "REAP3R_SHELL_MAX_PER_AGENT",
+    "REAP3R_SHELL_MAX_PER_OPERATOR",
+    "REAP3R_SHELL_OPEN_TIMEOUT_S",
+    "REAP3R_SHELL_IDLE_TIMEOUT_S",
+    "REAP3R_SHELL_MAX_DURATION_S",
+    "REAP3R_SHELL_REATTACH_GRACE_S",
+    "REAP3R_SHELL_RECORDING_CAP_MB",
+    "REAP3R_SHELL_RETENTION_D",
 ];
 
 impl Config {
@@ -279,19 +294,20 @@ impl Config {
         if !(1..=3600).contains(&job_grace_s) {
             errors.push("job_grace_s must be between 1 and 3600".into());
         }
-        let alerting_allow_loopback = match env.get("REAP3R_ALERTING_ALLOW_LOOPBACK") {
-            None => file.alerting_allow_loopback.unwrap_or(false),
-            Some(v) => match v.as_str() {
-                "1" | "true" => true,
-                "0" | "false" => false,
-                other => {
-                    errors.push(format!(
-                        "REAP3R_ALERTING_ALLOW_LOOPBACK must be 1, 0, true or false, not {other:?}"
-                    ));
-                    false
-                }
-            },
-        };
+        let alerting_allow_loopback = parse_bool(
+            &mut errors,
+            "REAP3R_ALERTING_ALLOW_LOOPBACK",
+            env,
+            file.alerting_allow_loopback,
+            false,
+        );
+        let shell_step_up = parse_bool(
+            &mut errors,
+            "REAP3R_SHELL_REQUIRE_STEP_UP",
+            env,
+            file.shell.shell_require_step_up,
+            true,
+        );
         let mut ranged = |(name, default, range): (&str, u32, std::ops::RangeInclusive<u32>),
                           from_file: Option<u32>| {
             let var = format!("REAP3R_{}", name.to_uppercase());
@@ -315,6 +331,7 @@ impl Config {
             ranged(r1d, file.metrics_retention_1d_d),
         ];
         let metrics_queue = ranged(METRICS_QUEUE, file.metrics_queue);
+        let shell = shell::shell_settings(&mut ranged, &file.shell, shell_step_up);
         let api_tls = parse_api_tls(
             &mut errors,
             pick("REAP3R_API_TLS", file.api_tls),
@@ -374,6 +391,7 @@ impl Config {
             metrics_queue,
             api_tls,
             api_rate,
+            shell,
         })
     }
 
@@ -400,6 +418,7 @@ impl Config {
             metrics_queue: METRICS_QUEUE.1,
             api_tls: ApiTls::Off,
             api_rate: RateSettings::DEFAULT,
+            shell: ShellSettings::default(),
         }
     }
 }
@@ -439,6 +458,26 @@ fn parse_addr(
         ));
         SocketAddr::from(([127, 0, 0, 1], 0))
     })
+}
+
+/// A boolean from `key` in the environment (`1`, `0`, `true`, `false`), else the file, else
+/// `default`.
+fn parse_bool(
+    errors: &mut Vec<String>,
+    key: &str,
+    env: &HashMap<String, String>,
+    from_file: Option<bool>,
+    default: bool,
+) -> bool {
+    match env.get(key).map(String::as_str) {
+        None => from_file.unwrap_or(default),
+        Some("1" | "true") => true,
+        Some("0" | "false") => false,
+        Some(other) => {
+            errors.push(format!("{key} must be 1, 0, true or false, not {other:?}"));
+            default
+        }
+    }
 }
 
 fn parse_num<T: std::str::FromStr + Copy>(

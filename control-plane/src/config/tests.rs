@@ -242,3 +242,37 @@ fn api_tls_modes_and_their_files_are_checked() {
         Err(&["api_tls_cert", "heartbeat_interval_s must be"]),
     );
 }
+
+#[test]
+fn shell_settings_come_from_file_and_env_within_their_ranges() {
+    check(None, &[], Ok(&|c| c.shell == ShellSettings::default()));
+    check(
+        Some("shell_max_per_agent = 4\nshell_recording_cap_mb = 8\nshell_require_step_up = false"),
+        &[("REAP3R_SHELL_IDLE_TIMEOUT_S", "120")],
+        Ok(&|c| {
+            c.shell.max_per_agent == 4
+                && c.shell.recording_cap_bytes == 8 * 1024 * 1024
+                && !c.shell.require_step_up
+                && c.shell.idle_timeout_s == 120
+                && c.shell.max_duration_s == ShellSettings::default().max_duration_s
+        }),
+    );
+    check(
+        Some("shell_max_per_agent = 0"),
+        &[
+            ("REAP3R_SHELL_REATTACH_GRACE_S", "1"),
+            ("REAP3R_SHELL_REQUIRE_STEP_UP", "maybe"),
+        ],
+        Err(&[
+            "shell_max_per_agent must be between 1 and 64",
+            "shell_reattach_grace_s must be between 5 and 600",
+            "REAP3R_SHELL_REQUIRE_STEP_UP must be 1, 0, true or false",
+        ]),
+    );
+    // Unknown keys are still refused next to the shell keys.
+    check(
+        Some("shell_max_per_agnet = 3"),
+        &[],
+        Err(&["shell_max_per_agnet"]),
+    );
+}

@@ -32,6 +32,7 @@ mod jobs;
 mod metrics;
 mod notification_channels;
 mod notifications;
+mod shell;
 mod swagger;
 mod vault_jobs;
 mod wake;

@@ -1,0 +1,453 @@
+//! Remote shells: a server-opened channel whose opener carries a signed shell grant; the agent
+//! verifies it against its pinned server key, runs the configured shell on a PTY, and relays
+//! keystrokes, window sizes and output until the shell exits, the server closes it, or a limit
+//! (the grant's idle timeout and maximum duration) ends it. Ending a shell ends every process
+//! of its session.
+//!
+//! A shell outlives its channel: when the stream is cut it keeps running for the grant's
+//! reattach grace, its output kept in an [`OutputLog`]; a channel opened with the same grant
+//! and `resume_from` reattaches and gets the output from there on.
+//!
+//! - [`pty`]: the PTY and the shell's session.
+//! - [`output`]: the output kept for a reattach.
+
+mod output;
+mod pty;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use quinn::{RecvStream, SendStream};
+use reap3r_wire::{
+    Channel, MAX_SHELL_CHUNK, Message, ShellAck, ShellExit, ShellGrant, ShellOpen, ShellOpened,
+    ShellOutput, SigningKey, VerifyingKey,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use self::output::{OutputLog, RESUME_BUFFER_BYTES};
+use crate::link::{lock, now_ms};
+use crate::protocol::GRANT_SKEW_MS;
+use crate::transport::{read_frame, write_frame};
+
+/// Most shells an agent runs at once; the server's per-agent limit is lower by default.
+pub(crate) const MAX_AGENT_SHELLS: usize = 16;
+/// Bounds of how long a shell whose channel was cut waits for the server to reattach (the
+/// grant names the time).
+const DETACHED_GRACE_S: std::ops::RangeInclusive<u32> = 5..=600;
+/// Session ids remembered as started, so a grant starts one shell at most.
+const REMEMBERED_SESSIONS: usize = 1024;
+/// Messages queued between a shell and its channel, each way.
+const CHANNEL_QUEUE: usize = 64;
+
+/// What the server sent on the channel, verified.
+enum FromServer {
+    Input(Vec<u8>),
+    Resize(u16, u16),
+    Close(String),
+}
+
+/// What the shell sends on the channel.
+enum ToServer {
+    Output(ShellOutput),
+    Exit(ShellExit),
+}
+
+/// A channel attached to a running shell.
+struct Attachment {
+    to_server: mpsc::Sender<ToServer>,
+    from_server: mpsc::Receiver<FromServer>,
+}
+
+/// A reattach: output from `from` on goes to the new channel; the reply is where it starts.
+struct Reattach {
+    from: u64,
+    attachment: Attachment,
+    reply: oneshot::Sender<u64>,
+}
+
+/// The shells of this agent; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct ShellHost {
+    inner: Arc<HostInner>,
+}
+
+struct HostInner {
+    agent_id: [u8; 16],
+    signing_key: SigningKey,
+    server_key: VerifyingKey,
+    /// `None`: remote shells are turned off on this agent.
+    shell: Option<PathBuf>,
+    running: Mutex<HashMap<[u8; 16], mpsc::Sender<Reattach>>>,
+    started: Mutex<VecDeque<[u8; 16]>>,
+}
+
+impl std::fmt::Debug for ShellHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShellHost")
+            .field("shell", &self.inner.shell)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShellHost {
+    pub(crate) fn new(
+        agent_id: [u8; 16],
+        signing_key: SigningKey,
+        server_key: VerifyingKey,
+        shell: Option<PathBuf>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(HostInner {
+                agent_id,
+                signing_key,
+                server_key,
+                shell: shell.filter(|p| p.is_file()),
+                running: Mutex::new(HashMap::new()),
+                started: Mutex::new(VecDeque::new()),
+            }),
+        }
+    }
+
+    /// Whether this agent runs remote shells (it reports `shell` in its hello if so).
+    pub(crate) fn enabled(&self) -> bool {
+        self.inner.shell.is_some()
+    }
+
+    /// Serves a stream the server opened with a shell opener, on the connection whose session
+    /// nonce is `session_nonce`, until the shell ends or the stream is cut.
+    pub(crate) fn serve(
+        &self,
+        frame: Vec<u8>,
+        send: SendStream,
+        recv: RecvStream,
+        session_nonce: [u8; 16],
+    ) {
+        let host = self.clone();
+        tokio::spawn(async move { host.serve_channel(frame, send, recv, session_nonce).await });
+    }
+
+    async fn serve_channel(
+        self,
+        frame: Vec<u8>,
+        mut send: SendStream,
+        recv: RecvStream,
+        session_nonce: [u8; 16],
+    ) {
+        let inner = &self.inner;
+        let opened = Channel::accept_open(
+            frame,
+            &session_nonce,
+            &inner.server_key,
+            inner.agent_id,
+            inner.signing_key.clone(),
+        );
+        let (channel, open) = match opened {
+            Ok((channel, Message::ShellOpen(open))) => (channel, open),
+            Ok((_, other)) => {
+                warn!(kind = ?other.kind(), "a stream opened with something else than a shell");
+                let _ = send.reset(0u32.into());
+                return;
+            }
+            Err(err) => {
+                warn!(%err, "refusing a shell channel");
+                let _ = send.reset(0u32.into());
+                return;
+            }
+        };
+        let channel = Arc::new(Mutex::new(channel));
+        let (to_server, to_server_rx) = mpsc::channel(CHANNEL_QUEUE);
+        let (from_server_tx, from_server) = mpsc::channel(CHANNEL_QUEUE);
+        let attachment = Attachment {
+            to_server,
+            from_server,
+        };
+        let (session_id, outcome) = match self.open(&open, attachment).await {
+            Ok((session_id, outcome)) => (session_id, outcome),
+            Err((session_id, why)) => {
+                warn!(session = %uuid::Uuid::from_bytes(session_id), %why, "refusing a shell");
+                (session_id, ShellOpened::Refused(why))
+            }
+        };
+        let refused = matches!(outcome, ShellOpened::Refused(_));
+        let ack = lock(&channel).seal(
+            Message::ShellAck(ShellAck {
+                session_id,
+                outcome,
+            }),
+            now_ms(),
+        );
+        if write_frame(&mut send, &ack).await.is_err() || refused {
+            let _ = send.finish();
+            return;
+        }
+        tokio::spawn(read_channel(channel.clone(), recv, from_server_tx));
+        write_channel(channel, send, to_server_rx).await;
+    }
+
+    /// Starts the shell of a verified grant, or reattaches to it.
+    async fn open(
+        &self,
+        open: &ShellOpen,
+        attachment: Attachment,
+    ) -> Result<([u8; 16], ShellOpened), ([u8; 16], String)> {
+        let inner = &self.inner;
+        let claimed = postcard::from_bytes::<ShellGrant>(&open.grant)
+            .map(|g| g.session_id)
+            .unwrap_or_default();
+        let grant = open
+            .verify(&inner.server_key, &inner.agent_id, now_ms(), GRANT_SKEW_MS)
+            .map_err(|e| (claimed, e.to_string()))?;
+        let id = grant.session_id;
+        if let Some(from) = open.resume_from {
+            let reattach = lock(&inner.running).get(&id).cloned();
+            let Some(reattach) = reattach else {
+                return Err((id, "no such shell session on this agent".into()));
+            };
+            let (reply, answer) = oneshot::channel();
+            let sent = reattach
+                .send(Reattach {
+                    from,
+                    attachment,
+                    reply,
+                })
+                .await;
+            return match (sent, answer.await) {
+                (Ok(()), Ok(offset)) => Ok((id, ShellOpened::Resumed { offset })),
+                _ => Err((id, "the shell session has ended".into())),
+            };
+        }
+        let Some(shell) = inner.shell.clone() else {
+            return Err((id, "remote shells are turned off on this agent".into()));
+        };
+        {
+            let mut started = lock(&inner.started);
+            if started.contains(&id) {
+                return Err((id, "this shell session has already started".into()));
+            }
+            if lock(&inner.running).len() >= MAX_AGENT_SHELLS {
+                return Err((id, format!("{MAX_AGENT_SHELLS} shells already run here")));
+            }
+            if started.len() == REMEMBERED_SESSIONS {
+                started.pop_front();
+            }
+            started.push_back(id);
+        }
+        let (master, process) = pty::spawn(&shell, grant.cols, grant.rows)
+            .map_err(|e| (id, format!("cannot start {}: {e}", shell.display())))?;
+        let pid = process.pid();
+        let (reattach_tx, reattach_rx) = mpsc::channel(1);
+        lock(&inner.running).insert(id, reattach_tx);
+        info!(session = %uuid::Uuid::from_bytes(id), operator = %grant.operator, pid, "shell started");
+        let host = self.clone();
+        tokio::spawn(async move {
+            let exit = run_shell(master, process, &grant, attachment, reattach_rx).await;
+            lock(&host.inner.running).remove(&id);
+            info!(session = %uuid::Uuid::from_bytes(id), reason = %exit.reason, "shell ended");
+        });
+        Ok((id, ShellOpened::Started { pid }))
+    }
+}
+
+/// Verifies what the server sends on the channel and hands it to the shell; returns when the
+/// stream ends or a frame is refused (the shell then detaches).
+async fn read_channel(
+    channel: Arc<Mutex<Channel>>,
+    mut recv: RecvStream,
+    to_shell: mpsc::Sender<FromServer>,
+) {
+    while let Ok(frame) = read_frame(&mut recv).await {
+        let message = match lock(&channel).accept(frame) {
+            Ok(message) => message,
+            Err(err) => {
+                warn!(%err, "refusing a shell channel frame");
+                return;
+            }
+        };
+        let event = match message {
+            Message::ShellInput(input) if input.data.len() <= MAX_SHELL_CHUNK => {
+                FromServer::Input(input.data)
+            }
+            Message::ShellResize(size) if size.is_valid() => {
+                FromServer::Resize(size.cols, size.rows)
+            }
+            Message::ShellClose(close) => FromServer::Close(close.reason),
+            other => {
+                warn!(kind = ?other.kind(), "unexpected message on a shell channel");
+                return;
+            }
+        };
+        if to_shell.send(event).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Seals what the shell sends and writes it; finishes the stream after the exit.
+async fn write_channel(
+    channel: Arc<Mutex<Channel>>,
+    mut send: SendStream,
+    mut from_shell: mpsc::Receiver<ToServer>,
+) {
+    while let Some(event) = from_shell.recv().await {
+        let (message, last) = match event {
+            ToServer::Output(output) => (Message::ShellOutput(output), false),
+            ToServer::Exit(exit) => (Message::ShellExit(exit), true),
+        };
+        let frame = lock(&channel).seal(message, now_ms());
+        if write_frame(&mut send, &frame).await.is_err() {
+            return;
+        }
+        if last {
+            let _ = send.finish();
+            // Let the exit reach the server before the stream is dropped.
+            let _ = send.stopped().await;
+            return;
+        }
+    }
+}
+
+/// The next message from the attached channel; never, while detached.
+async fn from_server(attached: &mut Option<Attachment>) -> Option<FromServer> {
+    match attached {
+        Some(a) => a.from_server.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends `data` from `offset` on to the channel in chunks; false if the channel is gone.
+async fn send_output(attachment: &Attachment, mut offset: u64, data: &[u8]) -> bool {
+    for chunk in data.chunks(MAX_SHELL_CHUNK) {
+        let output = ShellOutput {
+            offset,
+            data: chunk.to_vec(),
+        };
+        if attachment
+            .to_server
+            .send(ToServer::Output(output))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        offset += chunk.len() as u64;
+    }
+    true
+}
+
+/// Runs one shell until it exits, the server closes it, or a limit ends it; then ends its
+/// session and tells the attached channel, if any.
+async fn run_shell(
+    master: pty::Master,
+    mut process: pty::ShellProcess,
+    grant: &ShellGrant,
+    first: Attachment,
+    mut reattach: mpsc::Receiver<Reattach>,
+) -> ShellExit {
+    let started = Instant::now();
+    let max_duration = Duration::from_secs(u64::from(grant.max_duration_s.max(1)));
+    let idle_timeout = Duration::from_secs(u64::from(grant.idle_timeout_s.max(1)));
+    let detached_grace = Duration::from_secs(u64::from(
+        grant
+            .reattach_grace_s
+            .clamp(*DETACHED_GRACE_S.start(), *DETACHED_GRACE_S.end()),
+    ));
+    let mut last_input = started;
+    let mut detached_since: Option<Instant> = None;
+    let mut log = OutputLog::new(RESUME_BUFFER_BYTES);
+    let mut attached = Some(first);
+    let mut buf = vec![0u8; MAX_SHELL_CHUNK];
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let (exit_code, reason) = loop {
+        tokio::select! {
+            read = master.read(&mut buf) => {
+                let n = match read {
+                    Ok(0) | Err(_) => break (process.wait().await.ok().flatten(), "the shell exited".to_owned()),
+                    Ok(n) => n,
+                };
+                let offset = log.push(&buf[..n]);
+                if let Some(a) = &attached
+                    && !send_output(a, offset, &buf[..n]).await
+                {
+                    attached = None;
+                    detached_since = Some(Instant::now());
+                }
+            }
+            event = from_server(&mut attached) => match event {
+                Some(FromServer::Input(data)) => {
+                    last_input = Instant::now();
+                    if let Err(err) = master.write_all(&data).await {
+                        break (None, format!("cannot write to the terminal: {err}"));
+                    }
+                }
+                Some(FromServer::Resize(cols, rows)) => {
+                    if let Err(err) = master.resize(cols, rows) {
+                        warn!(%err, "cannot resize the terminal");
+                    }
+                }
+                Some(FromServer::Close(why)) => break (None, format!("closed by the server: {why}")),
+                None => {
+                    attached = None;
+                    detached_since = Some(Instant::now());
+                }
+            },
+            Some(Reattach { from, attachment, reply }) = reattach.recv() => {
+                let (start, bytes) = log.since(from);
+                let _ = reply.send(start);
+                if send_output(&attachment, start, &bytes).await {
+                    attached = Some(attachment);
+                    detached_since = None;
+                }
+            }
+            status = process.wait() => {
+                // What the shell wrote last is still in the terminal: read it before the end.
+                let code = status.ok().flatten();
+                while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), master.read(&mut buf)).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let offset = log.push(&buf[..n]);
+                    if let Some(a) = &attached {
+                        send_output(a, offset, &buf[..n]).await;
+                    }
+                }
+                break (code, "the shell exited".to_owned());
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                if now.duration_since(started) >= max_duration {
+                    break (None, format!("the session reached its maximum duration ({} s)", max_duration.as_secs()));
+                }
+                if now.duration_since(last_input) >= idle_timeout {
+                    break (None, format!("no input for {} s", idle_timeout.as_secs()));
+                }
+                if detached_since.is_some_and(|at| now.duration_since(at) >= detached_grace) {
+                    break (None, format!("no channel reattached within {} s", detached_grace.as_secs()));
+                }
+            }
+        }
+    };
+    process.end_session().await;
+    let exit = ShellExit {
+        exit_code,
+        reason,
+        output_bytes: log.end(),
+    };
+    if let Some(a) = attached {
+        let _ = a.to_server.send(ToServer::Exit(exit.clone())).await;
+    }
+    exit
+}
+
+/// The shell an agent runs when none is configured: bash if there is one, else sh.
+pub fn default_shell() -> PathBuf {
+    ["/bin/bash", "/bin/sh"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+        .unwrap_or(Path::new("/bin/sh"))
+        .to_path_buf()
+}
