@@ -51,6 +51,11 @@ impl Api {
         )
     }
 
+    /// The access token of the last login.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// `POST /api/auth/login`; later requests carry the access token.
     pub async fn login(&mut self, email: &str, password: &str) -> Result<()> {
         let resp = self

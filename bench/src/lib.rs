@@ -36,6 +36,8 @@ pub enum Scenario {
     Lossy,
     /// Metrics with alert rules: ingestion, threshold → webhook latency, storage per agent-day.
     Alerting,
+    /// A remote shell on a real agent: keystroke-to-echo latency, direct and impaired.
+    Shell,
 }
 
 impl Scenario {
@@ -47,6 +49,7 @@ impl Scenario {
             Self::Storm => "storm",
             Self::Lossy => "lossy",
             Self::Alerting => "alerting",
+            Self::Shell => "shell",
         }
     }
 }
@@ -163,7 +166,11 @@ pub struct Options {
     #[arg(long, default_value_t = 60)]
     pub job_timeout_s: u32,
 
-    /// lossy: packet loss per direction (0–1).
+    /// shell: keystrokes timed per leg (direct, impaired).
+    #[arg(long, default_value_t = 300)]
+    pub keystrokes: usize,
+
+    /// lossy, shell: packet loss per direction (0–1).
     #[arg(long, default_value_t = 0.10)]
     pub loss: f64,
     /// lossy: added round-trip time, ms (half each way).

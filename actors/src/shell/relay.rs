@@ -116,7 +116,41 @@ pub(super) fn start(
         exit_code: None,
         inbox,
     };
-    tokio::spawn(relay.run());
+    let id = relay.session.id;
+    let hub = hub.clone();
+    tokio::spawn(async move {
+        // A relay that fails still ends its session: the record says so, and the agent's shell
+        // ends when its channel drops (after the reattach grace at the latest).
+        if let Err(err) = tokio::spawn(relay.run()).await {
+            warn!(session = %id, %err, "a shell relay failed");
+            if let Err(err) = end_failed(&hub, id).await {
+                warn!(session = %id, %err, "could not record the end of a failed shell relay");
+            }
+            hub.relay_ended(id);
+        }
+    });
+}
+
+/// Ends (and audits) a session whose relay failed.
+async fn end_failed(hub: &ShellHub, id: Uuid) -> DomainResult<()> {
+    let domain = &hub.inner.domain;
+    let now = domain.now_ms();
+    let end = ShellEnd {
+        reason: "the server's relay of the session failed".into(),
+        exit_code: None,
+        bytes_in: 0,
+        bytes_out: 0,
+    };
+    let mut tx = domain.begin().await?;
+    if let Some(session) = tx.end_shell_session(id, &end, now).await? {
+        let end = ShellEnd {
+            bytes_in: session.bytes_in as u64,
+            bytes_out: session.bytes_out as u64,
+            ..end
+        };
+        audit_close(&mut tx, &session, &end, session.recording_bytes as u64, now).await?;
+    }
+    domain.commit(tx).await
 }
 
 /// Attaches a new socket to a running session.

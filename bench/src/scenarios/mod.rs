@@ -2,11 +2,12 @@
 //! connects a simulated fleet, measures, checks correctness, and judges the design targets.
 //! This module has what they share (the bed, waiting for the fleet, common checks); each
 //! scenario has its own file: [`connect`], [`steady`], [`fanout`] (also lossy), [`storm`],
-//! [`alerting`] (with [`storage`]).
+//! [`alerting`] (with [`storage`]), [`shell`] (a real agent's remote shell).
 
 mod alerting;
 mod connect;
 mod fanout;
+mod shell;
 mod steady;
 mod storage;
 mod storm;
@@ -14,6 +15,7 @@ mod storm;
 use alerting::alerting;
 use connect::connect;
 use fanout::fanout;
+use shell::shell;
 use steady::steady;
 use storm::storm;
 
@@ -86,6 +88,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
         Scenario::Fanout => fanout(opts, &mut report, None).await,
         Scenario::Storm => storm(opts, &mut report).await,
         Scenario::Alerting => alerting(opts, &mut report).await,
+        Scenario::Shell => shell(opts, &mut report).await,
         Scenario::Lossy => {
             let imp = Impairment {
                 loss: opts.loss,

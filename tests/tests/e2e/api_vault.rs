@@ -311,7 +311,8 @@ async fn reveal(api: &Api, id: &str) -> Result<Reply> {
 }
 
 /// A TOTP code of the next 30 s step (the current one may be spent).
-async fn next_code(secret: &str) -> Result<String> {
+/// The TOTP code of the next 30 s step (the current one may be spent already).
+pub(crate) async fn next_code(secret: &str) -> Result<String> {
     let step = now_ms() / 30_000;
     while now_ms() / 30_000 == step {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;

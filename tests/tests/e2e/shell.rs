@@ -15,9 +15,11 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::api_harness::{Api, default_org, logged_in};
+use crate::api_harness::{Api, default_org, logged_in, now_ms};
+use crate::api_vault::next_code;
 use crate::api_ws::Socket;
 use crate::harness::{TestFleet, backends, eventually};
+use reap3r_actors::access::totp;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -539,5 +541,82 @@ async fn shell_requests_that_are_not_allowed_get_clear_refusals() -> Result<()> 
         }
         other => bail!("expected 401, got {:?}", other.map(|_| ())),
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_with_mfa_step_up_before_opening_a_shell() -> Result<()> {
+    let fleet = TestFleet::builder()
+        .agents(1)
+        .backend(Backend::Sqlite)
+        .spawn()
+        .await?;
+    let org = default_org(&fleet.server).await?.id;
+    let admin = logged_in(&fleet.server, org, "mfa-admin@example.com", "org_admin").await?;
+    let agent = fleet.agents[0].id;
+    let setup = admin
+        .post("/api/auth/mfa/setup", json!({}))
+        .await?
+        .expect(200)?;
+    let secret = setup["secret"].as_str().unwrap_or_default().to_owned();
+    admin
+        .post(
+            "/api/auth/mfa/enable",
+            json!({ "code": totp::code_at(&secret, now_ms())? }),
+        )
+        .await?
+        .expect(200)?;
+    let refused = admin
+        .post(&format!("/api/agents/{agent}/shell"), json!({}))
+        .await?
+        .error(403)?;
+    assert_eq!(refused, "step_up_required");
+    let code = next_code(&secret).await?;
+    admin
+        .post("/api/auth/step-up", json!({ "code": code }))
+        .await?
+        .expect(200)?;
+    let session = open(&admin, agent, json!({})).await?;
+    let mut term = Terminal::attach(&admin, &session).await?;
+    term.event("started").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_shutdown_ends_open_shells_and_their_processes() -> Result<()> {
+    let mut fleet = TestFleet::builder()
+        .agents(1)
+        .backend(Backend::Sqlite)
+        .spawn()
+        .await?;
+    let org = default_org(&fleet.server).await?.id;
+    let api = logged_in(&fleet.server, org, "ops@example.com", "org_admin").await?;
+    let session = open(&api, fleet.agents[0].id, json!({})).await?;
+    let id: Uuid = session["id"].as_str().context("id")?.parse()?;
+    let mut term = Terminal::attach(&api, &session).await?;
+    let pid = term.event("started").await?["pid"]
+        .as_u64()
+        .context("pid")? as u32;
+    term.type_line("echo up-$((2+3))").await?;
+    term.expect_output("up-5").await?;
+    assert!(is_running(pid));
+
+    fleet.server.restart().await?;
+    let ended = fleet
+        .server
+        .node()
+        .store
+        .shell_session(org, id)
+        .await?
+        .context("the session")?;
+    assert_eq!(
+        ended.end_reason.as_deref(),
+        Some("the server is shutting down"),
+        "{ended:?}"
+    );
+    eventually("the shell to be ended by its agent", WAIT, || async {
+        Ok((!is_running(pid)).then_some(()))
+    })
+    .await?;
     Ok(())
 }
