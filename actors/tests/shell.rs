@@ -66,6 +66,7 @@ impl Rig {
                 agent_id: agent,
                 user_id: user,
                 operator: "user:ops@example.com".into(),
+                opened_by: "session:test".into(),
                 node_id: node.into(),
                 cols: 80,
                 rows: 24,
@@ -124,7 +125,7 @@ async fn limits_count_open_sessions_per_agent_and_per_operator() {
         let done = rig.session("node-1", other_agent, Some(user), true).await;
         assert_eq!(
             rig.store
-                .open_shell_counts(agent, Some(user))
+                .open_shell_counts(agent, Some(user), 0)
                 .await
                 .unwrap(),
             (2, 2)
@@ -144,12 +145,25 @@ async fn limits_count_open_sessions_per_agent_and_per_operator() {
         tx.commit().await.unwrap();
         assert_eq!(
             rig.store
-                .open_shell_counts(agent, Some(user))
+                .open_shell_counts(agent, Some(user), 0)
                 .await
                 .unwrap(),
             (2, 1)
         );
-        assert_eq!(rig.store.open_shell_counts(agent, None).await.unwrap().1, 0);
+        assert_eq!(
+            rig.store.open_shell_counts(agent, None, 0).await.unwrap().1,
+            0
+        );
+        // Rows older than the longest a session lives do not count (a node that died with
+        // them never came back).
+        let later = T0 as i64 + 1;
+        assert_eq!(
+            rig.store
+                .open_shell_counts(agent, Some(user), later)
+                .await
+                .unwrap(),
+            (0, 0)
+        );
     }
 }
 

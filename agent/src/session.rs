@@ -202,7 +202,7 @@ pub async fn run(opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> Resul
         identity: &mut identity,
         store: &store,
         engine: &engine,
-        shells,
+        shells: shells.clone(),
         config_rx: &mut config_rx,
         shutdown: &mut shutdown,
         outbox,
@@ -248,6 +248,8 @@ pub async fn run(opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> Resul
         }
     }
     engine.shutdown().await;
+    // Every shell's session ends with the agent (they were told already if it was connected).
+    shells.shutdown().await;
     endpoint.wait_idle().await;
     Ok(())
 }
@@ -434,8 +436,10 @@ impl Session<'_> {
                     let _ = req.reply.send(applied.map(|_| identity.config).map_err(|e| e.to_string()));
                 }
                 _ = self.shutdown.changed() => {
-                    // Running jobs are stopped first, so their results can still go out here.
+                    // Running jobs are stopped first, so their results can still go out here;
+                    // shells end, and tell the server so on their channels.
                     self.engine.shutdown().await;
+                    self.shells.shutdown().await;
                     if let Some(bye) = link.seal(Message::Close(CloseReason { code: CloseCode::Normal, message: "agent stopping".into() })) {
                         let _ = write_frame(&mut send, &bye).await;
                     }

@@ -123,6 +123,10 @@ const MAX_FRAMES_PER_JOB: usize = 1024;
 const MAX_CHANNEL_STREAMS: usize = 32;
 /// Frames queued each way on one channel stream.
 const CHANNEL_QUEUE: usize = 64;
+/// Largest frame accepted on a channel: a shell's output chunk (16 KiB) and the envelope
+/// around it, with room to spare; far below `MAX_FRAME_LEN`, so a channel's queue holds at
+/// most 4 MiB.
+const MAX_CHANNEL_FRAME: usize = 64 * 1024;
 
 /// A session's view of one QUIC connection.
 struct QuicLink {
@@ -217,7 +221,7 @@ impl QuicLink {
                     if recv.read_exact(&mut prefix).await.is_err() {
                         return;
                     }
-                    let Ok(len) = decode_frame_len(prefix, MAX_FRAME_LEN) else {
+                    let Ok(len) = decode_frame_len(prefix, MAX_CHANNEL_FRAME) else {
                         let _ = recv.stop(VarInt::from_u32(CloseCode::FrameTooLarge as u32));
                         return;
                     };

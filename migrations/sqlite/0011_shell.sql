@@ -11,6 +11,10 @@ CREATE TABLE shell_sessions (
     -- actor as the audit names it.
     user_id             TEXT NULL,
     operator            TEXT NOT NULL,
+    -- The credential that opened it (`session:<id>`, `api_key:<id>`, `cli`): only the same
+    -- credential attaches, so another session of the same user (say, without its step-up)
+    -- cannot take a shell over.
+    opened_by           TEXT NOT NULL,
     node_id             TEXT NOT NULL,
     -- pending (granted, not attached yet), active, ended.
     status              TEXT NOT NULL,

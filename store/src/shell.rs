@@ -47,6 +47,8 @@ pub struct NewShellSession {
     pub agent_id: Uuid,
     pub user_id: Option<Uuid>,
     pub operator: String,
+    /// The credential that opened it (`session:<id>`, `api_key:<id>`, `cli`).
+    pub opened_by: String,
     pub node_id: String,
     pub cols: u16,
     pub rows: u16,
@@ -60,6 +62,7 @@ pub struct ShellSession {
     pub agent_id: Uuid,
     pub user_id: Option<Uuid>,
     pub operator: String,
+    pub opened_by: String,
     pub node_id: String,
     pub status: ShellStatus,
     pub cols: i64,
@@ -85,7 +88,7 @@ pub struct ShellEnd {
     pub bytes_out: u64,
 }
 
-const COLS: &str = "id, org_id, agent_id, user_id, operator, node_id, status, term_cols, \
+const COLS: &str = "id, org_id, agent_id, user_id, operator, opened_by, node_id, status, term_cols, \
                     term_rows, created_at, expires_at, started_at, ended_at, end_reason, \
                     exit_code, bytes_in, bytes_out, recording_bytes, recording_stored";
 
@@ -96,6 +99,7 @@ fn from_row(row: &AnyRow) -> Result<ShellSession> {
         agent_id: get_uuid(row, "agent_id")?,
         user_id: get_opt_uuid(row, "user_id")?,
         operator: get_str(row, "operator")?,
+        opened_by: get_str(row, "opened_by")?,
         node_id: get_str(row, "node_id")?,
         status: ShellStatus::parse(&get_str(row, "status")?)?,
         cols: get_i64(row, "term_cols")?,
@@ -150,21 +154,25 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
-    /// Sessions not ended yet on `agent_id`, and those of `user_id` (when given).
+    /// Sessions not ended yet on `agent_id`, and those of `user_id` (when given), among those
+    /// created since `live_since` (older ones cannot still run: a row left open by a node that
+    /// never came back does not hold a place).
     pub async fn open_shell_counts(
         &self,
         agent_id: Uuid,
         user_id: Option<Uuid>,
+        live_since: i64,
     ) -> Result<(i64, i64)> {
         let row = sqlx::query(
             "SELECT \
-               (SELECT COUNT(*) FROM shell_sessions WHERE agent_id = $1 AND status <> 'ended') \
-                 AS per_agent, \
-               (SELECT COUNT(*) FROM shell_sessions WHERE user_id = $2 AND status <> 'ended') \
-                 AS per_user",
+               (SELECT COUNT(*) FROM shell_sessions WHERE agent_id = $1 AND status <> 'ended' \
+                  AND created_at >= $3) AS per_agent, \
+               (SELECT COUNT(*) FROM shell_sessions WHERE user_id = $2 AND status <> 'ended' \
+                  AND created_at >= $3) AS per_user",
         )
         .bind(uuid_text(agent_id))
         .bind(user_id.map(uuid_text))
+        .bind(live_since)
         .fetch_one(self.pool())
         .await?;
         Ok((get_i64(&row, "per_agent")?, get_i64(&row, "per_user")?))
@@ -235,9 +243,9 @@ impl Tx {
         now_ms: i64,
     ) -> Result<ShellSession> {
         let sql = format!(
-            "INSERT INTO shell_sessions (id, org_id, agent_id, user_id, operator, node_id, \
-             status, term_cols, term_rows, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10) RETURNING {COLS}"
+            "INSERT INTO shell_sessions (id, org_id, agent_id, user_id, operator, opened_by, \
+             node_id, status, term_cols, term_rows, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11) RETURNING {COLS}"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(uuid_text(new.id))
@@ -245,6 +253,7 @@ impl Tx {
             .bind(uuid_text(new.agent_id))
             .bind(new.user_id.map(uuid_text))
             .bind(&new.operator)
+            .bind(&new.opened_by)
             .bind(&new.node_id)
             .bind(i64::from(new.cols))
             .bind(i64::from(new.rows))

@@ -131,7 +131,10 @@ impl ShellCore {
     /// reattach) is cut. Returns the new bytes' start within `len` (the relay forwards and
     /// records only those).
     pub fn output(&mut self, offset: u64, len: usize) -> usize {
-        let end = offset + len as u64;
+        // A hostile offset near u64::MAX counts as all seen.
+        let Some(end) = offset.checked_add(len as u64) else {
+            return len;
+        };
         if end <= self.next_offset {
             return len;
         }

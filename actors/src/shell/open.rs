@@ -8,13 +8,34 @@ use serde_json::json;
 
 use super::ShellHub;
 use super::relay::{self, ShellAttachment};
-use crate::access::{Caller, Permission, has_fresh_step_up};
+use crate::access::{Caller, Credential, Permission, has_fresh_step_up};
 use crate::audit;
 use crate::error::{DomainError, DomainResult};
 
 /// The audit target of a shell session.
 pub fn shell_target(id: Uuid) -> String {
     format!("shell:{id}")
+}
+
+/// The credential a session is bound to: only the same one attaches.
+fn credential_of(caller: &Caller) -> String {
+    match &caller.credential {
+        Credential::Session { session_id } => format!("session:{session_id}"),
+        Credential::ApiKey { key_id, .. } => format!("api_key:{key_id}"),
+        Credential::Cli => "cli".into(),
+    }
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+pub(super) fn truncate(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 /// The 403 an open without a fresh step-up gets.
@@ -69,9 +90,12 @@ impl OpenShell {
                 "the agent is connected to another server node",
             ));
         }
+        // A session older than its longest life cannot still run (a node that died with it
+        // and never came back): it does not hold a place.
+        let longest = i64::from(settings.open_timeout_s) + i64::from(settings.max_duration_s);
         let (per_agent, per_user) = domain
             .store
-            .open_shell_counts(agent.id, caller.user_id)
+            .open_shell_counts(agent.id, caller.user_id, now - longest * 1000)
             .await?;
         if per_agent >= i64::from(settings.max_per_agent) {
             return Err(DomainError::conflict(format!(
@@ -86,7 +110,7 @@ impl OpenShell {
             )));
         }
         let id = Uuid::new_v4();
-        let operator: String = caller.actor().chars().take(MAX_OPERATOR_LEN).collect();
+        let operator = truncate(caller.actor(), MAX_OPERATOR_LEN);
         let expires_at = now + i64::from(settings.open_timeout_s) * 1000;
         let mut tx = domain.begin().await?;
         let session = tx
@@ -97,6 +121,7 @@ impl OpenShell {
                     agent_id: agent.id,
                     user_id: caller.user_id,
                     operator: operator.clone(),
+                    opened_by: credential_of(caller),
                     node_id: hub.inner.node_id.clone(),
                     cols: self.cols,
                     rows: self.rows,
@@ -155,13 +180,9 @@ impl AttachShell {
             .shell_session(caller.org_id, self.session_id)
             .await?
             .ok_or(DomainError::NotFound("shell session"))?;
-        let own = match caller.user_id {
-            Some(user) => session.user_id == Some(user),
-            None => session.operator == caller.actor(),
-        };
-        if !own {
+        if session.opened_by != credential_of(caller) {
             return Err(DomainError::forbidden(
-                "only the operator who opened a shell can attach to it",
+                "only the login session (or API key) that opened a shell can attach to it",
             ));
         }
         relay::attach(hub, session).await

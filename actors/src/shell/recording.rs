@@ -117,6 +117,11 @@ impl Recording {
         self.pending.len()
     }
 
+    /// Whether anything is still to store (waiting text, or a chunk put back).
+    pub fn has_unstored(&self) -> bool {
+        !self.pending.is_empty() || !self.retry.is_empty()
+    }
+
     /// A chunk [`take_chunk`](Self::take_chunk) gave whose store failed: it comes back first.
     pub fn put_back(&mut self, seq: i64, chunk: Vec<u8>) {
         self.retry.push_front((seq, chunk));

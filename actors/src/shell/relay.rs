@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use super::ShellHub;
 use super::core::{Effect, ShellCore};
-use super::open::shell_target;
+use super::open::{shell_target, truncate};
 use super::recording::{CHUNK_BYTES, CastHeader, Recording};
 use crate::error::{DomainError, DomainResult};
 use crate::{AgentChannel, ChannelRequest, Delivery, audit};
@@ -29,6 +29,16 @@ const CLIENT_SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const SCREEN_TAIL_BYTES: usize = 64 * 1024;
 /// How often the recording's waiting text is stored, at the latest.
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
+/// How long a frame may wait for the agent's channel (64 frames queued) before the session
+/// ends: the agent no longer reads what it is sent.
+const AGENT_SEND_TIMEOUT: Duration = Duration::from_secs(5);
+const STALLED: &str = "the agent stopped reading the shell's channel";
+/// At the end, how long the agent has to confirm that its shell ended.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
+/// Longest reason from the agent kept in the session's record and the audit.
+const MAX_REASON_BYTES: usize = 512;
+/// Attempts to store a recording chunk, or the session's end, before giving up (logged).
+const STORE_ATTEMPTS: usize = 3;
 
 /// What the relay tells the operator's socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -314,6 +324,7 @@ impl Relay {
             if self.recording.pending_len() >= CHUNK_BYTES {
                 self.store_recording().await;
             }
+            // (The flush tick stores what is put back after a failure.)
         };
         self.finish(reason).await;
     }
@@ -432,7 +443,7 @@ impl Relay {
                     }
                     ShellOpened::Refused(why) => {
                         self.agent = None;
-                        self.core.agent_refused(&why)
+                        self.core.agent_refused(&truncate(why, MAX_REASON_BYTES))
                     }
                 }
             }
@@ -458,7 +469,7 @@ impl Relay {
                 self.exit_code = exit.exit_code;
                 // The agent ended it; nothing is left to close on its side.
                 self.agent = None;
-                self.core.end(exit.reason)
+                self.core.end(truncate(exit.reason, MAX_REASON_BYTES))
             }
             other => self.core.end(format!(
                 "the agent sent {:?} on a shell channel",
@@ -479,17 +490,21 @@ impl Relay {
             Some(ShellKeys::Input(data)) => {
                 for chunk in data.chunks(MAX_SHELL_CHUNK) {
                     self.core.input(now, chunk.len());
-                    self.send_agent(Message::ShellInput(ShellInput {
+                    let input = Message::ShellInput(ShellInput {
                         data: chunk.to_vec(),
-                    }))
-                    .await;
+                    });
+                    if !self.send_agent(input).await {
+                        return self.core.end(STALLED.into());
+                    }
                 }
                 Vec::new()
             }
             Some(ShellKeys::Resize { cols, rows }) => {
                 let size = ShellResize { cols, rows };
                 if size.is_valid() {
-                    self.send_agent(Message::ShellResize(size)).await;
+                    if !self.send_agent(Message::ShellResize(size)).await {
+                        return self.core.end(STALLED.into());
+                    }
                     if self.recording.resize(now, cols, rows).is_err() {
                         return self.core.end("the recording reached its size cap".into());
                     }
@@ -500,14 +515,21 @@ impl Relay {
     }
 
     /// Seals a message on the agent's channel and sends it; dropped while the channel is down
-    /// (keystrokes typed during a cut are lost, as on any terminal).
-    async fn send_agent(&mut self, message: Message) {
+    /// (keystrokes typed during a cut are lost, as on any terminal). False when the channel
+    /// took nothing for [`AGENT_SEND_TIMEOUT`]: the agent no longer reads it.
+    async fn send_agent(&mut self, message: Message) -> bool {
         let now = self.now() as u64;
-        if let Some(agent) = self.agent.as_mut() {
-            let frame = agent.channel.seal(message, now);
-            if agent.pipe.to_agent.send(frame).await.is_err() {
+        let Some(agent) = self.agent.as_mut() else {
+            return true;
+        };
+        let frame = agent.channel.seal(message, now);
+        match tokio::time::timeout(AGENT_SEND_TIMEOUT, agent.pipe.to_agent.send(frame)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => {
                 debug!(session = %self.session.id, "the agent's channel is closing");
+                true
             }
+            Err(_) => false,
         }
     }
 
@@ -535,20 +557,35 @@ impl Relay {
         }
     }
 
-    /// Stores the recording's waiting text as its next chunk. A failed write is retried at the
-    /// next flush: the text is kept until stored.
-    async fn store_recording(&mut self) {
+    /// Stores the recording's next chunk; false if there was none, or its store failed (it is
+    /// kept for the next attempt). A chunk already there (a store whose answer was lost) counts
+    /// as stored.
+    async fn store_recording(&mut self) -> bool {
         let written = self.recording.written();
         let Some((seq, chunk)) = self.recording.take_chunk() else {
-            return;
+            return false;
         };
         let store = &self.hub.inner.domain.store;
-        if let Err(err) = store
+        match store
             .append_shell_recording(self.session.id, seq, &chunk, written)
             .await
         {
-            warn!(session = %self.session.id, %err, "could not store a shell recording chunk");
-            self.recording.put_back(seq, chunk);
+            Ok(()) | Err(reap3r_store::StoreError::Conflict(_)) => true,
+            Err(err) => {
+                warn!(session = %self.session.id, %err, "could not store a shell recording chunk");
+                self.recording.put_back(seq, chunk);
+                false
+            }
+        }
+    }
+
+    /// Stores everything the recording still holds (a few attempts per chunk).
+    async fn store_all_recording(&mut self) {
+        let mut failures = 0;
+        while self.recording.has_unstored() && failures < STORE_ATTEMPTS {
+            if !self.store_recording().await {
+                failures += 1;
+            }
         }
     }
 
@@ -563,9 +600,22 @@ impl Relay {
                 }),
                 now as u64,
             );
-            let _ = agent.pipe.to_agent.send(frame).await;
+            // The close must reach the agent before the connection may go (at shutdown):
+            // wait, briefly, for its exit (or the stream's end).
+            let confirmed = async {
+                agent.pipe.to_agent.send(frame).await.ok()?;
+                while let Some(frame) = agent.pipe.from_agent.recv().await {
+                    if let Ok(Message::ShellExit(_)) = agent.channel.accept(frame) {
+                        return Some(());
+                    }
+                }
+                Some(())
+            };
+            if tokio::time::timeout(EXIT_WAIT, confirmed).await.is_err() {
+                debug!(session = %self.session.id, "the agent did not confirm the shell's end");
+            }
         }
-        self.store_recording().await;
+        self.store_all_recording().await;
         let end = ShellEnd {
             reason: reason.clone(),
             exit_code: self.exit_code,

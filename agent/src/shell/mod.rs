@@ -42,6 +42,18 @@ const DETACHED_GRACE_S: std::ops::RangeInclusive<u32> = 5..=600;
 const REMEMBERED_SESSIONS: usize = 1024;
 /// Messages queued between a shell and its channel, each way.
 const CHANNEL_QUEUE: usize = 64;
+/// Keystroke messages queued for the PTY (each ≤ 16 KiB); past it input is dropped, as a
+/// program that does not read its terminal cannot take more anyway.
+const KEYBOARD_QUEUE: usize = 64;
+/// Channels remembered per agent run, so an opener is never accepted twice on a connection.
+const REMEMBERED_CHANNELS: usize = 4096;
+/// How long output may wait for a channel that does not take it before the shell detaches
+/// from that channel (it is stuck; the output stays in the log for a reattach).
+const OUTPUT_STALL: Duration = Duration::from_secs(5);
+/// After the shell exits, how long what it wrote last is still read.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
+/// How long `ShellHost::shutdown` waits for shells to end.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
 
 /// What the server sent on the channel, verified.
 enum FromServer {
@@ -83,6 +95,11 @@ struct HostInner {
     shell: Option<PathBuf>,
     running: Mutex<HashMap<[u8; 16], mpsc::Sender<Reattach>>>,
     started: Mutex<VecDeque<[u8; 16]>>,
+    /// (session nonce, channel id) of every channel accepted, newest last.
+    channels: Mutex<VecDeque<([u8; 16], [u8; 16])>>,
+    /// Raised once when the agent stops: every shell ends.
+    stop: tokio::sync::watch::Sender<bool>,
+    ended: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for ShellHost {
@@ -108,6 +125,9 @@ impl ShellHost {
                 shell: shell.filter(|p| p.is_file()),
                 running: Mutex::new(HashMap::new()),
                 started: Mutex::new(VecDeque::new()),
+                channels: Mutex::new(VecDeque::new()),
+                stop: tokio::sync::watch::Sender::new(false),
+                ended: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -115,6 +135,33 @@ impl ShellHost {
     /// Whether this agent runs remote shells (it reports `shell` in its hello if so).
     pub(crate) fn enabled(&self) -> bool {
         self.inner.shell.is_some()
+    }
+
+    /// Ends every shell (the agent is stopping) and waits for them, up to [`SHUTDOWN_WAIT`].
+    pub(crate) async fn shutdown(&self) {
+        self.inner.stop.send_replace(true);
+        let deadline = Instant::now() + SHUTDOWN_WAIT;
+        loop {
+            let ended = self.inner.ended.notified();
+            if lock(&self.inner.running).is_empty()
+                || tokio::time::timeout_at(deadline, ended).await.is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Whether the channel is new on its connection (and remembers it).
+    fn first_use(&self, session_nonce: [u8; 16], channel: [u8; 16]) -> bool {
+        let mut seen = lock(&self.inner.channels);
+        if seen.contains(&(session_nonce, channel)) {
+            return false;
+        }
+        if seen.len() == REMEMBERED_CHANNELS {
+            seen.pop_front();
+        }
+        seen.push_back((session_nonce, channel));
+        true
     }
 
     /// Serves a stream the server opened with a shell opener, on the connection whose session
@@ -158,6 +205,11 @@ impl ShellHost {
                 return;
             }
         };
+        if !self.first_use(session_nonce, channel.id()) {
+            warn!("refusing a shell channel opened twice");
+            let _ = send.reset(0u32.into());
+            return;
+        }
         let channel = Arc::new(Mutex::new(channel));
         let (to_server, to_server_rx) = mpsc::channel(CHANNEL_QUEUE);
         let (from_server_tx, from_server) = mpsc::channel(CHANNEL_QUEUE);
@@ -236,16 +288,23 @@ impl ShellHost {
             }
             started.push_back(id);
         }
-        let (master, process) = pty::spawn(&shell, grant.cols, grant.rows)
+        let (master, keyboard, process) = pty::spawn(&shell, grant.cols, grant.rows)
             .map_err(|e| (id, format!("cannot start {}: {e}", shell.display())))?;
         let pid = process.pid();
         let (reattach_tx, reattach_rx) = mpsc::channel(1);
         lock(&inner.running).insert(id, reattach_tx);
         info!(session = %uuid::Uuid::from_bytes(id), operator = %grant.operator, pid, "shell started");
         let host = self.clone();
+        let stop = self.inner.stop.subscribe();
         tokio::spawn(async move {
-            let exit = run_shell(master, process, &grant, attachment, reattach_rx).await;
+            let shell = Shell {
+                master,
+                keys: type_into(keyboard),
+                process,
+            };
+            let exit = run_shell(shell, &grant, attachment, reattach_rx, stop).await;
             lock(&host.inner.running).remove(&id);
+            host.inner.ended.notify_waiters();
             info!(session = %uuid::Uuid::from_bytes(id), reason = %exit.reason, "shell ended");
         });
         Ok((id, ShellOpened::Started { pid }))
@@ -318,19 +377,20 @@ async fn from_server(attached: &mut Option<Attachment>) -> Option<FromServer> {
     }
 }
 
-/// Sends `data` from `offset` on to the channel in chunks; false if the channel is gone.
+/// Sends `data` from `offset` on to the channel in chunks; false if the channel is gone, or
+/// stuck for [`OUTPUT_STALL`].
 async fn send_output(attachment: &Attachment, mut offset: u64, data: &[u8]) -> bool {
     for chunk in data.chunks(MAX_SHELL_CHUNK) {
         let output = ShellOutput {
             offset,
             data: chunk.to_vec(),
         };
-        if attachment
-            .to_server
-            .send(ToServer::Output(output))
-            .await
-            .is_err()
-        {
+        let sent = tokio::time::timeout(
+            OUTPUT_STALL,
+            attachment.to_server.send(ToServer::Output(output)),
+        )
+        .await;
+        if !matches!(sent, Ok(Ok(()))) {
             return false;
         }
         offset += chunk.len() as u64;
@@ -338,15 +398,53 @@ async fn send_output(attachment: &Attachment, mut offset: u64, data: &[u8]) -> b
     true
 }
 
+/// A running shell: its terminal, where its keystrokes go, its process.
+struct Shell {
+    master: pty::Master,
+    keys: KeyQueue,
+    process: pty::ShellProcess,
+}
+
+/// Keystrokes on their way to the PTY, written by a task of their own so that a program that
+/// does not read its input never holds up output, limits or a close.
+struct KeyQueue {
+    tx: mpsc::Sender<Vec<u8>>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for KeyQueue {
+    fn drop(&mut self) {
+        self.writer.abort();
+    }
+}
+
+fn type_into(keyboard: pty::Keyboard) -> KeyQueue {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(KEYBOARD_QUEUE);
+    let writer = tokio::spawn(async move {
+        while let Some(data) = rx.recv().await {
+            if let Err(err) = keyboard.write_all(&data).await {
+                warn!(%err, "cannot write to the terminal");
+                return;
+            }
+        }
+    });
+    KeyQueue { tx, writer }
+}
+
 /// Runs one shell until it exits, the server closes it, or a limit ends it; then ends its
 /// session and tells the attached channel, if any.
 async fn run_shell(
-    master: pty::Master,
-    mut process: pty::ShellProcess,
+    shell: Shell,
     grant: &ShellGrant,
     first: Attachment,
     mut reattach: mpsc::Receiver<Reattach>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> ShellExit {
+    let Shell {
+        master,
+        keys,
+        mut process,
+    } = shell;
     let started = Instant::now();
     let max_duration = Duration::from_secs(u64::from(grant.max_duration_s.max(1)));
     let idle_timeout = Duration::from_secs(u64::from(grant.idle_timeout_s.max(1)));
@@ -365,7 +463,11 @@ async fn run_shell(
         tokio::select! {
             read = master.read(&mut buf) => {
                 let n = match read {
-                    Ok(0) | Err(_) => break (process.wait().await.ok().flatten(), "the shell exited".to_owned()),
+                    Ok(0) | Err(_) => {
+                        // Nothing holds the terminal any more; the shell has exited or is about to.
+                        let status = tokio::time::timeout(Duration::from_secs(2), process.wait()).await;
+                        break (status.ok().and_then(Result::ok).flatten(), "the shell exited".to_owned());
+                    }
                     Ok(n) => n,
                 };
                 let offset = log.push(&buf[..n]);
@@ -379,8 +481,14 @@ async fn run_shell(
             event = from_server(&mut attached) => match event {
                 Some(FromServer::Input(data)) => {
                     last_input = Instant::now();
-                    if let Err(err) = master.write_all(&data).await {
-                        break (None, format!("cannot write to the terminal: {err}"));
+                    match keys.tx.try_send(data) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            warn!("keystrokes dropped: the program on the terminal is not reading");
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            break (None, "cannot write to the terminal".to_owned());
+                        }
                     }
                 }
                 Some(FromServer::Resize(cols, rows)) => {
@@ -405,7 +513,9 @@ async fn run_shell(
             status = process.wait() => {
                 // What the shell wrote last is still in the terminal: read it before the end.
                 let code = status.ok().flatten();
-                while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), master.read(&mut buf)).await {
+                // Bounded: a background job may keep writing after the shell is gone.
+                let drain_until = Instant::now() + DRAIN_AFTER_EXIT;
+                while let Ok(Ok(n)) = tokio::time::timeout_at(drain_until, master.read(&mut buf)).await {
                     if n == 0 {
                         break;
                     }
@@ -415,6 +525,10 @@ async fn run_shell(
                     }
                 }
                 break (code, "the shell exited".to_owned());
+            }
+            // (The guard `wait_for` answers is dropped at once: it must not live across awaits.)
+            () = async { let _ = stop.wait_for(|stopping| *stopping).await; } => {
+                break (None, "the agent is stopping".to_owned());
             }
             _ = tick.tick() => {
                 let now = Instant::now();
@@ -430,6 +544,7 @@ async fn run_shell(
             }
         }
     };
+    drop(keys);
     process.end_session().await;
     let exit = ShellExit {
         exit_code,

@@ -22,14 +22,16 @@ use tokio::process::{Child, Command};
 /// How long the session's processes get between SIGHUP and SIGKILL.
 const HANGUP_GRACE: Duration = Duration::from_millis(500);
 
-/// The master side of a PTY: what the shell writes, and where keystrokes go. Reads and writes
-/// go through their own descriptors (tokio's pipe ends take any pollable descriptor), so a
-/// keystroke never waits behind a pending read.
+/// The master side of a PTY: what the shell writes, and its window size. Keystrokes go through
+/// a [`Keyboard`] of their own (another descriptor of the same master; tokio's pipe ends take any
+/// pollable descriptor), so a write that waits for the shell to read never holds up output.
 pub(crate) struct Master {
     fd: OwnedFd,
     reader: pipe::Receiver,
-    writer: pipe::Sender,
 }
+
+/// Where keystrokes are written to the PTY.
+pub(crate) struct Keyboard(pipe::Sender);
 
 /// The shell on the slave side of a PTY.
 pub(crate) struct ShellProcess {
@@ -56,7 +58,11 @@ fn winsize(cols: u16, rows: u16) -> Winsize {
 
 /// Opens a PTY of `cols` × `rows` and starts `shell -i` on it, as the leader of a new session
 /// whose controlling terminal is the PTY.
-pub(crate) fn spawn(shell: &Path, cols: u16, rows: u16) -> io::Result<(Master, ShellProcess)> {
+pub(crate) fn spawn(
+    shell: &Path,
+    cols: u16,
+    rows: u16,
+) -> io::Result<(Master, Keyboard, ShellProcess)> {
     {
         let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY)?;
         rustix::pty::grantpt(&master)?;
@@ -101,11 +107,8 @@ pub(crate) fn spawn(shell: &Path, cols: u16, rows: u16) -> io::Result<(Master, S
         let reader = pipe::Receiver::from_owned_fd_unchecked(master.try_clone()?)?;
         let writer = pipe::Sender::from_owned_fd_unchecked(master.try_clone()?)?;
         Ok((
-            Master {
-                fd: master,
-                reader,
-                writer,
-            },
+            Master { fd: master, reader },
+            Keyboard(writer),
             ShellProcess { child, pid },
         ))
     }
@@ -133,12 +136,15 @@ impl Master {
             }
         }
     }
+}
 
-    /// Writes all of `data` (keystrokes) to the terminal.
+impl Keyboard {
+    /// Writes all of `data` (keystrokes) to the terminal; waits while its input is full (the
+    /// program in front does not read).
     pub(crate) async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
-            self.writer.writable().await?;
-            match self.writer.try_write(data) {
+            self.0.writable().await?;
+            match self.0.try_write(data) {
                 Ok(n) => data = &data[n..],
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
@@ -219,8 +225,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_shell_on_a_pty_sees_its_size_and_runs_what_it_is_sent() {
-        let (pty, mut shell) = spawn(Path::new("/bin/sh"), 100, 40).unwrap();
-        pty.write_all(b"stty size; echo mark$((6*7)); exit 3\n")
+        let (pty, keys, mut shell) = spawn(Path::new("/bin/sh"), 100, 40).unwrap();
+        keys.write_all(b"stty size; echo mark$((6*7)); exit 3\n")
             .await
             .unwrap();
         let mut out = Vec::new();
@@ -241,8 +247,8 @@ mod tests {
 
     #[tokio::test]
     async fn ending_the_session_kills_background_jobs_too() {
-        let (pty, mut shell) = spawn(Path::new("/bin/sh"), 80, 24).unwrap();
-        pty.write_all(b"sleep 300 & echo bg=$!\n").await.unwrap();
+        let (pty, keys, mut shell) = spawn(Path::new("/bin/sh"), 80, 24).unwrap();
+        keys.write_all(b"sleep 300 & echo bg=$!\n").await.unwrap();
         let mut out = String::new();
         let mut buf = [0u8; 4096];
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

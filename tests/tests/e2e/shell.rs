@@ -620,3 +620,79 @@ async fn a_server_shutdown_ends_open_shells_and_their_processes() -> Result<()> 
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_ends_a_shell_whose_program_does_not_read_its_input() -> Result<()> {
+    let fleet = TestFleet::builder()
+        .agents(1)
+        .backend(Backend::Sqlite)
+        .spawn()
+        .await?;
+    let org = default_org(&fleet.server).await?.id;
+    let api = logged_in(&fleet.server, org, "ops@example.com", "org_admin").await?;
+    let session = open(&api, fleet.agents[0].id, json!({})).await?;
+    let id: Uuid = session["id"].as_str().context("id")?.parse()?;
+    let mut term = Terminal::attach(&api, &session).await?;
+    let pid = term.event("started").await?["pid"]
+        .as_u64()
+        .context("pid")? as u32;
+    // A program that never reads its terminal, then a paste far larger than the terminal's
+    // input buffer: the keystrokes back up on the agent.
+    term.type_line("sleep 600").await?;
+    let paste = "x".repeat(60 * 1024);
+    for _ in 0..8 {
+        term.socket
+            .send(Message::Binary(paste.clone().into_bytes().into()))
+            .await?;
+    }
+    // The close is still heard: the session ends and the shell with it.
+    term.send_json(json!({ "type": "close" })).await?;
+    let ended = term.event("ended").await?;
+    assert_eq!(ended["reason"], "closed by the operator", "{ended}");
+    eventually("the shell to end", WAIT, || async {
+        Ok((!is_running(pid)).then_some(()))
+    })
+    .await?;
+    let shown = fleet
+        .server
+        .node()
+        .store
+        .shell_session(org, id)
+        .await?
+        .context("the session")?;
+    assert_eq!(shown.end_reason.as_deref(), Some("closed by the operator"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_login_session_that_opened_a_shell_attaches_to_it() -> Result<()> {
+    let fleet = TestFleet::builder()
+        .agents(1)
+        .backend(Backend::Sqlite)
+        .spawn()
+        .await?;
+    let org = default_org(&fleet.server).await?.id;
+    let api = logged_in(&fleet.server, org, "ops@example.com", "org_admin").await?;
+    let session = open(&api, fleet.agents[0].id, json!({})).await?;
+    // The same user, logged in a second time (another device, or a stolen token without the
+    // first session's step-up): refused.
+    let (second, _) = api
+        .login("ops@example.com", crate::api_harness::PASSWORD)
+        .await?;
+    let path = session["ws_path"].as_str().context("ws_path")?;
+    let token = second.bearer.clone().context("token")?;
+    let url = format!(
+        "{}{path}?access_token={token}",
+        second.base.replace("http://", "ws://")
+    );
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 403)
+        }
+        other => bail!("expected 403, got {:?}", other.map(|_| ())),
+    }
+    // The session that opened it still can.
+    let mut term = Terminal::attach(&api, &session).await?;
+    term.event("started").await?;
+    Ok(())
+}
