@@ -38,6 +38,13 @@ async fn rigs() -> Vec<Rig> {
 }
 
 impl Rig {
+    async fn counts(&self, agent: Uuid, user: Option<Uuid>, since: i64) -> (i64, i64) {
+        let mut tx = self.store.begin().await.unwrap();
+        let counts = tx.open_shell_counts(agent, user, since).await.unwrap();
+        tx.rollback().await.unwrap();
+        counts
+    }
+
     fn hub(&self, node: &str) -> ShellHub {
         let domain = Domain::new(
             self.store.clone(),
@@ -123,13 +130,7 @@ async fn limits_count_open_sessions_per_agent_and_per_operator() {
         rig.session("node-1", agent, Some(user), true).await;
         rig.session("node-1", agent, None, false).await;
         let done = rig.session("node-1", other_agent, Some(user), true).await;
-        assert_eq!(
-            rig.store
-                .open_shell_counts(agent, Some(user), 0)
-                .await
-                .unwrap(),
-            (2, 2)
-        );
+        assert_eq!(rig.counts(agent, Some(user), 0).await, (2, 2));
         let mut tx = rig.store.begin().await.unwrap();
         let end = ShellEnd {
             reason: "test".into(),
@@ -143,27 +144,56 @@ async fn limits_count_open_sessions_per_agent_and_per_operator() {
             "ends once"
         );
         tx.commit().await.unwrap();
-        assert_eq!(
-            rig.store
-                .open_shell_counts(agent, Some(user), 0)
-                .await
-                .unwrap(),
-            (2, 1)
-        );
-        assert_eq!(
-            rig.store.open_shell_counts(agent, None, 0).await.unwrap().1,
-            0
-        );
+        assert_eq!(rig.counts(agent, Some(user), 0).await, (2, 1));
+        assert_eq!(rig.counts(agent, None, 0).await.1, 0);
         // Rows older than the longest a session lives do not count (a node that died with
         // them never came back).
         let later = T0 as i64 + 1;
-        assert_eq!(
-            rig.store
-                .open_shell_counts(agent, Some(user), later)
+        assert_eq!(rig.counts(agent, Some(user), later).await, (0, 0));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_opens_cannot_pass_a_limit() {
+    for rig in rigs().await {
+        let agent = Uuid::new_v4();
+        // Eight opens at once, each counting then inserting in its transaction, limit two.
+        let opens = (0..8).map(|_| {
+            let store = rig.store.clone();
+            let org = rig.org;
+            tokio::spawn(async move {
+                let mut tx = store.begin().await.unwrap();
+                let (per_agent, _) = tx.open_shell_counts(agent, None, 0).await.unwrap();
+                if per_agent >= 2 {
+                    return false;
+                }
+                tx.create_shell_session(
+                    &NewShellSession {
+                        id: Uuid::new_v4(),
+                        org_id: org,
+                        agent_id: agent,
+                        user_id: None,
+                        operator: "user:race@example.com".into(),
+                        opened_by: "session:race".into(),
+                        node_id: "node-1".into(),
+                        cols: 80,
+                        rows: 24,
+                        expires_at: 1,
+                    },
+                    0,
+                )
                 .await
-                .unwrap(),
-            (0, 0)
-        );
+                .unwrap();
+                tx.commit().await.unwrap();
+                true
+            })
+        });
+        let mut created = 0;
+        for open in opens.collect::<Vec<_>>() {
+            created += usize::from(open.await.unwrap());
+        }
+        assert_eq!(created, 2);
+        assert_eq!(rig.counts(agent, None, 0).await.0, 2);
     }
 }
 

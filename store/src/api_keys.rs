@@ -62,6 +62,16 @@ impl Store {
         row.as_ref().map(key_from_row).transpose()
     }
 
+    /// The key with this id, whatever its expiry: the caller checks `expires_at`.
+    pub async fn api_key(&self, id: Uuid) -> Result<Option<ApiKey>> {
+        let sql = format!("SELECT {KEY_COLS} FROM api_keys WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(uuid_text(id))
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
     /// An organisation's keys, newest first.
     pub async fn list_api_keys(&self, org_id: Uuid) -> Result<Vec<ApiKey>> {
         let sql = format!(

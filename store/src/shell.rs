@@ -6,10 +6,13 @@ use uuid::Uuid;
 
 use crate::db::{get_i64, get_opt_i64, get_opt_str, get_opt_uuid, get_str, get_uuid, uuid_text};
 use crate::error::{Result, StoreError, map_constraint};
-use crate::{Store, Tx};
+use crate::{Backend, Store, Tx};
 
 /// Most sessions one listing returns.
 pub const MAX_SHELL_PAGE: i64 = 500;
+/// PostgreSQL advisory lock that serialises shell opens (counting against the limits, then
+/// inserting).
+const SHELL_OPEN_LOCK_KEY: i64 = 0x7233_7368_656c_6c31;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShellStatus {
@@ -154,30 +157,6 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
-    /// Sessions not ended yet on `agent_id`, and those of `user_id` (when given), among those
-    /// created since `live_since` (older ones cannot still run: a row left open by a node that
-    /// never came back does not hold a place).
-    pub async fn open_shell_counts(
-        &self,
-        agent_id: Uuid,
-        user_id: Option<Uuid>,
-        live_since: i64,
-    ) -> Result<(i64, i64)> {
-        let row = sqlx::query(
-            "SELECT \
-               (SELECT COUNT(*) FROM shell_sessions WHERE agent_id = $1 AND status <> 'ended' \
-                  AND created_at >= $3) AS per_agent, \
-               (SELECT COUNT(*) FROM shell_sessions WHERE user_id = $2 AND status <> 'ended' \
-                  AND created_at >= $3) AS per_user",
-        )
-        .bind(uuid_text(agent_id))
-        .bind(user_id.map(uuid_text))
-        .bind(live_since)
-        .fetch_one(self.pool())
-        .await?;
-        Ok((get_i64(&row, "per_agent")?, get_i64(&row, "per_user")?))
-    }
-
     /// The recording's chunks in order (each a gzip member; concatenated, one gzip file).
     pub async fn shell_recording(&self, session_id: Uuid) -> Result<Vec<Vec<u8>>> {
         let rows = sqlx::query(
@@ -237,6 +216,40 @@ impl Store {
 }
 
 impl Tx {
+    /// Sessions not ended yet on `agent_id`, and those of `user_id` (when given), among those
+    /// created since `live_since` (older ones cannot still run: a row left open by a node that
+    /// never came back does not hold a place).
+    ///
+    /// Opens are serialised (SQLite: the transaction's write lock; PostgreSQL: an advisory lock
+    /// held until commit), so a count followed by the insert in the same transaction cannot be
+    /// raced past a limit.
+    pub async fn open_shell_counts(
+        &mut self,
+        agent_id: Uuid,
+        user_id: Option<Uuid>,
+        live_since: i64,
+    ) -> Result<(i64, i64)> {
+        if self.backend() == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(SHELL_OPEN_LOCK_KEY)
+                .execute(&mut *self.conn())
+                .await?;
+        }
+        let row = sqlx::query(
+            "SELECT \
+               (SELECT COUNT(*) FROM shell_sessions WHERE agent_id = $1 AND status <> 'ended' \
+                  AND created_at >= $3) AS per_agent, \
+               (SELECT COUNT(*) FROM shell_sessions WHERE user_id = $2 AND status <> 'ended' \
+                  AND created_at >= $3) AS per_user",
+        )
+        .bind(uuid_text(agent_id))
+        .bind(user_id.map(uuid_text))
+        .bind(live_since)
+        .fetch_one(&mut *self.conn())
+        .await?;
+        Ok((get_i64(&row, "per_agent")?, get_i64(&row, "per_user")?))
+    }
+
     pub async fn create_shell_session(
         &mut self,
         new: &NewShellSession,

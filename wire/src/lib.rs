@@ -8,6 +8,7 @@
 mod channel;
 mod envelope;
 mod error;
+mod file;
 mod frame;
 mod job;
 mod message;
@@ -21,6 +22,11 @@ mod shell;
 pub use channel::{Channel, channel_nonce};
 pub use envelope::{Envelope, HEADER_LEN, Header, SIGNATURE_LEN, Unverified, Verified};
 pub use error::WireError;
+pub use file::{
+    ChunkVerdict, FILE_CAPABILITY, FILE_CHUNK_BYTES, FileAck, FileChunk, FileDirection, FileDone,
+    FileGrant, FileMismatch, FileOpen, FileReady, FileReceiver, FileRefusal, MAX_FILE_PATH_BYTES,
+    PathRefusal, check_path,
+};
 pub use frame::{FrameReader, MAX_DATAGRAM_LEN, MAX_FRAME_LEN, decode_frame_len, encode_frame};
 pub use job::{
     DispatchRefusal, INTERPRETERS, JobAck, JobAckOutcome, JobDispatch, JobEnd, JobGrant, JobOutput,

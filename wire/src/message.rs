@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::WireError;
+use crate::file::{FileAck, FileChunk, FileDone, FileOpen, FileReady};
 use crate::job::{JobAck, JobDispatch, JobOutput, JobResult};
 use crate::metrics::{Capped, MAX_INTERFACES, MetricsBatch, MetricsSample};
 use crate::network::NetInterface;
@@ -255,6 +256,16 @@ pub enum Message {
     ShellExit(ShellExit),
     /// S → A, shell channel: end the shell.
     ShellClose(ShellClose),
+    /// S → A, the opener of a file transfer's channel.
+    FileOpen(FileOpen),
+    /// Receiver → sender, transfer channel: how much it holds (and a pull's size).
+    FileReady(FileReady),
+    /// Sender → receiver, transfer channel: one chunk.
+    FileChunk(FileChunk),
+    /// Sender → receiver, transfer channel: everything was sent.
+    FileDone(FileDone),
+    /// Receiver → sender, transfer channel: held so far, send again, complete or failed.
+    FileAck(FileAck),
 }
 
 /// The kind byte of an envelope header.
@@ -286,6 +297,11 @@ pub enum MessageKind {
     ShellOutput = 23,
     ShellExit = 24,
     ShellClose = 25,
+    FileOpen = 26,
+    FileReady = 27,
+    FileChunk = 28,
+    FileDone = 29,
+    FileAck = 30,
 }
 
 impl MessageKind {
@@ -316,6 +332,11 @@ impl MessageKind {
             23 => Self::ShellOutput,
             24 => Self::ShellExit,
             25 => Self::ShellClose,
+            26 => Self::FileOpen,
+            27 => Self::FileReady,
+            28 => Self::FileChunk,
+            29 => Self::FileDone,
+            30 => Self::FileAck,
             other => return Err(WireError::UnknownKind(other)),
         })
     }
@@ -349,6 +370,11 @@ impl Message {
             Self::ShellOutput(_) => MessageKind::ShellOutput,
             Self::ShellExit(_) => MessageKind::ShellExit,
             Self::ShellClose(_) => MessageKind::ShellClose,
+            Self::FileOpen(_) => MessageKind::FileOpen,
+            Self::FileReady(_) => MessageKind::FileReady,
+            Self::FileChunk(_) => MessageKind::FileChunk,
+            Self::FileDone(_) => MessageKind::FileDone,
+            Self::FileAck(_) => MessageKind::FileAck,
         }
     }
 
@@ -356,6 +382,7 @@ impl Message {
     pub fn channel_id(&self) -> Option<[u8; 16]> {
         match self {
             Self::ShellOpen(open) => Some(open.channel),
+            Self::FileOpen(open) => Some(open.channel),
             _ => None,
         }
     }

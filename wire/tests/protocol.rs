@@ -230,6 +230,28 @@ fn arb_shell_message() -> impl Strategy<Value = Message> {
             })
         ),
         ".{0,20}".prop_map(|reason| Message::ShellClose(ShellClose { reason })),
+        (any::<[u8; 16]>(), bytes(), bytes()).prop_map(|(channel, grant, signature)| {
+            Message::FileOpen(FileOpen {
+                channel,
+                grant,
+                signature,
+            })
+        }),
+        (any::<u64>(), proptest::option::of(any::<u64>()))
+            .prop_map(|(offset, size)| Message::FileReady(FileReady { offset, size })),
+        (any::<u64>(), bytes(), any::<[u8; 32]>()).prop_map(|(offset, data, hash)| {
+            Message::FileChunk(FileChunk { offset, data, hash })
+        }),
+        (any::<u64>(), any::<[u8; 32]>())
+            .prop_map(|(size, blake3)| Message::FileDone(FileDone { size, blake3 })),
+        (any::<u64>(), ".{0,20}", any::<[u8; 32]>(), any::<u8>()).prop_map(
+            |(offset, reason, blake3, pick)| Message::FileAck(match pick % 4 {
+                0 => FileAck::Held { offset },
+                1 => FileAck::Resend { offset, reason },
+                2 => FileAck::Complete { blake3 },
+                _ => FileAck::Failed(reason),
+            })
+        ),
     ]
 }
 

@@ -174,6 +174,27 @@ pub async fn role_in_org(domain: &Domain, user: &User, org_id: Uuid) -> DomainRe
     }
 }
 
+/// Whether the credential a long-lived stream (an event or shell WebSocket) was opened with
+/// still holds at `now`: a login session not revoked or expired, an API key not deleted or
+/// expired. A database hiccup counts as holding: live streams are not cut by it, the next
+/// check decides.
+pub async fn credential_holds(domain: &Domain, caller: &Caller, now: i64) -> bool {
+    let holds = match &caller.credential {
+        Credential::Session { session_id } => domain
+            .store
+            .auth_session(*session_id)
+            .await
+            .map(|s| s.is_some_and(|s| s.revoked_at.is_none() && s.refresh_expires_at > now)),
+        Credential::ApiKey { key_id, .. } => domain
+            .store
+            .api_key(*key_id)
+            .await
+            .map(|k| k.is_some_and(|k| k.expires_at.is_none_or(|at| at > now))),
+        Credential::Cli => Ok(true),
+    };
+    holds.unwrap_or(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,9 @@ pub use api_keys::{
     CreateApiKey, CreatedApiKey, DeleteApiKey, MAX_API_KEY_LIFETIME_S, MAX_API_KEY_NAME_CHARS,
     MAX_API_KEY_SCOPES, MIN_API_KEY_LIFETIME_S, api_key_target, key_scopes,
 };
-pub use authenticate::{MAX_CREDENTIAL_LEN, TOUCH_INTERVAL_MS, authenticate, role_in_org};
+pub use authenticate::{
+    MAX_CREDENTIAL_LEN, TOUCH_INTERVAL_MS, authenticate, credential_holds, role_in_org,
+};
 pub use caller::{Caller, Credential};
 pub use login::{
     Lockout, Login, LoginOutcome, MAX_LOGIN_EMAIL_CHARS, MAX_LOGIN_PASSWORD_BYTES,

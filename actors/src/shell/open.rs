@@ -90,11 +90,14 @@ impl OpenShell {
                 "the agent is connected to another server node",
             ));
         }
+        let id = Uuid::new_v4();
+        let operator = truncate(caller.actor(), MAX_OPERATOR_LEN);
+        let expires_at = now + i64::from(settings.open_timeout_s) * 1000;
+        let mut tx = domain.begin().await?;
         // A session older than its longest life cannot still run (a node that died with it
         // and never came back): it does not hold a place.
         let longest = i64::from(settings.open_timeout_s) + i64::from(settings.max_duration_s);
-        let (per_agent, per_user) = domain
-            .store
+        let (per_agent, per_user) = tx
             .open_shell_counts(agent.id, caller.user_id, now - longest * 1000)
             .await?;
         if per_agent >= i64::from(settings.max_per_agent) {
@@ -109,10 +112,6 @@ impl OpenShell {
                 settings.max_per_operator
             )));
         }
-        let id = Uuid::new_v4();
-        let operator = truncate(caller.actor(), MAX_OPERATOR_LEN);
-        let expires_at = now + i64::from(settings.open_timeout_s) * 1000;
-        let mut tx = domain.begin().await?;
         let session = tx
             .create_shell_session(
                 &NewShellSession {

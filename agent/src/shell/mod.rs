@@ -72,6 +72,18 @@ enum ToServer {
 struct Attachment {
     to_server: mpsc::Sender<ToServer>,
     from_server: mpsc::Receiver<FromServer>,
+    /// Resets the channel's stream: a channel the shell gave up on (stuck) must end visibly,
+    /// so the server reattaches instead of waiting on it.
+    cut: Option<oneshot::Sender<()>>,
+}
+
+impl Attachment {
+    /// Gives up on a stuck channel: its stream is reset, the server sees it end.
+    fn cut(mut self) {
+        if let Some(cut) = self.cut.take() {
+            let _ = cut.send(());
+        }
+    }
 }
 
 /// A reattach: output from `from` on goes to the new channel; the reply is where it starts.
@@ -213,9 +225,11 @@ impl ShellHost {
         let channel = Arc::new(Mutex::new(channel));
         let (to_server, to_server_rx) = mpsc::channel(CHANNEL_QUEUE);
         let (from_server_tx, from_server) = mpsc::channel(CHANNEL_QUEUE);
+        let (cut, cut_rx) = oneshot::channel();
         let attachment = Attachment {
             to_server,
             from_server,
+            cut: Some(cut),
         };
         let (session_id, outcome) = match self.open(&open, attachment).await {
             Ok((session_id, outcome)) => (session_id, outcome),
@@ -237,7 +251,7 @@ impl ShellHost {
             return;
         }
         tokio::spawn(read_channel(channel.clone(), recv, from_server_tx));
-        write_channel(channel, send, to_server_rx).await;
+        write_channel(channel, send, to_server_rx, cut_rx).await;
     }
 
     /// Starts the shell of a verified grant, or reattaches to it.
@@ -350,14 +364,32 @@ async fn write_channel(
     channel: Arc<Mutex<Channel>>,
     mut send: SendStream,
     mut from_shell: mpsc::Receiver<ToServer>,
+    mut cut: oneshot::Receiver<()>,
 ) {
-    while let Some(event) = from_shell.recv().await {
+    // `cut` answers Err once the attachment is gone without cutting (the normal end).
+    let mut cuttable = true;
+    loop {
+        let event = tokio::select! {
+            event = from_shell.recv() => event,
+            given_up = &mut cut, if cuttable => match given_up {
+                Ok(()) => return drop(send.reset(0u32.into())),
+                Err(_) => {
+                    cuttable = false;
+                    continue;
+                }
+            },
+        };
+        let Some(event) = event else { return };
         let (message, last) = match event {
             ToServer::Output(output) => (Message::ShellOutput(output), false),
             ToServer::Exit(exit) => (Message::ShellExit(exit), true),
         };
         let frame = lock(&channel).seal(message, now_ms());
-        if write_frame(&mut send, &frame).await.is_err() {
+        let written = tokio::select! {
+            written = write_frame(&mut send, &frame) => written,
+            Ok(()) = &mut cut, if cuttable => return drop(send.reset(0u32.into())),
+        };
+        if written.is_err() {
             return;
         }
         if last {
@@ -474,7 +506,10 @@ async fn run_shell(
                 if let Some(a) = &attached
                     && !send_output(a, offset, &buf[..n]).await
                 {
-                    attached = None;
+                    // Stuck, or gone: cut it, so the server reattaches.
+                    if let Some(stuck) = attached.take() {
+                        stuck.cut();
+                    }
                     detached_since = Some(Instant::now());
                 }
             }
@@ -506,8 +541,13 @@ async fn run_shell(
                 let (start, bytes) = log.since(from);
                 let _ = reply.send(start);
                 if send_output(&attachment, start, &bytes).await {
-                    attached = Some(attachment);
+                    // A channel still attached is an old one the server gave up on.
+                    if let Some(old) = attached.replace(attachment) {
+                        old.cut();
+                    }
                     detached_since = None;
+                } else {
+                    attachment.cut();
                 }
             }
             status = process.wait() => {

@@ -38,18 +38,10 @@ pub fn visible(caller: &Caller, event: &FleetEvent) -> bool {
     }
 }
 
-/// Whether the caller's login session is still valid (API keys always are); a stream checks
-/// it now and then.
+/// Whether the caller's credential still holds (its login session, or its API key); a stream
+/// checks it now and then.
 pub(crate) async fn still_valid(ctx: &ApiContext, caller: &Caller) -> bool {
-    let Some(session_id) = caller.session_id() else {
-        return true;
-    };
-    match ctx.store.auth_session(session_id).await {
-        Ok(Some(s)) => s.revoked_at.is_none() && s.refresh_expires_at > ctx.now_ms(),
-        Ok(None) => false,
-        // A database hiccup does not cut live streams; the next check decides.
-        Err(_) => true,
-    }
+    reap3r_actors::access::credential_holds(&ctx.domain, caller, ctx.now_ms()).await
 }
 
 pub struct EventsApi;

@@ -195,6 +195,10 @@ impl AgentProcess {
             .arg(&self.data_dir)
             .env("REAP3R_AGENT_MAX_BACKOFF_MS", "1000")
             .env("REAP3R_LOG", "warn")
+            // The agent's shells start the real default shell (bash -i), which reads
+            // ~/.bashrc: a home of its own keeps the machine's rc files (pyenv hooks on every
+            // prompt, say) out of the tests' timing.
+            .env("HOME", &self.data_dir)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)

@@ -696,3 +696,52 @@ async fn only_the_login_session_that_opened_a_shell_attaches_to_it() -> Result<(
     term.event("started").await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shell_opened_with_an_api_key_ends_when_the_key_is_deleted() -> Result<()> {
+    let fleet = TestFleet::builder()
+        .agents(1)
+        .backend(Backend::Sqlite)
+        .spawn()
+        .await?;
+    let org = default_org(&fleet.server).await?.id;
+    let admin = logged_in(&fleet.server, org, "ops@example.com", "org_admin").await?;
+    let key = admin
+        .post(
+            "/api/api-keys",
+            json!({ "name": "shell-script", "scopes": ["shell:open", "shell:view"] }),
+        )
+        .await?
+        .expect(200)?;
+    let secret = key["secret"].as_str().context("secret")?;
+    let script = admin.anonymous().with_api_key(secret);
+    let session = open(&script, fleet.agents[0].id, json!({})).await?;
+    let id: Uuid = session["id"].as_str().context("id")?.parse()?;
+    let path = session["ws_path"].as_str().context("ws_path")?;
+    let mut req =
+        format!("{}{path}", script.base.replace("http://", "ws://")).into_client_request()?;
+    req.headers_mut().insert("x-api-key", secret.parse()?);
+    let (socket, _) = tokio_tungstenite::connect_async(req).await?;
+    let mut term = Terminal {
+        socket,
+        output: String::new(),
+    };
+    term.event("started").await?;
+    // The key is deleted: at its next check (every 15 s) the socket's credential no longer
+    // holds, and the session ends.
+    let key_id = key["id"].as_str().context("key id")?;
+    admin
+        .delete(&format!("/api/api-keys/{key_id}"))
+        .await?
+        .expect(200)?;
+    eventually(
+        "the session to end with its key",
+        Duration::from_secs(40),
+        || async {
+            let s = fleet.server.node().store.shell_session(org, id).await?;
+            Ok(s.filter(|s| s.ended_at.is_some()).map(|_| ()))
+        },
+    )
+    .await?;
+    Ok(())
+}
