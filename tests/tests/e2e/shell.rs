@@ -729,7 +729,7 @@ async fn a_shell_opened_with_an_api_key_ends_when_the_key_is_deleted() -> Result
     term.event("started").await?;
     // The key is deleted: at its next check (every 15 s) the socket's credential no longer
     // holds, and the session ends.
-    let key_id = key["id"].as_str().context("key id")?;
+    let key_id = key["key"]["id"].as_str().context("key id")?;
     admin
         .delete(&format!("/api/api-keys/{key_id}"))
         .await?
