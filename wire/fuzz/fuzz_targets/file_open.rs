@@ -18,7 +18,11 @@ fuzz_target!(|data: &[u8]| {
     let cap = 4096;
     let mut receiver = FileReceiver::new(cap, None);
     for (i, piece) in data.chunks(97).enumerate() {
-        let offset = if i % 3 == 0 { receiver.offset() } else { u64::from(piece[0]) };
+        let offset = if i % 3 == 0 {
+            receiver.offset()
+        } else {
+            u64::from(piece[0])
+        };
         let mut chunk = FileChunk::new(offset, piece.to_vec());
         if i % 5 == 4 {
             chunk.hash[0] ^= 1;
