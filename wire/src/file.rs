@@ -12,7 +12,7 @@
 //! Not wired to an agent or the API yet: the transfer operations, the agent's writer and the
 //! server's content-addressed store come next (issue 14).
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 /// Domain separation for file grant signatures.
@@ -59,16 +59,9 @@ impl FileGrant {
 
     pub fn sign(&self, key: &SigningKey) -> (Vec<u8>, [u8; 64]) {
         let bytes = self.to_bytes();
-        let signature = key.sign(&signing_input(&bytes)).to_bytes();
+        let signature = crate::grant::sign(FILE_GRANT_CONTEXT, &bytes, key);
         (bytes, signature)
     }
-}
-
-fn signing_input(grant: &[u8]) -> Vec<u8> {
-    let mut input = Vec::with_capacity(FILE_GRANT_CONTEXT.len() + grant.len());
-    input.extend_from_slice(FILE_GRANT_CONTEXT);
-    input.extend_from_slice(grant);
-    input
 }
 
 /// Why a path is refused.
@@ -143,17 +136,9 @@ impl FileOpen {
         now_ms: u64,
         skew_ms: u64,
     ) -> Result<FileGrant, FileRefusal> {
-        let signature: [u8; 64] = self
-            .signature
-            .as_slice()
-            .try_into()
-            .map_err(|_| FileRefusal::BadSignature)?;
-        server_key
-            .verify(
-                &signing_input(&self.grant),
-                &Signature::from_bytes(&signature),
-            )
-            .map_err(|_| FileRefusal::BadSignature)?;
+        if !crate::grant::verify(FILE_GRANT_CONTEXT, &self.grant, &self.signature, server_key) {
+            return Err(FileRefusal::BadSignature);
+        }
         let grant: FileGrant =
             postcard::from_bytes(&self.grant).map_err(|e| FileRefusal::Malformed(e.to_string()))?;
         if &grant.agent_id != agent_id {

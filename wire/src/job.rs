@@ -14,7 +14,7 @@
 //! agent's X25519 key ([`JobDispatch::sealed`], a [`SealedEnv`]), whose BLAKE3 is in that
 //! target's signed grant ([`JobGrant::sealed_hash`]). See [`crate::seal_value`].
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use crate::sealing::SealedEnv;
@@ -22,7 +22,7 @@ use crate::{AgentConfig, WireError};
 
 /// Domain separation for grant signatures, so no other signed bytes can pass as a grant. v2:
 /// the grant carries `sealed_hash`.
-const GRANT_CONTEXT: &[u8] = b"reap3r job grant v2\0";
+pub(crate) const GRANT_CONTEXT: &[u8] = b"reap3r job grant v2\0";
 
 /// Most bytes of stdout an agent keeps (and streams) for one job.
 pub const MAX_STDOUT_BYTES: u32 = 64 * 1024;
@@ -242,16 +242,9 @@ impl JobGrant {
     /// Signs the grant's bytes; returns them with the signature.
     pub fn sign(&self, key: &SigningKey) -> (Vec<u8>, [u8; 64]) {
         let bytes = self.to_bytes();
-        let signature = key.sign(&signing_input(&bytes)).to_bytes();
+        let signature = crate::grant::sign(GRANT_CONTEXT, &bytes, key);
         (bytes, signature)
     }
-}
-
-fn signing_input(grant: &[u8]) -> Vec<u8> {
-    let mut input = Vec::with_capacity(GRANT_CONTEXT.len() + grant.len());
-    input.extend_from_slice(GRANT_CONTEXT);
-    input.extend_from_slice(grant);
-    input
 }
 
 /// Sent on a new stream to give an agent a job: the spec, the signed grant and the target's
@@ -316,15 +309,9 @@ impl JobDispatch {
         now_ms: u64,
         skew_ms: u64,
     ) -> Result<VerifiedJob, DispatchRefusal> {
-        let signature: [u8; 64] = self
-            .signature
-            .as_slice()
-            .try_into()
-            .map_err(|_| DispatchRefusal::BadSignature)?;
-        let signature = Signature::from_bytes(&signature);
-        server_key
-            .verify(&signing_input(&self.grant), &signature)
-            .map_err(|_| DispatchRefusal::BadSignature)?;
+        if !crate::grant::verify(GRANT_CONTEXT, &self.grant, &self.signature, server_key) {
+            return Err(DispatchRefusal::BadSignature);
+        }
         let grant: JobGrant = postcard::from_bytes(&self.grant)
             .map_err(|e| DispatchRefusal::Malformed(e.to_string()))?;
         if &grant.agent_id != agent_id {

@@ -10,6 +10,7 @@ mod envelope;
 mod error;
 mod file;
 mod frame;
+mod grant;
 mod job;
 mod message;
 mod metrics;

@@ -10,7 +10,7 @@
 //! grace period: the server opens a new channel with `resume_from`, and the agent sends what it
 //! kept from that offset on.
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 /// Domain separation for shell grant signatures, so no other signed bytes pass as one.
@@ -55,16 +55,9 @@ impl ShellGrant {
     /// Signs the grant's bytes; returns them with the signature.
     pub fn sign(&self, key: &SigningKey) -> (Vec<u8>, [u8; 64]) {
         let bytes = self.to_bytes();
-        let signature = key.sign(&signing_input(&bytes)).to_bytes();
+        let signature = crate::grant::sign(SHELL_GRANT_CONTEXT, &bytes, key);
         (bytes, signature)
     }
-}
-
-fn signing_input(grant: &[u8]) -> Vec<u8> {
-    let mut input = Vec::with_capacity(SHELL_GRANT_CONTEXT.len() + grant.len());
-    input.extend_from_slice(SHELL_GRANT_CONTEXT);
-    input.extend_from_slice(grant);
-    input
 }
 
 /// S → A, the opener of a shell channel.
@@ -105,17 +98,14 @@ impl ShellOpen {
         now_ms: u64,
         skew_ms: u64,
     ) -> Result<ShellGrant, ShellRefusal> {
-        let signature: [u8; 64] = self
-            .signature
-            .as_slice()
-            .try_into()
-            .map_err(|_| ShellRefusal::BadSignature)?;
-        server_key
-            .verify(
-                &signing_input(&self.grant),
-                &Signature::from_bytes(&signature),
-            )
-            .map_err(|_| ShellRefusal::BadSignature)?;
+        if !crate::grant::verify(
+            SHELL_GRANT_CONTEXT,
+            &self.grant,
+            &self.signature,
+            server_key,
+        ) {
+            return Err(ShellRefusal::BadSignature);
+        }
         let grant: ShellGrant = postcard::from_bytes(&self.grant)
             .map_err(|e| ShellRefusal::Malformed(e.to_string()))?;
         if &grant.agent_id != agent_id {
@@ -124,12 +114,11 @@ impl ShellOpen {
         if self.resume_from.is_none() && now_ms > grant.expires_at_ms.saturating_add(skew_ms) {
             return Err(ShellRefusal::Expired);
         }
-        if grant.cols == 0
-            || grant.rows == 0
-            || grant.cols > MAX_SHELL_DIMENSION
-            || grant.rows > MAX_SHELL_DIMENSION
-            || grant.operator.len() > MAX_OPERATOR_LEN
-        {
+        let size = ShellResize {
+            cols: grant.cols,
+            rows: grant.rows,
+        };
+        if !size.is_valid() || grant.operator.len() > MAX_OPERATOR_LEN {
             return Err(ShellRefusal::Malformed(
                 "terminal size or operator out of range".into(),
             ));
@@ -170,6 +159,9 @@ pub struct ShellResize {
 }
 
 impl ShellResize {
+    /// What a size out of range is told.
+    pub const OUT_OF_RANGE: &'static str = "cols and rows must be 1 to 1000";
+
     /// Whether the size is one a terminal can have.
     pub fn is_valid(&self) -> bool {
         (1..=MAX_SHELL_DIMENSION).contains(&self.cols)
@@ -285,7 +277,7 @@ mod tests {
         // Signed bytes that are not a grant.
         let key = server.clone();
         let junk = ShellOpen {
-            signature: key.sign(&signing_input(b"\xff")).to_bytes().to_vec(),
+            signature: crate::grant::sign(SHELL_GRANT_CONTEXT, b"\xff", &key).to_vec(),
             grant: b"\xff".to_vec(),
             ..open(&grant(), &server, None)
         };
@@ -299,12 +291,10 @@ mod tests {
     fn a_job_grant_signature_does_not_pass_as_a_shell_grant() {
         let server = SigningKey::from_bytes(&[7; 32]);
         let bytes = grant().to_bytes();
-        let mut job_context = b"reap3r job grant v2\0".to_vec();
-        job_context.extend_from_slice(&bytes);
         let o = ShellOpen {
             channel: [2; 16],
+            signature: crate::grant::sign(crate::job::GRANT_CONTEXT, &bytes, &server).to_vec(),
             grant: bytes,
-            signature: server.sign(&job_context).to_bytes().to_vec(),
             resume_from: None,
         };
         assert_eq!(check(&o, &server, 0), Err(ShellRefusal::BadSignature));
@@ -313,6 +303,7 @@ mod tests {
     #[test]
     fn resizes_are_bounded() {
         assert!(ShellResize { cols: 80, rows: 24 }.is_valid());
+        assert!(ShellResize::OUT_OF_RANGE.ends_with(&MAX_SHELL_DIMENSION.to_string()));
         assert!(!ShellResize { cols: 0, rows: 24 }.is_valid());
         assert!(
             !ShellResize {

@@ -3,7 +3,7 @@
 //! recording.
 
 use reap3r_store::{NewShellSession, ShellSession, Uuid};
-use reap3r_wire::{MAX_OPERATOR_LEN, MAX_SHELL_DIMENSION, SHELL_CAPABILITY, ShellGrant};
+use reap3r_wire::{MAX_OPERATOR_LEN, SHELL_CAPABILITY, ShellGrant, ShellResize};
 use serde_json::json;
 
 use super::ShellHub;
@@ -59,11 +59,12 @@ pub struct OpenShell {
 impl OpenShell {
     pub async fn run(self, hub: &ShellHub, caller: &Caller) -> DomainResult<ShellSession> {
         caller.require(Permission::ShellOpen)?;
-        let range = 1..=MAX_SHELL_DIMENSION;
-        if !range.contains(&self.cols) || !range.contains(&self.rows) {
-            return Err(DomainError::invalid(format!(
-                "cols and rows must be 1 to {MAX_SHELL_DIMENSION}"
-            )));
+        let size = ShellResize {
+            cols: self.cols,
+            rows: self.rows,
+        };
+        if !size.is_valid() {
+            return Err(DomainError::invalid(ShellResize::OUT_OF_RANGE));
         }
         let domain = &hub.inner.domain;
         let settings = &hub.inner.settings;

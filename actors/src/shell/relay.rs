@@ -126,41 +126,26 @@ pub(super) fn start(
         exit_code: None,
         inbox,
     };
-    let id = relay.session.id;
+    let session = relay.session.clone();
+    let id = session.id;
     let hub = hub.clone();
     tokio::spawn(async move {
         // A relay that fails still ends its session: the record says so, and the agent's shell
         // ends when its channel drops (after the reattach grace at the latest).
         if let Err(err) = tokio::spawn(relay.run()).await {
             warn!(session = %id, %err, "a shell relay failed");
-            if let Err(err) = end_failed(&hub, id).await {
+            let end = ShellEnd {
+                reason: "the server's relay of the session failed".into(),
+                exit_code: None,
+                bytes_in: 0,
+                bytes_out: 0,
+            };
+            if let Err(err) = record_end(&hub, &session, &end, 0).await {
                 warn!(session = %id, %err, "could not record the end of a failed shell relay");
             }
             hub.relay_ended(id);
         }
     });
-}
-
-/// Ends (and audits) a session whose relay failed.
-async fn end_failed(hub: &ShellHub, id: Uuid) -> DomainResult<()> {
-    let domain = &hub.inner.domain;
-    let now = domain.now_ms();
-    let end = ShellEnd {
-        reason: "the server's relay of the session failed".into(),
-        exit_code: None,
-        bytes_in: 0,
-        bytes_out: 0,
-    };
-    let mut tx = domain.begin().await?;
-    if let Some(session) = tx.end_shell_session(id, &end, now).await? {
-        let end = ShellEnd {
-            bytes_in: session.bytes_in as u64,
-            bytes_out: session.bytes_out as u64,
-            ..end
-        };
-        audit_close(&mut tx, &session, &end, session.recording_bytes as u64, now).await?;
-    }
-    domain.commit(tx).await
 }
 
 /// Attaches a new socket to a running session.
@@ -201,21 +186,38 @@ pub(super) async fn end_orphans(hub: &ShellHub) -> DomainResult<usize> {
             bytes_in: session.bytes_in as u64,
             bytes_out: session.bytes_out as u64,
         };
-        if tx.end_shell_session(session.id, &end, now).await?.is_some() {
-            audit_close(&mut tx, session, &end, session.recording_bytes as u64, now).await?;
-        }
+        end_in(&mut tx, session, &end, session.recording_bytes as u64, now).await?;
     }
     domain.commit(tx).await?;
     Ok(open.len())
 }
 
-async fn audit_close(
+/// Ends a session's record and audits its close (`shell.close`, with byte counts), in one
+/// transaction; nothing if it had ended already.
+async fn record_end(
+    hub: &ShellHub,
+    session: &ShellSession,
+    end: &ShellEnd,
+    recording_bytes: u64,
+) -> DomainResult<()> {
+    let domain = &hub.inner.domain;
+    let now = domain.now_ms();
+    let mut tx = domain.begin().await?;
+    end_in(&mut tx, session, end, recording_bytes, now).await?;
+    domain.commit(tx).await
+}
+
+/// [`record_end`]'s writes, in the caller's transaction.
+async fn end_in(
     tx: &mut reap3r_store::Tx,
     session: &ShellSession,
     end: &ShellEnd,
     recording_bytes: u64,
     now: i64,
 ) -> DomainResult<()> {
+    if tx.end_shell_session(session.id, end, now).await?.is_none() {
+        return Ok(());
+    }
     audit::record_as(
         tx,
         Some(session.org_id),
@@ -622,22 +624,20 @@ impl Relay {
             bytes_in: self.core.bytes_in(),
             bytes_out: self.core.bytes_out(),
         };
-        let domain = &self.hub.inner.domain;
         let recording_bytes = self.recording.written();
-        let result = async {
-            let mut tx = domain.begin().await?;
-            if tx
-                .end_shell_session(self.session.id, &end, now)
-                .await?
-                .is_some()
-            {
-                audit_close(&mut tx, &self.session, &end, recording_bytes, now).await?;
+        for attempt in 1..=STORE_ATTEMPTS {
+            match record_end(&self.hub, &self.session, &end, recording_bytes).await {
+                Ok(()) => break,
+                // The row stays open until this node restarts (which ends it); once older
+                // than a session can live it no longer counts against the limits.
+                Err(err) if attempt == STORE_ATTEMPTS => {
+                    warn!(session = %self.session.id, %err, "could not record the end of a shell session");
+                }
+                Err(err) => {
+                    debug!(session = %self.session.id, %err, attempt, "recording a shell session's end failed; again");
+                    tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
+                }
             }
-            domain.commit(tx).await
-        }
-        .await;
-        if let Err(err) = result {
-            warn!(session = %self.session.id, %err, "could not record the end of a shell session");
         }
         info!(session = %self.session.id, %reason, bytes_in = end.bytes_in, bytes_out = end.bytes_out, "shell session ended");
         self.send_client(ShellEvent::Ended {

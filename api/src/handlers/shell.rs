@@ -175,12 +175,8 @@ fn client_keys(message: Message) -> Result<Option<ShellKeys>, String> {
         Message::Text(text) => match serde_json::from_str::<ClientMessage>(&text) {
             Ok(ClientMessage::Input { data }) => Ok(Some(ShellKeys::Input(data.into_bytes()))),
             Ok(ClientMessage::Resize { cols, rows }) => {
-                let range = 1..=reap3r_wire::MAX_SHELL_DIMENSION;
-                if !range.contains(&cols) || !range.contains(&rows) {
-                    return Err(format!(
-                        "cols and rows must be 1 to {}",
-                        reap3r_wire::MAX_SHELL_DIMENSION
-                    ));
+                if !(reap3r_wire::ShellResize { cols, rows }).is_valid() {
+                    return Err(reap3r_wire::ShellResize::OUT_OF_RANGE.into());
                 }
                 Ok(Some(ShellKeys::Resize { cols, rows }))
             }

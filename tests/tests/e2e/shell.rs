@@ -520,6 +520,31 @@ async fn shell_requests_that_are_not_allowed_get_clear_refusals() -> Result<()> 
     )?;
     assert!(why.contains("at most 2"), "{why}");
 
+    // No such session: 404 for it and for its recording.
+    let unknown = Uuid::new_v4();
+    admin
+        .get(&format!("/api/shell/sessions/{unknown}"))
+        .await?
+        .error(404)?;
+    admin
+        .get(&format!("/api/shell/sessions/{unknown}/recording"))
+        .await?
+        .error(404)?;
+    // A socket message over the cap is answered with an error and changes nothing.
+    let mut term = Terminal::attach(&admin, &first).await?;
+    term.event("started").await?;
+    term.socket
+        .send(Message::Binary(vec![b'x'; 70 * 1024].into()))
+        .await?;
+    let error = term.event("error").await?;
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("at most")),
+        "{error}"
+    );
+    drop(term);
+
     // Only the operator who opened a session attaches to it.
     let path = first["ws_path"].as_str().context("ws_path")?;
     let token = other.bearer.clone().context("token")?;
