@@ -24,9 +24,10 @@ pub use channel::{Channel, channel_nonce};
 pub use envelope::{Envelope, HEADER_LEN, Header, SIGNATURE_LEN, Unverified, Verified};
 pub use error::WireError;
 pub use file::{
-    ChunkVerdict, FILE_CAPABILITY, FILE_CHUNK_BYTES, FileAck, FileChunk, FileDirection, FileDone,
-    FileGrant, FileMismatch, FileOpen, FileReady, FileReceiver, FileRefusal, MAX_FILE_PATH_BYTES,
-    PathRefusal, check_path,
+    ChunkVerdict, DoneVerdict, FILE_CAPABILITY, FILE_CHUNK_BYTES, FILE_PROGRESS_BYTES, FileAck,
+    FileChunk, FileDirection, FileDone, FileGrant, FileMismatch, FileOpen, FileReady, FileReceiver,
+    FileRefusal, FileSender, MAX_FILE_PATH_BYTES, MAX_FILE_RESENDS, PathRefusal, Received,
+    SenderStep, check_path,
 };
 pub use frame::{FrameReader, MAX_DATAGRAM_LEN, MAX_FRAME_LEN, decode_frame_len, encode_frame};
 pub use job::{

@@ -230,13 +230,14 @@ fn arb_shell_message() -> impl Strategy<Value = Message> {
             })
         ),
         ".{0,20}".prop_map(|reason| Message::ShellClose(ShellClose { reason })),
-        (any::<[u8; 16]>(), bytes(), bytes()).prop_map(|(channel, grant, signature)| {
-            Message::FileOpen(FileOpen {
+        (any::<[u8; 16]>(), bytes(), bytes(), any::<u64>()).prop_map(
+            |(channel, grant, signature, offset)| Message::FileOpen(FileOpen {
                 channel,
                 grant,
                 signature,
+                offset,
             })
-        }),
+        ),
         (any::<u64>(), proptest::option::of(any::<u64>()))
             .prop_map(|(offset, size)| Message::FileReady(FileReady { offset, size })),
         (any::<u64>(), bytes(), any::<[u8; 32]>()).prop_map(|(offset, data, hash)| {

@@ -12,6 +12,7 @@ fuzz_target!(|data: &[u8]| {
         channel: [3; 16],
         grant: data[..split].to_vec(),
         signature: data[split..].to_vec(),
+        offset: 0,
     };
     assert!(open.verify(&server, &[2; 16], 0, 0).is_err());
     let _ = check_path(&String::from_utf8_lossy(data));

@@ -1,16 +1,29 @@
 //! File transfers on the wire: the server-signed grant that lets one transfer move one file to
 //! or from one path on one agent, the messages of a transfer's channel ([`crate::Channel`]), and
-//! [`FileReceiver`], the pure core of whichever side receives (the agent for a push, the server
-//! for a pull).
+//! the pure cores of both ends: [`FileReceiver`] (the agent for a push, the server for a pull)
+//! and [`FileSender`] (the other one).
 //!
-//! A file moves in chunks of at most [`FILE_CHUNK_BYTES`], in order, each carrying the BLAKE3
-//! of its bytes; the receiver refuses a chunk whose hash does not match (and the sender sends it
-//! again), and at the end checks the whole file's BLAKE3 against what it was promised. A cut
-//! transfer resumes: the receiver says how much it holds (`FileReady::offset`, a chunk boundary)
-//! and the sender goes on from there.
+//! A transfer's channel, either way:
 //!
-//! Not wired to an agent or the API yet: the transfer operations, the agent's writer and the
-//! server's content-addressed store come next (issue 14).
+//! 1. S → A `FileOpen`: the signed grant, and for a pull the bytes the server holds already.
+//! 2. A → S `FileReady`: where the sender starts (a push: what the agent's temporary file holds;
+//!    a pull: the server's offset, within the file) and, for a pull, the file's size; or
+//!    `FileAck::Failed` when the agent refuses (grant, path, a device file).
+//! 3. Sender → receiver `FileChunk`s in order, each at most [`FILE_CHUNK_BYTES`] with the BLAKE3
+//!    of its bytes, then `FileDone` with the whole file's size and BLAKE3.
+//! 4. Receiver → sender `FileAck`: `Held` as the file grows (progress), `Resend` for a chunk that
+//!    does not verify (the sender goes back there), then `Complete` once the whole file verified
+//!    (and, on the agent, was renamed into place) or `Failed`.
+//!
+//! A cut transfer resumes on a new channel with a new grant for the same transfer: the receiver
+//! keeps whole chunks only, so it always resumes at a chunk boundary, and it hashes what it kept
+//! again so that the end's check covers the whole file.
+
+mod receiver;
+mod sender;
+
+pub use receiver::{ChunkVerdict, DoneVerdict, FileMismatch, FileReceiver, Received};
+pub use sender::{FileSender, SenderStep};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -24,6 +37,11 @@ pub const FILE_CAPABILITY: &str = "file_transfer";
 pub const FILE_CHUNK_BYTES: usize = 32 * 1024;
 /// Longest path in a grant, in bytes.
 pub const MAX_FILE_PATH_BYTES: usize = 4096;
+/// How often (in bytes held) a receiver reports its progress.
+pub const FILE_PROGRESS_BYTES: u64 = 1024 * 1024;
+/// Chunks a receiver refuses in one attempt before it fails the transfer (a link that corrupts
+/// this much above QUIC's own checks is not one to finish a file on).
+pub const MAX_FILE_RESENDS: u32 = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FileDirection {
@@ -47,6 +65,8 @@ pub struct FileGrant {
     pub blake3: Option<[u8; 32]>,
     /// The most bytes the transfer may move (a pull of a larger file is refused).
     pub max_bytes: u64,
+    /// The most bytes per second the agent sends (a pull); 0: no limit.
+    pub rate_limit: u64,
     pub issued_at_ms: u64,
     /// No transfer starts for this grant after this time (by the agent's clock, with slack).
     pub expires_at_ms: u64,
@@ -124,6 +144,8 @@ pub struct FileOpen {
     pub grant: Vec<u8>,
     /// 64-byte Ed25519 signature over the grant.
     pub signature: Vec<u8>,
+    /// A pull: the bytes the server holds already (it resumes there). A push: 0.
+    pub offset: u64,
 }
 
 impl FileOpen {
@@ -164,8 +186,8 @@ impl FileOpen {
     }
 }
 
-/// The receiver, at the start and after a cut: how much it holds (a chunk boundary) and, for a
-/// pull, the file's size.
+/// The agent's answer to an opener: where the sender starts (a chunk boundary) and, for a pull,
+/// the file's size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileReady {
     pub offset: u64,
@@ -184,122 +206,6 @@ impl FileChunk {
     pub fn new(offset: u64, data: Vec<u8>) -> Self {
         let hash = *blake3::hash(&data).as_bytes();
         Self { offset, data, hash }
-    }
-}
-
-/// What the receiver decided about a chunk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChunkVerdict {
-    /// Store the chunk's bytes at its offset; everything below `acked` is now held.
-    Write { offset: u64, acked: u64 },
-    /// Refused: the sender goes on from `resend_from`.
-    Resend {
-        resend_from: u64,
-        reason: &'static str,
-    },
-    /// A chunk that was held already (sent again after a resend); nothing to do.
-    Duplicate,
-}
-
-/// Why the whole file is refused at the end.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FileMismatch {
-    #[error("the file is {got} bytes, not the {expected} promised")]
-    Size { expected: u64, got: u64 },
-    #[error("the file's BLAKE3 is not the one promised")]
-    Hash,
-    #[error("the file is larger than the transfer's cap of {0} bytes")]
-    TooLarge(u64),
-}
-
-/// The receiving side of a transfer, pure: it takes chunks in order, checks each one's hash and
-/// the size cap, hashes the whole file as it goes, and judges it at the end. The driver stores
-/// the bytes it is told to and, after a cut, starts a new receiver with [`FileReceiver::resume`]
-/// over the bytes it kept.
-#[derive(Debug, Clone)]
-pub struct FileReceiver {
-    next: u64,
-    cap: u64,
-    expected: Option<(u64, [u8; 32])>,
-    hasher: blake3::Hasher,
-}
-
-impl FileReceiver {
-    /// A receiver from byte 0; `expected` is a push's promised size and hash.
-    pub fn new(cap: u64, expected: Option<(u64, [u8; 32])>) -> Self {
-        Self {
-            next: 0,
-            cap,
-            expected,
-            hasher: blake3::Hasher::new(),
-        }
-    }
-
-    /// A receiver that already holds `held` (the file's first bytes, as kept before a cut); it
-    /// keeps whole chunks only, so the resume starts at a chunk boundary. Returns it with how
-    /// much of `held` it kept.
-    pub fn resume(cap: u64, expected: Option<(u64, [u8; 32])>, held: &[u8]) -> (Self, u64) {
-        let mut receiver = Self::new(cap, expected);
-        let keep = held.len() - held.len() % FILE_CHUNK_BYTES;
-        let keep = keep.min(usize::try_from(cap).unwrap_or(usize::MAX));
-        receiver.hasher.update(&held[..keep]);
-        receiver.next = keep as u64;
-        (receiver, keep as u64)
-    }
-
-    /// Bytes held so far (where the next chunk starts).
-    pub fn offset(&self) -> u64 {
-        self.next
-    }
-
-    pub fn accept(&mut self, chunk: &FileChunk) -> ChunkVerdict {
-        let len = chunk.data.len() as u64;
-        let end = chunk.offset.saturating_add(len);
-        if chunk.offset < self.next && end <= self.next {
-            return ChunkVerdict::Duplicate;
-        }
-        let resend = |reason| ChunkVerdict::Resend {
-            resend_from: self.next,
-            reason,
-        };
-        if chunk.offset != self.next {
-            return resend("the chunk does not start where the file stands");
-        }
-        if chunk.data.is_empty() || chunk.data.len() > FILE_CHUNK_BYTES {
-            return resend("a chunk holds 1 to FILE_CHUNK_BYTES bytes");
-        }
-        if *blake3::hash(&chunk.data).as_bytes() != chunk.hash {
-            return resend("the chunk's bytes do not match its hash");
-        }
-        if end > self.cap || self.expected.is_some_and(|(size, _)| end > size) {
-            return resend("the chunk goes past the file's size");
-        }
-        self.hasher.update(&chunk.data);
-        self.next = end;
-        ChunkVerdict::Write {
-            offset: chunk.offset,
-            acked: end,
-        }
-    }
-
-    /// The sender says it sent everything: the whole file is judged against what was promised
-    /// (a push) or what the sender claims (a pull: its size and hash). Returns the file's hash.
-    pub fn finish(&self, claimed: (u64, [u8; 32])) -> Result<[u8; 32], FileMismatch> {
-        let (size, hash) = self.expected.unwrap_or(claimed);
-        if self.next > self.cap {
-            return Err(FileMismatch::TooLarge(self.cap));
-        }
-        if self.next != size || self.next != claimed.0 {
-            return Err(FileMismatch::Size {
-                expected: size,
-                got: self.next,
-            });
-        }
-        let got = *self.hasher.finalize().as_bytes();
-        if got != hash || got != claimed.1 {
-            return Err(FileMismatch::Hash);
-        }
-        Ok(got)
     }
 }
 
@@ -329,117 +235,6 @@ mod tests {
 
     const AGENT: [u8; 16] = [4; 16];
 
-    fn file(len: usize) -> Vec<u8> {
-        (0..len).map(|i| (i * 31 % 251) as u8).collect()
-    }
-
-    fn chunks(data: &[u8]) -> Vec<FileChunk> {
-        data.chunks(FILE_CHUNK_BYTES)
-            .enumerate()
-            .map(|(i, c)| FileChunk::new((i * FILE_CHUNK_BYTES) as u64, c.to_vec()))
-            .collect()
-    }
-
-    fn promise(data: &[u8]) -> (u64, [u8; 32]) {
-        (data.len() as u64, *blake3::hash(data).as_bytes())
-    }
-
-    /// Feeds `chunks` to `r`; the verdicts as text.
-    fn check(r: &mut FileReceiver, chunks: &[FileChunk]) -> Vec<String> {
-        chunks
-            .iter()
-            .map(|c| match r.accept(c) {
-                ChunkVerdict::Write { acked, .. } => format!("held {acked}"),
-                ChunkVerdict::Resend { resend_from, .. } => format!("resend {resend_from}"),
-                ChunkVerdict::Duplicate => "dup".into(),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_file_in_chunks_verifies_and_a_corrupted_chunk_is_sent_again() {
-        let data = file(3 * FILE_CHUNK_BYTES + 100);
-        let all = chunks(&data);
-        let mut r = FileReceiver::new(1 << 30, Some(promise(&data)));
-        let mut corrupt = all[1].clone();
-        corrupt.data[7] ^= 1;
-        let c = FILE_CHUNK_BYTES;
-        assert_eq!(
-            check(&mut r, &[all[0].clone(), corrupt, all[2].clone()]),
-            [
-                format!("held {c}"),
-                format!("resend {c}"),
-                format!("resend {c}")
-            ]
-        );
-        // Sent again from the refused chunk; a repeat of a held chunk changes nothing.
-        assert_eq!(
-            check(
-                &mut r,
-                &[
-                    all[1].clone(),
-                    all[0].clone(),
-                    all[2].clone(),
-                    all[3].clone()
-                ]
-            ),
-            [
-                format!("held {}", 2 * c),
-                "dup".into(),
-                format!("held {}", 3 * c),
-                format!("held {}", data.len())
-            ]
-        );
-        assert_eq!(r.finish(promise(&data)), Ok(promise(&data).1));
-    }
-
-    #[test]
-    fn a_cut_transfer_resumes_from_the_last_whole_chunk() {
-        let data = file(5 * FILE_CHUNK_BYTES);
-        let all = chunks(&data);
-        // The receiver kept 2.5 chunks' worth when the link was cut.
-        let held = &data[..2 * FILE_CHUNK_BYTES + FILE_CHUNK_BYTES / 2];
-        let (mut r, from) = FileReceiver::resume(1 << 30, Some(promise(&data)), held);
-        assert_eq!(from, 2 * FILE_CHUNK_BYTES as u64);
-        for c in &all[2..] {
-            assert!(matches!(r.accept(c), ChunkVerdict::Write { .. }));
-        }
-        assert!(r.finish(promise(&data)).is_ok());
-    }
-
-    #[test]
-    fn a_wrong_whole_file_or_one_past_its_cap_is_refused() {
-        let data = file(2 * FILE_CHUNK_BYTES);
-        let all = chunks(&data);
-        // Promised another file: every chunk is fine, the whole is not.
-        let other = file(2 * FILE_CHUNK_BYTES + 1);
-        let mut r = FileReceiver::new(1 << 30, Some((data.len() as u64, promise(&other).1)));
-        check(&mut r, &all);
-        assert_eq!(r.finish(promise(&data)), Err(FileMismatch::Hash));
-        // A pull claims a size it did not send.
-        let mut pull = FileReceiver::new(1 << 30, None);
-        check(&mut pull, &all[..1]);
-        assert!(matches!(
-            pull.finish(promise(&data)),
-            Err(FileMismatch::Size { .. })
-        ));
-        // A pull larger than the cap stops at the cap.
-        let mut capped = FileReceiver::new(FILE_CHUNK_BYTES as u64, None);
-        assert_eq!(
-            check(&mut capped, &all),
-            [
-                format!("held {FILE_CHUNK_BYTES}"),
-                format!("resend {FILE_CHUNK_BYTES}")
-            ]
-        );
-        // Empty, oversized or misplaced chunks.
-        let mut r = FileReceiver::new(1 << 30, None);
-        let empty = FileChunk::new(0, vec![]);
-        let big = FileChunk::new(0, vec![0; FILE_CHUNK_BYTES + 1]);
-        let ahead = FileChunk::new(5, vec![1]);
-        assert_eq!(check(&mut r, &[empty, big, ahead]), ["resend 0"; 3]);
-    }
-
     #[test]
     fn paths_must_be_absolute_and_plain() {
         assert_eq!(check_path("/etc/app/config.toml"), Ok(()));
@@ -456,15 +251,16 @@ mod tests {
     #[test]
     fn grants_are_checked_like_every_grant() {
         let server = SigningKey::from_bytes(&[7; 32]);
-        let data = file(10);
+        let data = [5u8; 10];
         let grant = FileGrant {
             transfer_id: [1; 16],
             agent_id: AGENT,
             direction: FileDirection::Push,
             path: "/tmp/x".into(),
             size: Some(10),
-            blake3: Some(promise(&data).1),
+            blake3: Some(*blake3::hash(&data).as_bytes()),
             max_bytes: 100,
+            rate_limit: 0,
             issued_at_ms: 0,
             expires_at_ms: 1_000,
         };
@@ -474,6 +270,7 @@ mod tests {
                 channel: [2; 16],
                 grant,
                 signature: signature.to_vec(),
+                offset: 0,
             }
         };
         let verify = |o: &FileOpen, now| o.verify(&server.verifying_key(), &AGENT, now, 0);
