@@ -87,13 +87,30 @@ impl FileReceiver {
     /// keeps whole chunks only, so the resume starts at a chunk boundary. Returns it with how
     /// much of `held` it kept.
     pub fn resume(cap: u64, expected: Option<(u64, [u8; 32])>, held: &[u8]) -> (Self, u64) {
+        let keep = Self::resumable(cap, held.len() as u64);
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&held[..keep as usize]);
+        (Self::resume_hashed(cap, expected, keep, hasher), keep)
+    }
+
+    /// How many of `held` bytes a resume keeps: whole chunks, within the cap.
+    pub fn resumable(cap: u64, held: u64) -> u64 {
+        (held - held % FILE_CHUNK_BYTES as u64).min(cap - cap % FILE_CHUNK_BYTES as u64)
+    }
+
+    /// A receiver over the first `kept` bytes of the file ([`Self::resumable`]), which the
+    /// driver read from its store and fed to `hasher` (a file too large to hold in memory).
+    pub fn resume_hashed(
+        cap: u64,
+        expected: Option<(u64, [u8; 32])>,
+        kept: u64,
+        hasher: blake3::Hasher,
+    ) -> Self {
         let mut receiver = Self::new(cap, expected);
-        let keep = held.len() - held.len() % FILE_CHUNK_BYTES;
-        let keep = keep.min(usize::try_from(cap).unwrap_or(usize::MAX));
-        receiver.hasher.update(&held[..keep]);
-        receiver.next = keep as u64;
-        receiver.reported = keep as u64;
-        (receiver, keep as u64)
+        receiver.hasher = hasher;
+        receiver.next = kept;
+        receiver.reported = kept;
+        receiver
     }
 
     /// Bytes held so far (where the next chunk starts).
