@@ -25,6 +25,9 @@ pub enum DomainError {
     /// The request conflicts with the current state (HTTP 409).
     #[error("{0}")]
     Conflict(String),
+    /// The body is larger than the operation takes (HTTP 413).
+    #[error("{0}")]
+    TooLarge(String),
     /// Too many attempts (HTTP 429).
     #[error("{message}")]
     TooMany { code: &'static str, message: String },

@@ -68,6 +68,18 @@ pub enum FleetEvent {
         agent_id: Option<Uuid>,
         by: String,
     },
+    /// A file transfer started, moved on (about every MiB the receiver holds), or ended.
+    FileTransfer {
+        transfer_id: Uuid,
+        org_id: Uuid,
+        agent_id: Uuid,
+        direction: &'static str,
+        status: &'static str,
+        bytes_done: u64,
+        size: Option<u64>,
+        attempts: u32,
+        error: Option<String>,
+    },
     /// A record appended to the audit log (a mutation through the API or the CLI).
     Audit {
         org_id: Option<Uuid>,
@@ -90,7 +102,8 @@ impl FleetEvent {
             | FleetEvent::JobOutput { org_id, .. }
             | FleetEvent::AlertFired { org_id, .. }
             | FleetEvent::AlertResolved { org_id, .. }
-            | FleetEvent::AlertAcked { org_id, .. } => Some(*org_id),
+            | FleetEvent::AlertAcked { org_id, .. }
+            | FleetEvent::FileTransfer { org_id, .. } => Some(*org_id),
             FleetEvent::Audit { org_id, .. } => *org_id,
         }
     }

@@ -16,6 +16,7 @@ mod drain;
 pub mod enrolment;
 mod error;
 mod events;
+pub mod files;
 pub mod groups;
 pub mod jobs;
 mod link;

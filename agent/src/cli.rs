@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::{EnrolOptions, RunOptions};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(name = "reap3r-agent", version, about = "Reap3r endpoint agent")]
@@ -44,7 +44,17 @@ enum Command {
         /// shells off.
         #[arg(long, env = "REAP3R_AGENT_SHELL")]
         shell: Option<String>,
+        /// Whether the server may push files to this agent and pull files from it.
+        #[arg(long, env = "REAP3R_AGENT_FILES", value_enum, default_value_t = Switch::On)]
+        files: Switch,
     },
+}
+
+/// A feature turned on or off on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Switch {
+    On,
+    Off,
 }
 
 /// Entry point of the agent binary (also used by the end-to-end test binaries).
@@ -105,6 +115,7 @@ async fn main_async() -> ExitCode {
             max_backoff_ms,
             power_command,
             shell,
+            files,
         } => {
             let (tx, rx) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
@@ -120,6 +131,7 @@ async fn main_async() -> ExitCode {
                 Some("off") => None,
                 Some(path) => Some(PathBuf::from(path)),
             };
+            opts.files = files == Switch::On;
             match crate::run(opts, rx).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {

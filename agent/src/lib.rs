@@ -1,11 +1,12 @@
 //! The Reap3r agent: enrols with a token, keeps its identity and pins in redb, stays connected
 //! over pinned QUIC with signed heartbeats, metrics and config updates, and runs server-signed
-//! jobs with a durable ledger and result outbox (docs/JOBS.md) and server-granted remote shells
-//! on a PTY (docs/PROTOCOL.md).
+//! jobs with a durable ledger and result outbox (docs/JOBS.md), server-granted remote shells
+//! on a PTY and server-granted file transfers (docs/PROTOCOL.md).
 
 mod backoff;
 pub mod cli;
 mod error;
+mod files;
 mod identity;
 mod inventory;
 mod jobs;

@@ -12,6 +12,7 @@ use reap3r_wire::{
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use crate::files::FileHost;
 use crate::identity::{AgentIdentity, IdentityStore};
 use crate::inventory::{self, Sampler};
 use crate::jobs::{ConfigRequest, EngineOptions, JobEngine};
@@ -152,6 +153,8 @@ pub struct RunOptions {
     pub power_command: String,
     /// The shell remote shells run; `None` turns remote shells off.
     pub shell: Option<PathBuf>,
+    /// Whether the server may push files to this agent and pull files from it.
+    pub files: bool,
 }
 
 impl RunOptions {
@@ -162,6 +165,7 @@ impl RunOptions {
             max_backoff: Duration::from_secs(60),
             power_command: "shutdown".into(),
             shell: Some(crate::shell::default_shell()),
+            files: true,
         }
     }
 }
@@ -189,6 +193,12 @@ pub async fn run(opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> Resul
         identity.server_key,
         opts.shell.clone(),
     );
+    let files = FileHost::new(
+        identity.agent_id,
+        identity.signing_key.clone(),
+        identity.server_key,
+        opts.files,
+    );
     let addr = transport::resolve(&identity.server).await?;
     let endpoint = transport::client_endpoint(addr)?;
     let mut backoff = Backoff::new(opts.base_backoff, opts.max_backoff);
@@ -203,6 +213,7 @@ pub async fn run(opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> Resul
         store: &store,
         engine: &engine,
         shells: shells.clone(),
+        files,
         config_rx: &mut config_rx,
         shutdown: &mut shutdown,
         outbox,
@@ -263,6 +274,8 @@ struct Session<'a> {
     engine: &'a JobEngine,
     /// Remote shells; they outlive a connection for a grace period.
     shells: ShellHost,
+    /// File transfers; a cut one is resumed by the server on a new channel.
+    files: FileHost,
     config_rx: &'a mut mpsc::UnboundedReceiver<ConfigRequest>,
     shutdown: &'a mut watch::Receiver<bool>,
     /// Buffered metrics samples, sent by each connection in turn.
@@ -314,6 +327,9 @@ impl Session<'_> {
         capabilities.extend(self.engine.capabilities());
         if self.shells.enabled() {
             capabilities.push(reap3r_wire::SHELL_CAPABILITY.into());
+        }
+        if self.files.enabled() {
+            capabilities.push(reap3r_wire::FILE_CAPABILITY.into());
         }
         let hello = Hello {
             agent_version: AGENT_VERSION.into(),
@@ -420,12 +436,19 @@ impl Session<'_> {
                 }
                 Some(stream) = job_streams.recv() => {
                     let JobStream { frame, send, recv } = stream;
-                    if reap3r_wire::Envelope::<reap3r_wire::Unverified>::peek_kind(&frame) == Some(reap3r_wire::MessageKind::ShellOpen) {
-                        if let Some(nonce) = link.session_nonce() {
-                            self.shells.serve(frame, send, recv, nonce);
+                    // Channels (shells, file transfers) go to their hosts; the rest are jobs.
+                    match reap3r_wire::Envelope::<reap3r_wire::Unverified>::peek_kind(&frame) {
+                        Some(reap3r_wire::MessageKind::ShellOpen) => {
+                            if let Some(nonce) = link.session_nonce() {
+                                self.shells.serve(frame, send, recv, nonce);
+                            }
                         }
-                    } else {
-                        self.engine.dispatch(frame, send, recv, link.clone());
+                        Some(reap3r_wire::MessageKind::FileOpen) => {
+                            if let Some(nonce) = link.session_nonce() {
+                                self.files.serve(frame, send, recv, nonce);
+                            }
+                        }
+                        _ => self.engine.dispatch(frame, send, recv, link.clone()),
                     }
                 }
                 Some(req) = self.config_rx.recv() => {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use reap3r_actors::access::AccessSettings;
 use reap3r_actors::alerts::AlertSink;
 pub use reap3r_actors::enrolment::EnrolmentInfo;
+use reap3r_actors::files::FileHub;
 use reap3r_actors::notify::Channels;
 use reap3r_actors::shell::ShellHub;
 use reap3r_actors::{Clock, Domain, EventBus, FleetStats, JobEngine};
@@ -71,6 +72,8 @@ pub struct ApiContext {
     pub jobs: Option<JobEngine>,
     /// The remote shells this node relays; `None` where no node runs.
     pub shells: Option<ShellHub>,
+    /// The file transfers this node runs; `None` where no node runs.
+    pub files: Option<FileHub>,
     /// Sends integration tests now (the notifier delivers everything else).
     pub notify: Channels,
     /// Where operator acks and resolves of alerts are handed to notification routing.

@@ -180,6 +180,9 @@ impl From<DomainError> for ApiError {
             DomainError::NotFound(what) => ApiError::not_found(what),
             DomainError::Conflict(message) => ApiError::conflict(message),
             DomainError::TooMany { code, message } => ApiError::too_many(code, message),
+            DomainError::TooLarge(message) => {
+                ApiError::PayloadTooLarge(body("payload_too_large", message))
+            }
             DomainError::Unavailable(message) => {
                 tracing::error!(%message, "a part of the server failed while serving a request");
                 ApiError::unavailable(message)

@@ -114,7 +114,7 @@ impl<E> Guard<E> {
         if route.access == Access::Public {
             self.limit(address_key(&req))?;
         }
-        if carries_body(req.method()) {
+        if carries_body(req.method()) && !routes::streams_body(route) {
             cap_body(&mut req, self.ctx.settings.max_body_bytes).await?;
         }
         if route.access == Access::Public {

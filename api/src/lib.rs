@@ -34,6 +34,7 @@ use handlers::alerting_silences::AlertingSilencesApi;
 use handlers::api_keys::ApiKeysApi;
 use handlers::audit::AuditApi;
 use handlers::auth::AuthApi;
+use handlers::files::FilesApi;
 use handlers::groups::{CompaniesApi, FoldersApi, SitesApi, TagsApi};
 use handlers::health::HealthApi;
 use handlers::jobs::JobsApi;
@@ -65,7 +66,7 @@ type Apis = (
         AlertingIntegrationsApi,
     ),
     (MetricsApi, VaultApi, WakeApi, ShellApi),
-    (AlertRulesApi, AlertEventsApi),
+    (AlertRulesApi, AlertEventsApi, FilesApi),
 );
 
 fn service() -> OpenApiService<Apis, ()> {
@@ -81,7 +82,7 @@ fn service() -> OpenApiService<Apis, ()> {
                 AlertingIntegrationsApi,
             ),
             (MetricsApi, VaultApi, WakeApi, ShellApi),
-            (AlertRulesApi, AlertEventsApi),
+            (AlertRulesApi, AlertEventsApi, FilesApi),
         ),
         "Reap3r API",
         env!("CARGO_PKG_VERSION"),

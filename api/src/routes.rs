@@ -58,6 +58,14 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/api/shell/sessions", p(ShellView)),
     r("GET", "/api/shell/sessions/{id}", p(ShellView)),
     r("GET", "/api/shell/sessions/{id}/recording", p(ShellView)),
+    // Files: uploads, downloads, pushes to and pulls from agents
+    r("POST", "/api/files", p(FilePush)),
+    r("GET", "/api/files", p(FileView)),
+    r("GET", "/api/files/{blake3}", p(FilePull)),
+    r("POST", "/api/agents/{id}/files/push", p(FilePush)),
+    r("POST", "/api/agents/{id}/files/pull", p(FilePull)),
+    r("GET", "/api/transfers", p(FileView)),
+    r("GET", "/api/transfers/{id}", p(FileView)),
     // Users
     r("GET", "/api/users", p(UserList)),
     r("POST", "/api/users", p(UserCreate)),
@@ -313,6 +321,14 @@ pub fn methods_for(path: &str) -> Vec<&'static str> {
     methods.sort_unstable();
     methods.dedup();
     methods
+}
+
+/// Routes whose body the handler streams (a file upload, capped by its own setting) instead of
+/// the guard reading it under the API's body cap.
+const STREAMED_BODIES: &[(&str, &str)] = &[("POST", "/api/files")];
+
+pub fn streams_body(route: &Route) -> bool {
+    STREAMED_BODIES.contains(&(route.method, route.path))
 }
 
 /// The route template for metrics labels: bounded cardinality whatever the ids in paths.

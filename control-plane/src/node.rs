@@ -9,6 +9,7 @@ use poem::listener::{Acceptor, Listener, TcpListener};
 use quinn::Endpoint;
 use ractor::ActorRef;
 use reap3r_actors::alerts::{AlertSamples, AlertSettings, AlertSink, AlertingArgs};
+use reap3r_actors::files::{BlobStore, FileHub};
 use reap3r_actors::jobs::JobSupervisorMsg;
 use reap3r_actors::metrics::{MetricsIntake, MetricsSettings, SampleSink};
 use reap3r_actors::notify::{Channels, NotifierArgs, NotifierSettings, NotifySettings};
@@ -129,6 +130,8 @@ pub struct Node {
     pub root: ActorRef<RootMsg>,
     /// The remote shells this node relays.
     pub shells: ShellHub,
+    /// The file transfers this node runs.
+    pub files: FileHub,
     /// The one drain signal: raised once at shutdown, watched by every subsystem.
     drain: Drain,
     endpoint: Endpoint,
@@ -281,6 +284,26 @@ impl Node {
             );
         }
         shells.spawn_maintenance(drain.signal());
+        let blobs = BlobStore::open(&config.data_dir.join("files"))
+            .map_err(|e| NodeError::Actors(format!("file store: {e}")))?;
+        let files = FileHub::new(
+            ctx.domain(),
+            router.clone(),
+            ctx.server_key.clone(),
+            config.node_id.clone(),
+            config.files.clone(),
+            blobs,
+        );
+        let orphans = files
+            .recover()
+            .await
+            .map_err(|e| NodeError::Actors(format!("file transfers: {e}")))?;
+        if orphans > 0 {
+            info!(
+                transfers = orphans,
+                "failed the file transfers left unfinished by the previous run"
+            );
+        }
         let endpoint = gateway::bind_endpoint(config.quic_addr, &identity, idle)?;
         let quic_addr = endpoint.local_addr().map_err(|source| GatewayError::Bind {
             addr: config.quic_addr,
@@ -320,6 +343,7 @@ impl Node {
             }),
             jobs: Some(JobEngine::new(ctx.clone())),
             shells: Some(shells.clone()),
+            files: Some(files.clone()),
             alert_sink,
             node: Arc::new(NodeLink {
                 router,
@@ -350,6 +374,7 @@ impl Node {
             registry,
             root,
             shells,
+            files,
             drain,
             endpoint,
             accept_task,
@@ -400,6 +425,7 @@ impl Node {
         self.quic_listening.store(false, Ordering::Relaxed);
         self.endpoint.set_server_config(None);
         self.shells.shutdown(left(deadline)).await;
+        self.files.shutdown(left(deadline)).await;
         match self
             .root
             .call(

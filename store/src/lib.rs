@@ -10,6 +10,7 @@ mod api_keys;
 mod audit;
 mod db;
 mod error;
+mod files;
 mod groups;
 mod jobs;
 mod login_events;
@@ -46,6 +47,10 @@ pub use audit::{
     AuditFilter, AuditRecord, ChainReport, GENESIS_HASH, MAX_AUDIT_PAGE, NewAuditEntry,
 };
 pub use error::{Result, StoreError, TokenRefusal};
+pub use files::{
+    FileBlob, FileDirectionRow, FileTransfer, MAX_FILE_PAGE, NewFileTransfer, TransferEnd,
+    TransferStatus,
+};
 pub use groups::{AgentPlacement, Group, GroupKind, GroupUpdate, MAX_GROUP_NAME_CHARS, NewGroup};
 pub use jobs::{
     Job, JobFilter, JobStats, JobStatus, JobTarget, JobTargetGrant, JobTargetSelector,

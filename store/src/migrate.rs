@@ -31,6 +31,7 @@ const SQLITE: &[(i64, &str)] = &[
         include_str!("../../migrations/sqlite/0010_sealed_env.sql"),
     ),
     (11, include_str!("../../migrations/sqlite/0011_shell.sql")),
+    (12, include_str!("../../migrations/sqlite/0012_files.sql")),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
@@ -59,6 +60,7 @@ const POSTGRES: &[(i64, &str)] = &[
         include_str!("../../migrations/postgres/0010_sealed_env.sql"),
     ),
     (11, include_str!("../../migrations/postgres/0011_shell.sql")),
+    (12, include_str!("../../migrations/postgres/0012_files.sql")),
 ];
 
 /// Advisory-lock key that serialises migrations across processes on PostgreSQL ("R3MIGRAT").

@@ -116,6 +116,9 @@ permissions! {
     SecretUse => "secret:use",
     ShellOpen => "shell:open",
     ShellView => "shell:view",
+    FilePush => "file:push",
+    FilePull => "file:pull",
+    FileView => "file:view",
 }
 
 /// How many permissions there are: the fixed ones, then one per job type.
@@ -236,6 +239,8 @@ impl Role {
                         | SecretWrite
                         | SecretReveal
                         | SecretUse
+                        // Pushing and pulling files act as root on the agent: an admin's.
+                        | FileView
                 ),
             },
             Role::Viewer => matches!(

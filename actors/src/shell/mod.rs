@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 pub use self::core::{AGENT_RETRY_MS, Effect, Limits, ShellCore};
+pub(crate) use open::truncate;
 pub use open::{
     AttachShell, GetShellSession, ListShellSessions, OpenShell, ReadShellRecording,
     ShellRecordingFile, shell_target, step_up_required,

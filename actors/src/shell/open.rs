@@ -27,7 +27,7 @@ fn credential_of(caller: &Caller) -> String {
 }
 
 /// `text` cut to at most `max` bytes, at a character boundary.
-pub(super) fn truncate(text: String, max: usize) -> String {
+pub(crate) fn truncate(text: String, max: usize) -> String {
     if text.len() <= max {
         return text;
     }

@@ -11,6 +11,7 @@ pub mod alerting_silences;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
+pub mod files;
 pub mod groups;
 pub mod health;
 pub mod jobs;
@@ -61,6 +62,8 @@ pub enum ApiTags {
     Vault,
     /// Remote shells on agents: open, attach over a WebSocket, sessions and recordings.
     Shell,
+    /// Files: uploads, downloads (with ranges), pushes to and pulls from agents, transfers.
+    Files,
 }
 
 /// Page size: default 100, between 1 and `max`.

@@ -34,6 +34,7 @@ pub fn visible(caller: &Caller, event: &FleetEvent) -> bool {
         FleetEvent::AlertFired { .. }
         | FleetEvent::AlertResolved { .. }
         | FleetEvent::AlertAcked { .. } => caller.allows(Permission::AlertEventList),
+        FleetEvent::FileTransfer { .. } => caller.allows(Permission::FileView),
         _ => caller.allows(Permission::AgentList),
     }
 }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use reap3r_actors::files::FileSettings;
 use reap3r_actors::metrics::{DEFAULT_FLUSH_MAX, DEFAULT_INTAKE_CAPACITY};
 use reap3r_actors::shell::ShellSettings;
 use reap3r_actors::vault::KeySource;
@@ -13,6 +14,7 @@ use reap3r_actors::vault::KeySource;
 use reap3r_api::rate_limit::RateSettings;
 
 mod api;
+mod files;
 mod shell;
 
 pub use api::ApiTls;
@@ -60,6 +62,8 @@ pub struct Config {
     pub api_rate: RateSettings,
     /// Remote shells: limits, timeouts, recordings.
     pub shell: ShellSettings,
+    /// File transfers: size cap, limits, rate limit, resume window.
+    pub files: FileSettings,
 }
 
 /// Metrics settings: (file key and variable suffix, default, allowed range). 1 h rollups must
@@ -113,6 +117,8 @@ struct FileConfig {
     api_rate_burst: Option<u32>,
     #[serde(flatten)]
     shell: shell::ShellFile,
+    #[serde(flatten)]
+    files: files::FilesFile,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +161,10 @@ const ENV_KEYS: &[&str] = &[
     "REAP3R_SHELL_REATTACH_GRACE_S",
     "REAP3R_SHELL_RECORDING_CAP_MB",
     "REAP3R_SHELL_RETENTION_D",
+    "REAP3R_FILE_MAX_MB",
+    "REAP3R_FILE_MAX_PER_AGENT",
+    "REAP3R_FILE_RATE_LIMIT_KIB_S",
+    "REAP3R_FILE_RESUME_TIMEOUT_S",
 ];
 
 impl Config {
@@ -332,6 +342,7 @@ impl Config {
         ];
         let metrics_queue = ranged(METRICS_QUEUE, file.metrics_queue);
         let shell = shell::shell_settings(&mut ranged, &file.shell, shell_step_up);
+        let files = files::file_settings(&mut ranged, &file.files);
         let api_tls = parse_api_tls(
             &mut errors,
             pick("REAP3R_API_TLS", file.api_tls),
@@ -392,6 +403,7 @@ impl Config {
             api_tls,
             api_rate,
             shell,
+            files,
         })
     }
 
@@ -419,6 +431,7 @@ impl Config {
             api_tls: ApiTls::Off,
             api_rate: RateSettings::DEFAULT,
             shell: ShellSettings::default(),
+            files: FileSettings::default(),
         }
     }
 }

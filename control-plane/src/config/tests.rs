@@ -276,3 +276,27 @@ fn shell_settings_come_from_file_and_env_within_their_ranges() {
         Err(&["shell_max_per_agnet"]),
     );
 }
+
+#[test]
+fn file_settings_come_from_file_and_env_within_their_ranges() {
+    check(None, &[], Ok(&|c| c.files == FileSettings::default()));
+    check(
+        Some("file_max_mb = 50\nfile_rate_limit_kib_s = 512"),
+        &[("REAP3R_FILE_MAX_PER_AGENT", "2")],
+        Ok(&|c| {
+            c.files.max_file_bytes == 50 * 1024 * 1024
+                && c.files.rate_limit_bytes_per_s == 512 * 1024
+                && c.files.max_per_agent == 2
+                && c.files.resume_timeout_s == FileSettings::default().resume_timeout_s
+        }),
+    );
+    check(
+        Some("file_max_mb = 0"),
+        &[("REAP3R_FILE_RESUME_TIMEOUT_S", "1")],
+        Err(&[
+            "file_max_mb must be between 1 and 65536",
+            "file_resume_timeout_s must be between 10 and 86400",
+        ]),
+    );
+    check(Some("file_max_bm = 3"), &[], Err(&["unknown field"]));
+}
