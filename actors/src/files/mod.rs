@@ -7,10 +7,12 @@
 //!
 //! - [`ops`]: the operations — [`UploadFile`], [`ListFiles`], [`OpenFile`], [`PushFile`],
 //!   [`PullFile`], [`GetFileTransfer`], [`ListFileTransfers`].
-//! - [`transfer`]: one task per transfer: attempts, the sender (push) or receiver (pull), the end.
+//! - [`transfer`]: one task per transfer: attempts, the sender (push) or receiver (pull).
+//! - [`ending`]: the end's record, the pulled file and the audit entry in one transaction.
 //! - [`blobs`]: the content-addressed store on disk.
 
 mod blobs;
+mod ending;
 mod ops;
 mod transfer;
 
@@ -150,7 +152,7 @@ impl FileHub {
 
     /// Ends (and audits) the transfers this node left unfinished when it last stopped.
     pub async fn recover(&self) -> crate::DomainResult<usize> {
-        transfer::end_orphans(self).await
+        ending::end_orphans(self).await
     }
 
     /// Ends every transfer ("the server is shutting down") and waits, up to `grace`, for their

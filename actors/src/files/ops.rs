@@ -55,17 +55,16 @@ impl UploadFile {
         E: std::fmt::Display,
     {
         caller.require(Permission::FilePush)?;
-        if let Some(name) = &self.name {
-            if name.is_empty()
+        if let Some(name) = &self.name
+            && (name.is_empty()
                 || name.len() > MAX_FILE_NAME_BYTES
                 || name.contains('/')
-                || name.chars().any(char::is_control)
-            {
-                return Err(DomainError::invalid(format!(
-                    "a file name is 1 to {MAX_FILE_NAME_BYTES} bytes, without `/` or control \
-                     characters"
-                )));
-            }
+                || name.chars().any(char::is_control))
+        {
+            return Err(DomainError::invalid(format!(
+                "a file name is 1 to {MAX_FILE_NAME_BYTES} bytes, without `/` or control \
+                 characters"
+            )));
         }
         let cap = hub.inner.settings.max_file_bytes;
         let (blake3, size) = hub.inner.blobs.put(body, cap).await.map_err(|e| match e {

@@ -246,11 +246,15 @@ pub struct TestFleet {
     pub agents: Vec<AgentProcess>,
 }
 
+/// A change to the server's test config.
+type Adjust = Box<dyn FnOnce(&mut Config) + Send>;
+
 pub struct FleetBuilder {
     agents: usize,
     backend: Backend,
     api_tls: ApiTls,
     api_rate: Option<RateSettings>,
+    adjust: Option<Adjust>,
 }
 
 impl TestFleet {
@@ -260,6 +264,7 @@ impl TestFleet {
             backend: Backend::Sqlite,
             api_tls: ApiTls::Off,
             api_rate: None,
+            adjust: None,
         }
     }
 }
@@ -287,13 +292,22 @@ impl FleetBuilder {
         self
     }
 
+    /// Any other change to the server's config (applied last).
+    pub fn configure(mut self, adjust: impl FnOnce(&mut Config) + Send + 'static) -> Self {
+        self.adjust = Some(Box::new(adjust));
+        self
+    }
+
     /// Starts a server, enrols the agents with one token, runs them and waits until all are online.
     pub async fn spawn(self) -> Result<TestFleet> {
-        let (api_tls, api_rate) = (self.api_tls, self.api_rate);
+        let (api_tls, api_rate, adjust) = (self.api_tls, self.api_rate, self.adjust);
         let server = TestServer::start_with(self.backend, |c| {
             c.api_tls = api_tls;
             if let Some(rate) = api_rate {
                 c.api_rate = rate;
+            }
+            if let Some(adjust) = adjust {
+                adjust(c);
             }
         })
         .await?;

@@ -28,6 +28,7 @@ mod api_tls;
 mod api_vault;
 mod api_ws;
 mod clients;
+mod files;
 mod jobs;
 mod metrics;
 mod notification_channels;
