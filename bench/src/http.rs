@@ -143,6 +143,27 @@ impl Api {
         Ok(answer)
     }
 
+    /// A POST with a raw body (`application/octet-stream`); the answer's JSON.
+    pub async fn post_bytes(&self, path: &str, body: Vec<u8>) -> Result<Value> {
+        let req = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/octet-stream")
+            .timeout(Duration::from_secs(600))
+            .body(body);
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        let resp = req.send().await?;
+        let status = resp.status();
+        let answer: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("POST {path}: {status} {answer}");
+        }
+        Ok(answer)
+    }
+
     /// A POST that creates something; returns the new object's `id`.
     pub async fn create(&self, path: &str, body: &Value) -> Result<String> {
         let answer = self.post_json(path, body).await?;

@@ -38,6 +38,8 @@ pub enum Scenario {
     Alerting,
     /// A remote shell on a real agent: keystroke-to-echo latency, direct and impaired.
     Shell,
+    /// File push and pull to a real agent: MB/s and server CPU per MB, direct and impaired.
+    Transfer,
 }
 
 impl Scenario {
@@ -50,6 +52,7 @@ impl Scenario {
             Self::Lossy => "lossy",
             Self::Alerting => "alerting",
             Self::Shell => "shell",
+            Self::Transfer => "transfer",
         }
     }
 }
@@ -169,8 +172,11 @@ pub struct Options {
     /// shell: keystrokes timed per leg (direct, impaired).
     #[arg(long, default_value_t = 300)]
     pub keystrokes: usize,
+    /// transfer: the file's size, MiB.
+    #[arg(long, default_value_t = 64)]
+    pub file_mb: usize,
 
-    /// lossy, shell: packet loss per direction (0–1).
+    /// lossy, shell, transfer: packet loss per direction (0–1).
     #[arg(long, default_value_t = 0.10)]
     pub loss: f64,
     /// lossy: added round-trip time, ms (half each way).

@@ -2,7 +2,8 @@
 //! connects a simulated fleet, measures, checks correctness, and judges the design targets.
 //! This module has what they share (the bed, waiting for the fleet, common checks); each
 //! scenario has its own file: [`connect`], [`steady`], [`fanout`] (also lossy), [`storm`],
-//! [`alerting`] (with [`storage`]), [`shell`] (a real agent's remote shell).
+//! [`alerting`] (with [`storage`]), [`shell`] (a real agent's remote shell), [`transfer`] (file
+//! pushes and pulls to a real agent).
 
 mod alerting;
 mod connect;
@@ -11,6 +12,7 @@ mod shell;
 mod steady;
 mod storage;
 mod storm;
+mod transfer;
 
 use alerting::alerting;
 use connect::connect;
@@ -18,6 +20,7 @@ use fanout::fanout;
 use shell::shell;
 use steady::steady;
 use storm::storm;
+use transfer::transfer;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -89,6 +92,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
         Scenario::Storm => storm(opts, &mut report).await,
         Scenario::Alerting => alerting(opts, &mut report).await,
         Scenario::Shell => shell(opts, &mut report).await,
+        Scenario::Transfer => transfer(opts, &mut report).await,
         Scenario::Lossy => {
             let imp = Impairment {
                 loss: opts.loss,

@@ -21,13 +21,16 @@ fn agent_bin() -> PathBuf {
 }
 
 /// A real agent process enrolled through `server_addr`, running until dropped.
-struct RealAgent {
-    id: String,
-    child: tokio::process::Child,
-    _dir: tempfile::TempDir,
+pub(super) struct RealAgent {
+    pub(super) id: String,
+    pub(super) child: tokio::process::Child,
+    pub(super) dir: tempfile::TempDir,
 }
 
-async fn real_agent(server: &ServerProcess, server_addr: SocketAddr) -> Result<RealAgent> {
+pub(super) async fn real_agent(
+    server: &ServerProcess,
+    server_addr: SocketAddr,
+) -> Result<RealAgent> {
     let (token, _) = server.create_token(1).await?;
     let dir = tempfile::tempdir()?;
     let out = tokio::process::Command::new(agent_bin())
@@ -67,11 +70,23 @@ async fn real_agent(server: &ServerProcess, server_addr: SocketAddr) -> Result<R
         .env("REAP3R_AGENT_SHELL", "/bin/sh")
         .kill_on_drop(true)
         .spawn()?;
-    Ok(RealAgent {
-        id,
-        child,
-        _dir: dir,
-    })
+    Ok(RealAgent { id, child, dir })
+}
+
+/// Waits (up to a minute) until the agent shows online.
+pub(super) async fn wait_online(api: &Api, agent: &RealAgent, leg: &str) -> Result<()> {
+    let online = async {
+        loop {
+            let shown = api.get_json(&format!("/api/agents/{}", agent.id)).await?;
+            if shown["status"] == "online" {
+                return Ok::<_, anyhow::Error>(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), online)
+        .await
+        .map_err(|_| anyhow!("the agent ({leg}) did not come online"))?
 }
 
 type Socket =
@@ -165,18 +180,7 @@ pub(super) async fn shell(opts: &Options, r: &mut Report) -> Result<()> {
     ];
     for (key, name, addr) in legs {
         let mut agent = real_agent(&server, addr).await?;
-        let online = async {
-            loop {
-                let shown = api.get_json(&format!("/api/agents/{}", agent.id)).await?;
-                if shown["status"] == "online" {
-                    return Ok::<_, anyhow::Error>(());
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(60), online)
-            .await
-            .map_err(|_| anyhow!("the agent ({key}) did not come online"))??;
+        wait_online(&api, &agent, key).await?;
         let mut socket = attach(server.http_addr, &api, &token, &agent.id).await?;
         let samples = keystrokes(&mut socket, n).await?;
         let summary = Summary::of(samples);
