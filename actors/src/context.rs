@@ -26,6 +26,8 @@ pub struct FleetSettings {
     pub job_grace_ms: u64,
     /// Metrics ingestion, rollups and retention.
     pub metrics: MetricsSettings,
+    /// The release key's public half, sent in every welcome (agents pin it).
+    pub release_key: Option<[u8; 32]>,
 }
 
 impl FleetSettings {
@@ -41,6 +43,7 @@ impl FleetSettings {
             presence_flush_ms: 200,
             job_grace_ms: 2_000,
             metrics: MetricsSettings::default(),
+            release_key: None,
         }
     }
 

@@ -31,6 +31,7 @@ pub mod shell;
 mod slot;
 mod stats;
 mod supervisor;
+pub mod updates;
 pub mod vault;
 mod verifier;
 pub mod wake;

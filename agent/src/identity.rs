@@ -24,6 +24,35 @@ pub struct AgentIdentity {
     pub fingerprint: [u8; 32],
     pub server_key: VerifyingKey,
     pub config: AgentConfig,
+    /// The key agent releases are signed with, pinned from the first server-signed welcome
+    /// that carried one ([`pin_release_key`]).
+    pub release_key: Option<VerifyingKey>,
+}
+
+/// What a welcome's release key does to the pinned one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleasePin {
+    /// None was pinned: this one is now (save the identity).
+    Pinned(VerifyingKey),
+    /// The same key, or none offered: nothing changes.
+    Kept,
+    /// Another key than the pinned one: refused, the pinned one stays.
+    Refused,
+}
+
+/// The pinning rule: the first key a (server-signed) welcome offers is pinned; a different one
+/// later is refused, so a server key used to sign welcomes cannot swap the release key of
+/// agents that already pinned one. Bytes that are not a key are refused.
+pub fn pin_release_key(pinned: Option<&VerifyingKey>, offered: Option<[u8; 32]>) -> ReleasePin {
+    match (pinned, offered) {
+        (_, None) => ReleasePin::Kept,
+        (Some(pinned), Some(offered)) if pinned.as_bytes() == &offered => ReleasePin::Kept,
+        (Some(_), Some(_)) => ReleasePin::Refused,
+        (None, Some(offered)) => match VerifyingKey::from_bytes(&offered) {
+            Ok(key) => ReleasePin::Pinned(key),
+            Err(_) => ReleasePin::Refused,
+        },
+    }
 }
 
 impl std::fmt::Debug for AgentIdentity {
@@ -79,7 +108,8 @@ impl IdentityStore {
             let hb = id.config.heartbeat_interval_s.to_be_bytes();
             let metrics = id.config.metrics_interval_s.to_be_bytes();
             let sealing = id.sealing.to_bytes();
-            let entries: [(&str, &[u8]); 8] = [
+            let release = id.release_key.map(|k| k.to_bytes());
+            let mut entries: Vec<(&str, &[u8])> = vec![
                 ("agent_id", &id.agent_id),
                 ("signing_key", id.signing_key.as_bytes()),
                 ("sealing_key", sealing.as_slice()),
@@ -89,6 +119,9 @@ impl IdentityStore {
                 ("heartbeat_interval_s", &hb),
                 ("metrics_interval_s", &metrics),
             ];
+            if let Some(release) = &release {
+                entries.push(("release_key", release));
+            }
             for (k, v) in entries {
                 t.insert(k, v).map_err(store_err)?;
             }
@@ -167,6 +200,16 @@ impl IdentityStore {
                 metrics_interval_s: u32_of("metrics_interval_s")?,
             }
             .clamped(),
+            release_key: match t.get("release_key").map_err(store_err)? {
+                None => None,
+                Some(v) => {
+                    let bytes: [u8; 32] = v
+                        .value()
+                        .try_into()
+                        .map_err(|_| AgentError::Store("release_key is corrupt".into()))?;
+                    Some(VerifyingKey::from_bytes(&bytes).map_err(store_err)?)
+                }
+            },
         };
         Ok((identity, generated))
     }
@@ -185,6 +228,7 @@ mod tests {
             fingerprint: [4; 32],
             server_key: SigningKey::from_bytes(&[5; 32]).verifying_key(),
             config: AgentConfig::default(),
+            release_key: None,
         }
     }
 
@@ -224,5 +268,32 @@ mod tests {
         drop(store);
         let again = IdentityStore::open(dir.path()).unwrap().load().unwrap();
         assert_eq!(again.sealing.public(), upgraded.sealing.public());
+    }
+
+    #[test]
+    fn the_first_release_key_offered_is_pinned_and_another_is_refused() {
+        let a = SigningKey::from_bytes(&[7; 32]).verifying_key();
+        let b = SigningKey::from_bytes(&[8; 32]).verifying_key();
+        assert_eq!(pin_release_key(None, None), ReleasePin::Kept);
+        assert_eq!(
+            pin_release_key(None, Some(a.to_bytes())),
+            ReleasePin::Pinned(a)
+        );
+        assert_eq!(
+            pin_release_key(Some(&a), Some(a.to_bytes())),
+            ReleasePin::Kept
+        );
+        assert_eq!(
+            pin_release_key(Some(&a), Some(b.to_bytes())),
+            ReleasePin::Refused
+        );
+        assert_eq!(pin_release_key(Some(&a), None), ReleasePin::Kept);
+        // And it is kept with the identity.
+        let dir = tempfile::tempdir().unwrap();
+        let store = IdentityStore::open(dir.path()).unwrap();
+        let mut pinned = identity();
+        pinned.release_key = Some(a);
+        store.save(&pinned).unwrap();
+        assert_eq!(store.load().unwrap().release_key, Some(a));
     }
 }

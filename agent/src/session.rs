@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use crate::files::FileHost;
 use crate::identity::{AgentIdentity, IdentityStore};
+use crate::identity::{ReleasePin, pin_release_key};
 use crate::inventory::{self, Sampler};
 use crate::jobs::{ConfigRequest, EngineOptions, JobEngine};
 use crate::link::now_ms;
@@ -111,6 +112,7 @@ pub async fn enrol(opts: &EnrolOptions) -> Result<EnrolOutcome, AgentError> {
         fingerprint,
         server_key,
         config: AgentConfig::default(),
+        release_key: None,
     };
     store.save(&identity)?;
     Ok(EnrolOutcome {
@@ -344,6 +346,23 @@ impl Session<'_> {
         let reply = before(deadline, "welcome", read_or_close_reason(&conn, &mut recv)).await?;
         let (session, welcome) = pending.welcome(reply)?;
         // From here on results go to this connection; the outbox is replayed on it.
+        match pin_release_key(identity.release_key.as_ref(), welcome.release_key) {
+            ReleasePin::Pinned(key) => {
+                identity.release_key = Some(key);
+                match self.store.save(identity) {
+                    Ok(()) => {
+                        info!(release_key = %hex::encode(key.to_bytes()), "pinned the release key")
+                    }
+                    Err(err) => warn!(%err, "could not persist the release key"),
+                }
+            }
+            ReleasePin::Kept => {}
+            ReleasePin::Refused => {
+                warn!(
+                    "the server offered another release key than the pinned one; keeping the pinned one"
+                );
+            }
+        }
         let (link, config) = self.engine.link_up(conn.clone(), session, &welcome);
         let _link_guard = LinkDown(self.engine);
         if let Err(err) = apply_config(identity, self.store, config) {

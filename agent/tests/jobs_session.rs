@@ -106,6 +106,7 @@ impl Server {
                     heartbeat_interval_s: 3600,
                     metrics_interval_s: 3600,
                 },
+                release_key: None,
             }),
             now_ms(),
         );
@@ -211,6 +212,7 @@ fn enrol(dir: &Path, server: SocketAddr, fingerprint: [u8; 32], key: &SigningKey
             fingerprint,
             server_key: key.verifying_key(),
             config: AgentConfig::default(),
+            release_key: None,
         })
         .unwrap();
     agent_key

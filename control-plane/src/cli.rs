@@ -13,6 +13,8 @@ use reap3r_actors::enrolment::{
     CreateEnrolmentToken, EnrolmentInfo, ListEnrolmentTokens, MAX_TOKEN_LIFETIME_S,
     MIN_TOKEN_LIFETIME_S, RevokeAgent, RevokeEnrolmentToken, SetAgentApproval,
 };
+use reap3r_actors::files::BlobStore;
+use reap3r_actors::updates::{AddRelease, ListReleases, MAX_RELEASE_BYTES};
 use reap3r_actors::vault::{Keyring, RotateMasterKey, unlock};
 use reap3r_actors::{Clock, Domain, EventBus, SystemClock};
 use reap3r_store::{Agent, AgentApproval, Store, Uuid};
@@ -67,6 +69,9 @@ before anything binds.")]
     /// The vault's master key.
     #[command(subcommand)]
     Vault(VaultCommand),
+    /// Agent releases: builds agents update to, with manifests signed by the release key.
+    #[command(subcommand)]
+    Release(ReleaseCommand),
     /// Print the OpenAPI document of the HTTP API (or write it to a file).
     Openapi {
         /// Write here instead of standard output (e.g. docs/openapi.json).
@@ -119,6 +124,33 @@ pub enum UserCommand {
         org: Option<String>,
         #[arg(long, required = true)]
         password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReleaseCommand {
+    /// Store an agent build as a release and sign its manifest (version, platform, size,
+    /// BLAKE3) with the release key. The key is made at first use; agents pin its public half
+    /// (`release.pub` in the data dir) at their next connection.
+    Add {
+        /// The agent binary.
+        #[arg(long)]
+        file: PathBuf,
+        /// MAJOR.MINOR.PATCH, the version the build reports.
+        #[arg(long)]
+        version: String,
+        /// <os>-<arch> as agents report it, e.g. linux-x86_64.
+        #[arg(long)]
+        platform: String,
+        /// The release key (32 bytes, 0600; default `release.key` in the data dir). Keep it
+        /// off the server: only its public half must be there.
+        #[arg(long)]
+        release_key: Option<PathBuf>,
+    },
+    /// List releases.
+    List {
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -417,6 +449,7 @@ async fn admin(store: &Store, keys: &Keyring, config: &Config, command: Command)
         Command::Agent(AgentCommand::Revoke { id }) => {
             set_agent_access(store, keys, id, Access::Revoke).await
         }
+        Command::Release(command) => release(store, keys, config, command).await,
         Command::Vault(VaultCommand::Status) => {
             let mut out = format!("{:<18}  {:<8}  {}\n", "MASTER KEY", "STATE", "SINCE");
             for row in store.vault_master_keys().await? {
@@ -562,5 +595,91 @@ mod tests {
         assert_eq!(fmt_utc(0), "1970-01-01T00:00:00Z");
         assert_eq!(fmt_utc(1_795_305_600_000), "2026-11-22T00:00:00Z");
         assert_eq!(fmt_utc(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
+}
+
+/// A release as `release list --json` prints it.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct ReleaseRow {
+    pub version: String,
+    pub platform: String,
+    pub size: i64,
+    pub blake3: String,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+async fn release(
+    store: &Store,
+    keys: &Keyring,
+    config: &Config,
+    command: ReleaseCommand,
+) -> Result<String> {
+    let org = resolve_org(store, None).await?;
+    let domain = domain(store, keys);
+    match command {
+        ReleaseCommand::Add {
+            file,
+            version,
+            platform,
+            release_key,
+        } => {
+            let key_path = release_key
+                .unwrap_or_else(|| config.data_dir.join(crate::identity::RELEASE_KEY_FILE));
+            let key = crate::identity::release_signing_key(&key_path, &config.data_dir)?;
+            let size = std::fs::metadata(&file)
+                .with_context(|| format!("{}", file.display()))?
+                .len();
+            if size > MAX_RELEASE_BYTES {
+                bail!(
+                    "{}: {size} bytes, over the {MAX_RELEASE_BYTES}-byte cap",
+                    file.display()
+                );
+            }
+            let build = std::fs::read(&file).with_context(|| format!("{}", file.display()))?;
+            let blobs = BlobStore::open(&config.data_dir.join("files"))
+                .context("the server's file store")?;
+            let body = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(build))]);
+            let release = AddRelease { version, platform }
+                .run(&domain, &blobs, &key, &cli_caller(org.id), body)
+                .await?;
+            Ok(format!(
+                "release {} for {} added: {} bytes, BLAKE3 {}\nrelease key (agents pin it): {}\n",
+                release.version,
+                release.platform,
+                release.size,
+                release.blake3,
+                hex::encode(key.verifying_key().to_bytes())
+            ))
+        }
+        ReleaseCommand::List { json } => {
+            let rows: Vec<ReleaseRow> = ListReleases
+                .run(&domain, &cli_caller(org.id))
+                .await?
+                .into_iter()
+                .map(|r| ReleaseRow {
+                    version: r.version,
+                    platform: r.platform,
+                    size: r.size,
+                    blake3: r.blake3,
+                    created_by: r.created_by,
+                    created_at: r.created_at,
+                })
+                .collect();
+            if json {
+                return Ok(serde_json::to_string_pretty(&rows)?);
+            }
+            let mut out = format!(
+                "{:<12}  {:<16}  {:>12}  {}\n",
+                "VERSION", "PLATFORM", "BYTES", "BLAKE3"
+            );
+            for r in rows {
+                out += &format!(
+                    "{:<12}  {:<16}  {:>12}  {}\n",
+                    r.version, r.platform, r.size, r.blake3
+                );
+            }
+            Ok(out)
+        }
     }
 }

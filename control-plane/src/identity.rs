@@ -167,3 +167,68 @@ fn create_if_absent(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
         }),
     }
 }
+
+/// The release key's file in the data dir, when it is kept there (`reap3r release add` makes it
+/// at first use unless `--release-key` names another).
+pub const RELEASE_KEY_FILE: &str = "release.key";
+/// The release key's public half, which the server sends agents to pin; written by
+/// `reap3r release add`, so a node never needs the private key.
+pub const RELEASE_PUB_FILE: &str = "release.pub";
+
+/// The release signing key in `path` (32 bytes, 0600), made there if absent. Its public half is
+/// written to `data_dir/release.pub`; a data dir that already pins another release key is
+/// refused (agents pinned that one: a build signed by another key would be refused by all).
+pub fn release_signing_key(path: &Path, data_dir: &Path) -> Result<SigningKey, IdentityError> {
+    let (dir, file) = match (path.parent(), path.file_name().and_then(|f| f.to_str())) {
+        (Some(dir), Some(file)) => (dir, file),
+        _ => {
+            return Err(IdentityError::Corrupt {
+                path: path.to_path_buf(),
+                reason: "not a file path".into(),
+            });
+        }
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let key = SigningKey::from_bytes(&load_or_create_secret(dir, file)?);
+    let public = key.verifying_key().to_bytes();
+    let pub_path = data_dir.join(RELEASE_PUB_FILE);
+    match read_opt(&pub_path)? {
+        None => create_if_absent(&pub_path, &public)?,
+        Some(pinned) if pinned == public => {}
+        Some(_) => {
+            return Err(IdentityError::Corrupt {
+                path: pub_path,
+                reason: "this data dir pins another release key (agents pinned it too); sign \
+                         with that key"
+                    .into(),
+            });
+        }
+    }
+    Ok(key)
+}
+
+/// The release key's public half this node sends agents: `release.pub` in the data dir, else
+/// the public half of `release.key` there; `None` when neither exists (no releases yet).
+pub fn release_public_key(data_dir: &Path) -> Result<Option<[u8; 32]>, IdentityError> {
+    let corrupt = |path: PathBuf| IdentityError::Corrupt {
+        path,
+        reason: "expected 32 bytes".into(),
+    };
+    let pub_path = data_dir.join(RELEASE_PUB_FILE);
+    if let Some(bytes) = read_opt(&pub_path)? {
+        return <[u8; 32]>::try_from(bytes.as_slice())
+            .map(Some)
+            .map_err(|_| corrupt(pub_path));
+    }
+    let key_path = data_dir.join(RELEASE_KEY_FILE);
+    match read_opt(&key_path)? {
+        None => Ok(None),
+        Some(bytes) => <[u8; 32]>::try_from(bytes.as_slice())
+            .map(|seed| Some(SigningKey::from_bytes(&seed).verifying_key().to_bytes()))
+            .map_err(|_| corrupt(key_path)),
+    }
+}

@@ -191,6 +191,7 @@ impl Node {
                 intake_capacity: config.metrics_queue as usize,
                 ..MetricsSettings::default()
             },
+            release_key: crate::identity::release_public_key(&config.data_dir)?,
         };
         let metrics =
             MetricsIntake::new(settings.metrics.intake_capacity, settings.metrics.flush_max);

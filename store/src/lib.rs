@@ -19,6 +19,7 @@ mod migrate;
 mod notifications;
 mod notify_routing;
 mod orgs;
+mod releases;
 mod sessions;
 mod shell;
 mod tokens;
@@ -71,6 +72,7 @@ pub use notifications::{
 };
 pub use notify_routing::{RoutingGroupRow, RoutingKind, RoutingRecord, RoutingSent, RoutingWrite};
 pub use orgs::{DEFAULT_ORG_NAME, Org, OrgAssignment};
+pub use releases::AgentRelease;
 pub use sessions::{
     AuthSession, ChallengeCheck, NewAuthSession, REFRESH_REUSE_REASON, RefreshOutcome,
 };

@@ -32,6 +32,10 @@ const SQLITE: &[(i64, &str)] = &[
     ),
     (11, include_str!("../../migrations/sqlite/0011_shell.sql")),
     (12, include_str!("../../migrations/sqlite/0012_files.sql")),
+    (
+        13,
+        include_str!("../../migrations/sqlite/0013_releases.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
@@ -61,6 +65,10 @@ const POSTGRES: &[(i64, &str)] = &[
     ),
     (11, include_str!("../../migrations/postgres/0011_shell.sql")),
     (12, include_str!("../../migrations/postgres/0012_files.sql")),
+    (
+        13,
+        include_str!("../../migrations/postgres/0013_releases.sql"),
+    ),
 ];
 
 /// Advisory-lock key that serialises migrations across processes on PostgreSQL ("R3MIGRAT").

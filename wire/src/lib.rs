@@ -19,6 +19,7 @@ mod replay;
 mod sealing;
 mod session;
 mod shell;
+mod update;
 
 pub use channel::{Channel, channel_nonce};
 pub use envelope::{Envelope, HEADER_LEN, Header, SIGNATURE_LEN, Unverified, Verified};
@@ -58,6 +59,9 @@ pub use shell::{
     MAX_OPERATOR_LEN, MAX_SHELL_CHUNK, MAX_SHELL_DIMENSION, SHELL_CAPABILITY, ShellAck, ShellClose,
     ShellExit, ShellGrant, ShellInput, ShellOpen, ShellOpened, ShellOutput, ShellRefusal,
     ShellResize,
+};
+pub use update::{
+    AgentVersion, MAX_RELEASE_LABEL_BYTES, ReleaseManifest, UpdateRefusal, check_update, is_label,
 };
 
 pub use ed25519_dalek::{SigningKey, VerifyingKey};

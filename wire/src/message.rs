@@ -111,6 +111,10 @@ impl Default for AgentConfig {
 pub struct Welcome {
     pub agent_id: [u8; 16],
     pub config: AgentConfig,
+    /// The public half of the key that signs agent releases: an agent pins it the first time
+    /// it sees it (this message is signed by the pinned server key) and refuses another after.
+    /// `None` when the server has no release key.
+    pub release_key: Option<[u8; 32]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

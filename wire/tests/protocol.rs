@@ -154,15 +154,22 @@ fn arb_message() -> impl Strategy<Value = Message> {
                     })
                 }
             ),
-        (any::<[u8; 16]>(), any::<u32>(), any::<u32>()).prop_map(|(agent_id, h, m)| {
-            Message::Welcome(Welcome {
-                agent_id,
-                config: AgentConfig {
-                    heartbeat_interval_s: h,
-                    metrics_interval_s: m,
-                },
-            })
-        }),
+        (
+            any::<[u8; 16]>(),
+            any::<u32>(),
+            any::<u32>(),
+            proptest::option::of(any::<[u8; 32]>())
+        )
+            .prop_map(|(agent_id, h, m, release_key)| {
+                Message::Welcome(Welcome {
+                    agent_id,
+                    config: AgentConfig {
+                        heartbeat_interval_s: h,
+                        metrics_interval_s: m,
+                    },
+                    release_key,
+                })
+            }),
         (any::<u64>(), any::<u16>(), any::<u64>()).prop_map(
             |(uptime_s, cpu_centipercent, memory_used_bytes)| {
                 Message::Heartbeat(Heartbeat {

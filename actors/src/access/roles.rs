@@ -119,6 +119,8 @@ permissions! {
     FilePush => "file:push",
     FilePull => "file:pull",
     FileView => "file:view",
+    UpdateRelease => "update:release",
+    UpdateView => "update:view",
 }
 
 /// How many permissions there are: the fixed ones, then one per job type.
@@ -192,7 +194,8 @@ impl Role {
             Role::SuperAdmin => true,
             // Creating organisations and verifying the installation-wide audit chain (which
             // spans every organisation) are kept for super admins.
-            Role::OrgAdmin => !matches!(p, OrgCreate | AuditVerify),
+            // Releases run on every organisation's agents: a super admin's too.
+            Role::OrgAdmin => !matches!(p, OrgCreate | AuditVerify | UpdateRelease),
             Role::Technician => match p {
                 RunJob(job_type) => technician_runs(job_type),
                 _ => matches!(
@@ -241,6 +244,7 @@ impl Role {
                         | SecretUse
                         // Pushing and pulling files act as root on the agent: an admin's.
                         | FileView
+                        | UpdateView
                 ),
             },
             Role::Viewer => matches!(

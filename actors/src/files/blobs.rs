@@ -89,6 +89,9 @@ impl BlobStore {
                 hasher.update(&piece);
                 file.write_all(&piece).await?;
             }
+            // tokio's `sync_all` does not report the error of a write still in flight:
+            // flush first, so a full disk fails the upload instead of storing it cut.
+            file.flush().await?;
             file.sync_all().await?;
             let hex = hasher.finalize().to_hex().to_string();
             self.place(&incoming, &hex).await?;
@@ -106,21 +109,34 @@ impl BlobStore {
         self.place(&self.partial_path(transfer), blake3_hex).await
     }
 
+    /// Whether the file named `blake3_hex` is there with `size` bytes.
+    async fn holds(&self, blake3_hex: &str, size: u64) -> io::Result<bool> {
+        match tokio::fs::metadata(self.path_of(blake3_hex)).await {
+            Ok(meta) => Ok(meta.is_file() && meta.len() == size),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn remove_partial(&self, transfer: Uuid) {
         let _ = tokio::fs::remove_file(self.partial_path(transfer)).await;
     }
 
     /// Renames `from` to the file named `blake3_hex` (the same bytes may be there already:
-    /// then `from` goes).
+    /// then `from` goes; a file there of another size — cut by a crash — is replaced), and
+    /// syncs the directory so the name survives a crash.
     async fn place(&self, from: &Path, blake3_hex: &str) -> io::Result<()> {
         let to = self.path_of(blake3_hex);
-        if tokio::fs::try_exists(&to).await? {
+        let size = tokio::fs::metadata(from).await?.len();
+        if self.holds(blake3_hex, size).await? {
             return tokio::fs::remove_file(from).await;
         }
-        if let Some(dir) = to.parent() {
-            private_dir(dir)?;
-        }
-        tokio::fs::rename(from, &to).await
+        let Some(dir) = to.parent() else {
+            return Err(io::Error::other("a file store path without a directory"));
+        };
+        private_dir(dir)?;
+        tokio::fs::rename(from, &to).await?;
+        tokio::fs::File::open(dir).await?.sync_all().await
     }
 }
 

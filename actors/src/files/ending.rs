@@ -41,14 +41,14 @@ pub(super) async fn end_orphans(hub: &FileHub) -> DomainResult<usize> {
 pub(super) async fn record_end(
     hub: &FileHub,
     transfer: &FileTransfer,
-    end: Outcome,
+    end: &Outcome,
     bytes_done: u64,
     attempts: u32,
 ) -> DomainResult<()> {
     let domain = &hub.inner.domain;
     let now = domain.now_ms();
     let mut tx = domain.begin().await?;
-    end_in(hub, &mut tx, transfer, &end, bytes_done, attempts, now).await?;
+    end_in(hub, &mut tx, transfer, end, bytes_done, attempts, now).await?;
     domain.commit(tx).await?;
     if matches!(end, Outcome::Failed(_) | Outcome::Cut(_)) {
         hub.inner.blobs.remove_partial(transfer.id).await;

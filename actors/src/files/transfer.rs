@@ -14,6 +14,7 @@ use reap3r_wire::{
     FileReceiver, FileSender, Message, Received, SenderStep,
 };
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -25,11 +26,18 @@ use crate::{AgentChannel, ChannelRequest, Delivery, FleetEvent};
 const GRANT_TTL_MS: i64 = 60_000;
 /// How long the agent's session has to open the channel.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long the agent has to answer an opener.
+/// How long the agent has to answer an opener, plus the time to hash what a resumed push kept
+/// at [`RESUME_HASH_BYTES_PER_S`] (the agent hashes its temporary file before it answers).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
-/// A channel on which the peer sent nothing for this long is taken as cut (QUIC's own idle
-/// timeout finds a dead connection; this finds an agent that stopped serving the transfer). A
-/// receiver reports progress every MiB, so a link slower than ~9 KB/s cannot finish a push.
+/// A slow disk's read rate (eMMC, a busy HDD), for [`ANSWER_TIMEOUT`].
+const RESUME_HASH_BYTES_PER_S: u64 = 10 * 1024 * 1024;
+/// Attempts to record a transfer's end before giving up (logged; the row is failed at the
+/// node's next start).
+const RECORD_ATTEMPTS: u64 = 3;
+/// A channel on which the peer sent nothing (and, for a push, took nothing) for this long is
+/// taken as cut: QUIC's own idle timeout finds a dead connection; this finds an agent that
+/// stopped serving the transfer (its stream's flow control then stops the sends within a few
+/// MiB).
 const SILENCE: Duration = Duration::from_secs(120);
 /// How long an answer may wait for the channel's queue.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,6 +78,7 @@ pub(super) fn start(hub: &FileHub, transfer: FileTransfer) {
             bytes_done: 0,
             size: transfer.size.map(|s| s as u64),
             published: None,
+            stop: hub.inner.stop.subscribe(),
         };
         let (end, bytes_done, attempts) = match tokio::spawn(driver.run()).await {
             Ok(ended) => ended,
@@ -79,8 +88,17 @@ pub(super) fn start(hub: &FileHub, transfer: FileTransfer) {
                 (Outcome::Failed(failed), 0, 0)
             }
         };
-        if let Err(err) = ending::record_end(&hub, &transfer, end, bytes_done, attempts).await {
-            warn!(transfer = %id, %err, "could not record the end of a file transfer");
+        for attempt in 1..=RECORD_ATTEMPTS {
+            match ending::record_end(&hub, &transfer, &end, bytes_done, attempts).await {
+                Ok(()) => break,
+                Err(err) if attempt == RECORD_ATTEMPTS => {
+                    warn!(transfer = %id, %err, "could not record the end of a file transfer");
+                }
+                Err(err) => {
+                    debug!(transfer = %id, %err, attempt, "recording a transfer's end failed; again");
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+            }
         }
         hub.transfer_ended(id);
     });
@@ -94,7 +112,11 @@ struct Driver {
     bytes_done: u64,
     size: Option<u64>,
     published: Option<Instant>,
+    /// Raised once at shutdown: the transfer fails (the next start would fail it anyway).
+    stop: watch::Receiver<bool>,
 }
+
+const SHUTTING_DOWN: &str = "the server is shutting down";
 
 impl Driver {
     fn now(&self) -> i64 {
@@ -106,14 +128,14 @@ impl Driver {
     }
 
     async fn run(mut self) -> (Outcome, u64, u32) {
-        let mut stop = self.hub.inner.stop.subscribe();
+        let mut stop = self.stop.clone();
         let resume_timeout =
             Duration::from_secs(u64::from(self.hub.inner.settings.resume_timeout_s));
         let mut last_progress = Instant::now();
         let mut held_before = self.bytes_done;
         let outcome = loop {
             if *stop.borrow() {
-                break Outcome::Failed("the server is shutting down".into());
+                break Outcome::Failed(SHUTTING_DOWN.into());
             }
             if self.attempts >= MAX_ATTEMPTS {
                 break Outcome::Failed(format!("the transfer was cut {MAX_ATTEMPTS} times"));
@@ -138,10 +160,9 @@ impl Driver {
                 ));
             }
             self.attempts += 1;
-            let outcome = tokio::select! {
-                outcome = self.attempt() => outcome,
-                _ = stop.wait_for(|s| *s) => Outcome::Failed("the server is shutting down".into()),
-            };
+            // The attempt watches the stop signal itself, between chunks: a transfer that
+            // verified is recorded as complete, not cut short by a shutdown.
+            let outcome = self.attempt().await;
             match outcome {
                 Outcome::Cut(why) => {
                     debug!(transfer = %self.transfer.id, attempt = self.attempts, %why, "file transfer cut; resuming");
@@ -216,12 +237,26 @@ impl Driver {
         if delivery == Delivery::NotOnThisNode {
             return Outcome::Cut("the agent is not connected to this server".into());
         }
-        let mut agent = match tokio::time::timeout(OPEN_TIMEOUT, answer).await {
+        let mut stop = self.stop.clone();
+        let opened = tokio::select! {
+            opened = tokio::time::timeout(OPEN_TIMEOUT, answer) => opened,
+            () = stopped(&mut stop) => return Outcome::Failed(SHUTTING_DOWN.into()),
+        };
+        let mut agent = match opened {
             Ok(Ok(Ok(agent))) => agent,
             Ok(Ok(Err(why))) => return Outcome::Cut(why),
             _ => return Outcome::Cut("the agent's session did not open the channel".into()),
         };
-        let first = match tokio::time::timeout(ANSWER_TIMEOUT, agent.pipe.from_agent.recv()).await {
+        let answer_timeout =
+            ANSWER_TIMEOUT + Duration::from_secs(self.size.unwrap_or(0) / RESUME_HASH_BYTES_PER_S);
+        let first = tokio::select! {
+            first = tokio::time::timeout(answer_timeout, agent.pipe.from_agent.recv()) => first,
+            () = stopped(&mut stop) => {
+                abandon(&mut agent, SHUTTING_DOWN, self.now());
+                return Outcome::Failed(SHUTTING_DOWN.into());
+            }
+        };
+        let first = match first {
             Ok(Some(frame)) => frame,
             Ok(None) => return Outcome::Cut("the stream ended before the agent answered".into()),
             Err(_) => return Outcome::Cut("the agent did not answer the opener".into()),
@@ -247,10 +282,16 @@ impl Driver {
                 {
                     warn!(transfer = %self.transfer.id, %err, "could not record a transfer's attempt");
                 }
-                match expected {
-                    Some(hash) => self.push(agent, ready, hash).await,
-                    None => self.pull(agent, ready, offset).await,
+                let outcome = match expected {
+                    Some(hash) => self.push(&mut agent, ready, hash).await,
+                    None => self.pull(&mut agent, ready, offset).await,
+                };
+                // The server gave up on its own (or the agent did: telling it again is
+                // harmless): the agent drops what it kept instead of waiting for a resume.
+                if let Outcome::Failed(why) = &outcome {
+                    abandon(&mut agent, why, self.now());
                 }
+                outcome
             }
             Message::FileAck(FileAck::Failed(why)) => {
                 Outcome::Failed(truncate(why, MAX_REASON_BYTES))
@@ -312,7 +353,12 @@ impl Driver {
 
     /// A push: the stored file, chunk by chunk from where the agent stands, paced to the rate
     /// limit, then the end; resends go back.
-    async fn push(&mut self, mut agent: AgentChannel, ready: FileReady, hash: [u8; 32]) -> Outcome {
+    async fn push(
+        &mut self,
+        agent: &mut AgentChannel,
+        ready: FileReady,
+        hash: [u8; 32],
+    ) -> Outcome {
         let size = self.size.unwrap_or(0);
         let Some(mut sender) = FileSender::new(size, ready.offset) else {
             return Outcome::Failed(format!(
@@ -334,6 +380,7 @@ impl Driver {
         let paced_from = Instant::now();
         let mut paced_bytes = 0u64;
         let mut heard = Instant::now();
+        let mut stop = self.stop.clone();
         loop {
             let has_work = sender.next_chunk().is_some() || sender.done_due();
             let pace_at = (rate > 0 && has_work)
@@ -385,6 +432,9 @@ impl Driver {
                         permit.send(agent.channel.seal(Message::FileChunk(FileChunk::new(offset, data)), now));
                         sender.sent(len);
                         paced_bytes += len as u64;
+                        // The stream takes what is sent: the agent reads it (a stuck agent's
+                        // flow control stops the sends within a few MiB).
+                        heard = Instant::now();
                     } else {
                         let done = FileDone { size, blake3: hash };
                         permit.send(agent.channel.seal(Message::FileDone(done), now));
@@ -395,13 +445,14 @@ impl Driver {
                 () = tokio::time::sleep_until(heard + SILENCE) => {
                     return Outcome::Cut(format!("the agent sent nothing for {} s", SILENCE.as_secs()));
                 }
+                () = stopped(&mut stop) => return Outcome::Failed(SHUTTING_DOWN.into()),
             }
         }
     }
 
     /// A pull: chunks into the partial file from where the server stands (the agent said where
     /// it starts), answers sent back, and the verified file moved into the store.
-    async fn pull(&mut self, mut agent: AgentChannel, ready: FileReady, offset: u64) -> Outcome {
+    async fn pull(&mut self, agent: &mut AgentChannel, ready: FileReady, offset: u64) -> Outcome {
         let cap = self.hub.inner.settings.max_file_bytes;
         let Some(size) = ready.size else {
             return Outcome::Failed("the agent did not say how large the file is".into());
@@ -421,14 +472,32 @@ impl Driver {
             Ok(opened) => opened,
             Err(err) => return Outcome::Failed(format!("the server cannot store the file: {err}")),
         };
-        let mut receiver = FileReceiver::resume_hashed(cap, None, ready.offset, hasher);
+        let receiver = FileReceiver::resume_hashed(cap, None, ready.offset, hasher);
+        let outcome = self.receive(agent, &mut file, receiver).await;
+        // What was written is on its way to the disk before a resume reads the file's length.
+        if let Err(err) = file.flush().await {
+            debug!(transfer = %self.transfer.id, %err, "could not flush a pull's partial file");
+        }
+        outcome
+    }
+
+    /// A pull's chunks into `file`, until the end verifies (and the file is in the store), the
+    /// transfer fails, or the channel is cut.
+    async fn receive(
+        &mut self,
+        agent: &mut AgentChannel,
+        file: &mut tokio::fs::File,
+        mut receiver: FileReceiver,
+    ) -> Outcome {
         let mut heard = Instant::now();
+        let mut stop = self.stop.clone();
         loop {
             let frame = tokio::select! {
                 frame = agent.pipe.from_agent.recv() => frame,
                 () = tokio::time::sleep_until(heard + SILENCE) => {
                     return Outcome::Cut(format!("the agent sent nothing for {} s", SILENCE.as_secs()));
                 }
+                () = stopped(&mut stop) => return Outcome::Failed(SHUTTING_DOWN.into()),
             };
             let Some(frame) = frame else {
                 return Outcome::Cut("the stream ended".into());
@@ -451,11 +520,7 @@ impl Driver {
                         }
                         ack
                     }
-                    Received::Ack(FileAck::Failed(why)) => {
-                        let _ =
-                            send_ack(&mut agent, FileAck::Failed(why.clone()), self.now()).await;
-                        return Outcome::Failed(why);
-                    }
+                    Received::Ack(FileAck::Failed(why)) => return Outcome::Failed(why),
                     Received::Ack(ack) => Some(ack),
                     Received::Nothing => None,
                 },
@@ -471,37 +536,50 @@ impl Driver {
                                 .await
                         };
                         if let Err(err) = stored.await {
-                            let why = format!("the server cannot store the file: {err}");
-                            let _ = send_ack(&mut agent, FileAck::Failed(why.clone()), self.now())
-                                .await;
-                            return Outcome::Failed(why);
+                            return Outcome::Failed(format!(
+                                "the server cannot store the file: {err}"
+                            ));
                         }
-                        let _ =
-                            send_ack(&mut agent, FileAck::Complete { blake3 }, self.now()).await;
+                        let _ = send_ack(agent, FileAck::Complete { blake3 }, self.now()).await;
                         return Outcome::Complete {
                             blake3,
                             size: done.size,
                         };
                     }
-                    DoneVerdict::Refused(mismatch) => {
-                        let why = mismatch.to_string();
-                        let _ =
-                            send_ack(&mut agent, FileAck::Failed(why.clone()), self.now()).await;
-                        return Outcome::Failed(why);
-                    }
+                    DoneVerdict::Refused(mismatch) => return Outcome::Failed(mismatch.to_string()),
                     DoneVerdict::Ignore => None,
                 },
+                // The agent gave up (the file changed while it was read, a read error).
+                Message::FileAck(FileAck::Failed(why)) => {
+                    return Outcome::Failed(truncate(why, MAX_REASON_BYTES));
+                }
                 other => {
                     return Outcome::Failed(format!("the agent sent {:?} on a pull", other.kind()));
                 }
             };
             if let Some(ack) = answer
-                && !send_ack(&mut agent, ack, self.now()).await
+                && !send_ack(agent, ack, self.now()).await
             {
                 return Outcome::Cut("the agent stopped reading the channel".into());
             }
         }
     }
+}
+
+/// Resolves once the stop signal is raised (never if its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Tells the agent the transfer is over (best effort: the channel may be gone or full).
+fn abandon(agent: &mut AgentChannel, why: &str, now_ms: i64) {
+    let why = truncate(why.to_owned(), MAX_REASON_BYTES);
+    let frame = agent
+        .channel
+        .seal(Message::FileAck(FileAck::Failed(why)), now_ms as u64);
+    let _ = agent.pipe.to_agent.try_send(frame);
 }
 
 fn refused_frame(err: &reap3r_wire::WireError) -> Outcome {

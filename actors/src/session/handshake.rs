@@ -178,6 +178,7 @@ impl SessionState {
         self.send(Message::Welcome(Welcome {
             agent_id: sender,
             config: ctx.settings.agent_config,
+            release_key: ctx.settings.release_key,
         }))
         .map_err(|e| Refusal::new(CloseCode::Internal, e.to_string()))?;
         info!(%agent_id, hostname = %hello.hostname, remote = %self.args.link.remote(), "agent online");

@@ -289,6 +289,7 @@ mod tests {
         s.seal(Message::Welcome(Welcome {
             agent_id,
             config: AgentConfig::default(),
+            release_key: None,
         }))
     }
 

@@ -216,6 +216,7 @@ impl Rig {
         let welcome = Welcome {
             agent_id: self.server.agent_id(),
             config: reap3r_wire::AgentConfig::default(),
+            release_key: None,
         };
         let frame = self.server.seal(Message::Welcome(welcome));
         self.last_control = frame.clone();

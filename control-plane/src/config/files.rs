@@ -6,8 +6,10 @@ use reap3r_actors::files::FileSettings;
 use super::shell::Ranged;
 
 pub(super) const FILE_MAX_MB: Ranged = ("file_max_mb", 1024, 1..=65_536);
-pub(super) const FILE_MAX_PER_AGENT: Ranged = ("file_max_per_agent", 4, 1..=64);
+/// At most 8: what an agent runs at once.
+pub(super) const FILE_MAX_PER_AGENT: Ranged = ("file_max_per_agent", 4, 1..=8);
 /// KiB per second; 0: no limit.
+/// KiB per second; 0: no limit. At least 16 KiB/s: a receiver reports progress every MiB.
 pub(super) const FILE_RATE_LIMIT: Ranged = ("file_rate_limit_kib_s", 0, 0..=10_000_000);
 pub(super) const FILE_RESUME_TIMEOUT: Ranged = ("file_resume_timeout_s", 600, 10..=86_400);
 

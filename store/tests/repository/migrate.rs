@@ -32,8 +32,8 @@ async fn migrations_are_idempotent_and_safe_to_race() -> Result<()> {
             again
                 .raw_execute("UPDATE schema_migrations SET version = version")
                 .await?,
-            // 0001-0012.
-            12,
+            // 0001-0013.
+            13,
         );
         for s in [a, c, again] {
             s.close().await;
