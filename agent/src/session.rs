@@ -333,6 +333,9 @@ impl Session<'_> {
         if self.files.enabled() {
             capabilities.push(reap3r_wire::FILE_CAPABILITY.into());
         }
+        if let Some(key) = &identity.release_key {
+            capabilities.push(reap3r_wire::release_key_capability(&key.to_bytes()));
+        }
         let hello = Hello {
             agent_version: AGENT_VERSION.into(),
             hostname: inventory::hostname(),

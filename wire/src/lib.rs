@@ -61,7 +61,8 @@ pub use shell::{
     ShellResize,
 };
 pub use update::{
-    AgentVersion, MAX_RELEASE_LABEL_BYTES, ReleaseManifest, UpdateRefusal, check_update, is_label,
+    AgentVersion, MAX_RELEASE_LABEL_BYTES, RELEASE_KEY_CAPABILITY, ReleaseManifest, UpdateRefusal,
+    check_update, is_label, release_key_capability,
 };
 
 pub use ed25519_dalek::{SigningKey, VerifyingKey};

@@ -9,6 +9,16 @@ use serde::{Deserialize, Serialize};
 /// Domain separation for release manifest signatures.
 const MANIFEST_CONTEXT: &[u8] = b"reap3r release manifest v1\0";
 
+/// What an agent that pinned a release key reports in its hello (then the key, hex): the server
+/// updates only agents that can check a release's signature.
+pub const RELEASE_KEY_CAPABILITY: &str = "release_key:";
+
+/// The capability naming `key` as the agent's pinned release key.
+pub fn release_key_capability(key: &[u8; 32]) -> String {
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{RELEASE_KEY_CAPABILITY}{hex}")
+}
+
 /// Longest version or platform string, in bytes.
 pub const MAX_RELEASE_LABEL_BYTES: usize = 64;
 

@@ -8,6 +8,7 @@ mod docs;
 mod pinning;
 mod presence;
 mod refusals;
+mod releases;
 mod server_process;
 mod shutdown;
 mod supervision;
