@@ -4,9 +4,12 @@
 //! build).
 //!
 //! - [`releases`]: [`AddRelease`] (the CLI's `reap3r release add`), [`ListReleases`].
+//! - [`rollout`]: a rollout's rules (canaries, waves, timeouts, halt), pure.
 //!
-//! Rollouts (canary, waves, halt) and the agent's swap and watchdog come next (issue 14).
+//! The rollout operations and driver, and the agent's swap and watchdog, come next (issue 14).
 
 mod releases;
+mod rollout;
 
 pub use releases::{AddRelease, ListReleases, MAX_RELEASE_BYTES, release_target};
+pub use rollout::{Effect, Phase, Rollout, RolloutPlan, TargetState, canary_of_percent};
