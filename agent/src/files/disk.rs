@@ -12,22 +12,39 @@ pub(super) const HASH_PIECE_BYTES: usize = 256 * 1024;
 
 /// What a file is, with its article, as in "/dev/null is a character device".
 pub(super) fn kind(file_type: FileType) -> &'static str {
-    if file_type.is_file() {
-        "a regular file"
+    use rustix::fs::FileType as T;
+    let file_type = if file_type.is_file() {
+        T::RegularFile
     } else if file_type.is_dir() {
-        "a directory"
+        T::Directory
     } else if file_type.is_symlink() {
-        "a symbolic link"
+        T::Symlink
     } else if file_type.is_block_device() {
-        "a block device"
+        T::BlockDevice
     } else if file_type.is_char_device() {
-        "a character device"
+        T::CharacterDevice
     } else if file_type.is_fifo() {
-        "a FIFO"
+        T::Fifo
     } else if file_type.is_socket() {
-        "a socket"
+        T::Socket
     } else {
-        "a special file"
+        T::Unknown
+    };
+    kind_of(file_type)
+}
+
+/// [`kind`] of a file looked at by descriptor (a `stat`'s mode).
+pub(super) fn kind_of(file_type: rustix::fs::FileType) -> &'static str {
+    use rustix::fs::FileType as T;
+    match file_type {
+        T::RegularFile => "a regular file",
+        T::Directory => "a directory",
+        T::Symlink => "a symbolic link",
+        T::BlockDevice => "a block device",
+        T::CharacterDevice => "a character device",
+        T::Fifo => "a FIFO",
+        T::Socket => "a socket",
+        T::Unknown => "a special file",
     }
 }
 

@@ -11,12 +11,15 @@
 //! transfer. That new channel takes the transfer over from one the agent still serves (the old
 //! one may not have noticed the cut yet), so two channels never write one temporary file.
 //!
-//! - [`writer`]: a push, into a temporary file renamed over the destination once it verified.
+//! - [`writer`]: a push, into a temporary file renamed over the destination once it verified;
+//!   [`target`]: that file and the destination on disk, in a directory [`walk`] opened.
 //! - [`reader`]: a pull, paced to the grant's rate.
 //! - [`disk`]: what both do with files.
 
 mod disk;
 mod reader;
+mod target;
+mod walk;
 mod writer;
 
 use std::collections::{HashMap, VecDeque};
@@ -370,6 +373,11 @@ impl Peer {
     pub(super) async fn fail(&mut self, why: String) -> Result<(), Cut> {
         warn!(%why, "file transfer failed");
         self.send(Message::FileAck(FileAck::Failed(why))).await
+    }
+
+    /// The signal that a newer channel took the transfer over, for blocking work to watch.
+    pub(super) fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop.clone()
     }
 
     /// The server's next message.
