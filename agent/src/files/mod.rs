@@ -461,6 +461,22 @@ async fn write_channel(
     }
 }
 
+/// Tests that give files away need root (the agent runs as root): they run as root, fail when
+/// `REAP3R_REQUIRE_ROOT=1` (as `.ci/run` sets) and root is missing, and otherwise say they are
+/// skipped.
+#[cfg(test)]
+pub(crate) fn runs_as_root(test: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("REAP3R_REQUIRE_ROOT").as_deref() != Ok("1"),
+        "{test} needs root and REAP3R_REQUIRE_ROOT=1"
+    );
+    eprintln!("SKIPPED {test}: needs root (set REAP3R_REQUIRE_ROOT=1 to make this a failure)");
+    false
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
