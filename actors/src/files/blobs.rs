@@ -11,6 +11,10 @@ use futures::{Stream, StreamExt};
 use reap3r_store::Uuid;
 use tokio::io::AsyncWriteExt;
 
+/// An upload whose body sends nothing for this long is dropped (a stalled client must not hold
+/// a file and a task open forever).
+pub const UPLOAD_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Why an upload was not stored.
 #[derive(Debug, thiserror::Error)]
 pub enum PutError {
@@ -80,7 +84,16 @@ impl BlobStore {
             let mut file = tokio::fs::File::create(&incoming).await?;
             let mut hasher = blake3::Hasher::new();
             let mut size = 0u64;
-            while let Some(piece) = body.next().await {
+            loop {
+                let next = tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, body.next())
+                    .await
+                    .map_err(|_| {
+                        PutError::Body(format!(
+                            "nothing arrived for {} s",
+                            UPLOAD_IDLE_TIMEOUT.as_secs()
+                        ))
+                    })?;
+                let Some(piece) = next else { break };
                 let piece = piece.map_err(|e| PutError::Body(e.to_string()))?;
                 size += piece.len() as u64;
                 if size > cap {
@@ -176,5 +189,20 @@ mod tests {
         assert!(is_blake3_hex(&hex));
         assert!(!is_blake3_hex("../../etc/passwd"));
         assert!(!is_blake3_hex(&hex.to_uppercase()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upload_that_stalls_is_dropped_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let stalled = futures::stream::iter(vec![Ok::<_, String>(Bytes::from_static(b"ab"))])
+            .chain(futures::stream::pending());
+        let got = store.put(Box::pin(stalled), 100).await;
+        assert!(
+            matches!(&got, Err(PutError::Body(why)) if why.contains("nothing arrived")),
+            "{got:?}"
+        );
+        let incoming = std::fs::read_dir(dir.path().join("incoming")).unwrap();
+        assert_eq!(incoming.count(), 0);
     }
 }
