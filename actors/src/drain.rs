@@ -40,6 +40,25 @@ impl DrainSignal {
     }
 }
 
+/// Waits, up to `grace`, until `active()` is 0, woken by `ended` each time some work ends;
+/// returns what is still active then (0: all ended). For subsystems that end their own work at
+/// shutdown and wait for its records (shell relays, file transfers).
+pub(crate) async fn wait_until_idle(
+    ended: &tokio::sync::Notify,
+    grace: std::time::Duration,
+    active: impl Fn() -> usize,
+) -> usize {
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        // Registered before the check, so an end between the two is not missed.
+        let woken = ended.notified();
+        let left = active();
+        if left == 0 || tokio::time::timeout_at(deadline, woken).await.is_err() {
+            return left;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -122,6 +122,37 @@ impl AgentRouter for LocalRouter {
     }
 }
 
+/// An agent of the caller's organisation that a channel can be opened to now: online, not
+/// revoked, announcing `capability` in its hello (else `absent`, the 409's message), and held
+/// by this node. Shells and file transfers check this before they record anything.
+pub(crate) async fn reachable_agent(
+    domain: &crate::Domain,
+    router: &dyn AgentRouter,
+    org_id: Uuid,
+    agent_id: Uuid,
+    capability: &str,
+    absent: &str,
+) -> crate::DomainResult<reap3r_store::Agent> {
+    use crate::DomainError;
+    let agent = domain
+        .store
+        .agent_in_org(org_id, agent_id)
+        .await?
+        .ok_or(DomainError::NotFound("agent"))?;
+    if !agent.connected || agent.revoked {
+        return Err(DomainError::conflict("the agent is not online"));
+    }
+    if !agent.capabilities.iter().any(|c| c == capability) {
+        return Err(DomainError::conflict(absent));
+    }
+    if !router.holds(agent.id) {
+        return Err(DomainError::conflict(
+            "the agent is connected to another server node",
+        ));
+    }
+    Ok(agent)
+}
+
 #[cfg(test)]
 mod tests {
     //! [`LocalRouter`] over real session actors (in the handshake phase, on an in-memory link

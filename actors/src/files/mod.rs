@@ -159,19 +159,9 @@ impl FileHub {
     /// records to be written.
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.stop.send_replace(true);
-        let deadline = tokio::time::Instant::now() + grace;
-        loop {
-            let ended = self.inner.ended.notified();
-            if self.active() == 0 {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, ended).await.is_err() {
-                warn!(
-                    transfers = self.active(),
-                    "file transfers still ending at shutdown"
-                );
-                return;
-            }
+        let left = crate::drain::wait_until_idle(&self.inner.ended, grace, || self.active()).await;
+        if left > 0 {
+            warn!(transfers = left, "file transfers still ending at shutdown");
         }
     }
 }

@@ -222,26 +222,16 @@ impl Request {
     async fn start(self, hub: &FileHub, caller: &Caller) -> DomainResult<FileTransfer> {
         check_path(&self.path)
             .map_err(|e| DomainError::invalid(format!("path {:?}: {e}", self.path)))?;
-        let domain = &hub.inner.domain;
-        let agent = domain
-            .store
-            .agent_in_org(caller.org_id, self.agent_id)
-            .await?
-            .ok_or(DomainError::NotFound("agent"))?;
-        if !agent.connected || agent.revoked {
-            return Err(DomainError::conflict("the agent is not online"));
-        }
-        if !agent.capabilities.iter().any(|c| c == FILE_CAPABILITY) {
-            return Err(DomainError::conflict(
-                "the agent does not transfer files (not reported in its hello; an agent \
-                 started with --files off does not)",
-            ));
-        }
-        if !hub.inner.router.holds(agent.id) {
-            return Err(DomainError::conflict(
-                "the agent is connected to another server node",
-            ));
-        }
+        let agent = crate::router::reachable_agent(
+            &hub.inner.domain,
+            hub.inner.router.as_ref(),
+            caller.org_id,
+            self.agent_id,
+            FILE_CAPABILITY,
+            "the agent does not transfer files (not reported in its hello; an agent started \
+             with --files off does not)",
+        )
+        .await?;
         let id = Uuid::new_v4();
         hub.reserve(id, agent.id).map_err(DomainError::conflict)?;
         let started = self.record(hub, caller, id, &agent.hostname).await;

@@ -186,19 +186,10 @@ impl ShellHub {
         for relay in &relays {
             let _ = relay.try_send(relay::RelayMsg::Shutdown);
         }
-        let deadline = tokio::time::Instant::now() + grace;
-        loop {
-            let ended = self.inner.relay_ended.notified();
-            if self.active() == 0 {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, ended).await.is_err() {
-                warn!(
-                    sessions = self.active(),
-                    "shell sessions still ending at shutdown"
-                );
-                return;
-            }
+        let left =
+            crate::drain::wait_until_idle(&self.inner.relay_ended, grace, || self.active()).await;
+        if left > 0 {
+            warn!(sessions = left, "shell sessions still ending at shutdown");
         }
     }
 }

@@ -72,25 +72,16 @@ impl OpenShell {
         if settings.require_step_up && !has_fresh_step_up(domain, caller, now).await? {
             return Err(step_up_required());
         }
-        let agent = domain
-            .store
-            .agent_in_org(caller.org_id, self.agent_id)
-            .await?
-            .ok_or(DomainError::NotFound("agent"))?;
-        if !agent.connected || agent.revoked {
-            return Err(DomainError::conflict("the agent is not online"));
-        }
-        if !agent.capabilities.iter().any(|c| c == SHELL_CAPABILITY) {
-            return Err(DomainError::conflict(
-                "the agent does not run remote shells (not reported in its hello; an agent \
-                 started with --shell off does not)",
-            ));
-        }
-        if !hub.inner.router.holds(agent.id) {
-            return Err(DomainError::conflict(
-                "the agent is connected to another server node",
-            ));
-        }
+        let agent = crate::router::reachable_agent(
+            domain,
+            hub.inner.router.as_ref(),
+            caller.org_id,
+            self.agent_id,
+            SHELL_CAPABILITY,
+            "the agent does not run remote shells (not reported in its hello; an agent started \
+             with --shell off does not)",
+        )
+        .await?;
         let id = Uuid::new_v4();
         let operator = truncate(caller.actor(), MAX_OPERATOR_LEN);
         let expires_at = now + i64::from(settings.open_timeout_s) * 1000;

@@ -209,6 +209,12 @@ pub(super) async fn shell(opts: &Options, r: &mut Report) -> Result<()> {
         );
         let _ = agent.child.kill().await;
     }
+    finish(r, relay, server).await;
+    Ok(())
+}
+
+/// Ends a scenario with a real agent: what the relay dropped, the relay, the server.
+pub(super) async fn finish(r: &mut Report, relay: Relay, mut server: ServerProcess) {
     let dropped = relay
         .stats
         .dropped
@@ -221,7 +227,5 @@ pub(super) async fn shell(opts: &Options, r: &mut Report) -> Result<()> {
         "impaired leg: {dropped} of {packets} packets dropped by the relay"
     ));
     drop(relay);
-    let mut server = server;
     let _ = server.terminate(Duration::from_secs(10)).await;
-    Ok(())
 }

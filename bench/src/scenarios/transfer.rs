@@ -7,7 +7,7 @@
 //! until the transfer is complete), then pulled back from the agent (likewise); the pulled
 //! file's BLAKE3 must be the uploaded one's.
 
-use super::shell::{real_agent, wait_online};
+use super::shell::{finish, real_agent, wait_online};
 use super::*;
 
 /// How often a transfer's state is polled.
@@ -136,19 +136,6 @@ pub(super) async fn transfer(opts: &Options, r: &mut Report) -> Result<()> {
         );
         let _ = agent.child.kill().await;
     }
-    let dropped = relay
-        .stats
-        .dropped
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let packets = relay
-        .stats
-        .packets
-        .load(std::sync::atomic::Ordering::Relaxed);
-    r.note(format!(
-        "impaired leg: {dropped} of {packets} packets dropped by the relay"
-    ));
-    drop(relay);
-    let mut server = server;
-    let _ = server.terminate(Duration::from_secs(10)).await;
+    finish(r, relay, server).await;
     Ok(())
 }
